@@ -1,0 +1,479 @@
+//! Configuration: `/etc/cells-updater/config.toml`, then `config.d/*.toml` in name order,
+//! later values winning. Every path is resolved under a root prefix (`/` in production, a
+//! scratch tree in tests). An unknown key or a bad value is an error naming the file and key.
+
+use serde::Deserialize;
+use std::path::{Component, Path, PathBuf};
+use std::time::Duration;
+
+/// A configuration file could not be used; the message names the file and the key.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct ConfigError(pub String);
+
+/// What `check --auto` may install.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AutoPolicy {
+    /// Never install automatically.
+    None,
+    /// Same major.minor, newer patch.
+    Patch,
+    /// Same major, newer minor or patch.
+    Minor,
+    /// Any newer version.
+    All,
+}
+
+/// What Apply does when the new version does not come up.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OnFailure {
+    /// Put the previous binary back and restart.
+    Rollback,
+    /// Leave the new binary in place.
+    Keep,
+}
+
+/// Which file capabilities the new binary gets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CapabilityPolicy {
+    /// The same as the old binary had.
+    Preserve,
+    /// `cap_net_bind_service=+ep`.
+    Always,
+    /// None.
+    Never,
+}
+
+/// The effective configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Root prefix every absolute path is resolved under.
+    pub root: PathBuf,
+    /// `[cells] unit`.
+    pub unit: String,
+    /// `[cells] binary`; `None` = the unit's ExecStart path.
+    pub binary: Option<PathBuf>,
+    /// `[cells] user`; `None` = the unit's User=.
+    pub user: Option<String>,
+    /// `[server] url`.
+    pub server_url: String,
+    /// `[server] channel`.
+    pub channel: String,
+    /// `[server] package`.
+    pub package: String,
+    /// `[server] keys_dir` (absolute, before the root prefix).
+    pub keys_dir: PathBuf,
+    /// `[server] proxy`; `None` = from the environment.
+    pub proxy: Option<String>,
+    /// `[server] timeout`.
+    pub timeout: Duration,
+    /// `[server] max_binary_size`.
+    pub max_binary_size: u64,
+    /// `[policy] auto`.
+    pub auto: AutoPolicy,
+    /// `[policy] on_failure`.
+    pub on_failure: OnFailure,
+    /// `[policy] capabilities`.
+    pub capabilities: CapabilityPolicy,
+    /// `[policy] health_url`.
+    pub health_url: Option<String>,
+    /// `[policy] health_settle`.
+    pub health_settle: Duration,
+    /// `[policy] health_timeout`.
+    pub health_timeout: Duration,
+    /// `[policy] keep_versions`.
+    pub keep_versions: u32,
+    /// `[daemon] state_dir` (absolute, before the root prefix).
+    pub state_dir: PathBuf,
+    /// `[daemon] idle_exit`; zero = never.
+    pub idle_exit: Duration,
+    /// `[daemon] probe_user`.
+    pub probe_user: String,
+}
+
+/// Default location of the main file.
+pub const DEFAULT_CONFIG: &str = "/etc/cells-updater/config.toml";
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            root: PathBuf::from("/"),
+            unit: "cells.service".into(),
+            binary: None,
+            user: None,
+            server_url: "https://updatecells.pydio.com/".into(),
+            channel: "stable".into(),
+            package: "PydioHome".into(),
+            keys_dir: PathBuf::from("/etc/cells-updater/keys.d"),
+            proxy: None,
+            timeout: Duration::from_secs(60),
+            max_binary_size: 1 << 30,
+            auto: AutoPolicy::None,
+            on_failure: OnFailure::Rollback,
+            capabilities: CapabilityPolicy::Preserve,
+            health_url: None,
+            health_settle: Duration::from_secs(10),
+            health_timeout: Duration::from_secs(90),
+            keep_versions: 2,
+            state_dir: PathBuf::from("/var/lib/cells-updater"),
+            idle_exit: Duration::from_secs(300),
+            probe_user: "nobody".into(),
+        }
+    }
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct FileDoc {
+    cells: Option<CellsSection>,
+    server: Option<ServerSection>,
+    policy: Option<PolicySection>,
+    daemon: Option<DaemonSection>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CellsSection {
+    unit: Option<String>,
+    binary: Option<String>,
+    user: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ServerSection {
+    url: Option<String>,
+    channel: Option<String>,
+    package: Option<String>,
+    keys_dir: Option<String>,
+    proxy: Option<String>,
+    timeout: Option<String>,
+    max_binary_size: Option<i64>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PolicySection {
+    auto: Option<String>,
+    on_failure: Option<String>,
+    capabilities: Option<String>,
+    health_url: Option<String>,
+    health_settle: Option<String>,
+    health_timeout: Option<String>,
+    keep_versions: Option<i64>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DaemonSection {
+    state_dir: Option<String>,
+    idle_exit: Option<String>,
+    probe_user: Option<String>,
+}
+
+impl Config {
+    /// Loads `main` (default [`DEFAULT_CONFIG`]) and the `config.d/*.toml` beside it, all
+    /// under `root`. A missing main file means all defaults.
+    pub fn load(root: &Path, main: Option<&Path>) -> Result<Self, ConfigError> {
+        let mut cfg = Config {
+            root: root.to_path_buf(),
+            ..Config::default()
+        };
+        let main = main.map_or_else(|| under(root, Path::new(DEFAULT_CONFIG)), Path::to_path_buf);
+        let mut files = Vec::new();
+        if main.exists() {
+            files.push(main.clone());
+        }
+        let dropins = main.with_file_name("config.d");
+        if let Ok(entries) = std::fs::read_dir(&dropins) {
+            let mut frags: Vec<PathBuf> = entries
+                .filter_map(|e| e.ok().map(|e| e.path()))
+                .filter(|p| p.extension().is_some_and(|x| x == "toml"))
+                .collect();
+            frags.sort();
+            files.extend(frags);
+        }
+        for file in files {
+            let text = std::fs::read_to_string(&file)
+                .map_err(|e| ConfigError(format!("{}: cannot read: {e}", file.display())))?;
+            cfg.apply(&text, &file.display().to_string())?;
+        }
+        Ok(cfg)
+    }
+
+    /// Applies one file's text over the current values.
+    pub fn apply(&mut self, text: &str, file: &str) -> Result<(), ConfigError> {
+        let doc: FileDoc = toml::from_str(text)
+            .map_err(|e| ConfigError(format!("{file}: {}", e.to_string().trim_end())))?;
+        let bad = |key: &str, why: String| ConfigError(format!("{file}: key {key}: {why}"));
+        if let Some(c) = doc.cells {
+            if let Some(v) = c.unit {
+                if !v.ends_with(".service") || v.contains('/') || v.len() <= 8 {
+                    return Err(bad("[cells] unit", format!("{v:?} is not a service unit name")));
+                }
+                self.unit = v;
+            }
+            if let Some(v) = c.binary {
+                self.binary = if v.is_empty() {
+                    None
+                } else {
+                    Some(absolute(&v).map_err(|w| bad("[cells] binary", w))?)
+                };
+            }
+            if let Some(v) = c.user {
+                self.user = (!v.is_empty()).then_some(v);
+            }
+        }
+        if let Some(s) = doc.server {
+            if let Some(v) = s.url {
+                let url = reqwest::Url::parse(&v)
+                    .map_err(|e| bad("[server] url", format!("{v:?} is not a URL: {e}")))?;
+                if !matches!(url.scheme(), "http" | "https") {
+                    return Err(bad("[server] url", format!("{v:?} must be http or https")));
+                }
+                self.server_url = v;
+            }
+            if let Some(v) = s.channel {
+                one_of(&v, &["stable", "dev"]).map_err(|w| bad("[server] channel", w))?;
+                self.channel = v;
+            }
+            if let Some(v) = s.package {
+                one_of(&v, &["PydioHome", "PydioEnterprise"])
+                    .map_err(|w| bad("[server] package", w))?;
+                self.package = v;
+            }
+            if let Some(v) = s.keys_dir {
+                self.keys_dir = absolute(&v).map_err(|w| bad("[server] keys_dir", w))?;
+            }
+            if let Some(v) = s.proxy {
+                self.proxy = (!v.is_empty()).then_some(v);
+            }
+            if let Some(v) = s.timeout {
+                self.timeout = positive(&v).map_err(|w| bad("[server] timeout", w))?;
+            }
+            if let Some(v) = s.max_binary_size {
+                if v <= 0 {
+                    return Err(bad("[server] max_binary_size", format!("{v} must be > 0")));
+                }
+                self.max_binary_size = v as u64;
+            }
+        }
+        if let Some(p) = doc.policy {
+            if let Some(v) = p.auto {
+                self.auto = match v.as_str() {
+                    "none" => AutoPolicy::None,
+                    "patch" => AutoPolicy::Patch,
+                    "minor" => AutoPolicy::Minor,
+                    "all" => AutoPolicy::All,
+                    _ => return Err(bad("[policy] auto", expected(&v, "none, patch, minor, all"))),
+                };
+            }
+            if let Some(v) = p.on_failure {
+                self.on_failure = match v.as_str() {
+                    "rollback" => OnFailure::Rollback,
+                    "keep" => OnFailure::Keep,
+                    _ => return Err(bad("[policy] on_failure", expected(&v, "rollback, keep"))),
+                };
+            }
+            if let Some(v) = p.capabilities {
+                self.capabilities = match v.as_str() {
+                    "preserve" => CapabilityPolicy::Preserve,
+                    "always" => CapabilityPolicy::Always,
+                    "never" => CapabilityPolicy::Never,
+                    _ => {
+                        return Err(bad(
+                            "[policy] capabilities",
+                            expected(&v, "preserve, always, never"),
+                        ))
+                    }
+                };
+            }
+            if let Some(v) = p.health_url {
+                if !v.is_empty() {
+                    reqwest::Url::parse(&v).map_err(|e| {
+                        bad("[policy] health_url", format!("{v:?} is not a URL: {e}"))
+                    })?;
+                }
+                self.health_url = (!v.is_empty()).then_some(v);
+            }
+            if let Some(v) = p.health_settle {
+                self.health_settle = parse_duration(&v).map_err(|w| bad("[policy] health_settle", w))?;
+            }
+            if let Some(v) = p.health_timeout {
+                self.health_timeout =
+                    positive(&v).map_err(|w| bad("[policy] health_timeout", w))?;
+            }
+            if let Some(v) = p.keep_versions {
+                if !(1..=100).contains(&v) {
+                    return Err(bad("[policy] keep_versions", format!("{v} must be 1 to 100")));
+                }
+                self.keep_versions = v as u32;
+            }
+        }
+        if let Some(d) = doc.daemon {
+            if let Some(v) = d.state_dir {
+                self.state_dir = absolute(&v).map_err(|w| bad("[daemon] state_dir", w))?;
+            }
+            if let Some(v) = d.idle_exit {
+                self.idle_exit = parse_duration(&v).map_err(|w| bad("[daemon] idle_exit", w))?;
+            }
+            if let Some(v) = d.probe_user {
+                if v.is_empty() || v == "root" {
+                    return Err(bad(
+                        "[daemon] probe_user",
+                        format!("{v:?}: the probe must run as an unprivileged user"),
+                    ));
+                }
+                self.probe_user = v;
+            }
+        }
+        Ok(())
+    }
+
+    /// `abs` resolved under the root prefix.
+    pub fn path(&self, abs: &Path) -> PathBuf {
+        under(&self.root, abs)
+    }
+
+    /// The state directory, under the root prefix.
+    pub fn state_dir(&self) -> PathBuf {
+        self.path(&self.state_dir)
+    }
+
+    /// The trusted keys directory, under the root prefix.
+    pub fn keys_dir(&self) -> PathBuf {
+        self.path(&self.keys_dir)
+    }
+}
+
+/// `abs` (an absolute path) placed under `root`.
+pub fn under(root: &Path, abs: &Path) -> PathBuf {
+    let rel: PathBuf = abs
+        .components()
+        .filter(|c| matches!(c, Component::Normal(_)))
+        .collect();
+    root.join(rel)
+}
+
+fn absolute(v: &str) -> Result<PathBuf, String> {
+    let p = Path::new(v);
+    if !p.is_absolute() || p.components().any(|c| c == Component::ParentDir) {
+        return Err(format!("{v:?} must be an absolute path without \"..\""));
+    }
+    Ok(p.to_path_buf())
+}
+
+fn one_of(v: &str, allowed: &[&str]) -> Result<(), String> {
+    if allowed.contains(&v) {
+        Ok(())
+    } else {
+        Err(expected(v, &allowed.join(", ")))
+    }
+}
+
+fn expected(v: &str, allowed: &str) -> String {
+    format!("{v:?} is not one of {allowed}")
+}
+
+fn positive(v: &str) -> Result<Duration, String> {
+    let d = parse_duration(v)?;
+    if d.is_zero() {
+        return Err(format!("{v:?} must be longer than zero"));
+    }
+    Ok(d)
+}
+
+/// Parses a systemd-style duration: `90s`, `5min`, `1h 30min`, `250ms`, or a bare number of
+/// seconds. `"0"` is zero.
+pub fn parse_duration(v: &str) -> Result<Duration, String> {
+    let err = || format!("{v:?} is not a duration (examples: 90s, 5min, 1h, 250ms)");
+    let s = v.trim();
+    if s.is_empty() {
+        return Err(err());
+    }
+    let mut total = Duration::ZERO;
+    let mut rest = s;
+    while !rest.is_empty() {
+        rest = rest.trim_start();
+        let digits = rest.find(|c: char| !c.is_ascii_digit()).unwrap_or(rest.len());
+        if digits == 0 {
+            return Err(err());
+        }
+        let n: u64 = rest[..digits].parse().map_err(|_| err())?;
+        rest = rest[digits..].trim_start();
+        let unit_len = rest.find(|c: char| !c.is_ascii_alphabetic()).unwrap_or(rest.len());
+        let unit = &rest[..unit_len];
+        rest = &rest[unit_len..];
+        let ms: u64 = match unit {
+            "" | "s" | "sec" | "second" | "seconds" => 1000,
+            "ms" | "msec" => 1,
+            "m" | "min" | "minute" | "minutes" => 60_000,
+            "h" | "hr" | "hour" | "hours" => 3_600_000,
+            "d" | "day" | "days" => 86_400_000,
+            _ => return Err(err()),
+        };
+        total += Duration::from_millis(n.checked_mul(ms).ok_or_else(err)?);
+    }
+    Ok(total)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("90s"), Ok(Duration::from_secs(90)));
+        assert_eq!(parse_duration("5min"), Ok(Duration::from_secs(300)));
+        assert_eq!(parse_duration("1h 30min"), Ok(Duration::from_secs(5400)));
+        assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
+        assert_eq!(parse_duration("0"), Ok(Duration::ZERO));
+        assert_eq!(parse_duration("12"), Ok(Duration::from_secs(12)));
+        for bad in ["", "s", "5 parsecs", "-1s", "1.5s"] {
+            assert!(parse_duration(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn later_fragments_win_and_defaults_hold() {
+        let mut cfg = Config::default();
+        cfg.apply("[server]\nchannel = \"dev\"\n[policy]\nauto = \"patch\"\n", "a.toml")
+            .unwrap();
+        cfg.apply("[server]\nchannel = \"stable\"\n", "b.toml").unwrap();
+        assert_eq!(cfg.channel, "stable");
+        assert_eq!(cfg.auto, AutoPolicy::Patch);
+        assert_eq!(cfg.unit, "cells.service");
+        assert_eq!(cfg.max_binary_size, 1 << 30);
+    }
+
+    #[test]
+    fn bad_input_names_file_and_key() {
+        let rows: &[(&str, &str)] = &[
+            ("[server]\nchanel = \"dev\"\n", "chanel"),
+            ("[server]\nchannel = \"beta\"\n", "[server] channel"),
+            ("[policy]\nauto = \"yes\"\n", "[policy] auto"),
+            ("[policy]\nhealth_settle = \"soon\"\n", "[policy] health_settle"),
+            ("[daemon]\nstate_dir = \"relative/dir\"\n", "[daemon] state_dir"),
+            ("[daemon]\nprobe_user = \"root\"\n", "[daemon] probe_user"),
+            ("[server]\nmax_binary_size = 0\n", "[server] max_binary_size"),
+            ("[server]\ntimeout = \"0\"\n", "[server] timeout"),
+            ("[server]\nurl = \"ftp://x/\"\n", "[server] url"),
+            ("[nonsense]\n", "nonsense"),
+        ];
+        for (text, key) in rows {
+            let mut cfg = Config::default();
+            let err = cfg.apply(text, "/etc/cells-updater/config.d/10-x.toml").unwrap_err();
+            assert!(err.0.starts_with("/etc/cells-updater/config.d/10-x.toml: "), "{err}");
+            assert!(err.0.contains(key), "{key}: {err}");
+        }
+    }
+
+    #[test]
+    fn paths_resolve_under_root() {
+        assert_eq!(
+            under(Path::new("/tmp/r"), Path::new("/var/lib/x")),
+            PathBuf::from("/tmp/r/var/lib/x")
+        );
+        assert_eq!(under(Path::new("/"), Path::new("/etc")), PathBuf::from("/etc"));
+    }
+}

@@ -1,0 +1,15 @@
+//! cells-updater: the privileged half of updating Pydio Cells.
+//!
+//! Modules, one responsibility each:
+//! - [`error`]: typed errors, one per D-Bus error name of the contract.
+//! - [`version`]: Cells version parsing, ordering and the no-downgrade floor.
+//! - [`trust`]: trusted keys (RSA PKCS#1/SPKI, EC P-256), checksum and signature checks.
+pub mod error;
+pub mod trust;
+pub mod version;
+
+pub use error::{Error, Result};
+pub mod config;
+pub mod probe;
+pub mod stage;
+pub mod update_server;

@@ -1,0 +1,145 @@
+//! Cells version numbers: parsing, ordering (Cells' go-version rules) and the no-downgrade
+//! policy (invariant I3).
+
+use crate::error::{Error, Result};
+use std::cmp::Ordering;
+use std::fmt;
+use std::str::FromStr;
+
+/// A Cells version: semver with an optional leading `v`. Build metadata is kept for display
+/// but ignored when ordering, as go-version does.
+#[derive(Debug, Clone, Eq)]
+pub struct CellsVersion(semver::Version);
+
+impl CellsVersion {
+    /// Parses `s`; anything that is not `[v]MAJOR.MINOR.PATCH[-PRE][+BUILD]` is
+    /// `InvalidArgument`, with the string quoted.
+    pub fn parse(s: &str) -> Result<Self> {
+        let body = s.strip_prefix('v').unwrap_or(s);
+        semver::Version::parse(body).map(CellsVersion).map_err(|_| {
+            Error::InvalidArgument(format!(
+                "{s:?} is not a Cells version; expected a version such as \"4.4.5\" or \"v4.4.5-rc1\""
+            ))
+        })
+    }
+
+    /// Major, minor, patch.
+    pub fn triple(&self) -> (u64, u64, u64) {
+        (self.0.major, self.0.minor, self.0.patch)
+    }
+
+    /// True when this version has a pre-release tag (`-rc1`, …).
+    pub fn is_prerelease(&self) -> bool {
+        !self.0.pre.is_empty()
+    }
+}
+
+impl FromStr for CellsVersion {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self> {
+        Self::parse(s)
+    }
+}
+
+impl fmt::Display for CellsVersion {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+impl PartialEq for CellsVersion {
+    fn eq(&self, other: &Self) -> bool {
+        self.cmp(other) == Ordering::Equal
+    }
+}
+
+impl PartialOrd for CellsVersion {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for CellsVersion {
+    fn cmp(&self, other: &Self) -> Ordering {
+        (self.0.major, self.0.minor, self.0.patch)
+            .cmp(&(other.0.major, other.0.minor, other.0.patch))
+            .then_with(|| self.0.pre.cmp(&other.0.pre))
+    }
+}
+
+/// What a candidate must beat: the installed version and the highest version ever installed
+/// here (persisted, so that replaying an old release after a rollback is still refused).
+#[derive(Debug, Clone, Default)]
+pub struct VersionFloor {
+    /// Version the managed binary reports now.
+    pub installed: Option<CellsVersion>,
+    /// Highest version ever installed on this machine.
+    pub highest: Option<CellsVersion>,
+}
+
+impl VersionFloor {
+    /// `Ok` when `candidate` is newer than both the installed and the highest-ever version,
+    /// `Downgrade` otherwise.
+    pub fn admit(&self, candidate: &CellsVersion) -> Result<()> {
+        if let Some(installed) = &self.installed {
+            if candidate <= installed {
+                return Err(Error::Downgrade(format!(
+                    "{candidate} is not newer than the installed version {installed}; \
+                     only newer releases are installed (use Rollback to return to the previous version)"
+                )));
+            }
+        }
+        if let Some(highest) = &self.highest {
+            if candidate <= highest {
+                return Err(Error::Downgrade(format!(
+                    "{candidate} is not newer than {highest}, the highest version ever installed here; \
+                     an older release is refused even when genuinely signed"
+                )));
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn v(s: &str) -> CellsVersion {
+        CellsVersion::parse(s).expect("valid version")
+    }
+
+    #[test]
+    fn ordering_matches_go_version() {
+        assert!(v("4.4.3-rc1") < v("4.4.3"));
+        assert!(v("4.4.3") < v("4.4.10"));
+        assert!(v("4.4.3-rc2") > v("4.4.3-rc1"));
+        assert!(v("4.10.0") > v("4.9.9"));
+        assert_eq!(v("v4.4.3"), v("4.4.3"));
+        assert_eq!(v("4.4.3+build7"), v("4.4.3"));
+        assert_eq!(v("v4.4.3").to_string(), "4.4.3");
+    }
+
+    #[test]
+    fn rejects_non_versions_with_the_string_quoted() {
+        for bad in ["", "latest", "../../etc", "4.4", "4.4.3/../x", " 4.4.3", "v", "4.4.3\n"] {
+            let err = CellsVersion::parse(bad).expect_err(bad);
+            assert_eq!(err.name(), "InvalidArgument", "{bad:?}");
+            assert!(err.message().contains(&format!("{bad:?}")), "{err}");
+        }
+    }
+
+    #[test]
+    fn floor_refuses_same_older_and_below_highest() {
+        let floor = VersionFloor {
+            installed: Some(v("4.4.2")),
+            highest: Some(v("4.4.4")),
+        };
+        assert_eq!(floor.admit(&v("4.4.2")).unwrap_err().name(), "Downgrade");
+        assert_eq!(floor.admit(&v("4.4.1")).unwrap_err().name(), "Downgrade");
+        let err = floor.admit(&v("4.4.3")).unwrap_err();
+        assert!(err.message().contains("highest version ever installed"));
+        assert!(floor.admit(&v("4.4.5")).is_ok());
+        assert!(VersionFloor::default().admit(&v("0.0.1")).is_ok());
+    }
+}

@@ -1,0 +1,249 @@
+//! Bad input is refused with a specific error, and nothing changes on disk (I2, I3, I6, I8).
+//! Each row: the fault, the error name, a phrase the message must carry, and what the staging
+//! directory may hold afterwards (only a resumable partial, and only after a network cut).
+
+mod support;
+
+use support::*;
+
+#[derive(Clone, Copy, Debug)]
+enum Fault {
+    CorruptByte,
+    BadSignature,
+    UntrustedKey,
+    WrongChecksum,
+    Truncated,
+    LongerNoLength,
+    LongerWithLength,
+    OverMaximum,
+    Http500WithTitle,
+    MalformedJson,
+    Version(&'static str),
+    Downgrade,
+    SameVersion,
+    WrongArch,
+    NotElf,
+    OtherVersionReported,
+    ProbeHangs,
+    TinyFilesystem,
+    NoTrustedKey,
+}
+
+struct Row {
+    fault: Fault,
+    error: &'static str,
+    says: &'static str,
+    leaves_partial: bool,
+}
+
+const ROWS: &[Row] = &[
+    Row { fault: Fault::CorruptByte, error: "ChecksumMismatch", says: "corrupt or was tampered", leaves_partial: false },
+    Row { fault: Fault::BadSignature, error: "SignatureInvalid", says: "not valid for any trusted key", leaves_partial: false },
+    Row { fault: Fault::UntrustedKey, error: "SignatureInvalid", says: "not signed by a key you trust", leaves_partial: false },
+    Row { fault: Fault::WrongChecksum, error: "ChecksumMismatch", says: "was advertised", leaves_partial: false },
+    Row { fault: Fault::Truncated, error: "DownloadFailed", says: "resumes the download", leaves_partial: true },
+    Row { fault: Fault::LongerNoLength, error: "DownloadFailed", says: "more than the advertised", leaves_partial: false },
+    Row { fault: Fault::LongerWithLength, error: "DownloadFailed", says: "announces", leaves_partial: false },
+    Row { fault: Fault::OverMaximum, error: "DownloadFailed", says: "max_binary_size", leaves_partial: false },
+    Row { fault: Fault::Http500WithTitle, error: "ServerError", says: "Catalog database unavailable", leaves_partial: false },
+    Row { fault: Fault::MalformedJson, error: "ServerError", says: "not a valid update response", leaves_partial: false },
+    Row { fault: Fault::Version("../../etc"), error: "InvalidArgument", says: "\"../../etc\" is not a Cells version", leaves_partial: false },
+    Row { fault: Fault::Version("latest"), error: "InvalidArgument", says: "\"latest\" is not a Cells version", leaves_partial: false },
+    Row { fault: Fault::Version(""), error: "InvalidArgument", says: "\"\" is not a Cells version", leaves_partial: false },
+    Row { fault: Fault::Downgrade, error: "Downgrade", says: "4.4.1 is not newer than the installed version 4.4.2", leaves_partial: false },
+    Row { fault: Fault::SameVersion, error: "Downgrade", says: "4.4.2 is not newer", leaves_partial: false },
+    Row { fault: Fault::WrongArch, error: "WrongArchitecture", says: "this machine is", leaves_partial: false },
+    Row { fault: Fault::NotElf, error: "WrongArchitecture", says: "not an ELF", leaves_partial: false },
+    Row { fault: Fault::OtherVersionReported, error: "VersionMismatch", says: "reports version 4.4.4 but 4.4.5 was advertised", leaves_partial: false },
+    Row { fault: Fault::ProbeHangs, error: "VersionMismatch", says: "did not answer `version` within 3 s", leaves_partial: false },
+    Row { fault: Fault::TinyFilesystem, error: "DiskFull", says: "only", leaves_partial: false },
+    Row { fault: Fault::NoTrustedKey, error: "NoTrustedKey", says: "no trusted key is configured", leaves_partial: false },
+];
+
+/// Sets the fault up; returns the version to stage and, for the tiny filesystem, its mount.
+fn arrange(env: &mut StageEnv, fault: Fault) -> (String, Option<std::path::PathBuf>) {
+    let k = keys();
+    let good = || fake_cells("4.4.5", "ok");
+    let mut mount = None;
+    let version = match fault {
+        Fault::CorruptByte => {
+            let bytes = good();
+            let (sum, sig) = sign(&bytes, &k.rsa);
+            let mut bad = bytes;
+            let at = bad.len() / 2;
+            bad[at] ^= 0x01;
+            env.publish_with("4.4.5", bad, &sum, &sig, Delivery::Normal, false);
+            "4.4.5"
+        }
+        Fault::BadSignature => {
+            let bytes = good();
+            let (sum, sig) = sign(&bytes, &k.rsa);
+            let mut raw = base64_decode(&sig);
+            raw[10] ^= 0xff;
+            env.publish_with("4.4.5", bytes, &sum, &base64_encode(&raw), Delivery::Normal, false);
+            "4.4.5"
+        }
+        Fault::UntrustedKey => {
+            env.publish("4.4.5", good(), &k.rogue);
+            "4.4.5"
+        }
+        Fault::WrongChecksum => {
+            let bytes = good();
+            let (_, sig) = sign(&bytes, &k.rsa);
+            let (other_sum, _) = sign(b"something else", &k.rsa);
+            env.publish_with("4.4.5", bytes, &other_sum, &sig, Delivery::Normal, false);
+            "4.4.5"
+        }
+        Fault::Truncated => {
+            let bytes = good();
+            let (sum, sig) = sign(&bytes, &k.rsa);
+            let n = bytes.len() / 2;
+            env.publish_with("4.4.5", bytes, &sum, &sig, Delivery::CutAfter { n, times: 1 }, false);
+            "4.4.5"
+        }
+        Fault::LongerNoLength | Fault::LongerWithLength => {
+            let bytes = good();
+            let (sum, sig) = sign(&bytes, &k.rsa);
+            let d = if matches!(fault, Fault::LongerNoLength) {
+                Delivery::TooLongNoLength { extra: 4096 }
+            } else {
+                Delivery::TooLongWithLength { extra: 4096 }
+            };
+            env.publish_with("4.4.5", bytes, &sum, &sig, d, false);
+            "4.4.5"
+        }
+        Fault::OverMaximum => {
+            env.stager.max_binary_size = 8 * 1024;
+            env.publish("4.4.5", good(), &k.rsa);
+            "4.4.5"
+        }
+        Fault::Http500WithTitle => {
+            env.server.set_catalog(500, r#"{"Title":"Catalog database unavailable","Detail":"try later"}"#);
+            "4.4.5"
+        }
+        Fault::MalformedJson => {
+            env.server.set_catalog(200, r#"{"AvailableBinaries": [{"Version": "4.4.5""#);
+            "4.4.5"
+        }
+        Fault::Version(v) => {
+            env.publish(v, good(), &k.rsa);
+            v
+        }
+        Fault::Downgrade => {
+            env.publish("4.4.1", fake_cells("4.4.1", "ok"), &k.rsa);
+            "4.4.1"
+        }
+        Fault::SameVersion => {
+            env.publish("4.4.2", fake_cells("4.4.2", "ok"), &k.rsa);
+            "4.4.2"
+        }
+        Fault::WrongArch => {
+            env.publish("4.4.5", foreign_arch(good()), &k.rsa);
+            "4.4.5"
+        }
+        Fault::NotElf => {
+            env.publish("4.4.5", b"#!/bin/sh\nprintf 4.4.5\n".to_vec(), &k.rsa);
+            "4.4.5"
+        }
+        Fault::OtherVersionReported => {
+            env.publish("4.4.5", fake_cells("4.4.4", "ok"), &k.rsa);
+            "4.4.5"
+        }
+        Fault::ProbeHangs => {
+            env.publish("4.4.5", fake_cells("4.4.5", "hang"), &k.rsa);
+            "4.4.5"
+        }
+        Fault::TinyFilesystem => {
+            // 3 MiB binary (an ELF still runs with trailing bytes) onto a 2 MiB tmpfs.
+            let mut bytes = good();
+            bytes.resize(3 << 20, 0);
+            env.publish("4.4.5", bytes, &k.rsa);
+            let dir = env.staged_dir();
+            mount_tiny_tmpfs(&dir);
+            env.stager.area.ensure().unwrap();
+            mount = Some(dir);
+            "4.4.5"
+        }
+        Fault::NoTrustedKey => {
+            env.stager.keys = cells_updater::trust::TrustedKeys::default();
+            env.publish("4.4.5", good(), &k.rsa);
+            "4.4.5"
+        }
+    };
+    (version.to_string(), mount)
+}
+
+fn mount_tiny_tmpfs(dir: &std::path::Path) {
+    assert!(
+        nix::unistd::geteuid().is_root(),
+        "the tiny-filesystem row mounts a tmpfs and needs root (.ci/run runs as root)"
+    );
+    let out = std::process::Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=2m,mode=0700", "tiny"])
+        .arg(dir)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "mount tmpfs: {}", String::from_utf8_lossy(&out.stderr));
+}
+
+fn base64_decode(s: &str) -> Vec<u8> {
+    use base64::Engine;
+    base64::engine::general_purpose::STANDARD.decode(s).unwrap()
+}
+
+fn base64_encode(b: &[u8]) -> String {
+    use base64::Engine;
+    base64::engine::general_purpose::STANDARD.encode(b)
+}
+
+#[tokio::test]
+async fn every_bad_input_is_refused_and_changes_nothing() {
+    let k = keys();
+    let mut failures = Vec::new();
+    for row in ROWS {
+        let mut env = StageEnv::new(&[&k.rsa_pkcs1_pub, &k.ec_pub]);
+        let (version, mount) = arrange(&mut env, row.fault);
+        let staged_before = snapshot(&env.staged_dir());
+        let outside_before = env.outside();
+
+        let result = env.stage(&version).await;
+
+        let staged_after = snapshot(&env.staged_dir());
+        let outside_after = env.outside();
+        if let Some(dir) = mount {
+            let _ = std::process::Command::new("umount").arg(&dir).status();
+        }
+        let row_name = format!("{:?}", row.fault);
+        match result {
+            Ok(m) => failures.push(format!("{row_name}: staged {m:?} instead of failing")),
+            Err(e) => {
+                if e.name() != row.error {
+                    failures.push(format!("{row_name}: got {} ({e}), want {}", e.name(), row.error));
+                }
+                if !e.message().contains(row.says) {
+                    failures.push(format!("{row_name}: message {:?} lacks {:?}", e.message(), row.says));
+                }
+            }
+        }
+        if outside_after != outside_before {
+            failures.push(format!("{row_name}: files outside the staging dir changed"));
+        }
+        let added: Vec<_> = staged_after
+            .keys()
+            .filter(|p| !staged_before.contains_key(*p))
+            .map(|p| p.display().to_string())
+            .collect();
+        let changed = staged_before.iter().any(|(p, v)| staged_after.get(p) != Some(v));
+        let want: Vec<String> = if row.leaves_partial {
+            vec![format!(".work/{version}"), format!(".work/{version}/binary.part"), format!(".work/{version}/source.json")]
+        } else {
+            vec![]
+        };
+        let mut added_sorted = added.clone();
+        added_sorted.sort();
+        if added_sorted != want || changed {
+            failures.push(format!("{row_name}: staging dir gained {added:?} (allowed {want:?}), changed={changed}"));
+        }
+    }
+    assert!(failures.is_empty(), "{} of {} rows failed:\n{}", failures.len(), ROWS.len(), failures.join("\n"));
+}

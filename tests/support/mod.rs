@@ -1,0 +1,512 @@
+//! Test support: a fake Cells binary built with the system C compiler, keys and signatures
+//! made by the `openssl` command line (an implementation independent of the crates that
+//! verify them), a real HTTP/1.1 update server on loopback whose faults the tests choose, and
+//! filesystem snapshots for "nothing changed" assertions.
+#![allow(dead_code)]
+
+use std::collections::{BTreeMap, HashMap};
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::{Arc, Mutex, OnceLock};
+
+/// Scratch space shared by one test binary.
+pub fn scratch() -> &'static Path {
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    DIR.get_or_init(|| {
+        let d = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("support-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        std::fs::create_dir_all(&d).expect("scratch dir");
+        d
+    })
+}
+
+fn run(cmd: &mut Command) -> Vec<u8> {
+    let out = cmd.output().unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out.stdout
+}
+
+// ------------------------------------------------------------------ fake Cells
+
+const VMARK: &[u8] = b"@@FAKE_CELLS_VERSION@@";
+const MMARK: &[u8] = b"@@FAKE_CELLS_MODE@@";
+
+/// The compiled fake Cells, built once per test binary.
+pub fn fake_cells_template() -> &'static [u8] {
+    static BIN: OnceLock<Vec<u8>> = OnceLock::new();
+    BIN.get_or_init(|| {
+        let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/support/fake-cells.c");
+        let out = scratch().join("fake-cells");
+        run(Command::new("cc").args(["-O1", "-o"]).arg(&out).arg(&src));
+        std::fs::read(&out).expect("fake cells binary")
+    })
+}
+
+fn patch(bin: &mut [u8], mark: &[u8], value: &str, cap: usize) {
+    let at = bin
+        .windows(mark.len())
+        .position(|w| w == mark)
+        .expect("slot marker in fake cells")
+        + mark.len();
+    assert!(value.len() < cap - mark.len(), "slot value too long");
+    bin[at..at + value.len()].copy_from_slice(value.as_bytes());
+    bin[at + value.len()] = 0;
+}
+
+/// A fake Cells binary reporting `version`, behaving as `mode` ("ok", "hang", "exit").
+pub fn fake_cells(version: &str, mode: &str) -> Vec<u8> {
+    let mut bin = fake_cells_template().to_vec();
+    patch(&mut bin, VMARK, version, 96);
+    patch(&mut bin, MMARK, mode, 64);
+    bin
+}
+
+/// The same binary with its ELF `e_machine` set to another architecture.
+pub fn foreign_arch(mut bin: Vec<u8>) -> Vec<u8> {
+    let other: u16 = if cfg!(target_arch = "aarch64") { 62 } else { 183 };
+    bin[18..20].copy_from_slice(&other.to_le_bytes());
+    bin
+}
+
+// ------------------------------------------------------------------ keys (openssl)
+
+/// Keys made by the openssl command line.
+pub struct Keys {
+    pub dir: PathBuf,
+    /// RSA-2048 private key (Pydio-like).
+    pub rsa: PathBuf,
+    /// Its public key as PKCS#1 RSAPublicKey under the label "PUBLIC KEY", as Cells ships it.
+    pub rsa_pkcs1_pub: PathBuf,
+    /// The same public key as SubjectPublicKeyInfo.
+    pub rsa_spki_pub: PathBuf,
+    /// EC P-256 private key (mirror-like) and its SPKI public key.
+    pub ec: PathBuf,
+    pub ec_pub: PathBuf,
+    /// A second RSA key, for rotation; and one nobody trusts.
+    pub rsa2: PathBuf,
+    pub rsa2_pub: PathBuf,
+    pub rogue: PathBuf,
+    pub rogue_pub: PathBuf,
+}
+
+/// The keys, generated once per test binary.
+pub fn keys() -> &'static Keys {
+    static KEYS: OnceLock<Keys> = OnceLock::new();
+    KEYS.get_or_init(|| {
+        let dir = scratch().join("keys");
+        std::fs::create_dir_all(&dir).unwrap();
+        let p = |n: &str| dir.join(n);
+        let genrsa = |out: &Path| {
+            run(Command::new("openssl").args(["genpkey", "-algorithm", "RSA", "-pkeyopt", "rsa_keygen_bits:2048", "-out"]).arg(out));
+        };
+        let spki = |key: &Path, out: &Path| {
+            run(Command::new("openssl").args(["pkey", "-pubout", "-in"]).arg(key).arg("-out").arg(out));
+        };
+        genrsa(&p("rsa.pem"));
+        spki(&p("rsa.pem"), &p("rsa-spki.pub.pem"));
+        let pkcs1 = run(Command::new("openssl").args(["rsa", "-RSAPublicKey_out", "-in"]).arg(p("rsa.pem")));
+        let pkcs1 = String::from_utf8(pkcs1).unwrap().replace("RSA PUBLIC KEY", "PUBLIC KEY");
+        assert!(pkcs1.starts_with("-----BEGIN PUBLIC KEY-----"));
+        std::fs::write(p("rsa-pkcs1.pub.pem"), pkcs1).unwrap();
+        run(Command::new("openssl").args(["genpkey", "-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-256", "-out"]).arg(p("ec.pem")));
+        spki(&p("ec.pem"), &p("ec.pub.pem"));
+        genrsa(&p("rsa2.pem"));
+        spki(&p("rsa2.pem"), &p("rsa2.pub.pem"));
+        genrsa(&p("rogue.pem"));
+        spki(&p("rogue.pem"), &p("rogue.pub.pem"));
+        Keys {
+            rsa: p("rsa.pem"),
+            rsa_pkcs1_pub: p("rsa-pkcs1.pub.pem"),
+            rsa_spki_pub: p("rsa-spki.pub.pem"),
+            ec: p("ec.pem"),
+            ec_pub: p("ec.pub.pem"),
+            rsa2: p("rsa2.pem"),
+            rsa2_pub: p("rsa2.pub.pem"),
+            rogue: p("rogue.pem"),
+            rogue_pub: p("rogue.pub.pem"),
+            dir,
+        }
+    })
+}
+
+/// `(BinaryChecksum, BinarySignature)` of `bytes`, both made by openssl: base64 of the raw
+/// SHA-256, and `openssl dgst -sha256 -sign` (RSA PKCS#1 v1.5 or ECDSA DER, by key type).
+pub fn sign(bytes: &[u8], key: &Path) -> (String, String) {
+    use base64::Engine;
+    static N: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let n = N.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    let file = scratch().join(format!("tosign-{n}"));
+    std::fs::write(&file, bytes).unwrap();
+    let digest = run(Command::new("openssl").args(["dgst", "-sha256", "-binary"]).arg(&file));
+    let sig = run(Command::new("openssl").args(["dgst", "-sha256", "-sign"]).arg(key).arg(&file));
+    std::fs::remove_file(&file).unwrap();
+    let b64 = base64::engine::general_purpose::STANDARD;
+    (b64.encode(digest), b64.encode(sig))
+}
+
+// ------------------------------------------------------------------ update server
+
+/// How the server delivers one binary.
+#[derive(Clone, Debug)]
+pub enum Delivery {
+    /// The whole body, with Content-Length; honours `Range: bytes=N-`.
+    Normal,
+    /// Announce the full length, send `n` bytes, close. Only the first `times` requests.
+    CutAfter { n: usize, times: usize },
+    /// Send the body plus `extra` bytes, close-delimited (no Content-Length).
+    TooLongNoLength { extra: usize },
+    /// Send the body plus `extra` bytes with a truthful (too large) Content-Length.
+    TooLongWithLength { extra: usize },
+}
+
+/// A recorded request.
+#[derive(Clone, Debug)]
+pub struct Request {
+    pub method: String,
+    pub path: String,
+    pub headers: HashMap<String, String>,
+    pub body: Vec<u8>,
+}
+
+#[derive(Default)]
+struct ServerState {
+    catalog_status: u16,
+    catalog_body: Vec<u8>,
+    binaries: HashMap<String, (Arc<Vec<u8>>, Delivery)>,
+    requests: Vec<Request>,
+}
+
+/// A real HTTP/1.1 server on 127.0.0.1, one thread per connection, `Connection: close`.
+pub struct TestServer {
+    pub addr: SocketAddr,
+    state: Arc<Mutex<ServerState>>,
+}
+
+impl TestServer {
+    pub fn start() -> TestServer {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind loopback");
+        let addr = listener.local_addr().unwrap();
+        let state = Arc::new(Mutex::new(ServerState {
+            catalog_status: 200,
+            catalog_body: b"{}".to_vec(),
+            ..Default::default()
+        }));
+        let st = state.clone();
+        std::thread::spawn(move || {
+            for conn in listener.incoming().flatten() {
+                let st = st.clone();
+                std::thread::spawn(move || {
+                    let _ = serve(conn, &st);
+                });
+            }
+        });
+        TestServer { addr, state }
+    }
+
+    /// Base URL to configure as `[server] url`.
+    pub fn base(&self) -> String {
+        format!("http://{}/", self.addr)
+    }
+
+    /// URL of a served binary.
+    pub fn binary_url(&self, name: &str) -> String {
+        format!("http://{}/bin/{name}", self.addr)
+    }
+
+    pub fn set_catalog(&self, status: u16, body: impl Into<Vec<u8>>) {
+        let mut s = self.state.lock().unwrap();
+        s.catalog_status = status;
+        s.catalog_body = body.into();
+    }
+
+    pub fn put_binary(&self, name: &str, bytes: Vec<u8>, delivery: Delivery) {
+        self.state
+            .lock()
+            .unwrap()
+            .binaries
+            .insert(name.to_string(), (Arc::new(bytes), delivery));
+    }
+
+    pub fn requests(&self) -> Vec<Request> {
+        self.state.lock().unwrap().requests.clone()
+    }
+}
+
+fn serve(conn: TcpStream, state: &Mutex<ServerState>) -> std::io::Result<()> {
+    let mut reader = BufReader::new(conn.try_clone()?);
+    let mut line = String::new();
+    reader.read_line(&mut line)?;
+    let mut parts = line.split_whitespace();
+    let method = parts.next().unwrap_or_default().to_string();
+    let path = parts.next().unwrap_or_default().to_string();
+    let mut headers = HashMap::new();
+    loop {
+        let mut h = String::new();
+        reader.read_line(&mut h)?;
+        let h = h.trim_end();
+        if h.is_empty() {
+            break;
+        }
+        if let Some((k, v)) = h.split_once(':') {
+            headers.insert(k.trim().to_ascii_lowercase(), v.trim().to_string());
+        }
+    }
+    let len: usize = headers.get("content-length").and_then(|v| v.parse().ok()).unwrap_or(0);
+    let mut body = vec![0; len];
+    reader.read_exact(&mut body)?;
+    let req = Request { method, path, headers, body };
+    let mut out = conn;
+    let (status, payload, delivery) = {
+        let mut s = state.lock().unwrap();
+        s.requests.push(req.clone());
+        if req.method == "POST" && req.path == "/a/update-server/" {
+            (s.catalog_status, Arc::new(s.catalog_body.clone()), Delivery::Normal)
+        } else if let Some(name) = req.path.strip_prefix("/bin/") {
+            match s.binaries.get_mut(name) {
+                Some((bytes, delivery)) => {
+                    let d = delivery.clone();
+                    if let Delivery::CutAfter { n, times } = d {
+                        *delivery = if times > 1 {
+                            Delivery::CutAfter { n, times: times - 1 }
+                        } else {
+                            Delivery::Normal
+                        };
+                    }
+                    (200, bytes.clone(), d)
+                }
+                None => (404, Arc::new(b"{\"Title\":\"no such binary\"}".to_vec()), Delivery::Normal),
+            }
+        } else {
+            (404, Arc::new(Vec::new()), Delivery::Normal)
+        }
+    };
+    let reason = |s: u16| match s {
+        200 => "OK",
+        206 => "Partial Content",
+        404 => "Not Found",
+        _ => "Error",
+    };
+    match delivery {
+        Delivery::Normal => {
+            let range = req
+                .headers
+                .get("range")
+                .and_then(|r| r.strip_prefix("bytes="))
+                .and_then(|r| r.strip_suffix('-'))
+                .and_then(|n| n.parse::<usize>().ok());
+            match range {
+                Some(start) if status == 200 && start < payload.len() => {
+                    write!(
+                        out,
+                        "HTTP/1.1 206 Partial Content\r\nContent-Length: {}\r\nContent-Range: bytes {}-{}/{}\r\nConnection: close\r\n\r\n",
+                        payload.len() - start,
+                        start,
+                        payload.len() - 1,
+                        payload.len()
+                    )?;
+                    out.write_all(&payload[start..])?;
+                }
+                _ => {
+                    write!(
+                        out,
+                        "HTTP/1.1 {status} {}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                        reason(status),
+                        payload.len()
+                    )?;
+                    out.write_all(&payload)?;
+                }
+            }
+        }
+        Delivery::CutAfter { n, .. } => {
+            write!(out, "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n", payload.len())?;
+            out.write_all(&payload[..n.min(payload.len())])?;
+            out.flush()?;
+            out.shutdown(std::net::Shutdown::Both)?;
+        }
+        Delivery::TooLongNoLength { extra } => {
+            write!(out, "HTTP/1.1 200 OK\r\nConnection: close\r\n\r\n")?;
+            out.write_all(&payload)?;
+            out.write_all(&vec![0x41; extra])?;
+        }
+        Delivery::TooLongWithLength { extra } => {
+            write!(out, "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n", payload.len() + extra)?;
+            out.write_all(&payload)?;
+            out.write_all(&vec![0x41; extra])?;
+        }
+    }
+    out.flush()
+}
+
+/// One catalog entry as the update server writes it. `size_as_string` picks the int64 form.
+pub fn package_json(
+    version: &str,
+    url: &str,
+    size: usize,
+    checksum: &str,
+    signature: &str,
+    size_as_string: bool,
+) -> serde_json::Value {
+    let size = if size_as_string {
+        serde_json::Value::String(size.to_string())
+    } else {
+        serde_json::Value::from(size)
+    };
+    serde_json::json!({
+        "PackageName": "PydioHome",
+        "Version": version,
+        "ReleaseDate": 1740420600,
+        "Label": format!("Cells {version}"),
+        "Description": "test release",
+        "ChangeLog": "fixes",
+        "BinaryURL": url,
+        "BinaryChecksum": checksum,
+        "BinarySignature": signature,
+        "BinaryHashType": "sha256",
+        "BinarySize": size,
+        "BinaryOS": "linux",
+        "BinaryArch": "amd64",
+        "Status": "Released"
+    })
+}
+
+// ------------------------------------------------------------------ snapshots
+
+/// Every file and directory under `dir` with its size and content hash (dirs: `None`).
+pub fn snapshot(dir: &Path) -> BTreeMap<PathBuf, Option<(u64, String)>> {
+    use sha2::{Digest, Sha256};
+    let mut out = BTreeMap::new();
+    fn walk(root: &Path, d: &Path, out: &mut BTreeMap<PathBuf, Option<(u64, String)>>) {
+        let Ok(entries) = std::fs::read_dir(d) else { return };
+        for e in entries.flatten() {
+            let p = e.path();
+            let rel = p.strip_prefix(root).unwrap().to_path_buf();
+            let meta = std::fs::symlink_metadata(&p).unwrap();
+            if meta.is_dir() {
+                out.insert(rel, None);
+                walk(root, &p, out);
+            } else {
+                let bytes = std::fs::read(&p).unwrap_or_default();
+                let h: String = Sha256::digest(&bytes).iter().map(|b| format!("{b:02x}")).collect();
+                out.insert(rel, Some((meta.len(), h)));
+            }
+        }
+    }
+    walk(dir, dir, &mut out);
+    out
+}
+
+// ------------------------------------------------------------------ staging environment
+
+use cells_updater::probe::ProbeSettings;
+use cells_updater::stage::{Cancel, Manifest, Release, Stager, StagingArea};
+use cells_updater::trust::TrustedKeys;
+use cells_updater::update_server::{self, HttpSettings, UpdateRequest};
+use cells_updater::version::{CellsVersion, VersionFloor};
+use std::time::Duration;
+
+/// A scratch root with a state dir, an installed fake Cells 4.4.2 outside the staging area,
+/// a loopback update server and a stager trusting the given public keys.
+pub struct StageEnv {
+    pub root: tempfile::TempDir,
+    pub server: TestServer,
+    pub stager: Stager,
+    pub http: reqwest::Client,
+    pub floor: VersionFloor,
+}
+
+impl StageEnv {
+    pub fn new(trusted: &[&Path]) -> StageEnv {
+        let root = tempfile::Builder::new()
+            .prefix("stage-")
+            .tempdir_in(env!("CARGO_TARGET_TMPDIR"))
+            .unwrap();
+        let bin = root.path().join("opt/pydio/bin");
+        std::fs::create_dir_all(&bin).unwrap();
+        std::fs::write(bin.join("cells"), fake_cells("4.4.2", "ok")).unwrap();
+        let keys_dir = root.path().join("etc/cells-updater/keys.d");
+        std::fs::create_dir_all(&keys_dir).unwrap();
+        for (i, k) in trusted.iter().enumerate() {
+            std::fs::copy(k, keys_dir.join(format!("{i}.pem"))).unwrap();
+        }
+        let state = root.path().join("var/lib/cells-updater");
+        let stager = Stager {
+            area: StagingArea::new(&state),
+            keys: TrustedKeys::load_dir(&keys_dir).unwrap(),
+            probe: ProbeSettings {
+                timeout: Duration::from_secs(3),
+                ..ProbeSettings::default()
+            },
+            max_binary_size: 64 << 20,
+        };
+        stager.area.ensure().unwrap();
+        let http = update_server::http_client(&HttpSettings {
+            proxy: None,
+            timeout: Duration::from_secs(10),
+        })
+        .unwrap();
+        StageEnv {
+            root,
+            server: TestServer::start(),
+            stager,
+            http,
+            floor: VersionFloor {
+                installed: Some(CellsVersion::parse("4.4.2").unwrap()),
+                highest: Some(CellsVersion::parse("4.4.2").unwrap()),
+            },
+        }
+    }
+
+    /// Serves `bytes` as release `version`, signed by `key`, alone in the catalog.
+    pub fn publish(&self, version: &str, bytes: Vec<u8>, key: &Path) {
+        let (sum, sig) = sign(&bytes, key);
+        self.publish_with(version, bytes, &sum, &sig, Delivery::Normal, false);
+    }
+
+    /// Serves `bytes` under `version` with the given checksum, signature and delivery.
+    pub fn publish_with(&self, version: &str, bytes: Vec<u8>, sum: &str, sig: &str, d: Delivery, size_as_string: bool) {
+        let name = format!("cells-{}", self.server.requests().len());
+        let entry = package_json(version, &self.server.binary_url(&name), bytes.len(), sum, sig, size_as_string);
+        self.server.put_binary(&name, bytes, d);
+        self.server.set_catalog(200, serde_json::json!({"Channel": "stable", "AvailableBinaries": [entry]}).to_string());
+    }
+
+    /// The whole pipeline: check the server, pick `version`, stage it.
+    pub async fn stage(&self, version: &str) -> cells_updater::Result<Manifest> {
+        let resp = update_server::check(
+            &self.http,
+            &self.server.base(),
+            &UpdateRequest::new("stable", "PydioHome", "4.4.2"),
+            Duration::from_secs(10),
+        )
+        .await?;
+        let pkg = resp
+            .available_binaries
+            .iter()
+            .find(|p| p.version == version)
+            .unwrap_or_else(|| panic!("{version:?} not in catalog"));
+        let release = Release::from_package(pkg)?;
+        self.stager
+            .stage_release(&self.http, &release, &self.floor, &mut |_| {}, &Cancel::new())
+            .await
+    }
+
+    pub fn staged_dir(&self) -> PathBuf {
+        self.stager.area.dir().to_path_buf()
+    }
+
+    /// Snapshot of everything under the root except the staging directory.
+    pub fn outside(&self) -> BTreeMap<PathBuf, Option<(u64, String)>> {
+        let staged = self.staged_dir();
+        let rel = staged.strip_prefix(self.root.path()).unwrap().to_path_buf();
+        snapshot(self.root.path())
+            .into_iter()
+            .filter(|(p, _)| !p.starts_with(&rel))
+            .collect()
+    }
+}
