@@ -209,7 +209,10 @@ impl Config {
         if let Some(c) = doc.cells {
             if let Some(v) = c.unit {
                 if !v.ends_with(".service") || v.contains('/') || v.len() <= 8 {
-                    return Err(bad("[cells] unit", format!("{v:?} is not a service unit name")));
+                    return Err(bad(
+                        "[cells] unit",
+                        format!("{v:?} is not a service unit name"),
+                    ));
                 }
                 self.unit = v;
             }
@@ -265,7 +268,12 @@ impl Config {
                     "patch" => AutoPolicy::Patch,
                     "minor" => AutoPolicy::Minor,
                     "all" => AutoPolicy::All,
-                    _ => return Err(bad("[policy] auto", expected(&v, "none, patch, minor, all"))),
+                    _ => {
+                        return Err(bad(
+                            "[policy] auto",
+                            expected(&v, "none, patch, minor, all"),
+                        ))
+                    }
                 };
             }
             if let Some(v) = p.on_failure {
@@ -297,7 +305,8 @@ impl Config {
                 self.health_url = (!v.is_empty()).then_some(v);
             }
             if let Some(v) = p.health_settle {
-                self.health_settle = parse_duration(&v).map_err(|w| bad("[policy] health_settle", w))?;
+                self.health_settle =
+                    parse_duration(&v).map_err(|w| bad("[policy] health_settle", w))?;
             }
             if let Some(v) = p.health_timeout {
                 self.health_timeout =
@@ -305,7 +314,10 @@ impl Config {
             }
             if let Some(v) = p.keep_versions {
                 if !(1..=100).contains(&v) {
-                    return Err(bad("[policy] keep_versions", format!("{v} must be 1 to 100")));
+                    return Err(bad(
+                        "[policy] keep_versions",
+                        format!("{v} must be 1 to 100"),
+                    ));
                 }
                 self.keep_versions = v as u32;
             }
@@ -395,13 +407,17 @@ pub fn parse_duration(v: &str) -> Result<Duration, String> {
     let mut rest = s;
     while !rest.is_empty() {
         rest = rest.trim_start();
-        let digits = rest.find(|c: char| !c.is_ascii_digit()).unwrap_or(rest.len());
+        let digits = rest
+            .find(|c: char| !c.is_ascii_digit())
+            .unwrap_or(rest.len());
         if digits == 0 {
             return Err(err());
         }
         let n: u64 = rest[..digits].parse().map_err(|_| err())?;
         rest = rest[digits..].trim_start();
-        let unit_len = rest.find(|c: char| !c.is_ascii_alphabetic()).unwrap_or(rest.len());
+        let unit_len = rest
+            .find(|c: char| !c.is_ascii_alphabetic())
+            .unwrap_or(rest.len());
         let unit = &rest[..unit_len];
         rest = &rest[unit_len..];
         let ms: u64 = match unit {
@@ -437,9 +453,13 @@ mod tests {
     #[test]
     fn later_fragments_win_and_defaults_hold() {
         let mut cfg = Config::default();
-        cfg.apply("[server]\nchannel = \"dev\"\n[policy]\nauto = \"patch\"\n", "a.toml")
+        cfg.apply(
+            "[server]\nchannel = \"dev\"\n[policy]\nauto = \"patch\"\n",
+            "a.toml",
+        )
+        .unwrap();
+        cfg.apply("[server]\nchannel = \"stable\"\n", "b.toml")
             .unwrap();
-        cfg.apply("[server]\nchannel = \"stable\"\n", "b.toml").unwrap();
         assert_eq!(cfg.channel, "stable");
         assert_eq!(cfg.auto, AutoPolicy::Patch);
         assert_eq!(cfg.unit, "cells.service");
@@ -452,18 +472,32 @@ mod tests {
             ("[server]\nchanel = \"dev\"\n", "chanel"),
             ("[server]\nchannel = \"beta\"\n", "[server] channel"),
             ("[policy]\nauto = \"yes\"\n", "[policy] auto"),
-            ("[policy]\nhealth_settle = \"soon\"\n", "[policy] health_settle"),
-            ("[daemon]\nstate_dir = \"relative/dir\"\n", "[daemon] state_dir"),
+            (
+                "[policy]\nhealth_settle = \"soon\"\n",
+                "[policy] health_settle",
+            ),
+            (
+                "[daemon]\nstate_dir = \"relative/dir\"\n",
+                "[daemon] state_dir",
+            ),
             ("[daemon]\nprobe_user = \"root\"\n", "[daemon] probe_user"),
-            ("[server]\nmax_binary_size = 0\n", "[server] max_binary_size"),
+            (
+                "[server]\nmax_binary_size = 0\n",
+                "[server] max_binary_size",
+            ),
             ("[server]\ntimeout = \"0\"\n", "[server] timeout"),
             ("[server]\nurl = \"ftp://x/\"\n", "[server] url"),
             ("[nonsense]\n", "nonsense"),
         ];
         for (text, key) in rows {
             let mut cfg = Config::default();
-            let err = cfg.apply(text, "/etc/cells-updater/config.d/10-x.toml").unwrap_err();
-            assert!(err.0.starts_with("/etc/cells-updater/config.d/10-x.toml: "), "{err}");
+            let err = cfg
+                .apply(text, "/etc/cells-updater/config.d/10-x.toml")
+                .unwrap_err();
+            assert!(
+                err.0.starts_with("/etc/cells-updater/config.d/10-x.toml: "),
+                "{err}"
+            );
             assert!(err.0.contains(key), "{key}: {err}");
         }
     }
@@ -474,6 +508,9 @@ mod tests {
             under(Path::new("/tmp/r"), Path::new("/var/lib/x")),
             PathBuf::from("/tmp/r/var/lib/x")
         );
-        assert_eq!(under(Path::new("/"), Path::new("/etc")), PathBuf::from("/etc"));
+        assert_eq!(
+            under(Path::new("/"), Path::new("/etc")),
+            PathBuf::from("/etc")
+        );
     }
 }

@@ -34,7 +34,11 @@ impl Default for ProbeSettings {
 
 /// This machine's ELF identity: class, data encoding, `e_machine`.
 fn host_elf() -> (u8, u8, u16) {
-    let class = if cfg!(target_pointer_width = "64") { 2 } else { 1 };
+    let class = if cfg!(target_pointer_width = "64") {
+        2
+    } else {
+        1
+    };
     let data = if cfg!(target_endian = "little") { 1 } else { 2 };
     let machine = if cfg!(target_arch = "x86_64") {
         62
@@ -99,7 +103,11 @@ pub fn check_elf(file: &File) -> Result<()> {
              this machine's architecture",
             machine_name(file_machine),
             if h[4] == 2 { 64 } else { 32 },
-            if h[5] == 1 { "little-endian" } else { "big-endian" },
+            if h[5] == 1 {
+                "little-endian"
+            } else {
+                "big-endian"
+            },
             machine_name(machine)
         )));
     }
@@ -218,7 +226,9 @@ async fn run_version(file: &File, settings: &ProbeSettings) -> Result<String> {
             )))
         }
         Ok(Err(e)) => {
-            return Err(Error::VersionMismatch(format!("the version probe failed: {e}")))
+            return Err(Error::VersionMismatch(format!(
+                "the version probe failed: {e}"
+            )))
         }
         Ok(Ok(r)) => r,
     };

@@ -201,7 +201,11 @@ impl StagingArea {
     pub fn ensure(&self) -> Result<()> {
         for d in [self.dir.clone(), self.dir.join(".work")] {
             let fail = |e: std::io::Error| {
-                Error::from_io(&e, &format!("cannot prepare {}", d.display()), Error::DownloadFailed)
+                Error::from_io(
+                    &e,
+                    &format!("cannot prepare {}", d.display()),
+                    Error::DownloadFailed,
+                )
             };
             fs::DirBuilder::new()
                 .recursive(true)
@@ -277,7 +281,10 @@ impl StagingArea {
 
     fn check_space(&self, needed: u64) -> Result<()> {
         let st = nix::sys::statvfs::statvfs(&self.dir).map_err(|e| {
-            Error::DownloadFailed(format!("cannot read free space of {}: {e}", self.dir.display()))
+            Error::DownloadFailed(format!(
+                "cannot read free space of {}: {e}",
+                self.dir.display()
+            ))
         })?;
         let free = st.blocks_available() as u64 * st.fragment_size() as u64;
         if free < needed + SPACE_MARGIN {
@@ -482,7 +489,11 @@ impl Stager {
         Ok(())
     }
 
-    fn already_staged(&self, v: &CellsVersion, checksum: &Sha256Digest) -> Result<Option<Manifest>> {
+    fn already_staged(
+        &self,
+        v: &CellsVersion,
+        checksum: &Sha256Digest,
+    ) -> Result<Option<Manifest>> {
         match self.area.manifest(v) {
             Some(m) if m.sha256 == trust::encode_checksum(checksum) => Ok(Some(m)),
             Some(_) => {
@@ -520,10 +531,7 @@ impl Stager {
         if resume_from > 0 {
             req = req.header(reqwest::header::RANGE, format!("bytes={resume_from}-"));
         }
-        let mut resp = req
-            .send()
-            .await
-            .map_err(|e| interrupted(error_chain(&e)))?;
+        let mut resp = req.send().await.map_err(|e| interrupted(error_chain(&e)))?;
         let status = resp.status();
         let offset = match status {
             reqwest::StatusCode::OK => 0,
@@ -651,10 +659,11 @@ impl Stager {
         let staged = work.join(BINARY_NAME);
         fs::set_permissions(&part, fs::Permissions::from_mode(0o755))
             .and_then(|_| fs::rename(&part, &staged))
-            .map_err(|e| Error::from_io(&e, "preparing the staged binary", Error::DownloadFailed))?;
-        let file = File::open(&staged).map_err(|e| {
-            Error::DownloadFailed(format!("cannot open {}: {e}", staged.display()))
-        })?;
+            .map_err(|e| {
+                Error::from_io(&e, "preparing the staged binary", Error::DownloadFailed)
+            })?;
+        let file = File::open(&staged)
+            .map_err(|e| Error::DownloadFailed(format!("cannot open {}: {e}", staged.display())))?;
         probe::check_version(&file, c.version, &self.probe).await?;
         cancel.check()?;
         let manifest = Manifest {
@@ -683,7 +692,9 @@ impl Stager {
             sync_dir(&self.area.dir);
             Ok(())
         };
-        commit().map_err(|e| Error::from_io(&e, "recording the staged release", Error::DownloadFailed))?;
+        commit().map_err(|e| {
+            Error::from_io(&e, "recording the staged release", Error::DownloadFailed)
+        })?;
         Ok(manifest)
     }
 }
@@ -769,7 +780,8 @@ fn copy_file_into(
     expected: u64,
     cancel: &Cancel,
 ) -> Result<(Sha256Digest, u64)> {
-    let io = |e: std::io::Error| Error::from_io(&e, "copying the offered file", Error::DownloadFailed);
+    let io =
+        |e: std::io::Error| Error::from_io(&e, "copying the offered file", Error::DownloadFailed);
     fs::DirBuilder::new()
         .recursive(true)
         .mode(0o700)
@@ -818,7 +830,13 @@ fn prepare_work_dir(work: &Path, source: &Source) -> Result<u64> {
         }
     }
     discard(work);
-    let fail = |e: std::io::Error| Error::from_io(&e, &format!("preparing {}", work.display()), Error::DownloadFailed);
+    let fail = |e: std::io::Error| {
+        Error::from_io(
+            &e,
+            &format!("preparing {}", work.display()),
+            Error::DownloadFailed,
+        )
+    };
     fs::DirBuilder::new()
         .recursive(true)
         .mode(0o700)
@@ -830,7 +848,11 @@ fn prepare_work_dir(work: &Path, source: &Source) -> Result<u64> {
 }
 
 fn content_range_start(resp: &reqwest::Response) -> Option<u64> {
-    let v = resp.headers().get(reqwest::header::CONTENT_RANGE)?.to_str().ok()?;
+    let v = resp
+        .headers()
+        .get(reqwest::header::CONTENT_RANGE)?
+        .to_str()
+        .ok()?;
     let range = v.strip_prefix("bytes ")?;
     range.split('-').next()?.trim().parse().ok()
 }

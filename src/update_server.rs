@@ -318,9 +318,18 @@ mod tests {
     #[test]
     fn endpoint_rules() {
         for (base, want) in [
-            ("https://updatecells.pydio.com/", "https://updatecells.pydio.com/a/update-server/"),
-            ("https://updatecells.pydio.com", "https://updatecells.pydio.com/a/update-server/"),
-            ("http://127.0.0.1:8080/mirror//", "http://127.0.0.1:8080/mirror/"),
+            (
+                "https://updatecells.pydio.com/",
+                "https://updatecells.pydio.com/a/update-server/",
+            ),
+            (
+                "https://updatecells.pydio.com",
+                "https://updatecells.pydio.com/a/update-server/",
+            ),
+            (
+                "http://127.0.0.1:8080/mirror//",
+                "http://127.0.0.1:8080/mirror/",
+            ),
             ("http://h/a/update-server", "http://h/a/update-server/"),
         ] {
             assert_eq!(endpoint(base).unwrap().as_str(), want, "{base}");
@@ -332,7 +341,10 @@ mod tests {
         let mut req = UpdateRequest::new("stable", "PydioHome", "4.4.2");
         let v: serde_json::Value = serde_json::to_value(&req).unwrap();
         let keys: Vec<&String> = v.as_object().unwrap().keys().collect();
-        assert_eq!(keys, ["Channel", "CurrentVersion", "GOARCH", "GOOS", "PackageName"]);
+        assert_eq!(
+            keys,
+            ["Channel", "CurrentVersion", "GOARCH", "GOOS", "PackageName"]
+        );
         req.license_info.insert("Key".into(), "abc".into());
         let v: serde_json::Value = serde_json::to_value(&req).unwrap();
         assert_eq!(v["LicenseInfo"]["Key"], "abc");
@@ -360,7 +372,11 @@ mod tests {
 
     #[test]
     fn malformed_answers_are_server_errors() {
-        for body in [&b"<html>"[..], b"{\"AvailableBinaries\":[{\"BinarySize\":\"12x\"}]}", b""] {
+        for body in [
+            &b"<html>"[..],
+            b"{\"AvailableBinaries\":[{\"BinarySize\":\"12x\"}]}",
+            b"",
+        ] {
             assert_eq!(parse_response(body).unwrap_err().name(), "ServerError");
         }
     }
@@ -371,7 +387,10 @@ mod tests {
             reqwest::StatusCode::INTERNAL_SERVER_ERROR,
             br#"{"Title":"Database down","Detail":"retry"}"#,
         );
-        assert!(m.contains("500") && m.contains("Database down") && m.contains("retry"), "{m}");
+        assert!(
+            m.contains("500") && m.contains("Database down") && m.contains("retry"),
+            "{m}"
+        );
         let m = server_failure(reqwest::StatusCode::BAD_GATEWAY, b"<html>");
         assert!(m.contains("502"), "{m}");
     }

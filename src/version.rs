@@ -122,7 +122,16 @@ mod tests {
 
     #[test]
     fn rejects_non_versions_with_the_string_quoted() {
-        for bad in ["", "latest", "../../etc", "4.4", "4.4.3/../x", " 4.4.3", "v", "4.4.3\n"] {
+        for bad in [
+            "",
+            "latest",
+            "../../etc",
+            "4.4",
+            "4.4.3/../x",
+            " 4.4.3",
+            "v",
+            "4.4.3\n",
+        ] {
             let err = CellsVersion::parse(bad).expect_err(bad);
             assert_eq!(err.name(), "InvalidArgument", "{bad:?}");
             assert!(err.message().contains(&format!("{bad:?}")), "{err}");

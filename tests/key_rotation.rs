@@ -16,15 +16,18 @@ fn openssl_key_id(pubkey: &std::path::Path) -> String {
         .unwrap();
     assert!(der.status.success());
     use sha2::Digest;
-    sha2::Sha256::digest(&der.stdout).iter().map(|b| format!("{b:02x}")).collect()
+    sha2::Sha256::digest(&der.stdout)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }
 
 #[test]
 fn key_ids_match_openssl_and_pkcs1_equals_spki() {
     let k = keys();
-    let pkcs1 = TrustedKeys::load_files(&[k.rsa_pkcs1_pub.clone()]).unwrap();
-    let spki = TrustedKeys::load_files(&[k.rsa_spki_pub.clone()]).unwrap();
-    let ec = TrustedKeys::load_files(&[k.ec_pub.clone()]).unwrap();
+    let pkcs1 = TrustedKeys::load_files(std::slice::from_ref(&k.rsa_pkcs1_pub)).unwrap();
+    let spki = TrustedKeys::load_files(std::slice::from_ref(&k.rsa_spki_pub)).unwrap();
+    let ec = TrustedKeys::load_files(std::slice::from_ref(&k.ec_pub)).unwrap();
     assert_eq!(pkcs1.keys()[0].id, openssl_key_id(&k.rsa_spki_pub));
     assert_eq!(spki.keys()[0].id, pkcs1.keys()[0].id);
     assert_eq!(ec.keys()[0].id, openssl_key_id(&k.ec_pub));
@@ -36,7 +39,13 @@ fn key_ids_match_openssl_and_pkcs1_equals_spki() {
 async fn releases_signed_by_either_trusted_key_are_accepted() {
     let k = keys();
     let mut env = StageEnv::new(&[&k.rsa_pkcs1_pub, &k.rsa2_pub]);
-    let ids: Vec<String> = env.stager.keys.keys().iter().map(|k| k.id.clone()).collect();
+    let ids: Vec<String> = env
+        .stager
+        .keys
+        .keys()
+        .iter()
+        .map(|k| k.id.clone())
+        .collect();
 
     env.publish("4.4.5", fake_cells("4.4.5", "ok"), &k.rsa);
     let a = env.stage("4.4.5").await.expect("signed by the first key");

@@ -10,8 +10,13 @@ use support::*;
 
 #[tokio::test]
 async fn probe_is_unprivileged_with_empty_env_and_no_network() {
-    assert!(nix::unistd::geteuid().is_root(), "this test checks the drop from root (.ci/run runs as root)");
-    let nobody = nix::unistd::User::from_name("nobody").unwrap().expect("user nobody");
+    assert!(
+        nix::unistd::geteuid().is_root(),
+        "this test checks the drop from root (.ci/run runs as root)"
+    );
+    let nobody = nix::unistd::User::from_name("nobody")
+        .unwrap()
+        .expect("user nobody");
     let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
     let path = dir.path().join("cells");
     let mut f = std::fs::File::create(&path).unwrap();
@@ -20,15 +25,26 @@ async fn probe_is_unprivileged_with_empty_env_and_no_network() {
     std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
     // The directory is root-only, as the staging area is: the probe reaches the binary only
     // through the descriptor.
-    std::fs::set_permissions(dir.path(), std::os::unix::fs::PermissionsExt::from_mode(0o700)).unwrap();
+    std::fs::set_permissions(
+        dir.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o700),
+    )
+    .unwrap();
     let file = std::fs::File::open(&path).unwrap();
 
     let expected = format!("{}.0.1", nobody.uid);
-    check_version(&file, &CellsVersion::parse(&expected).unwrap(), &ProbeSettings::default())
-        .await
-        .expect("probe reports uid nobody, no environment, one interface (lo)");
+    check_version(
+        &file,
+        &CellsVersion::parse(&expected).unwrap(),
+        &ProbeSettings::default(),
+    )
+    .await
+    .expect("probe reports uid nobody, no environment, one interface (lo)");
 
     // Only meaningful if the host has more than `lo`: then the namespace is what hides them.
     let host_ifs = nix::net::if_::if_nameindex().unwrap().iter().count();
-    assert!(host_ifs > 1, "host has only lo: the network check above proves nothing here");
+    assert!(
+        host_ifs > 1,
+        "host has only lo: the network check above proves nothing here"
+    );
 }

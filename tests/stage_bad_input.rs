@@ -37,27 +37,132 @@ struct Row {
 }
 
 const ROWS: &[Row] = &[
-    Row { fault: Fault::CorruptByte, error: "ChecksumMismatch", says: "corrupt or was tampered", leaves_partial: false },
-    Row { fault: Fault::BadSignature, error: "SignatureInvalid", says: "not valid for any trusted key", leaves_partial: false },
-    Row { fault: Fault::UntrustedKey, error: "SignatureInvalid", says: "not signed by a key you trust", leaves_partial: false },
-    Row { fault: Fault::WrongChecksum, error: "ChecksumMismatch", says: "was advertised", leaves_partial: false },
-    Row { fault: Fault::Truncated, error: "DownloadFailed", says: "resumes the download", leaves_partial: true },
-    Row { fault: Fault::LongerNoLength, error: "DownloadFailed", says: "more than the advertised", leaves_partial: false },
-    Row { fault: Fault::LongerWithLength, error: "DownloadFailed", says: "announces", leaves_partial: false },
-    Row { fault: Fault::OverMaximum, error: "DownloadFailed", says: "max_binary_size", leaves_partial: false },
-    Row { fault: Fault::Http500WithTitle, error: "ServerError", says: "Catalog database unavailable", leaves_partial: false },
-    Row { fault: Fault::MalformedJson, error: "ServerError", says: "not a valid update response", leaves_partial: false },
-    Row { fault: Fault::Version("../../etc"), error: "InvalidArgument", says: "\"../../etc\" is not a Cells version", leaves_partial: false },
-    Row { fault: Fault::Version("latest"), error: "InvalidArgument", says: "\"latest\" is not a Cells version", leaves_partial: false },
-    Row { fault: Fault::Version(""), error: "InvalidArgument", says: "\"\" is not a Cells version", leaves_partial: false },
-    Row { fault: Fault::Downgrade, error: "Downgrade", says: "4.4.1 is not newer than the installed version 4.4.2", leaves_partial: false },
-    Row { fault: Fault::SameVersion, error: "Downgrade", says: "4.4.2 is not newer", leaves_partial: false },
-    Row { fault: Fault::WrongArch, error: "WrongArchitecture", says: "this machine is", leaves_partial: false },
-    Row { fault: Fault::NotElf, error: "WrongArchitecture", says: "not an ELF", leaves_partial: false },
-    Row { fault: Fault::OtherVersionReported, error: "VersionMismatch", says: "reports version 4.4.4 but 4.4.5 was advertised", leaves_partial: false },
-    Row { fault: Fault::ProbeHangs, error: "VersionMismatch", says: "did not answer `version` within 3 s", leaves_partial: false },
-    Row { fault: Fault::TinyFilesystem, error: "DiskFull", says: "only", leaves_partial: false },
-    Row { fault: Fault::NoTrustedKey, error: "NoTrustedKey", says: "no trusted key is configured", leaves_partial: false },
+    Row {
+        fault: Fault::CorruptByte,
+        error: "ChecksumMismatch",
+        says: "corrupt or was tampered",
+        leaves_partial: false,
+    },
+    Row {
+        fault: Fault::BadSignature,
+        error: "SignatureInvalid",
+        says: "not valid for any trusted key",
+        leaves_partial: false,
+    },
+    Row {
+        fault: Fault::UntrustedKey,
+        error: "SignatureInvalid",
+        says: "not signed by a key you trust",
+        leaves_partial: false,
+    },
+    Row {
+        fault: Fault::WrongChecksum,
+        error: "ChecksumMismatch",
+        says: "was advertised",
+        leaves_partial: false,
+    },
+    Row {
+        fault: Fault::Truncated,
+        error: "DownloadFailed",
+        says: "resumes the download",
+        leaves_partial: true,
+    },
+    Row {
+        fault: Fault::LongerNoLength,
+        error: "DownloadFailed",
+        says: "more than the advertised",
+        leaves_partial: false,
+    },
+    Row {
+        fault: Fault::LongerWithLength,
+        error: "DownloadFailed",
+        says: "announces",
+        leaves_partial: false,
+    },
+    Row {
+        fault: Fault::OverMaximum,
+        error: "DownloadFailed",
+        says: "max_binary_size",
+        leaves_partial: false,
+    },
+    Row {
+        fault: Fault::Http500WithTitle,
+        error: "ServerError",
+        says: "Catalog database unavailable",
+        leaves_partial: false,
+    },
+    Row {
+        fault: Fault::MalformedJson,
+        error: "ServerError",
+        says: "not a valid update response",
+        leaves_partial: false,
+    },
+    Row {
+        fault: Fault::Version("../../etc"),
+        error: "InvalidArgument",
+        says: "\"../../etc\" is not a Cells version",
+        leaves_partial: false,
+    },
+    Row {
+        fault: Fault::Version("latest"),
+        error: "InvalidArgument",
+        says: "\"latest\" is not a Cells version",
+        leaves_partial: false,
+    },
+    Row {
+        fault: Fault::Version(""),
+        error: "InvalidArgument",
+        says: "\"\" is not a Cells version",
+        leaves_partial: false,
+    },
+    Row {
+        fault: Fault::Downgrade,
+        error: "Downgrade",
+        says: "4.4.1 is not newer than the installed version 4.4.2",
+        leaves_partial: false,
+    },
+    Row {
+        fault: Fault::SameVersion,
+        error: "Downgrade",
+        says: "4.4.2 is not newer",
+        leaves_partial: false,
+    },
+    Row {
+        fault: Fault::WrongArch,
+        error: "WrongArchitecture",
+        says: "this machine is",
+        leaves_partial: false,
+    },
+    Row {
+        fault: Fault::NotElf,
+        error: "WrongArchitecture",
+        says: "not an ELF",
+        leaves_partial: false,
+    },
+    Row {
+        fault: Fault::OtherVersionReported,
+        error: "VersionMismatch",
+        says: "reports version 4.4.4 but 4.4.5 was advertised",
+        leaves_partial: false,
+    },
+    Row {
+        fault: Fault::ProbeHangs,
+        error: "VersionMismatch",
+        says: "did not answer `version` within 3 s",
+        leaves_partial: false,
+    },
+    Row {
+        fault: Fault::TinyFilesystem,
+        error: "DiskFull",
+        says: "only",
+        leaves_partial: false,
+    },
+    Row {
+        fault: Fault::NoTrustedKey,
+        error: "NoTrustedKey",
+        says: "no trusted key is configured",
+        leaves_partial: false,
+    },
 ];
 
 /// Sets the fault up; returns the version to stage and, for the tiny filesystem, its mount.
@@ -80,7 +185,14 @@ fn arrange(env: &mut StageEnv, fault: Fault) -> (String, Option<std::path::PathB
             let (sum, sig) = sign(&bytes, &k.rsa);
             let mut raw = base64_decode(&sig);
             raw[10] ^= 0xff;
-            env.publish_with("4.4.5", bytes, &sum, &base64_encode(&raw), Delivery::Normal, false);
+            env.publish_with(
+                "4.4.5",
+                bytes,
+                &sum,
+                &base64_encode(&raw),
+                Delivery::Normal,
+                false,
+            );
             "4.4.5"
         }
         Fault::UntrustedKey => {
@@ -98,7 +210,14 @@ fn arrange(env: &mut StageEnv, fault: Fault) -> (String, Option<std::path::PathB
             let bytes = good();
             let (sum, sig) = sign(&bytes, &k.rsa);
             let n = bytes.len() / 2;
-            env.publish_with("4.4.5", bytes, &sum, &sig, Delivery::CutAfter { n, times: 1 }, false);
+            env.publish_with(
+                "4.4.5",
+                bytes,
+                &sum,
+                &sig,
+                Delivery::CutAfter { n, times: 1 },
+                false,
+            );
             "4.4.5"
         }
         Fault::LongerNoLength | Fault::LongerWithLength => {
@@ -118,11 +237,15 @@ fn arrange(env: &mut StageEnv, fault: Fault) -> (String, Option<std::path::PathB
             "4.4.5"
         }
         Fault::Http500WithTitle => {
-            env.server.set_catalog(500, r#"{"Title":"Catalog database unavailable","Detail":"try later"}"#);
+            env.server.set_catalog(
+                500,
+                r#"{"Title":"Catalog database unavailable","Detail":"try later"}"#,
+            );
             "4.4.5"
         }
         Fault::MalformedJson => {
-            env.server.set_catalog(200, r#"{"AvailableBinaries": [{"Version": "4.4.5""#);
+            env.server
+                .set_catalog(200, r#"{"AvailableBinaries": [{"Version": "4.4.5""#);
             "4.4.5"
         }
         Fault::Version(v) => {
@@ -183,7 +306,11 @@ fn mount_tiny_tmpfs(dir: &std::path::Path) {
         .arg(dir)
         .output()
         .unwrap();
-    assert!(out.status.success(), "mount tmpfs: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "mount tmpfs: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 fn base64_decode(s: &str) -> Vec<u8> {
@@ -218,10 +345,18 @@ async fn every_bad_input_is_refused_and_changes_nothing() {
             Ok(m) => failures.push(format!("{row_name}: staged {m:?} instead of failing")),
             Err(e) => {
                 if e.name() != row.error {
-                    failures.push(format!("{row_name}: got {} ({e}), want {}", e.name(), row.error));
+                    failures.push(format!(
+                        "{row_name}: got {} ({e}), want {}",
+                        e.name(),
+                        row.error
+                    ));
                 }
                 if !e.message().contains(row.says) {
-                    failures.push(format!("{row_name}: message {:?} lacks {:?}", e.message(), row.says));
+                    failures.push(format!(
+                        "{row_name}: message {:?} lacks {:?}",
+                        e.message(),
+                        row.says
+                    ));
                 }
             }
         }
@@ -233,17 +368,31 @@ async fn every_bad_input_is_refused_and_changes_nothing() {
             .filter(|p| !staged_before.contains_key(*p))
             .map(|p| p.display().to_string())
             .collect();
-        let changed = staged_before.iter().any(|(p, v)| staged_after.get(p) != Some(v));
+        let changed = staged_before
+            .iter()
+            .any(|(p, v)| staged_after.get(p) != Some(v));
         let want: Vec<String> = if row.leaves_partial {
-            vec![format!(".work/{version}"), format!(".work/{version}/binary.part"), format!(".work/{version}/source.json")]
+            vec![
+                format!(".work/{version}"),
+                format!(".work/{version}/binary.part"),
+                format!(".work/{version}/source.json"),
+            ]
         } else {
             vec![]
         };
         let mut added_sorted = added.clone();
         added_sorted.sort();
         if added_sorted != want || changed {
-            failures.push(format!("{row_name}: staging dir gained {added:?} (allowed {want:?}), changed={changed}"));
+            failures.push(format!(
+                "{row_name}: staging dir gained {added:?} (allowed {want:?}), changed={changed}"
+            ));
         }
     }
-    assert!(failures.is_empty(), "{} of {} rows failed:\n{}", failures.len(), ROWS.len(), failures.join("\n"));
+    assert!(
+        failures.is_empty(),
+        "{} of {} rows failed:\n{}",
+        failures.len(),
+        ROWS.len(),
+        failures.join("\n")
+    );
 }

@@ -31,29 +31,59 @@ async fn genuine_release_is_staged_with_a_manifest() {
     let on_disk: cells_updater::stage::Manifest =
         serde_json::from_slice(&std::fs::read(dir.join("4.4.5/manifest.json")).unwrap()).unwrap();
     assert_eq!(on_disk, m);
-    assert_eq!(std::fs::metadata(&staged).unwrap().permissions().mode() & 0o777, 0o755);
+    assert_eq!(
+        std::fs::metadata(&staged).unwrap().permissions().mode() & 0o777,
+        0o755
+    );
     // Nothing is left in the work area.
     assert_eq!(std::fs::read_dir(dir.join(".work")).unwrap().count(), 0);
     assert_eq!(env.stager.area.staged(), vec![m.clone()]);
 
     // The check request carried exactly the protocol's keys.
     let reqs = env.server.requests();
-    let check = reqs.iter().find(|r| r.method == "POST").expect("a check request");
+    let check = reqs
+        .iter()
+        .find(|r| r.method == "POST")
+        .expect("a check request");
     assert_eq!(check.path, "/a/update-server/");
-    assert_eq!(check.headers.get("content-type").map(String::as_str), Some("application/json"));
+    assert_eq!(
+        check.headers.get("content-type").map(String::as_str),
+        Some("application/json")
+    );
     let body: serde_json::Value = serde_json::from_slice(&check.body).unwrap();
-    let mut keys: Vec<&str> = body.as_object().unwrap().keys().map(String::as_str).collect();
+    let mut keys: Vec<&str> = body
+        .as_object()
+        .unwrap()
+        .keys()
+        .map(String::as_str)
+        .collect();
     keys.sort();
-    assert_eq!(keys, ["Channel", "CurrentVersion", "GOARCH", "GOOS", "PackageName"]);
+    assert_eq!(
+        keys,
+        ["Channel", "CurrentVersion", "GOARCH", "GOOS", "PackageName"]
+    );
     assert_eq!(body["GOOS"], "linux");
     assert_eq!(body["CurrentVersion"], "4.4.2");
 
     // Staging the same version again downloads nothing.
-    let gets_before = env.server.requests().iter().filter(|r| r.method == "GET").count();
+    let gets_before = env
+        .server
+        .requests()
+        .iter()
+        .filter(|r| r.method == "GET")
+        .count();
     let again = env.stage("4.4.5").await.expect("restage is a no-op");
     assert_eq!(again, m);
-    let gets_after = env.server.requests().iter().filter(|r| r.method == "GET").count();
-    assert_eq!(gets_before, gets_after, "a staged version must not be downloaded again");
+    let gets_after = env
+        .server
+        .requests()
+        .iter()
+        .filter(|r| r.method == "GET")
+        .count();
+    assert_eq!(
+        gets_before, gets_after,
+        "a staged version must not be downloaded again"
+    );
 }
 
 #[tokio::test]
@@ -77,5 +107,8 @@ async fn a_version_below_the_highest_ever_installed_is_refused() {
     env.publish("4.4.5", fake_cells("4.4.5", "ok"), &k.rsa);
     let err = env.stage("4.4.5").await.unwrap_err();
     assert_eq!(err.name(), "Downgrade");
-    assert!(err.message().contains("highest version ever installed"), "{err}");
+    assert!(
+        err.message().contains("highest version ever installed"),
+        "{err}"
+    );
 }

@@ -19,7 +19,13 @@ pub struct Cli {
     #[arg(long, global = true, value_name = "FILE")]
     pub config: Option<PathBuf>,
     /// Resolve every absolute path under this directory (tests and scratch trees).
-    #[arg(long, global = true, value_name = "DIR", env = "CELLS_UPDATER_ROOT", hide = true)]
+    #[arg(
+        long,
+        global = true,
+        value_name = "DIR",
+        env = "CELLS_UPDATER_ROOT",
+        hide = true
+    )]
     pub root: Option<PathBuf>,
     /// The command.
     #[command(subcommand)]

@@ -39,7 +39,12 @@ pub fn run(root: &Path, config: Option<&Path>, args: &VerifyArgs) -> ExitCode {
     };
     match keys.and_then(|k| verify(&k, args)) {
         Ok((key, digest)) => {
-            println!("OK: signed by key {} ({}, {})", key.id, key.algorithm(), key.source);
+            println!(
+                "OK: signed by key {} ({}, {})",
+                key.id,
+                key.algorithm(),
+                key.source
+            );
             println!("sha256: {}", trust::encode_checksum(&digest));
             ExitCode::SUCCESS
         }
@@ -47,15 +52,20 @@ pub fn run(root: &Path, config: Option<&Path>, args: &VerifyArgs) -> ExitCode {
     }
 }
 
-fn verify(keys: &TrustedKeys, args: &VerifyArgs) -> Result<(trust::TrustedKey, trust::Sha256Digest), Error> {
+fn verify(
+    keys: &TrustedKeys,
+    args: &VerifyArgs,
+) -> Result<(trust::TrustedKey, trust::Sha256Digest), Error> {
     let signature = trust::decode_b64("--signature", &args.signature)?;
-    let expected = args.checksum.as_deref().map(trust::decode_checksum).transpose()?;
-    let file = std::fs::File::open(&args.file).map_err(|e| {
-        Error::InvalidArgument(format!("cannot open {}: {e}", args.file.display()))
-    })?;
-    let (digest, _) = trust::sha256_reader(file).map_err(|e| {
-        Error::InvalidArgument(format!("cannot read {}: {e}", args.file.display()))
-    })?;
+    let expected = args
+        .checksum
+        .as_deref()
+        .map(trust::decode_checksum)
+        .transpose()?;
+    let file = std::fs::File::open(&args.file)
+        .map_err(|e| Error::InvalidArgument(format!("cannot open {}: {e}", args.file.display())))?;
+    let (digest, _) = trust::sha256_reader(file)
+        .map_err(|e| Error::InvalidArgument(format!("cannot read {}: {e}", args.file.display())))?;
     if let Some(expected) = expected {
         trust::check_checksum(&digest, &expected)?;
     }

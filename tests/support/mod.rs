@@ -15,7 +15,8 @@ use std::sync::{Arc, Mutex, OnceLock};
 pub fn scratch() -> &'static Path {
     static DIR: OnceLock<PathBuf> = OnceLock::new();
     DIR.get_or_init(|| {
-        let d = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("support-{}", std::process::id()));
+        let d = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
+            .join(format!("support-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&d);
         std::fs::create_dir_all(&d).expect("scratch dir");
         d
@@ -23,7 +24,9 @@ pub fn scratch() -> &'static Path {
 }
 
 fn run(cmd: &mut Command) -> Vec<u8> {
-    let out = cmd.output().unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
+    let out = cmd
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
     assert!(
         out.status.success(),
         "{cmd:?} failed: {}",
@@ -69,7 +72,11 @@ pub fn fake_cells(version: &str, mode: &str) -> Vec<u8> {
 
 /// The same binary with its ELF `e_machine` set to another architecture.
 pub fn foreign_arch(mut bin: Vec<u8>) -> Vec<u8> {
-    let other: u16 = if cfg!(target_arch = "aarch64") { 62 } else { 183 };
+    let other: u16 = if cfg!(target_arch = "aarch64") {
+        62
+    } else {
+        183
+    };
     bin[18..20].copy_from_slice(&other.to_le_bytes());
     bin
 }
@@ -103,18 +110,44 @@ pub fn keys() -> &'static Keys {
         std::fs::create_dir_all(&dir).unwrap();
         let p = |n: &str| dir.join(n);
         let genrsa = |out: &Path| {
-            run(Command::new("openssl").args(["genpkey", "-algorithm", "RSA", "-pkeyopt", "rsa_keygen_bits:2048", "-out"]).arg(out));
+            run(Command::new("openssl")
+                .args([
+                    "genpkey",
+                    "-algorithm",
+                    "RSA",
+                    "-pkeyopt",
+                    "rsa_keygen_bits:2048",
+                    "-out",
+                ])
+                .arg(out));
         };
         let spki = |key: &Path, out: &Path| {
-            run(Command::new("openssl").args(["pkey", "-pubout", "-in"]).arg(key).arg("-out").arg(out));
+            run(Command::new("openssl")
+                .args(["pkey", "-pubout", "-in"])
+                .arg(key)
+                .arg("-out")
+                .arg(out));
         };
         genrsa(&p("rsa.pem"));
         spki(&p("rsa.pem"), &p("rsa-spki.pub.pem"));
-        let pkcs1 = run(Command::new("openssl").args(["rsa", "-RSAPublicKey_out", "-in"]).arg(p("rsa.pem")));
-        let pkcs1 = String::from_utf8(pkcs1).unwrap().replace("RSA PUBLIC KEY", "PUBLIC KEY");
+        let pkcs1 = run(Command::new("openssl")
+            .args(["rsa", "-RSAPublicKey_out", "-in"])
+            .arg(p("rsa.pem")));
+        let pkcs1 = String::from_utf8(pkcs1)
+            .unwrap()
+            .replace("RSA PUBLIC KEY", "PUBLIC KEY");
         assert!(pkcs1.starts_with("-----BEGIN PUBLIC KEY-----"));
         std::fs::write(p("rsa-pkcs1.pub.pem"), pkcs1).unwrap();
-        run(Command::new("openssl").args(["genpkey", "-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-256", "-out"]).arg(p("ec.pem")));
+        run(Command::new("openssl")
+            .args([
+                "genpkey",
+                "-algorithm",
+                "EC",
+                "-pkeyopt",
+                "ec_paramgen_curve:P-256",
+                "-out",
+            ])
+            .arg(p("ec.pem")));
         spki(&p("ec.pem"), &p("ec.pub.pem"));
         genrsa(&p("rsa2.pem"));
         spki(&p("rsa2.pem"), &p("rsa2.pub.pem"));
@@ -143,8 +176,13 @@ pub fn sign(bytes: &[u8], key: &Path) -> (String, String) {
     let n = N.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
     let file = scratch().join(format!("tosign-{n}"));
     std::fs::write(&file, bytes).unwrap();
-    let digest = run(Command::new("openssl").args(["dgst", "-sha256", "-binary"]).arg(&file));
-    let sig = run(Command::new("openssl").args(["dgst", "-sha256", "-sign"]).arg(key).arg(&file));
+    let digest = run(Command::new("openssl")
+        .args(["dgst", "-sha256", "-binary"])
+        .arg(&file));
+    let sig = run(Command::new("openssl")
+        .args(["dgst", "-sha256", "-sign"])
+        .arg(key)
+        .arg(&file));
     std::fs::remove_file(&file).unwrap();
     let b64 = base64::engine::general_purpose::STANDARD;
     (b64.encode(digest), b64.encode(sig))
@@ -257,30 +295,56 @@ fn serve(conn: TcpStream, state: &Mutex<ServerState>) -> std::io::Result<()> {
             headers.insert(k.trim().to_ascii_lowercase(), v.trim().to_string());
         }
     }
-    let len: usize = headers.get("content-length").and_then(|v| v.parse().ok()).unwrap_or(0);
+    let len: usize = headers
+        .get("content-length")
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
     let mut body = vec![0; len];
     reader.read_exact(&mut body)?;
-    let req = Request { method, path, headers, body };
+    let req = Request {
+        method,
+        path,
+        headers,
+        body,
+    };
+    // A proxied request names the origin in absolute form: route on its path alone.
+    let route = match req.path.strip_prefix("http://") {
+        Some(rest) => rest
+            .find('/')
+            .map_or("/".to_string(), |i| rest[i..].to_string()),
+        None => req.path.clone(),
+    };
     let mut out = conn;
     let (status, payload, delivery) = {
         let mut s = state.lock().unwrap();
         s.requests.push(req.clone());
-        if req.method == "POST" && req.path == "/a/update-server/" {
-            (s.catalog_status, Arc::new(s.catalog_body.clone()), Delivery::Normal)
-        } else if let Some(name) = req.path.strip_prefix("/bin/") {
+        if req.method == "POST" && route == "/a/update-server/" {
+            (
+                s.catalog_status,
+                Arc::new(s.catalog_body.clone()),
+                Delivery::Normal,
+            )
+        } else if let Some(name) = route.strip_prefix("/bin/") {
             match s.binaries.get_mut(name) {
                 Some((bytes, delivery)) => {
                     let d = delivery.clone();
                     if let Delivery::CutAfter { n, times } = d {
                         *delivery = if times > 1 {
-                            Delivery::CutAfter { n, times: times - 1 }
+                            Delivery::CutAfter {
+                                n,
+                                times: times - 1,
+                            }
                         } else {
                             Delivery::Normal
                         };
                     }
                     (200, bytes.clone(), d)
                 }
-                None => (404, Arc::new(b"{\"Title\":\"no such binary\"}".to_vec()), Delivery::Normal),
+                None => (
+                    404,
+                    Arc::new(b"{\"Title\":\"no such binary\"}".to_vec()),
+                    Delivery::Normal,
+                ),
             }
         } else {
             (404, Arc::new(Vec::new()), Delivery::Normal)
@@ -324,7 +388,11 @@ fn serve(conn: TcpStream, state: &Mutex<ServerState>) -> std::io::Result<()> {
             }
         }
         Delivery::CutAfter { n, .. } => {
-            write!(out, "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n", payload.len())?;
+            write!(
+                out,
+                "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                payload.len()
+            )?;
             out.write_all(&payload[..n.min(payload.len())])?;
             out.flush()?;
             out.shutdown(std::net::Shutdown::Both)?;
@@ -335,7 +403,11 @@ fn serve(conn: TcpStream, state: &Mutex<ServerState>) -> std::io::Result<()> {
             out.write_all(&vec![0x41; extra])?;
         }
         Delivery::TooLongWithLength { extra } => {
-            write!(out, "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n", payload.len() + extra)?;
+            write!(
+                out,
+                "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                payload.len() + extra
+            )?;
             out.write_all(&payload)?;
             out.write_all(&vec![0x41; extra])?;
         }
@@ -382,7 +454,9 @@ pub fn snapshot(dir: &Path) -> BTreeMap<PathBuf, Option<(u64, String)>> {
     use sha2::{Digest, Sha256};
     let mut out = BTreeMap::new();
     fn walk(root: &Path, d: &Path, out: &mut BTreeMap<PathBuf, Option<(u64, String)>>) {
-        let Ok(entries) = std::fs::read_dir(d) else { return };
+        let Ok(entries) = std::fs::read_dir(d) else {
+            return;
+        };
         for e in entries.flatten() {
             let p = e.path();
             let rel = p.strip_prefix(root).unwrap().to_path_buf();
@@ -392,7 +466,10 @@ pub fn snapshot(dir: &Path) -> BTreeMap<PathBuf, Option<(u64, String)>> {
                 walk(root, &p, out);
             } else {
                 let bytes = std::fs::read(&p).unwrap_or_default();
-                let h: String = Sha256::digest(&bytes).iter().map(|b| format!("{b:02x}")).collect();
+                let h: String = Sha256::digest(&bytes)
+                    .iter()
+                    .map(|b| format!("{b:02x}"))
+                    .collect();
                 out.insert(rel, Some((meta.len(), h)));
             }
         }
@@ -469,11 +546,29 @@ impl StageEnv {
     }
 
     /// Serves `bytes` under `version` with the given checksum, signature and delivery.
-    pub fn publish_with(&self, version: &str, bytes: Vec<u8>, sum: &str, sig: &str, d: Delivery, size_as_string: bool) {
+    pub fn publish_with(
+        &self,
+        version: &str,
+        bytes: Vec<u8>,
+        sum: &str,
+        sig: &str,
+        d: Delivery,
+        size_as_string: bool,
+    ) {
         let name = format!("cells-{}", self.server.requests().len());
-        let entry = package_json(version, &self.server.binary_url(&name), bytes.len(), sum, sig, size_as_string);
+        let entry = package_json(
+            version,
+            &self.server.binary_url(&name),
+            bytes.len(),
+            sum,
+            sig,
+            size_as_string,
+        );
         self.server.put_binary(&name, bytes, d);
-        self.server.set_catalog(200, serde_json::json!({"Channel": "stable", "AvailableBinaries": [entry]}).to_string());
+        self.server.set_catalog(
+            200,
+            serde_json::json!({"Channel": "stable", "AvailableBinaries": [entry]}).to_string(),
+        );
     }
 
     /// The whole pipeline: check the server, pick `version`, stage it.
@@ -492,7 +587,13 @@ impl StageEnv {
             .unwrap_or_else(|| panic!("{version:?} not in catalog"));
         let release = Release::from_package(pkg)?;
         self.stager
-            .stage_release(&self.http, &release, &self.floor, &mut |_| {}, &Cancel::new())
+            .stage_release(
+                &self.http,
+                &release,
+                &self.floor,
+                &mut |_| {},
+                &Cancel::new(),
+            )
             .await
     }
 

@@ -1,0 +1,164 @@
+//! A binary handed over as an open file passes the same checks as a download, and is copied
+//! from the descriptor, never re-opened by path (I7).
+
+mod support;
+
+use cells_updater::stage::{Cancel, FdMetadata};
+use support::*;
+
+fn meta(version: &str, sum: &str, sig: &str) -> FdMetadata {
+    FdMetadata {
+        version: version.into(),
+        checksum: sum.into(),
+        signature: sig.into(),
+        package: String::new(),
+        offered_by: "uid 0".into(),
+    }
+}
+
+fn unlinked_file(bytes: &[u8]) -> std::fs::File {
+    let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+    let p = dir.path().join("offered");
+    std::fs::write(&p, bytes).unwrap();
+    let f = std::fs::File::open(&p).unwrap();
+    std::fs::remove_file(&p).unwrap(); // only the descriptor remains
+    f
+}
+
+#[tokio::test]
+async fn offered_file_is_staged_from_the_descriptor() {
+    let k = keys();
+    let env = StageEnv::new(&[&k.ec_pub]);
+    let bytes = fake_cells("4.4.5", "ok");
+    let (sum, sig) = sign(&bytes, &k.ec);
+    let m = env
+        .stager
+        .stage_from_file(
+            unlinked_file(&bytes),
+            &meta("4.4.5", &sum, &sig),
+            "PydioHome",
+            &env.floor,
+            &mut |_| {},
+            &Cancel::new(),
+        )
+        .await
+        .expect("stage from fd");
+    assert_eq!(m.source, "fd:uid 0");
+    assert_eq!(m.package, "PydioHome");
+    assert_eq!(
+        std::fs::read(env.staged_dir().join("4.4.5/cells")).unwrap(),
+        bytes
+    );
+}
+
+#[tokio::test]
+async fn offered_files_that_fail_a_check_leave_nothing() {
+    let k = keys();
+    let good = fake_cells("4.4.5", "ok");
+    let (sum, sig) = sign(&good, &k.ec);
+    let mut tampered = good.clone();
+    tampered[2000] ^= 1;
+    let dir_fd = || std::fs::File::open(env!("CARGO_TARGET_TMPDIR")).unwrap();
+    let rows: Vec<(&str, std::fs::File, FdMetadata, &str)> = vec![
+        (
+            "tampered",
+            unlinked_file(&tampered),
+            meta("4.4.5", &sum, &sig),
+            "ChecksumMismatch",
+        ),
+        (
+            "rogue signature",
+            unlinked_file(&good),
+            meta("4.4.5", &sum, &sign(&good, &k.rogue).1),
+            "SignatureInvalid",
+        ),
+        (
+            "not a regular file",
+            dir_fd(),
+            meta("4.4.5", &sum, &sig),
+            "InvalidArgument",
+        ),
+        (
+            "bad version",
+            unlinked_file(&good),
+            meta("../x", &sum, &sig),
+            "InvalidArgument",
+        ),
+        (
+            "checksum not base64",
+            unlinked_file(&good),
+            meta("4.4.5", "%%%", &sig),
+            "InvalidArgument",
+        ),
+        (
+            "downgrade",
+            unlinked_file(&good),
+            meta("4.4.1", &sum, &sig),
+            "Downgrade",
+        ),
+        (
+            "version lie",
+            unlinked_file(&good),
+            meta("4.4.6", &sum, &sig),
+            "VersionMismatch",
+        ),
+        (
+            "unknown package",
+            unlinked_file(&good),
+            FdMetadata {
+                package: "Pydio".into(),
+                ..meta("4.4.5", &sum, &sig)
+            },
+            "InvalidArgument",
+        ),
+    ];
+    for (name, file, md, want) in rows {
+        let env = StageEnv::new(&[&k.ec_pub]);
+        let before = snapshot(&env.staged_dir());
+        let outside = env.outside();
+        let err = env
+            .stager
+            .stage_from_file(
+                file,
+                &md,
+                "PydioHome",
+                &env.floor,
+                &mut |_| {},
+                &Cancel::new(),
+            )
+            .await
+            .expect_err(name);
+        assert_eq!(err.name(), want, "{name}: {err}");
+        assert_eq!(
+            snapshot(&env.staged_dir()),
+            before,
+            "{name}: staging dir changed"
+        );
+        assert_eq!(env.outside(), outside, "{name}: files outside changed");
+    }
+}
+
+#[tokio::test]
+async fn a_cancelled_stage_leaves_nothing() {
+    let k = keys();
+    let env = StageEnv::new(&[&k.ec_pub]);
+    let bytes = fake_cells("4.4.5", "ok");
+    let (sum, sig) = sign(&bytes, &k.ec);
+    let cancel = Cancel::new();
+    cancel.cancel();
+    let before = snapshot(&env.staged_dir());
+    let err = env
+        .stager
+        .stage_from_file(
+            unlinked_file(&bytes),
+            &meta("4.4.5", &sum, &sig),
+            "PydioHome",
+            &env.floor,
+            &mut |_| {},
+            &cancel,
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(err.name(), "Cancelled");
+    assert_eq!(snapshot(&env.staged_dir()), before);
+}
