@@ -26,6 +26,8 @@ fn measure(cmd: &mut Command) -> Measure {
         std::os::unix::process::CommandExt::pre_exec(cmd, || Ok(()));
     }
     let start = Instant::now();
+    // Reaped by wait4 below, which also gives its rusage.
+    #[allow(clippy::zombie_processes)]
     let child = cmd.spawn().unwrap_or_else(|e| panic!("spawn {cmd:?}: {e}"));
     let mut status = 0;
     // SAFETY: rusage is plain data, filled by the kernel.
@@ -35,8 +37,14 @@ fn measure(cmd: &mut Command) -> Measure {
     let r = unsafe { libc::wait4(pid, &mut status, 0, &mut usage) };
     let wall = start.elapsed();
     assert_eq!(r, pid, "wait4");
-    assert!(libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0, "{cmd:?} failed ({status})");
-    Measure { wall, max_rss_kib: usage.ru_maxrss }
+    assert!(
+        libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
+        "{cmd:?} failed ({status})"
+    );
+    Measure {
+        wall,
+        max_rss_kib: usage.ru_maxrss,
+    }
 }
 
 fn median(cmd: impl Fn() -> Command, before: impl Fn(), runs: usize) -> Measure {
@@ -49,7 +57,10 @@ fn median(cmd: impl Fn() -> Command, before: impl Fn(), runs: usize) -> Measure 
     all.sort_by_key(|m| m.wall);
     let rss = all.iter().map(|m| m.max_rss_kib).max().unwrap_or(0);
     let mid = all.swap_remove(all.len() / 2);
-    Measure { wall: mid.wall, max_rss_kib: rss }
+    Measure {
+        wall: mid.wall,
+        max_rss_kib: rss,
+    }
 }
 
 fn child_stage() {
@@ -57,7 +68,10 @@ fn child_stage() {
     use cells_updater::stage::{Cancel, Release, Stager, StagingArea};
     use cells_updater::trust::{decode_b64, decode_checksum, TrustedKeys};
     let var = |k: &str| std::env::var(k).unwrap_or_else(|_| panic!("{k}"));
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
     rt.block_on(async {
         let stager = Stager {
             area: StagingArea::new(Path::new(&var("BENCH_STATE"))),
@@ -73,13 +87,21 @@ fn child_stage() {
             signature: decode_b64("sig", &var("BENCH_SIG")).unwrap(),
             size: var("BENCH_SIZE").parse().unwrap(),
         };
-        let http = cells_updater::update_server::http_client(&cells_updater::update_server::HttpSettings {
-            proxy: None,
-            timeout: Duration::from_secs(30),
-        })
+        let http = cells_updater::update_server::http_client(
+            &cells_updater::update_server::HttpSettings {
+                proxy: None,
+                timeout: Duration::from_secs(30),
+            },
+        )
         .unwrap();
         stager
-            .stage_release(&http, &release, &Default::default(), &mut |_| {}, &Cancel::new())
+            .stage_release(
+                &http,
+                &release,
+                &Default::default(),
+                &mut |_| {},
+                &Cancel::new(),
+            )
             .await
             .expect("stage");
     });
@@ -105,8 +127,14 @@ fn main() {
     if std::env::args().any(|a| a == "--list") {
         return; // `cargo bench -- --list` compatibility
     }
-    let mib: usize = std::env::var("BENCH_MIB").ok().and_then(|v| v.parse().ok()).unwrap_or(512);
-    let runs: usize = std::env::var("BENCH_RUNS").ok().and_then(|v| v.parse().ok()).unwrap_or(3);
+    let mib: usize = std::env::var("BENCH_MIB")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(512);
+    let runs: usize = std::env::var("BENCH_RUNS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(3);
     let dir = scratch().join("bench");
     std::fs::create_dir_all(&dir).unwrap();
 
@@ -133,13 +161,28 @@ fn main() {
     }
     let k = keys();
     let sig_file = dir.join("sig.bin");
-    let digest = Command::new("openssl").args(["dgst", "-sha256", "-binary"]).arg(&file).output().unwrap().stdout;
-    let st = Command::new("openssl").args(["dgst", "-sha256", "-sign"]).arg(&k.rsa).arg("-out").arg(&sig_file).arg(&file).status().unwrap();
+    let digest = Command::new("openssl")
+        .args(["dgst", "-sha256", "-binary"])
+        .arg(&file)
+        .output()
+        .unwrap()
+        .stdout;
+    let st = Command::new("openssl")
+        .args(["dgst", "-sha256", "-sign"])
+        .arg(&k.rsa)
+        .arg("-out")
+        .arg(&sig_file)
+        .arg(&file)
+        .status()
+        .unwrap();
     assert!(st.success() && digest.len() == 32, "openssl signing failed");
     let (sum, sig) = {
         use base64::Engine;
         let b64 = base64::engine::general_purpose::STANDARD;
-        (b64.encode(&digest), b64.encode(std::fs::read(&sig_file).unwrap()))
+        (
+            b64.encode(&digest),
+            b64.encode(std::fs::read(&sig_file).unwrap()),
+        )
     };
     let mut server = Command::new(std::env::current_exe().unwrap())
         .env("BENCH_SERVE", &file)
@@ -150,7 +193,9 @@ fn main() {
     let url = {
         use std::io::BufRead;
         let mut line = String::new();
-        std::io::BufReader::new(server.stdout.take().unwrap()).read_line(&mut line).unwrap();
+        std::io::BufReader::new(server.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
         line.trim().to_string()
     };
     let out = dir.join("download");
@@ -160,8 +205,26 @@ fn main() {
         let _ = std::fs::remove_dir_all(&state);
     };
 
-    let curl = median(|| { let mut c = Command::new("curl"); c.args(["-sSf", "-o"]).arg(&out).arg(&url); c }, clean, runs);
-    let sha = median(|| { let mut c = Command::new("openssl"); c.args(["dgst", "-sha256"]).arg(&file).stdout(std::process::Stdio::null()); c }, || {}, runs);
+    let curl = median(
+        || {
+            let mut c = Command::new("curl");
+            c.args(["-sSf", "-o"]).arg(&out).arg(&url);
+            c
+        },
+        clean,
+        runs,
+    );
+    let sha = median(
+        || {
+            let mut c = Command::new("openssl");
+            c.args(["dgst", "-sha256"])
+                .arg(&file)
+                .stdout(std::process::Stdio::null());
+            c
+        },
+        || {},
+        runs,
+    );
     let pipeline = median(
         || {
             let mut c = Command::new("sh");
@@ -202,7 +265,10 @@ fn main() {
         ("curl -o", &curl),
         ("openssl dgst -sha256", &sha),
         ("curl + sha256sum + openssl dgst -verify", &pipeline),
-        ("cells-updater stage (download+hash+verify+fsync+probe)", &ours),
+        (
+            "cells-updater stage (download+hash+verify+fsync+probe)",
+            &ours,
+        ),
     ] {
         println!(
             "| {name} | {:.2} | {:.1} | {:.2} |",

@@ -10,6 +10,11 @@ pub mod version;
 
 pub use error::{Error, Result};
 pub mod config;
+pub mod daemon;
+pub mod log;
+pub mod policy;
 pub mod probe;
 pub mod stage;
+pub mod state;
+pub mod systemd;
 pub mod update_server;

@@ -128,7 +128,7 @@ pub async fn check_version(
     settings: &ProbeSettings,
 ) -> Result<()> {
     check_elf(file)?;
-    let reported = run_version(file, settings).await?;
+    let reported = report_version(file, settings).await?;
     let parsed = CellsVersion::parse(&reported).map_err(|_| {
         Error::VersionMismatch(format!(
             "the binary reports {reported:?}, not a version; it is not the advertised Cells \
@@ -153,7 +153,8 @@ enum Isolation {
     UserNs,
 }
 
-async fn run_version(file: &File, settings: &ProbeSettings) -> Result<String> {
+/// Runs `version -f '{{.Version}}'` of the binary open as `file`, isolated; returns what it printed.
+pub async fn report_version(file: &File, settings: &ProbeSettings) -> Result<String> {
     let isolation = if nix::unistd::geteuid().is_root() {
         let user = nix::unistd::User::from_name(&settings.user)
             .ok()

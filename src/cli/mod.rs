@@ -1,8 +1,10 @@
 //! The `cells-updater` command line: argument definitions and dispatch.
 
+mod client;
 mod verify;
 
 use clap::{Parser, Subcommand};
+use client::{exit, Failure, Mutation};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -10,11 +12,21 @@ use std::process::ExitCode;
 pub const EXIT_FAILED: u8 = 1;
 /// Exit status: usage error.
 pub const EXIT_USAGE: u8 = 2;
+/// Exit status: the daemon is unreachable.
+pub const EXIT_UNREACHABLE: u8 = 3;
 
 /// Verifies, installs and rolls back Pydio Cells updates.
 #[derive(Debug, Parser)]
 #[command(name = "cells-updater", version, about, max_term_width = 100)]
 pub struct Cli {
+    /// Talk to (or, for `daemon`, serve on) this D-Bus address instead of the system bus.
+    #[arg(
+        long,
+        global = true,
+        value_name = "ADDR",
+        env = "CELLS_UPDATER_BUS_ADDRESS"
+    )]
+    pub bus_address: Option<String>,
     /// Configuration file (default /etc/cells-updater/config.toml, plus config.d/*.toml).
     #[arg(long, global = true, value_name = "FILE")]
     pub config: Option<PathBuf>,
@@ -35,8 +47,89 @@ pub struct Cli {
 /// Commands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Run the service (what the systemd unit starts).
+    Daemon,
+    /// Show the manager's properties.
+    Status {
+        /// One JSON document on stdout.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Ask the update server now.
+    Check {
+        /// One JSON document on stdout.
+        #[arg(long)]
+        json: bool,
+        /// Also start Update when the configured [policy] auto allows it (the timer runs this).
+        #[arg(long)]
+        auto: bool,
+    },
+    /// Download, verify and probe a release (newest allowed when VERSION is omitted), or
+    /// stage a binary you already have with --file.
+    Stage {
+        /// Version to stage.
+        version: Option<String>,
+        /// A binary already on this machine (sent as a file descriptor).
+        #[arg(long, value_name = "PATH", requires_all = ["file_version", "checksum", "signature"])]
+        file: Option<PathBuf>,
+        /// Version of the --file binary.
+        #[arg(
+            long = "version",
+            id = "file_version",
+            value_name = "V",
+            requires = "file"
+        )]
+        file_version: Option<String>,
+        /// Base64 SHA-256 of the --file binary.
+        #[arg(long, value_name = "B64", requires = "file")]
+        checksum: Option<String>,
+        /// Base64 signature of the --file binary.
+        #[arg(long, value_name = "B64", requires = "file")]
+        signature: Option<String>,
+        /// Package of the --file binary (PydioHome or PydioEnterprise).
+        #[arg(long, value_name = "NAME", requires = "file")]
+        package: Option<String>,
+    },
+    /// Swap the staged binary in, restart, health-check, roll back on failure.
+    Apply {
+        /// Swap only; do not restart the unit.
+        #[arg(long)]
+        no_restart: bool,
+    },
+    /// Stage then apply (newest allowed when VERSION is omitted).
+    Update {
+        /// Version to install.
+        version: Option<String>,
+    },
+    /// Put the previous binary back and restart.
+    Rollback,
+    /// Enterprise license.
+    License {
+        #[command(subcommand)]
+        command: LicenseCommand,
+    },
+    /// Check an Enterprise license, then install the Enterprise binary.
+    UpgradeEnterprise {
+        /// File holding the license key.
+        #[arg(long, value_name = "PATH")]
+        license_file: PathBuf,
+        /// Enterprise version to install (default: the installed version).
+        #[arg(long, value_name = "V")]
+        version: Option<String>,
+    },
     /// Check a binary against the trusted keys, offline; no daemon needed.
     Verify(verify::VerifyArgs),
+}
+
+/// `license` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum LicenseCommand {
+    /// Install the Enterprise license key (from --file or standard input).
+    Install {
+        /// File holding the key; standard input when omitted.
+        #[arg(long, value_name = "PATH")]
+        file: Option<PathBuf>,
+    },
 }
 
 /// Parses the arguments and runs the command.
@@ -49,9 +142,141 @@ pub fn main() -> ExitCode {
         }
     };
     let root = cli.root.clone().unwrap_or_else(|| PathBuf::from("/"));
-    match cli.command {
-        Command::Verify(args) => verify::run(&root, cli.config.as_deref(), &args),
+    if let Command::Verify(args) = &cli.command {
+        return verify::run(&root, cli.config.as_deref(), args);
     }
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("cells-updater: cannot start the async runtime: {e}");
+            return ExitCode::from(EXIT_FAILED);
+        }
+    };
+    runtime.block_on(run(cli, root))
+}
+
+fn load_config(
+    root: &std::path::Path,
+    file: Option<&std::path::Path>,
+) -> Result<cells_updater::config::Config, Failure> {
+    cells_updater::config::Config::load(root, file).map_err(|e| Failure {
+        code: EXIT_FAILED,
+        message: e.to_string(),
+    })
+}
+
+async fn run(cli: Cli, root: PathBuf) -> ExitCode {
+    let bus = cli.bus_address.as_deref();
+    let json = matches!(
+        cli.command,
+        Command::Status { json: true } | Command::Check { json: true, .. }
+    );
+    let result = async {
+        match cli.command {
+            Command::Daemon => {
+                let cfg = load_config(&root, cli.config.as_deref())?;
+                let target = match bus {
+                    Some(a) => cells_updater::daemon::Bus::Address(a.to_string()),
+                    None => cells_updater::daemon::Bus::System,
+                };
+                cells_updater::daemon::run(cfg, target)
+                    .await
+                    .map_err(|e| Failure {
+                        code: EXIT_FAILED,
+                        message: format!("{e:#}"),
+                    })
+            }
+            Command::Status { json } => client::status(&client::connect(bus).await?, json).await,
+            Command::Check { json, auto } => {
+                let policy = if auto {
+                    Some(load_config(&root, cli.config.as_deref())?.auto)
+                } else {
+                    None
+                };
+                client::check(&client::connect(bus).await?, json, policy).await
+            }
+            Command::Stage {
+                version,
+                file: Some(path),
+                file_version,
+                checksum,
+                signature,
+                package,
+            } => {
+                if version.is_some() {
+                    return Err(Failure {
+                        code: EXIT_USAGE,
+                        message: "give either VERSION or --file, not both".into(),
+                    });
+                }
+                let file = std::fs::File::open(&path).map_err(|e| Failure {
+                    code: EXIT_USAGE,
+                    message: format!("cannot open {}: {e}", path.display()),
+                })?;
+                let what = Mutation::StageFile {
+                    file,
+                    version: file_version.unwrap_or_default(),
+                    checksum: checksum.unwrap_or_default(),
+                    signature: signature.unwrap_or_default(),
+                    package,
+                };
+                client::mutate(&client::connect(bus).await?, what, json).await
+            }
+            Command::Stage { version, .. } => {
+                client::mutate(
+                    &client::connect(bus).await?,
+                    Mutation::Stage(version.unwrap_or_default()),
+                    json,
+                )
+                .await
+            }
+            Command::Apply { no_restart } => {
+                client::mutate(
+                    &client::connect(bus).await?,
+                    Mutation::Apply {
+                        restart: !no_restart,
+                    },
+                    json,
+                )
+                .await
+            }
+            Command::Update { version } => {
+                client::mutate(
+                    &client::connect(bus).await?,
+                    Mutation::Update(version.unwrap_or_default()),
+                    json,
+                )
+                .await
+            }
+            Command::Rollback => {
+                client::mutate(&client::connect(bus).await?, Mutation::Rollback, json).await
+            }
+            Command::License {
+                command: LicenseCommand::Install { file },
+            } => {
+                let key = client::read_license(file.as_deref())?;
+                client::install_license(&client::connect(bus).await?, &key).await
+            }
+            Command::UpgradeEnterprise {
+                license_file,
+                version,
+            } => {
+                let license = client::read_license(Some(&license_file))?;
+                client::mutate(
+                    &client::connect(bus).await?,
+                    Mutation::Enterprise { license, version },
+                    json,
+                )
+                .await
+            }
+            Command::Verify(_) => Ok(()),
+        }
+    }
+    .await;
+    exit(result)
 }
 
 /// Prints a library error the way every command does: the D-Bus name, then the message.

@@ -1,0 +1,619 @@
+//! Client commands: talk to the daemon over D-Bus, follow jobs through `PropertiesChanged`
+//! and `JobFinished`, print for a person or (`--json`) for a script.
+
+use super::{EXIT_FAILED, EXIT_UNREACHABLE};
+use futures_util::StreamExt;
+use std::collections::HashMap;
+use std::io::{IsTerminal, Write};
+use std::process::ExitCode;
+use std::time::Duration;
+use zbus::zvariant::{OwnedObjectPath, OwnedValue, Value};
+
+/// Longest silence from a followed job before the client gives up waiting (the job goes on).
+const FOLLOW_SILENCE: Duration = Duration::from_secs(600);
+/// Format version of `--json` documents.
+const JSON_FORMAT: u32 = 1;
+
+#[zbus::proxy(
+    interface = "com.pydio.CellsUpdater1.Manager",
+    default_service = "com.pydio.CellsUpdater1",
+    default_path = "/com/pydio/CellsUpdater1"
+)]
+pub trait Manager {
+    fn check(
+        &self,
+        options: HashMap<&str, Value<'_>>,
+    ) -> zbus::Result<Vec<HashMap<String, OwnedValue>>>;
+    fn stage(
+        &self,
+        version: &str,
+        options: HashMap<&str, Value<'_>>,
+    ) -> zbus::Result<OwnedObjectPath>;
+    fn stage_from_fd(
+        &self,
+        binary: zbus::zvariant::Fd<'_>,
+        metadata: HashMap<&str, Value<'_>>,
+    ) -> zbus::Result<OwnedObjectPath>;
+    fn apply(&self, options: HashMap<&str, Value<'_>>) -> zbus::Result<OwnedObjectPath>;
+    fn update(
+        &self,
+        version: &str,
+        options: HashMap<&str, Value<'_>>,
+    ) -> zbus::Result<OwnedObjectPath>;
+    fn rollback(&self, options: HashMap<&str, Value<'_>>) -> zbus::Result<OwnedObjectPath>;
+    fn install_license(&self, key: &str) -> zbus::Result<()>;
+    fn upgrade_to_enterprise(
+        &self,
+        license: &str,
+        options: HashMap<&str, Value<'_>>,
+    ) -> zbus::Result<OwnedObjectPath>;
+    #[zbus(signal)]
+    fn job_finished(
+        &self,
+        job: OwnedObjectPath,
+        state: String,
+        error: String,
+        message: String,
+    ) -> zbus::Result<()>;
+}
+
+/// A failed client command: what to print and the exit status.
+pub struct Failure {
+    pub code: u8,
+    pub message: String,
+}
+
+impl From<zbus::Error> for Failure {
+    fn from(e: zbus::Error) -> Self {
+        match &e {
+            zbus::Error::MethodError(name, msg, _) => {
+                let name = name.as_str();
+                let unreachable = matches!(
+                    name,
+                    "org.freedesktop.DBus.Error.ServiceUnknown"
+                        | "org.freedesktop.DBus.Error.NameHasNoOwner"
+                        | "org.freedesktop.DBus.Error.Spawn.ChildExited"
+                        | "org.freedesktop.DBus.Error.Spawn.Failed"
+                        | "org.freedesktop.DBus.Error.TimedOut"
+                        | "org.freedesktop.DBus.Error.NoReply"
+                );
+                Failure {
+                    code: if unreachable {
+                        EXIT_UNREACHABLE
+                    } else {
+                        EXIT_FAILED
+                    },
+                    message: format!("{name}: {}", msg.as_deref().unwrap_or("")),
+                }
+            }
+            zbus::Error::FDO(f) => Failure {
+                code: match **f {
+                    zbus::fdo::Error::ServiceUnknown(_) | zbus::fdo::Error::NameHasNoOwner(_) => {
+                        EXIT_UNREACHABLE
+                    }
+                    _ => EXIT_FAILED,
+                },
+                message: f.to_string(),
+            },
+            zbus::Error::InputOutput(_) | zbus::Error::Address(_) | zbus::Error::Handshake(_) => {
+                Failure {
+                    code: EXIT_UNREACHABLE,
+                    message: format!("cannot reach the bus: {e}"),
+                }
+            }
+            _ => Failure {
+                code: EXIT_FAILED,
+                message: e.to_string(),
+            },
+        }
+    }
+}
+
+impl Failure {
+    fn usage(message: String) -> Self {
+        Failure {
+            code: super::EXIT_USAGE,
+            message,
+        }
+    }
+    fn failed(message: String) -> Self {
+        Failure {
+            code: EXIT_FAILED,
+            message,
+        }
+    }
+}
+
+/// Prints a failure and turns it into the exit status.
+pub fn exit(result: Result<(), Failure>) -> ExitCode {
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(f) => {
+            eprintln!("cells-updater: {}", f.message);
+            ExitCode::from(f.code)
+        }
+    }
+}
+
+/// Connects to the daemon's bus: `address`, else the system bus.
+pub async fn connect(address: Option<&str>) -> Result<zbus::Connection, Failure> {
+    let conn = match address {
+        Some(a) => zbus::connection::Builder::address(a)?.build().await,
+        None => zbus::Connection::system().await,
+    };
+    conn.map_err(|e| Failure {
+        code: EXIT_UNREACHABLE,
+        message: format!("cannot connect to the bus: {e}"),
+    })
+}
+
+fn value_to_json(v: &Value<'_>) -> serde_json::Value {
+    match v {
+        Value::Str(s) => serde_json::Value::from(s.as_str()),
+        Value::ObjectPath(p) => serde_json::Value::from(p.as_str()),
+        Value::Bool(b) => serde_json::Value::from(*b),
+        Value::U8(n) => serde_json::Value::from(*n),
+        Value::U32(n) => serde_json::Value::from(*n),
+        Value::I32(n) => serde_json::Value::from(*n),
+        Value::U64(n) => serde_json::Value::from(*n),
+        Value::I64(n) => serde_json::Value::from(*n),
+        Value::Array(a) => serde_json::Value::Array(a.iter().map(value_to_json).collect()),
+        Value::Value(inner) => value_to_json(inner),
+        other => serde_json::Value::from(format!("{other:?}")),
+    }
+}
+
+fn props_to_json(
+    props: &HashMap<String, OwnedValue>,
+) -> serde_json::Map<String, serde_json::Value> {
+    props
+        .iter()
+        .map(|(k, v)| (k.clone(), value_to_json(v)))
+        .collect()
+}
+
+/// `YYYY-MM-DD HH:MM:SS UTC` for µs since the epoch.
+fn format_time(us: u64) -> String {
+    if us == 0 {
+        return "never".into();
+    }
+    let secs = us / 1_000_000;
+    let days = (secs / 86_400) as i64;
+    let (h, m, s) = (secs % 86_400 / 3600, secs % 3600 / 60, secs % 60);
+    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let mo = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(mo <= 2);
+    format!("{y:04}-{mo:02}-{d:02} {h:02}:{m:02}:{s:02} UTC")
+}
+
+fn get_str(p: &HashMap<String, OwnedValue>, k: &str) -> String {
+    p.get(k)
+        .and_then(|v| String::try_from(v.try_clone().ok()?).ok())
+        .unwrap_or_default()
+}
+
+fn or_dash(s: String) -> String {
+    if s.is_empty() || s == "/" {
+        "-".into()
+    } else {
+        s
+    }
+}
+
+/// `status [--json]`.
+pub async fn status(conn: &zbus::Connection, json: bool) -> Result<(), Failure> {
+    let props = zbus::fdo::PropertiesProxy::builder(conn)
+        .destination("com.pydio.CellsUpdater1")?
+        .path("/com/pydio/CellsUpdater1")?
+        .build()
+        .await?;
+    let iface =
+        zbus::names::InterfaceName::from_static_str_unchecked("com.pydio.CellsUpdater1.Manager");
+    let all = props.get_all(iface).await.map_err(zbus::Error::from)?;
+    if json {
+        let mut doc = props_to_json(&all);
+        doc.insert("format".into(), JSON_FORMAT.into());
+        println!("{}", serde_json::Value::Object(doc));
+        return Ok(());
+    }
+    let avail: Vec<String> = all
+        .get("AvailableVersions")
+        .and_then(|v| Vec::<String>::try_from(v.try_clone().ok()?).ok())
+        .unwrap_or_default();
+    let last_check = all
+        .get("LastCheck")
+        .and_then(|v| u64::try_from(v).ok())
+        .unwrap_or(0);
+    let rows = [
+        ("State", get_str(&all, "State")),
+        (
+            "Installed version",
+            format!(
+                "{} ({}, {})",
+                or_dash(get_str(&all, "InstalledVersion")),
+                get_str(&all, "PackageName"),
+                get_str(&all, "Channel")
+            ),
+        ),
+        (
+            "Unit",
+            format!(
+                "{} -> {}",
+                get_str(&all, "Unit"),
+                or_dash(get_str(&all, "BinaryPath"))
+            ),
+        ),
+        ("Staged version", or_dash(get_str(&all, "StagedVersion"))),
+        (
+            "Previous version",
+            or_dash(get_str(&all, "PreviousVersion")),
+        ),
+        ("Available", or_dash(avail.join(", "))),
+        ("Last check", format_time(last_check)),
+        ("Last error", or_dash(get_str(&all, "LastError"))),
+        ("Current job", or_dash(get_str(&all, "CurrentJob"))),
+        ("Daemon version", get_str(&all, "DaemonVersion")),
+    ];
+    for (k, v) in rows {
+        println!("{:<18} {v}", format!("{k}:"));
+    }
+    Ok(())
+}
+
+/// `check [--json] [--auto]`.
+pub async fn check(
+    conn: &zbus::Connection,
+    json: bool,
+    auto: Option<cells_updater::config::AutoPolicy>,
+) -> Result<(), Failure> {
+    let manager = ManagerProxy::new(conn).await?;
+    let releases = manager.check(HashMap::new()).await?;
+    if json {
+        let list: Vec<serde_json::Value> = releases
+            .iter()
+            .map(|r| serde_json::Value::Object(props_to_json(r)))
+            .collect();
+        println!(
+            "{}",
+            serde_json::json!({"format": JSON_FORMAT, "releases": list})
+        );
+    } else if releases.is_empty() {
+        println!("The update server offers no release for this installation.");
+    } else {
+        println!(
+            "{:<14} {:<8} {:<14} {:>10}  LABEL",
+            "VERSION", "ALLOWED", "REASON", "SIZE MiB"
+        );
+        for r in &releases {
+            let size = r
+                .get("Size")
+                .and_then(|v| u64::try_from(v).ok())
+                .unwrap_or(0);
+            let allowed = r
+                .get("Allowed")
+                .and_then(|v| bool::try_from(v).ok())
+                .unwrap_or(false);
+            println!(
+                "{:<14} {:<8} {:<14} {:>10.1}  {}",
+                get_str(r, "Version"),
+                if allowed { "yes" } else { "no" },
+                or_dash(get_str(r, "Reason")),
+                size as f64 / 1048576.0,
+                get_str(r, "Label")
+            );
+        }
+    }
+    let Some(policy) = auto else { return Ok(()) };
+    let installed = {
+        let props = zbus::fdo::PropertiesProxy::builder(conn)
+            .destination("com.pydio.CellsUpdater1")?
+            .path("/com/pydio/CellsUpdater1")?
+            .build()
+            .await?;
+        let iface = zbus::names::InterfaceName::from_static_str_unchecked(
+            "com.pydio.CellsUpdater1.Manager",
+        );
+        let v = props
+            .get(iface, "InstalledVersion")
+            .await
+            .map_err(zbus::Error::from)?;
+        String::try_from(v).unwrap_or_default()
+    };
+    let installed = cells_updater::version::CellsVersion::parse(&installed).map_err(|_| {
+        Failure::failed(format!(
+            "the installed version is unknown ({installed:?}); not updating"
+        ))
+    })?;
+    let newest = releases
+        .iter()
+        .filter(|r| {
+            r.get("Allowed")
+                .and_then(|v| bool::try_from(v).ok())
+                .unwrap_or(false)
+        })
+        .filter_map(|r| cells_updater::version::CellsVersion::parse(&get_str(r, "Version")).ok())
+        .filter(|v| cells_updater::policy::auto_allows(policy, &installed, v))
+        .max();
+    match newest {
+        None => {
+            if !json {
+                println!("Auto policy: nothing to install.");
+            }
+            Ok(())
+        }
+        Some(v) => {
+            if !json {
+                println!("Auto policy allows {v}: updating.");
+            }
+            let path = manager.update(&v.to_string(), HashMap::new()).await?;
+            follow(conn, &manager, path, json).await
+        }
+    }
+}
+
+/// Which mutating method to call.
+pub enum Mutation {
+    Stage(String),
+    StageFile {
+        file: std::fs::File,
+        version: String,
+        checksum: String,
+        signature: String,
+        package: Option<String>,
+    },
+    Apply {
+        restart: bool,
+    },
+    Update(String),
+    Rollback,
+    Enterprise {
+        license: String,
+        version: Option<String>,
+    },
+}
+
+/// Calls a job-creating method and follows the job to its end.
+pub async fn mutate(conn: &zbus::Connection, what: Mutation, json: bool) -> Result<(), Failure> {
+    let manager = ManagerProxy::new(conn).await?;
+    // Subscribe before calling, so a quick job's JobFinished is not missed.
+    let finished = manager.receive_job_finished().await?;
+    let path = match what {
+        Mutation::Stage(v) => manager.stage(&v, HashMap::new()).await?,
+        Mutation::StageFile {
+            file,
+            version,
+            checksum,
+            signature,
+            package,
+        } => {
+            let mut meta: HashMap<&str, Value<'_>> = HashMap::new();
+            meta.insert("Version", Value::from(version));
+            meta.insert("Checksum", Value::from(checksum));
+            meta.insert("Signature", Value::from(signature));
+            if let Some(p) = package {
+                meta.insert("PackageName", Value::from(p));
+            }
+            use std::os::fd::AsFd;
+            manager
+                .stage_from_fd(zbus::zvariant::Fd::from(file.as_fd()), meta)
+                .await?
+        }
+        Mutation::Apply { restart } => {
+            let mut o: HashMap<&str, Value<'_>> = HashMap::new();
+            if !restart {
+                o.insert("Restart", Value::from(false));
+            }
+            manager.apply(o).await?
+        }
+        Mutation::Update(v) => manager.update(&v, HashMap::new()).await?,
+        Mutation::Rollback => manager.rollback(HashMap::new()).await?,
+        Mutation::Enterprise { license, version } => {
+            let mut o: HashMap<&str, Value<'_>> = HashMap::new();
+            if let Some(v) = version {
+                o.insert("Version", Value::from(v));
+            }
+            manager.upgrade_to_enterprise(&license, o).await?
+        }
+    };
+    follow_with(conn, finished, path, json).await
+}
+
+async fn follow(
+    conn: &zbus::Connection,
+    manager: &ManagerProxy<'_>,
+    path: OwnedObjectPath,
+    json: bool,
+) -> Result<(), Failure> {
+    let finished = manager.receive_job_finished().await?;
+    follow_with(conn, finished, path, json).await
+}
+
+/// Follows a job: progress from `PropertiesChanged`, the end from `JobFinished` (or from the
+/// job's own `State`, if it ended before we looked).
+async fn follow_with(
+    conn: &zbus::Connection,
+    mut finished: JobFinishedStream,
+    path: OwnedObjectPath,
+    json: bool,
+) -> Result<(), Failure> {
+    let props = zbus::fdo::PropertiesProxy::builder(conn)
+        .destination("com.pydio.CellsUpdater1")?
+        .path(path.clone())?
+        .build()
+        .await?;
+    let mut changes = props.receive_properties_changed().await?;
+    let job_iface =
+        zbus::names::InterfaceName::from_static_str_unchecked("com.pydio.CellsUpdater1.Job");
+    let mut bar = Progress::new(json);
+    let initial = props
+        .get_all(job_iface.clone())
+        .await
+        .map_err(zbus::Error::from)?;
+    bar.show(&initial);
+    let done = |p: &HashMap<String, OwnedValue>| get_str(p, "State") != "running";
+    if done(&initial) {
+        return bar.end(
+            &get_str(&initial, "State"),
+            &get_str(&initial, "Error"),
+            &get_str(&initial, "Message"),
+            &path,
+        );
+    }
+    let mut known = initial;
+    loop {
+        tokio::select! {
+            sig = finished.next() => {
+                let Some(sig) = sig else { return Err(Failure::failed("the daemon went away".into())) };
+                let Ok(args) = sig.args() else { continue };
+                if args.job.as_str() == path.as_str() {
+                    return bar.end(&args.state, &args.error, &args.message, &path);
+                }
+            }
+            change = changes.next() => {
+                let Some(change) = change else { return Err(Failure::failed("the daemon went away".into())) };
+                let Ok(args) = change.args() else { continue };
+                for (k, v) in args.changed_properties() {
+                    if let Ok(v) = OwnedValue::try_from(v) {
+                        known.insert(k.to_string(), v);
+                    }
+                }
+                bar.show(&known);
+            }
+            _ = tokio::time::sleep(FOLLOW_SILENCE) => {
+                return Err(Failure::failed(format!(
+                    "no news from {path} for {} s; it may still be running (see `cells-updater status`)",
+                    FOLLOW_SILENCE.as_secs()
+                )));
+            }
+        }
+    }
+}
+
+/// A progress bar on a terminal, plain lines otherwise, JSON lines with `--json`.
+struct Progress {
+    json: bool,
+    tty: bool,
+    last: String,
+}
+
+impl Progress {
+    fn new(json: bool) -> Self {
+        Progress {
+            json,
+            tty: !json && std::io::stderr().is_terminal(),
+            last: String::new(),
+        }
+    }
+
+    fn show(&mut self, p: &HashMap<String, OwnedValue>) {
+        if self.json {
+            return;
+        }
+        let percent = p
+            .get("Percent")
+            .and_then(|v| u32::try_from(v).ok())
+            .unwrap_or(0);
+        let done = p
+            .get("BytesDone")
+            .and_then(|v| u64::try_from(v).ok())
+            .unwrap_or(0);
+        let total = p
+            .get("BytesTotal")
+            .and_then(|v| u64::try_from(v).ok())
+            .unwrap_or(0);
+        let phase = get_str(p, "Phase");
+        let version = get_str(p, "Version");
+        if self.tty {
+            let filled = (percent.min(100) / 4) as usize;
+            eprint!(
+                "\r{} {:<13} [{}{}] {:>3}%  {:.1}/{:.1} MiB ",
+                get_str(p, "Kind"),
+                format!("{version}:"),
+                "#".repeat(filled),
+                ".".repeat(25 - filled),
+                percent,
+                done as f64 / 1048576.0,
+                total as f64 / 1048576.0
+            );
+            let _ = std::io::stderr().flush();
+        } else {
+            // Plain lines: one per phase and per 10 % step.
+            let key = format!("{phase} {}", percent / 10);
+            if key != self.last {
+                eprintln!("{} {version}: {phase} {percent}%", get_str(p, "Kind"));
+                self.last = key;
+            }
+        }
+    }
+
+    fn end(
+        &self,
+        state: &str,
+        error: &str,
+        message: &str,
+        path: &OwnedObjectPath,
+    ) -> Result<(), Failure> {
+        if self.tty {
+            eprintln!();
+        }
+        if self.json {
+            println!(
+                "{}",
+                serde_json::json!({"format": JSON_FORMAT, "job": path.as_str(), "state": state, "error": error, "message": message})
+            );
+        }
+        if state == "succeeded" {
+            if !self.json {
+                println!("{message}");
+            }
+            Ok(())
+        } else {
+            Err(Failure::failed(if error.is_empty() {
+                format!("job {state}: {message}")
+            } else {
+                format!("{error}: {message}")
+            }))
+        }
+    }
+}
+
+/// `license install`.
+pub async fn install_license(conn: &zbus::Connection, key: &str) -> Result<(), Failure> {
+    let manager = ManagerProxy::new(conn).await?;
+    manager.install_license(key).await?;
+    println!("License installed.");
+    Ok(())
+}
+
+/// Reads a license key from a file or standard input.
+pub fn read_license(file: Option<&std::path::Path>) -> Result<String, Failure> {
+    let text = match file {
+        Some(p) => std::fs::read_to_string(p)
+            .map_err(|e| Failure::usage(format!("cannot read {}: {e}", p.display())))?,
+        None => std::io::read_to_string(std::io::stdin())
+            .map_err(|e| Failure::usage(format!("cannot read standard input: {e}")))?,
+    };
+    Ok(text)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::format_time;
+
+    #[test]
+    fn times_are_utc_dates() {
+        assert_eq!(format_time(0), "never");
+        assert_eq!(
+            format_time(1_740_420_600_000_000),
+            "2025-02-24 18:10:00 UTC"
+        );
+        assert_eq!(format_time(951_782_400_000_000), "2000-02-29 00:00:00 UTC");
+    }
+}

@@ -1,0 +1,641 @@
+//! The Manager object: `/com/pydio/CellsUpdater1`, `com.pydio.CellsUpdater1.Manager`.
+
+use super::auth::Action;
+use super::errors::BusError;
+use super::job;
+use super::{now_us, Shared};
+use crate::error::{Error, Result};
+use crate::log;
+use crate::policy::{self, Assessed};
+use crate::stage::{Cancel, FdMetadata, Progress, Release, StagePhase};
+use crate::state::Lifecycle;
+use crate::update_server::{self, UpdateRequest};
+use crate::version::CellsVersion;
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+use zbus::object_server::SignalEmitter;
+use zbus::zvariant::{ObjectPath, OwnedObjectPath, OwnedValue, Value};
+
+/// The Manager object path.
+pub const MANAGER_PATH: &str = "/com/pydio/CellsUpdater1";
+/// The Manager interface name.
+pub const MANAGER_INTERFACE: &str = "com.pydio.CellsUpdater1.Manager";
+
+/// Options and metadata dictionaries as they arrive.
+type Dict = HashMap<String, OwnedValue>;
+
+/// The served Manager.
+pub struct ManagerIface {
+    pub(super) shared: Arc<Shared>,
+}
+
+fn dict_str(d: &Dict, key: &str) -> Result<Option<String>> {
+    match d.get(key) {
+        None => Ok(None),
+        Some(v) => String::try_from(
+            v.try_clone()
+                .map_err(|e| Error::InvalidArgument(e.to_string()))?,
+        )
+        .map(Some)
+        .map_err(|_| Error::InvalidArgument(format!("option {key} must be a string (s)"))),
+    }
+}
+
+fn only_keys(d: &Dict, allowed: &[&str]) -> Result<()> {
+    match d.keys().find(|k| !allowed.contains(&k.as_str())) {
+        Some(k) => Err(Error::InvalidArgument(format!(
+            "unknown option {k:?}; this method accepts {}",
+            if allowed.is_empty() {
+                "no options".to_string()
+            } else {
+                allowed.join(", ")
+            }
+        ))),
+        None => Ok(()),
+    }
+}
+
+fn ov(v: Value<'_>) -> OwnedValue {
+    // Invariant: plain values (strings, numbers, booleans) hold no file descriptors, the only
+    // case in which try_from fails.
+    OwnedValue::try_from(v).expect("plain values convert")
+}
+
+fn release_dict(a: &Assessed) -> HashMap<String, OwnedValue> {
+    let p = &a.package;
+    let mut d = HashMap::new();
+    d.insert("Version".into(), ov(Value::from(p.version.clone())));
+    d.insert(
+        "PackageName".into(),
+        ov(Value::from(p.package_name.clone())),
+    );
+    d.insert("Label".into(), ov(Value::from(p.label.clone())));
+    d.insert("Description".into(), ov(Value::from(p.description.clone())));
+    d.insert("ChangeLog".into(), ov(Value::from(p.change_log.clone())));
+    d.insert("ReleaseDate".into(), ov(Value::from(p.release_date)));
+    d.insert("Size".into(), ov(Value::from(p.binary_size.max(0) as u64)));
+    d.insert("Allowed".into(), ov(Value::from(a.allowed)));
+    d.insert("Reason".into(), ov(Value::from(a.reason.clone())));
+    d.insert("IsPatch".into(), ov(Value::from(p.is_patch)));
+    d
+}
+
+impl Shared {
+    /// The Manager's properties, in contract order.
+    pub(super) async fn manager_props(&self) -> Vec<(&'static str, Value<'static>)> {
+        let doc = self.store.lock().await.get().clone();
+        let installed = self.installed();
+        let package = if doc.package_name.is_empty() {
+            self.cfg.package.clone()
+        } else {
+            doc.package_name.clone()
+        };
+        vec![
+            ("State", Value::from(doc.state.as_str().to_string())),
+            ("InstalledVersion", Value::from(installed.version)),
+            ("PackageName", Value::from(package)),
+            ("Channel", Value::from(self.cfg.channel.clone())),
+            ("Unit", Value::from(self.cfg.unit.clone())),
+            (
+                "BinaryPath",
+                Value::from(
+                    installed
+                        .binary
+                        .map(|b| b.display().to_string())
+                        .unwrap_or_default(),
+                ),
+            ),
+            ("StagedVersion", Value::from(doc.staged_version)),
+            ("PreviousVersion", Value::from(doc.previous_version)),
+            ("AvailableVersions", Value::from(doc.available_versions)),
+            ("LastCheck", Value::from(doc.last_check)),
+            ("LastError", Value::from(doc.last_error)),
+            ("CurrentJob", Value::from(self.current_job())),
+            (
+                "DaemonVersion",
+                Value::from(env!("CARGO_PKG_VERSION").to_string()),
+            ),
+        ]
+    }
+
+    /// Asks the update server and judges every offer. Updates `AvailableVersions` and
+    /// `LastCheck`, and announces new allowed versions.
+    async fn check_now(
+        &self,
+        package: Option<String>,
+        channel: Option<String>,
+    ) -> Result<Vec<Assessed>> {
+        let package = match package {
+            Some(p) => p,
+            None => self.package().await,
+        };
+        let channel = channel.unwrap_or_else(|| self.cfg.channel.clone());
+        let floor = self.floor().await?;
+        let installed = floor
+            .installed
+            .as_ref()
+            .map(|v| v.to_string())
+            .unwrap_or_default();
+        let request = UpdateRequest::new(&channel, &package, &installed);
+        let resp =
+            update_server::check(&self.http, &self.cfg.server_url, &request, self.cfg.timeout)
+                .await?;
+        let bad = self.store.lock().await.get().bad_versions.clone();
+        let ctx = policy::Context {
+            package: &package,
+            floor: &floor,
+            bad: &bad,
+            max_binary_size: self.cfg.max_binary_size,
+        };
+        let assessed: Vec<Assessed> = resp
+            .available_binaries
+            .iter()
+            .map(|p| policy::assess(p, &ctx))
+            .collect();
+        Ok(assessed)
+    }
+
+    async fn record_check(&self, assessed: &[Assessed]) -> Result<Vec<String>> {
+        let allowed: Vec<String> = policy::allowed_versions(assessed)
+            .iter()
+            .map(|v| v.to_string())
+            .collect();
+        let mut store = self.store.lock().await;
+        let before = store.get().available_versions.clone();
+        store.update(|d| {
+            d.available_versions = allowed.clone();
+            d.last_check = now_us();
+        })?;
+        Ok(allowed
+            .into_iter()
+            .filter(|v| !before.contains(v))
+            .collect())
+    }
+
+    /// Runs a stage job to its end.
+    async fn stage_job(
+        self: Arc<Self>,
+        path: OwnedObjectPath,
+        source: StageSource,
+        cancel: Cancel,
+    ) {
+        let outcome = self.clone().stage_work(&path, source, &cancel).await;
+        {
+            let _atomic = self.atomic.lock().await;
+            let mut store = self.store.lock().await;
+            let rest = store.resting();
+            let r = match &outcome {
+                Ok(_) => store
+                    .update(|d| d.last_error.clear())
+                    .and_then(|_| store.transition(Lifecycle::Staged)),
+                Err(Error::Cancelled(_)) => store.transition(rest),
+                Err(e) => {
+                    let msg = e.message();
+                    store
+                        .update(|d| d.last_error = msg)
+                        .and_then(|_| store.transition(Lifecycle::Failed))
+                }
+            };
+            if let Err(e) = r {
+                log::log(
+                    log::Level::Error,
+                    &format!("cannot record the job's end: {e}"),
+                    &[],
+                );
+            }
+        }
+        self.finish_job(&path, &outcome).await;
+    }
+
+    async fn stage_work(
+        self: Arc<Self>,
+        path: &OwnedObjectPath,
+        source: StageSource,
+        cancel: &Cancel,
+    ) -> Result<String> {
+        self.store.lock().await.transition(Lifecycle::Downloading)?;
+        self.publish().await;
+        let conn = self.conn()?.clone();
+        let iface = conn
+            .object_server()
+            .interface::<_, job::Job>(path)
+            .await
+            .map_err(|e| Error::Busy(format!("job object vanished: {e}")))?;
+        // Progress flows through a watch channel: the reporter coalesces bursts, so the bus sees
+        // a bounded rate of PropertiesChanged however fast bytes arrive.
+        let (tx, mut rx) = tokio::sync::watch::channel(None::<Progress>);
+        let reporter = {
+            let iface = iface.clone();
+            let shared = self.clone();
+            tokio::spawn(async move {
+                let mut last_phase = None;
+                while rx.changed().await.is_ok() {
+                    let Some(p) = *rx.borrow_and_update() else {
+                        continue;
+                    };
+                    let phase = match p.phase {
+                        StagePhase::Downloading => "downloading",
+                        StagePhase::Verifying => "verifying",
+                        StagePhase::Probing => "probing",
+                    };
+                    job::update(&iface, |d| {
+                        d.phase = phase.into();
+                        d.bytes_done = p.done;
+                        d.bytes_total = p.total;
+                        d.percent = p
+                            .done
+                            .saturating_mul(100)
+                            .checked_div(p.total)
+                            .unwrap_or(0)
+                            .min(100) as u32;
+                    })
+                    .await;
+                    if last_phase != Some(p.phase) && p.phase == StagePhase::Verifying {
+                        let _ = shared.store.lock().await.transition(Lifecycle::Verifying);
+                    }
+                    last_phase = Some(p.phase);
+                    shared.publish().await;
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            })
+        };
+        let mut progress = move |p: Progress| {
+            let _ = tx.send(Some(p));
+        };
+        let floor = self.floor().await?;
+        let manifest = match source {
+            StageSource::Server(wanted) => {
+                let assessed = self.check_now(None, None).await?;
+                let new = self.record_check(&assessed).await?;
+                self.announce(&new).await;
+                let chosen = choose(&assessed, wanted.as_ref(), &self.cfg.server_url)?;
+                let release = Release::from_package(&chosen.package)?;
+                job::update(&iface, |d| d.version = release.version.to_string()).await;
+                self.stager
+                    .stage_release(&self.http, &release, &floor, &mut progress, cancel)
+                    .await?
+            }
+            StageSource::File(file, meta) => {
+                let package = self.package().await;
+                self.stager
+                    .stage_from_file(file, &meta, &package, &floor, &mut progress, cancel)
+                    .await?
+            }
+        };
+        drop(progress);
+        let _ = reporter.await;
+        // Only one release stays staged: the one just verified.
+        let staged = CellsVersion::parse(&manifest.version)?;
+        for m in self.stager.area.staged() {
+            if let Ok(v) = CellsVersion::parse(&m.version) {
+                if v != staged {
+                    let _ = self.stager.area.remove(&v);
+                }
+            }
+        }
+        self.store
+            .lock()
+            .await
+            .update(|d| d.staged_version = manifest.version.clone())?;
+        Ok(format!(
+            "staged {} ({} bytes, sha256 {}, signed by key {})",
+            manifest.version,
+            manifest.size,
+            manifest.sha256,
+            crate::trust::keys_short_id(&manifest.key_id)
+        ))
+    }
+
+    async fn announce(&self, versions: &[String]) {
+        let Ok(conn) = self.conn() else { return };
+        let Ok(iface) = conn
+            .object_server()
+            .interface::<_, ManagerIface>(MANAGER_PATH)
+            .await
+        else {
+            return;
+        };
+        for v in versions {
+            let _ = ManagerIface::update_available(iface.signal_emitter(), v).await;
+            log::info(&format!("update available: {v}"), &[("VERSION", v)]);
+        }
+    }
+}
+
+/// Where a stage job gets its binary.
+enum StageSource {
+    /// The update server; `None` = the newest allowed version.
+    Server(Option<CellsVersion>),
+    /// A descriptor passed by the caller, with its metadata.
+    File(std::fs::File, FdMetadata),
+}
+
+fn choose<'a>(
+    assessed: &'a [Assessed],
+    wanted: Option<&CellsVersion>,
+    server: &str,
+) -> Result<&'a Assessed> {
+    match wanted {
+        Some(v) => {
+            let offers: Vec<&Assessed> = assessed
+                .iter()
+                .filter(|a| a.version.as_ref() == Some(v))
+                .collect();
+            if let Some(a) = offers.iter().find(|a| a.allowed) {
+                return Ok(a);
+            }
+            match offers.first() {
+                None => Err(Error::NoSuchVersion(format!(
+                    "{v} is not offered by the update server {server} for this package, channel \
+                     and architecture; run Check to see what is offered"
+                ))),
+                Some(a) if a.reason == "downgrade" => Err(Error::Downgrade(format!(
+                    "{v} is not newer than the installed or highest-ever version; use Rollback to go back"
+                ))),
+                Some(a) if a.reason == "wrong arch" || a.reason == "wrong os" => Err(Error::WrongArchitecture(format!(
+                    "{v} is offered for {}/{} only",
+                    a.package.binary_os, a.package.binary_arch
+                ))),
+                Some(a) => Err(Error::NoSuchVersion(format!(
+                    "{v} is offered but not allowed here ({})",
+                    a.reason
+                ))),
+            }
+        }
+        None => assessed
+            .iter()
+            .filter(|a| a.allowed)
+            .max_by(|a, b| a.version.cmp(&b.version))
+            .ok_or_else(|| {
+                Error::NoSuchVersion("no newer version is available; nothing to stage".into())
+            }),
+    }
+}
+
+fn not_yet(method: &str) -> BusError {
+    BusError::NotImplemented(format!(
+        "{method} is not available in this version of cells-updater: applying, restarting and \
+         rolling back on systemd are not built yet; staged releases are kept until then"
+    ))
+}
+
+#[zbus::interface(name = "com.pydio.CellsUpdater1.Manager")]
+impl ManagerIface {
+    /// Asks the update server now.
+    async fn check(
+        &self,
+        options: Dict,
+        #[zbus(header)] hdr: zbus::message::Header<'_>,
+    ) -> Result<Vec<HashMap<String, OwnedValue>>, BusError> {
+        let s = &self.shared;
+        s.authorize(&hdr, Action::Check).await?;
+        only_keys(&options, &["PackageName", "Channel"])?;
+        let package = dict_str(&options, "PackageName")?;
+        let channel = dict_str(&options, "Channel")?;
+        if let Some(p) = &package {
+            if !matches!(p.as_str(), "PydioHome" | "PydioEnterprise") {
+                return Err(Error::InvalidArgument(format!(
+                    "PackageName {p:?} is not PydioHome or PydioEnterprise"
+                ))
+                .into());
+            }
+        }
+        if let Some(c) = &channel {
+            if !matches!(c.as_str(), "stable" | "dev") {
+                return Err(
+                    Error::InvalidArgument(format!("Channel {c:?} is not stable or dev")).into(),
+                );
+            }
+        }
+        // A check does not disturb a running job; it only moves the state when at rest.
+        let moved = {
+            let mut store = s.store.lock().await;
+            let idle = s.jobs.lock().map(|j| j.running.is_none()).unwrap_or(false);
+            idle && store.get().state.is_resting() && store.transition(Lifecycle::Checking).is_ok()
+        };
+        s.publish().await;
+        let result = s.check_now(package, channel).await;
+        let new = match &result {
+            Ok(a) => s.record_check(a).await.unwrap_or_default(),
+            Err(_) => Vec::new(),
+        };
+        {
+            let mut store = s.store.lock().await;
+            if let Err(e) = &result {
+                let msg = e.message();
+                let _ = store.update(|d| d.last_error = msg);
+            }
+            if moved {
+                let rest = store.resting();
+                let _ = store.transition(rest);
+            }
+        }
+        s.publish().await;
+        s.announce(&new).await;
+        Ok(result?.iter().map(release_dict).collect())
+    }
+
+    /// Downloads, verifies and probes one release into the staging area.
+    async fn stage(
+        &self,
+        version: String,
+        options: Dict,
+        #[zbus(header)] hdr: zbus::message::Header<'_>,
+    ) -> Result<OwnedObjectPath, BusError> {
+        let s = &self.shared;
+        s.authorize(&hdr, Action::Stage).await?;
+        only_keys(&options, &[])?;
+        let wanted = if version.is_empty() {
+            None
+        } else {
+            Some(CellsVersion::parse(&version)?)
+        };
+        let (path, cancel) = s.begin_job("stage", &version, Action::Stage).await?;
+        tokio::spawn(
+            s.clone()
+                .stage_job(path.clone(), StageSource::Server(wanted), cancel),
+        );
+        Ok(path)
+    }
+
+    /// The same as Stage, for a binary the caller passes as a file descriptor.
+    async fn stage_from_fd(
+        &self,
+        binary: zbus::zvariant::OwnedFd,
+        metadata: Dict,
+        #[zbus(header)] hdr: zbus::message::Header<'_>,
+    ) -> Result<OwnedObjectPath, BusError> {
+        let s = &self.shared;
+        s.authorize(&hdr, Action::Stage).await?;
+        only_keys(
+            &metadata,
+            &["Version", "Checksum", "Signature", "PackageName"],
+        )?;
+        let need = |k: &str| -> Result<String> {
+            dict_str(&metadata, k)?
+                .ok_or_else(|| Error::InvalidArgument(format!("metadata {k} is required")))
+        };
+        let meta = FdMetadata {
+            version: need("Version")?,
+            checksum: need("Checksum")?,
+            signature: need("Signature")?,
+            package: dict_str(&metadata, "PackageName")?.unwrap_or_default(),
+            offered_by: match hdr.sender() {
+                Some(sender) => format!("{sender}"),
+                None => String::new(),
+            },
+        };
+        CellsVersion::parse(&meta.version)?;
+        crate::trust::decode_checksum(&meta.checksum)?;
+        crate::trust::decode_b64("Signature", &meta.signature)?;
+        let file = std::fs::File::from(std::os::fd::OwnedFd::from(binary));
+        let (path, cancel) = s.begin_job("stage", &meta.version, Action::Stage).await?;
+        tokio::spawn(
+            s.clone()
+                .stage_job(path.clone(), StageSource::File(file, meta), cancel),
+        );
+        Ok(path)
+    }
+
+    /// Swaps the staged binary in (not built yet).
+    async fn apply(
+        &self,
+        _options: Dict,
+        #[zbus(header)] hdr: zbus::message::Header<'_>,
+    ) -> Result<OwnedObjectPath, BusError> {
+        self.shared.authorize(&hdr, Action::Apply).await?;
+        Err(not_yet("Apply"))
+    }
+
+    /// Stage then Apply (not built yet).
+    async fn update(
+        &self,
+        _version: String,
+        _options: Dict,
+        #[zbus(header)] hdr: zbus::message::Header<'_>,
+    ) -> Result<OwnedObjectPath, BusError> {
+        self.shared.authorize(&hdr, Action::Apply).await?;
+        Err(not_yet("Update"))
+    }
+
+    /// Puts the previous binary back (not built yet).
+    async fn rollback(
+        &self,
+        _options: Dict,
+        #[zbus(header)] hdr: zbus::message::Header<'_>,
+    ) -> Result<OwnedObjectPath, BusError> {
+        self.shared.authorize(&hdr, Action::Apply).await?;
+        Err(not_yet("Rollback"))
+    }
+
+    /// Writes the Enterprise license (not built yet).
+    async fn install_license(
+        &self,
+        _key: String,
+        #[zbus(header)] hdr: zbus::message::Header<'_>,
+    ) -> Result<(), BusError> {
+        self.shared.authorize(&hdr, Action::License).await?;
+        Err(not_yet("InstallLicense"))
+    }
+
+    /// Upgrades to the Enterprise edition (not built yet).
+    async fn upgrade_to_enterprise(
+        &self,
+        _license: String,
+        _options: Dict,
+        #[zbus(header)] hdr: zbus::message::Header<'_>,
+    ) -> Result<OwnedObjectPath, BusError> {
+        self.shared.authorize(&hdr, Action::Apply).await?;
+        Err(not_yet("UpgradeToEnterprise"))
+    }
+
+    /// Jobs still held (running and recently finished).
+    async fn list_jobs(&self) -> Vec<OwnedObjectPath> {
+        self.shared.touch();
+        self.shared.held_jobs()
+    }
+
+    /// `JobFinished(o job, s state, s error, s message)`.
+    #[zbus(signal)]
+    pub async fn job_finished(
+        emitter: &SignalEmitter<'_>,
+        job: ObjectPath<'_>,
+        state: &str,
+        error: &str,
+        message: &str,
+    ) -> zbus::Result<()>;
+
+    /// `UpdateAvailable(s version)`.
+    #[zbus(signal)]
+    pub async fn update_available(emitter: &SignalEmitter<'_>, version: &str) -> zbus::Result<()>;
+
+    #[zbus(property)]
+    async fn state(&self) -> String {
+        self.shared.store.lock().await.get().state.as_str().into()
+    }
+    #[zbus(property)]
+    async fn installed_version(&self) -> String {
+        self.shared.installed().version
+    }
+    #[zbus(property)]
+    async fn package_name(&self) -> String {
+        self.shared.package().await
+    }
+    #[zbus(property)]
+    async fn channel(&self) -> String {
+        self.shared.cfg.channel.clone()
+    }
+    #[zbus(property)]
+    async fn unit(&self) -> String {
+        self.shared.cfg.unit.clone()
+    }
+    #[zbus(property)]
+    async fn binary_path(&self) -> String {
+        self.shared
+            .installed()
+            .binary
+            .map(|b| b.display().to_string())
+            .unwrap_or_default()
+    }
+    #[zbus(property)]
+    async fn staged_version(&self) -> String {
+        self.shared.store.lock().await.get().staged_version.clone()
+    }
+    #[zbus(property)]
+    async fn previous_version(&self) -> String {
+        self.shared
+            .store
+            .lock()
+            .await
+            .get()
+            .previous_version
+            .clone()
+    }
+    #[zbus(property)]
+    async fn available_versions(&self) -> Vec<String> {
+        self.shared
+            .store
+            .lock()
+            .await
+            .get()
+            .available_versions
+            .clone()
+    }
+    #[zbus(property)]
+    async fn last_check(&self) -> u64 {
+        self.shared.store.lock().await.get().last_check
+    }
+    #[zbus(property)]
+    async fn last_error(&self) -> String {
+        self.shared.store.lock().await.get().last_error.clone()
+    }
+    #[zbus(property)]
+    async fn current_job(&self) -> OwnedObjectPath {
+        self.shared.current_job()
+    }
+    #[zbus(property)]
+    async fn daemon_version(&self) -> String {
+        env!("CARGO_PKG_VERSION").into()
+    }
+}
