@@ -191,7 +191,7 @@ pub async fn report_version(file: &File, settings: &ProbeSettings) -> Result<Str
         cmd.pre_exec(move || isolate(isolation));
     }
     let mut child = cmd.spawn().map_err(|e| {
-        Error::VersionMismatch(format!("cannot run the staged binary's version probe: {e}"))
+        Error::VersionMismatch(format!("cannot run the binary's `version` command: {e}"))
     })?;
     let pid = child.id();
     let (Some(mut out), Some(mut err)) = (child.stdout.take(), child.stderr.take()) else {
@@ -221,7 +221,7 @@ pub async fn report_version(file: &File, settings: &ProbeSettings) -> Result<Str
     let (status, stdout, stderr) = match result {
         Err(_) => {
             return Err(Error::VersionMismatch(format!(
-                "the staged binary did not answer `version` within {} s; it is not a working \
+                "the binary did not answer `version` within {} s; it is not a working \
                  Cells binary",
                 settings.timeout.as_secs()
             )))

@@ -138,9 +138,13 @@ impl Shared {
             .map(|v| v.to_string())
             .unwrap_or_default();
         let request = UpdateRequest::new(&channel, &package, &installed);
-        let resp =
-            update_server::check(&self.http, &self.cfg.server_url, &request, self.cfg.timeout)
-                .await?;
+        let resp = update_server::check(
+            self.http()?,
+            &self.cfg.server_url,
+            &request,
+            self.cfg.timeout,
+        )
+        .await?;
         let bad = self.store.lock().await.get().bad_versions.clone();
         let ctx = policy::Context {
             package: &package,
@@ -222,46 +226,61 @@ impl Shared {
             .interface::<_, job::Job>(path)
             .await
             .map_err(|e| Error::Busy(format!("job object vanished: {e}")))?;
-        // Progress flows through a watch channel: the reporter coalesces bursts, so the bus sees
-        // a bounded rate of PropertiesChanged however fast bytes arrive.
-        let (tx, mut rx) = tokio::sync::watch::channel(None::<Progress>);
+        // Progress flows in order (phase changes are state transitions and must not be lost)
+        // but sparsely: only phase changes and whole-percent steps are sent, so the queue holds
+        // about a hundred events at most. The reporter applies each batch and rests 100 ms, so
+        // the bus sees a bounded rate of PropertiesChanged however fast bytes arrive.
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<Progress>();
         let reporter = {
             let iface = iface.clone();
             let shared = self.clone();
             tokio::spawn(async move {
-                let mut last_phase = None;
-                while rx.changed().await.is_ok() {
-                    let Some(p) = *rx.borrow_and_update() else {
-                        continue;
-                    };
-                    let phase = match p.phase {
+                let mut phase = StagePhase::Downloading;
+                while let Some(first) = rx.recv().await {
+                    let mut last = first;
+                    let mut batch = vec![first];
+                    while let Ok(p) = rx.try_recv() {
+                        batch.push(p);
+                    }
+                    for p in &batch {
+                        if p.phase != phase && p.phase == StagePhase::Verifying {
+                            let _ = shared.store.lock().await.transition(Lifecycle::Verifying);
+                        }
+                        phase = p.phase;
+                        last = *p;
+                    }
+                    let name = match last.phase {
                         StagePhase::Downloading => "downloading",
                         StagePhase::Verifying => "verifying",
                         StagePhase::Probing => "probing",
                     };
                     job::update(&iface, |d| {
-                        d.phase = phase.into();
-                        d.bytes_done = p.done;
-                        d.bytes_total = p.total;
-                        d.percent = p
+                        d.phase = name.into();
+                        d.bytes_done = last.done;
+                        d.bytes_total = last.total;
+                        d.percent = last
                             .done
                             .saturating_mul(100)
-                            .checked_div(p.total)
+                            .checked_div(last.total)
                             .unwrap_or(0)
                             .min(100) as u32;
                     })
                     .await;
-                    if last_phase != Some(p.phase) && p.phase == StagePhase::Verifying {
-                        let _ = shared.store.lock().await.transition(Lifecycle::Verifying);
-                    }
-                    last_phase = Some(p.phase);
                     shared.publish().await;
                     tokio::time::sleep(Duration::from_millis(100)).await;
                 }
             })
         };
+        let mut sent: Option<(StagePhase, u64)> = None;
         let mut progress = move |p: Progress| {
-            let _ = tx.send(Some(p));
+            let step = (
+                p.phase,
+                p.done.saturating_mul(100).checked_div(p.total).unwrap_or(0),
+            );
+            if sent != Some(step) {
+                sent = Some(step);
+                let _ = tx.send(p);
+            }
         };
         let floor = self.floor().await?;
         let manifest = match source {
@@ -273,7 +292,7 @@ impl Shared {
                 let release = Release::from_package(&chosen.package)?;
                 job::update(&iface, |d| d.version = release.version.to_string()).await;
                 self.stager
-                    .stage_release(&self.http, &release, &floor, &mut progress, cancel)
+                    .stage_release(self.http()?, &release, &floor, &mut progress, cancel)
                     .await?
             }
             StageSource::File(file, meta) => {

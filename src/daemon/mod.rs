@@ -66,7 +66,8 @@ pub struct Shared {
     store: Mutex<StateStore>,
     jobs: StdMutex<Jobs>,
     stager: Stager,
-    http: reqwest::Client,
+    /// Built on first use: loading the system CA store does not belong before READY=1.
+    http: OnceLock<reqwest::Client>,
     last_activity: StdMutex<Instant>,
     /// Held across steps that must not be interrupted (renames, state commits); SIGTERM waits.
     atomic: Mutex<()>,
@@ -79,6 +80,18 @@ impl Shared {
         self.conn
             .get()
             .ok_or_else(|| Error::Busy("the daemon is still starting".into()))
+    }
+
+    /// The HTTP client for the update server, built on first use.
+    fn http(&self) -> Result<&reqwest::Client> {
+        if let Some(c) = self.http.get() {
+            return Ok(c);
+        }
+        let client = update_server::http_client(&HttpSettings {
+            proxy: self.cfg.proxy.clone(),
+            timeout: self.cfg.timeout,
+        })?;
+        Ok(self.http.get_or_init(|| client))
     }
 
     fn touch(&self) {
@@ -524,11 +537,6 @@ pub async fn run(cfg: Config, bus: Bus) -> anyhow::Result<()> {
             &[],
         );
     }
-    let http = update_server::http_client(&HttpSettings {
-        proxy: cfg.proxy.clone(),
-        timeout: cfg.timeout,
-    })
-    .map_err(|e| anyhow::anyhow!(e.message()))?;
     let shared = Arc::new(Shared {
         stager: Stager {
             area: StagingArea::new(&state_dir),
@@ -545,7 +553,7 @@ pub async fn run(cfg: Config, bus: Bus) -> anyhow::Result<()> {
         system_bus: tokio::sync::OnceCell::new(),
         store: Mutex::new(store),
         jobs: StdMutex::new(Jobs::default()),
-        http,
+        http: OnceLock::new(),
         last_activity: StdMutex::new(Instant::now()),
         atomic: Mutex::new(()),
         installed: StdMutex::new(Installed::default()),

@@ -201,6 +201,8 @@ pub enum Delivery {
     TooLongNoLength { extra: usize },
     /// Send the body plus `extra` bytes with a truthful (too large) Content-Length.
     TooLongWithLength { extra: usize },
+    /// The whole body in `chunk`-byte pieces, `delay_ms` apart (a slow mirror).
+    Slow { chunk: usize, delay_ms: u64 },
 }
 
 /// A recorded request.
@@ -397,6 +399,18 @@ fn serve(conn: TcpStream, state: &Mutex<ServerState>) -> std::io::Result<()> {
             out.flush()?;
             out.shutdown(std::net::Shutdown::Both)?;
         }
+        Delivery::Slow { chunk, delay_ms } => {
+            write!(
+                out,
+                "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                payload.len()
+            )?;
+            for piece in payload.chunks(chunk.max(1)) {
+                out.write_all(piece)?;
+                out.flush()?;
+                std::thread::sleep(std::time::Duration::from_millis(delay_ms));
+            }
+        }
         Delivery::TooLongNoLength { extra } => {
             write!(out, "HTTP/1.1 200 OK\r\nConnection: close\r\n\r\n")?;
             out.write_all(&payload)?;
@@ -506,6 +520,11 @@ impl StageEnv {
         let bin = root.path().join("opt/pydio/bin");
         std::fs::create_dir_all(&bin).unwrap();
         std::fs::write(bin.join("cells"), fake_cells("4.4.2", "ok")).unwrap();
+        std::fs::set_permissions(
+            bin.join("cells"),
+            std::os::unix::fs::PermissionsExt::from_mode(0o755),
+        )
+        .unwrap();
         let keys_dir = root.path().join("etc/cells-updater/keys.d");
         std::fs::create_dir_all(&keys_dir).unwrap();
         for (i, k) in trusted.iter().enumerate() {
@@ -609,5 +628,24 @@ impl StageEnv {
             .into_iter()
             .filter(|(p, _)| !p.starts_with(&rel))
             .collect()
+    }
+}
+
+pub mod bus;
+
+impl StageEnv {
+    /// Writes the daemon's configuration under the root: the fake Cells as the binary, `daemon`
+    /// (uid 1) as the Cells user, this env's update server, no idle exit.
+    pub fn write_daemon_config(&self, extra: &str) {
+        let dir = self.root.path().join("etc/cells-updater");
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(
+            dir.join("config.toml"),
+            format!(
+                "[cells]\nbinary = \"/opt/pydio/bin/cells\"\nuser = \"daemon\"\n[server]\nurl = \"{}\"\n[daemon]\nidle_exit = \"0\"\n{extra}",
+                self.server.base()
+            ),
+        )
+        .unwrap();
     }
 }

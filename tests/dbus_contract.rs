@@ -1,0 +1,475 @@
+//! The daemon on a real private `dbus-daemon`, driven by independent clients (`busctl`,
+//! `gdbus`, `setpriv`) and observed with `busctl monitor`: introspection matches the
+//! contract, Check returns releases, a Stage job reports rising progress and ends with
+//! JobFinished, a second Stage gets Busy, other uids are refused, and the state survives a
+//! restart.
+
+mod support;
+
+use std::time::Duration;
+use support::bus::*;
+use support::*;
+
+const JOB_IFACE: &str = "com.pydio.CellsUpdater1.Job";
+
+/// `(member, kind, signature, result)` for every member of an interface, from busctl.
+fn members(
+    bus: &PrivateBus,
+    path: &str,
+    iface: &str,
+) -> Vec<(String, String, String, String, String)> {
+    let out = bus.busctl(&["introspect", DEST, path, iface]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter(|l| l.starts_with('.'))
+        .map(|l| {
+            let t: Vec<&str> = l.split_whitespace().collect();
+            (
+                t[0].into(),
+                t[1].into(),
+                t[2].into(),
+                t.get(3).copied().unwrap_or("").into(),
+                t.last().copied().unwrap_or("").into(),
+            )
+        })
+        .collect()
+}
+
+fn started() -> (StageEnv, PrivateBus, DaemonProc) {
+    let k = keys();
+    let env = StageEnv::new(&[&k.rsa_pkcs1_pub]);
+    env.write_daemon_config("");
+    let bus = PrivateBus::start();
+    let daemon = DaemonProc::start(&bus, env.root.path());
+    (env, bus, daemon)
+}
+
+fn publish_slow(env: &StageEnv, version: &str) -> Vec<u8> {
+    let mut bytes = fake_cells(version, "ok");
+    bytes.resize(2 << 20, 0x33);
+    let (sum, sig) = sign(&bytes, &keys().rsa);
+    env.publish_with(
+        version,
+        bytes.clone(),
+        &sum,
+        &sig,
+        Delivery::Slow {
+            chunk: 64 << 10,
+            delay_ms: 25,
+        },
+        true,
+    );
+    bytes
+}
+
+fn job_state(bus: &PrivateBus, path: &str) -> String {
+    bus.busctl_json(&["get-property", DEST, path, JOB_IFACE, "State"])["data"]
+        .as_str()
+        .unwrap()
+        .to_string()
+}
+
+#[test]
+fn introspection_lists_every_member_of_the_contract() {
+    let (env, bus, _d) = started();
+    let m = members(&bus, MANAGER, MANAGER_IFACE);
+    let want_methods = [
+        (".Apply", "a{sv}", "o"),
+        (".Check", "a{sv}", "aa{sv}"),
+        (".InstallLicense", "s", "-"),
+        (".ListJobs", "-", "ao"),
+        (".Rollback", "a{sv}", "o"),
+        (".Stage", "sa{sv}", "o"),
+        (".StageFromFd", "ha{sv}", "o"),
+        (".Update", "sa{sv}", "o"),
+        (".UpgradeToEnterprise", "sa{sv}", "o"),
+    ];
+    for (name, sig, out) in want_methods {
+        assert!(
+            m.iter()
+                .any(|x| x.0 == name && x.1 == "method" && x.2 == sig && x.3 == out),
+            "method {name}({sig}) -> {out} missing: {m:?}"
+        );
+    }
+    let want_props = [
+        ("State", "s"),
+        ("InstalledVersion", "s"),
+        ("PackageName", "s"),
+        ("Channel", "s"),
+        ("Unit", "s"),
+        ("BinaryPath", "s"),
+        ("StagedVersion", "s"),
+        ("PreviousVersion", "s"),
+        ("AvailableVersions", "as"),
+        ("LastCheck", "t"),
+        ("LastError", "s"),
+        ("CurrentJob", "o"),
+        ("DaemonVersion", "s"),
+    ];
+    for (name, sig) in want_props {
+        let dotted = format!(".{name}");
+        assert!(
+            m.iter()
+                .any(|x| x.0 == dotted && x.1 == "property" && x.2 == sig && x.4 == "emits-change"),
+            "property {name} {sig} (emits-change) missing: {m:?}"
+        );
+    }
+    for (name, sig) in [(".JobFinished", "osss"), (".UpdateAvailable", "s")] {
+        assert!(
+            m.iter()
+                .any(|x| x.0 == name && x.1 == "signal" && x.2 == sig),
+            "signal {name} missing"
+        );
+    }
+    let out = bus.busctl(&["introspect", DEST, MANAGER]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    for std_iface in [
+        "org.freedesktop.DBus.Introspectable",
+        "org.freedesktop.DBus.Properties",
+        "org.freedesktop.DBus.Peer",
+    ] {
+        assert!(text.contains(std_iface), "{std_iface} missing");
+    }
+    // The Job interface, on a real job.
+    publish_slow(&env, "4.4.5");
+    let job = bus.busctl_json(&[
+        "call",
+        DEST,
+        MANAGER,
+        MANAGER_IFACE,
+        "Stage",
+        "sa{sv}",
+        "4.4.5",
+        "0",
+    ])["data"][0]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert_eq!(job, "/com/pydio/CellsUpdater1/job/1");
+    let j = members(&bus, &job, JOB_IFACE);
+    assert!(j
+        .iter()
+        .any(|x| x.0 == ".Cancel" && x.1 == "method" && x.2 == "-" && x.3 == "-"));
+    for (name, sig) in [
+        ("Id", "u"),
+        ("Kind", "s"),
+        ("Version", "s"),
+        ("State", "s"),
+        ("Phase", "s"),
+        ("Percent", "u"),
+        ("BytesDone", "t"),
+        ("BytesTotal", "t"),
+        ("Error", "s"),
+        ("Message", "s"),
+        ("StartedAt", "t"),
+        ("FinishedAt", "t"),
+    ] {
+        let dotted = format!(".{name}");
+        assert!(
+            j.iter()
+                .any(|x| x.0 == dotted && x.1 == "property" && x.2 == sig),
+            "job property {name} {sig} missing: {j:?}"
+        );
+    }
+}
+
+#[test]
+fn check_then_stage_reports_progress_busy_and_job_finished() {
+    let (env, bus, daemon) = started();
+    let bytes = publish_slow(&env, "4.4.5");
+
+    let releases = bus.busctl_json(&["call", DEST, MANAGER, MANAGER_IFACE, "Check", "a{sv}", "0"]);
+    let list = releases["data"][0].as_array().expect("aa{sv}");
+    assert_eq!(list.len(), 1);
+    assert_eq!(list[0]["Version"]["data"], "4.4.5");
+    assert_eq!(list[0]["Allowed"]["data"], true);
+    assert_eq!(list[0]["Reason"]["data"], "");
+    assert_eq!(list[0]["Size"]["data"], bytes.len());
+    assert_eq!(
+        bus.manager_prop("AvailableVersions"),
+        serde_json::json!(["4.4.5"])
+    );
+    assert!(bus.manager_prop("LastCheck").as_u64().unwrap() > 0);
+    assert_eq!(bus.manager_prop("InstalledVersion"), "4.4.2");
+
+    let monitor = Monitor::start(&bus);
+    let job = bus.busctl_json(&[
+        "call",
+        DEST,
+        MANAGER,
+        MANAGER_IFACE,
+        "Stage",
+        "sa{sv}",
+        "4.4.5",
+        "0",
+    ])["data"][0]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let second = bus.gdbus(
+        None,
+        MANAGER,
+        "com.pydio.CellsUpdater1.Manager.Stage",
+        &["4.4.5", "{}"],
+    );
+    let err = String::from_utf8_lossy(&second.stderr);
+    assert!(
+        !second.status.success() && err.contains("com.pydio.CellsUpdater1.Error.Busy"),
+        "second Stage: {err}"
+    );
+    assert_eq!(bus.manager_prop("CurrentJob"), job.as_str());
+
+    wait_until(Duration::from_secs(30), "the stage job to end", || {
+        job_state(&bus, &job) != "running"
+    });
+    let messages = monitor.finish();
+    assert_eq!(job_state(&bus, &job), "succeeded", "{}", daemon.log_text());
+
+    let percents: Vec<u64> = messages
+        .iter()
+        .filter(|m| m["member"] == "PropertiesChanged" && m["path"] == job.as_str())
+        .filter_map(|m| m["payload"]["data"][1]["Percent"]["data"].as_u64())
+        .collect();
+    assert!(percents.len() >= 3, "few progress updates: {percents:?}");
+    assert!(
+        percents.windows(2).all(|w| w[0] <= w[1]),
+        "percent went down: {percents:?}"
+    );
+    assert_eq!(percents.last(), Some(&100));
+    let finished: Vec<&serde_json::Value> = messages
+        .iter()
+        .filter(|m| m["member"] == "JobFinished")
+        .collect();
+    assert_eq!(finished.len(), 1);
+    let args = &finished[0]["payload"]["data"];
+    assert_eq!(args[0], job.as_str());
+    assert_eq!(args[1], "succeeded");
+    assert_eq!(args[2], "");
+    assert!(args[3].as_str().unwrap().contains("staged 4.4.5"), "{args}");
+    // The manager's State went through downloading to staged, signalled as it changed.
+    let states: Vec<&str> = messages
+        .iter()
+        .filter(|m| m["member"] == "PropertiesChanged" && m["path"] == MANAGER)
+        .filter_map(|m| m["payload"]["data"][1]["State"]["data"].as_str())
+        .collect();
+    assert!(
+        states.contains(&"downloading") && states.last() == Some(&"staged"),
+        "{states:?}"
+    );
+    assert_eq!(bus.manager_prop("StagedVersion"), "4.4.5");
+    assert_eq!(bus.manager_prop("CurrentJob"), "/");
+    let jobs = bus.busctl_json(&["call", DEST, MANAGER, MANAGER_IFACE, "ListJobs"]);
+    assert_eq!(jobs["data"][0], serde_json::json!([job]));
+}
+
+#[test]
+fn only_root_and_the_cells_user_may_act_other_uids_are_refused() {
+    let (env, bus, _d) = started();
+    env.publish("4.4.5", fake_cells("4.4.5", "ok"), &keys().rsa);
+    // uid 2 (bin) is neither root nor the configured Cells user (daemon, uid 1).
+    let refused = bus.gdbus(
+        Some(2),
+        MANAGER,
+        "com.pydio.CellsUpdater1.Manager.Stage",
+        &["4.4.5", "{}"],
+    );
+    let err = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        err.contains("com.pydio.CellsUpdater1.Error.NotAuthorized"),
+        "{err}"
+    );
+    assert!(
+        err.contains("com.pydio.cellsupdater.stage"),
+        "the refusal names the action: {err}"
+    );
+    let refused = bus.gdbus(
+        Some(2),
+        MANAGER,
+        "com.pydio.CellsUpdater1.Manager.Check",
+        &["{}"],
+    );
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("Error.NotAuthorized"));
+    assert_eq!(
+        bus.manager_prop("StagedVersion"),
+        "",
+        "a refused call changes nothing"
+    );
+    assert_eq!(bus.manager_prop("LastCheck"), 0);
+    // Reading is open to everyone.
+    let read = bus.gdbus(
+        Some(2),
+        MANAGER,
+        "org.freedesktop.DBus.Properties.Get",
+        &[MANAGER_IFACE, "State"],
+    );
+    assert!(
+        read.status.success(),
+        "{}",
+        String::from_utf8_lossy(&read.stderr)
+    );
+    // The Cells user may check and stage.
+    let allowed = bus.gdbus(
+        Some(1),
+        MANAGER,
+        "com.pydio.CellsUpdater1.Manager.Check",
+        &["{}"],
+    );
+    assert!(
+        allowed.status.success(),
+        "{}",
+        String::from_utf8_lossy(&allowed.stderr)
+    );
+    assert!(String::from_utf8_lossy(&allowed.stdout).contains("4.4.5"));
+    let staged = bus.gdbus(
+        Some(1),
+        MANAGER,
+        "com.pydio.CellsUpdater1.Manager.Stage",
+        &["4.4.5", "{}"],
+    );
+    assert!(
+        staged.status.success(),
+        "{}",
+        String::from_utf8_lossy(&staged.stderr)
+    );
+    wait_until(Duration::from_secs(20), "StagedVersion 4.4.5", || {
+        bus.manager_prop("StagedVersion") == "4.4.5"
+    });
+}
+
+#[test]
+fn cli_stage_file_accepts_a_good_binary_and_rejects_a_tampered_one() {
+    let (env, bus, _d) = started();
+    let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+    let good = fake_cells("4.4.5", "ok");
+    let (sum, sig) = sign(&good, &keys().rsa);
+    let mut bad = good.clone();
+    bad[3000] ^= 0x40;
+    let (good_path, bad_path) = (dir.path().join("good"), dir.path().join("bad"));
+    std::fs::write(&good_path, &good).unwrap();
+    std::fs::write(&bad_path, &bad).unwrap();
+    let cli = |file: &std::path::Path| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_cells-updater"))
+            .args(["--bus-address", &bus.address, "stage", "--file"])
+            .arg(file)
+            .args([
+                "--version",
+                "4.4.5",
+                "--checksum",
+                &sum,
+                "--signature",
+                &sig,
+            ])
+            .output()
+            .unwrap()
+    };
+    let tampered = cli(&bad_path);
+    assert_eq!(tampered.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&tampered.stderr);
+    assert!(
+        err.contains("com.pydio.CellsUpdater1.Error.ChecksumMismatch"),
+        "{err}\n{}",
+        _d.log_text()
+    );
+    assert_eq!(bus.manager_prop("StagedVersion"), "");
+    assert_eq!(bus.manager_prop("State"), "failed");
+    assert!(bus
+        .manager_prop("LastError")
+        .as_str()
+        .unwrap()
+        .contains("SHA-256"));
+
+    let ok = cli(&good_path);
+    assert_eq!(
+        ok.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
+    assert!(String::from_utf8_lossy(&ok.stdout).contains("staged 4.4.5"));
+    assert_eq!(bus.manager_prop("StagedVersion"), "4.4.5");
+    assert_eq!(bus.manager_prop("State"), "staged");
+    assert_eq!(
+        std::fs::read(env.staged_dir().join("4.4.5/cells")).unwrap(),
+        good
+    );
+}
+
+#[test]
+fn a_restarted_daemon_shows_the_same_persisted_properties() {
+    let (env, bus, mut daemon) = started();
+    env.publish("4.4.5", fake_cells("4.4.5", "ok"), &keys().rsa);
+    bus.busctl_json(&[
+        "call",
+        DEST,
+        MANAGER,
+        MANAGER_IFACE,
+        "Stage",
+        "sa{sv}",
+        "4.4.5",
+        "0",
+    ]);
+    wait_until(Duration::from_secs(20), "StagedVersion 4.4.5", || {
+        bus.manager_prop("StagedVersion") == "4.4.5"
+    });
+    let before = bus.manager_props();
+    assert_eq!(daemon.stop(), Some(0), "SIGTERM is a clean stop");
+
+    let _again = DaemonProc::start(&bus, env.root.path());
+    wait_until(Duration::from_secs(10), "InstalledVersion", || {
+        bus.manager_prop("InstalledVersion") == "4.4.2"
+    });
+    let after = bus.manager_props();
+    for key in [
+        "State",
+        "StagedVersion",
+        "PreviousVersion",
+        "AvailableVersions",
+        "LastCheck",
+        "LastError",
+        "PackageName",
+        "Channel",
+        "Unit",
+        "BinaryPath",
+        "InstalledVersion",
+    ] {
+        assert_eq!(before[key], after[key], "{key} differs after a restart");
+    }
+    assert_eq!(after["StagedVersion"], "4.4.5");
+    assert!(after["LastCheck"].as_u64().unwrap() > 0);
+}
+
+#[test]
+fn cli_status_json_and_unreachable_exit_code() {
+    let (_env, bus, _d) = started();
+    // The installed version is learnt just after READY (it runs a probe).
+    wait_until(Duration::from_secs(10), "InstalledVersion", || {
+        bus.manager_prop("InstalledVersion") == "4.4.2"
+    });
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_cells-updater"))
+        .args(["--bus-address", &bus.address, "status", "--json"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(doc["format"], 1);
+    assert_eq!(doc["State"], "idle");
+    assert_eq!(doc["InstalledVersion"], "4.4.2");
+    assert_eq!(doc["CurrentJob"], "/");
+
+    let empty = PrivateBus::start();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_cells-updater"))
+        .args(["--bus-address", &empty.address, "status"])
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(3),
+        "no daemon on the bus: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
