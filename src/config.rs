@@ -514,3 +514,54 @@ mod tests {
         );
     }
 }
+
+#[cfg(test)]
+mod dist_tests {
+    use super::*;
+
+    /// dist/config.toml documents every key with its default: uncommented, it must parse
+    /// and change nothing; and every key the parser knows must appear in it.
+    #[test]
+    fn shipped_config_documents_every_key_with_its_default() {
+        let text = include_str!("../dist/config.toml");
+        let uncommented: String = text
+            .lines()
+            .map(|l| match l.strip_prefix('#') {
+                Some(rest) if rest.contains(" = ") && !rest.starts_with(' ') => rest,
+                _ => l,
+            })
+            .map(|l| format!("{l}\n"))
+            .collect();
+        let mut cfg = Config::default();
+        cfg.apply(&uncommented, "dist/config.toml").unwrap();
+        assert_eq!(format!("{cfg:?}"), format!("{:?}", Config::default()));
+        let keys = [
+            "unit",
+            "binary",
+            "user",
+            "url",
+            "channel",
+            "package",
+            "keys_dir",
+            "proxy",
+            "timeout",
+            "max_binary_size",
+            "auto",
+            "on_failure",
+            "capabilities",
+            "health_url",
+            "health_settle",
+            "health_timeout",
+            "keep_versions",
+            "state_dir",
+            "idle_exit",
+            "probe_user",
+        ];
+        for k in keys {
+            assert!(
+                text.contains(&format!("#{k} = ")),
+                "dist/config.toml lacks {k}"
+            );
+        }
+    }
+}

@@ -263,10 +263,16 @@ fn isolate(isolation: Isolation) -> std::io::Result<()> {
         check(libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0))?;
         match isolation {
             Isolation::DropTo(uid, gid) => {
-                check(libc::unshare(libc::CLONE_NEWNET))?;
+                // With CAP_SYS_ADMIN a plain network namespace; without it (the hardened unit
+                // does not grant it) drop first, then a user + network namespace, which needs
+                // no capability.
+                let netns = libc::unshare(libc::CLONE_NEWNET) == 0;
                 check(libc::setgroups(0, std::ptr::null()))?;
                 check(libc::setresgid(gid, gid, gid))?;
                 check(libc::setresuid(uid, uid, uid))?;
+                if !netns {
+                    check(libc::unshare(libc::CLONE_NEWUSER | libc::CLONE_NEWNET))?;
+                }
             }
             Isolation::UserNs => {
                 check(libc::unshare(libc::CLONE_NEWUSER | libc::CLONE_NEWNET))?;

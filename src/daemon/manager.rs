@@ -595,7 +595,7 @@ impl ManagerIface {
     }
     #[zbus(property)]
     async fn installed_version(&self) -> String {
-        self.shared.installed().version
+        self.shared.installed_settled().await.version
     }
     #[zbus(property)]
     async fn package_name(&self) -> String {
@@ -612,7 +612,8 @@ impl ManagerIface {
     #[zbus(property)]
     async fn binary_path(&self) -> String {
         self.shared
-            .installed()
+            .installed_settled()
+            .await
             .binary
             .map(|b| b.display().to_string())
             .unwrap_or_default()

@@ -72,6 +72,8 @@ pub struct Shared {
     /// Held across steps that must not be interrupted (renames, state commits); SIGTERM waits.
     atomic: Mutex<()>,
     installed: StdMutex<Installed>,
+    /// Becomes true once the installed binary was probed after start-up.
+    installed_known: tokio::sync::watch::Sender<bool>,
     emitted: Mutex<Vec<(&'static str, Value<'static>)>>,
 }
 
@@ -212,7 +214,16 @@ impl Shared {
         if let Ok(mut i) = self.installed.lock() {
             *i = info.clone();
         }
+        self.installed_known.send_replace(true);
         info
+    }
+
+    /// What is installed, waiting (10 s at most) for the probe that follows start-up, so the
+    /// first call after activation does not see "unknown".
+    async fn installed_settled(&self) -> Installed {
+        let mut rx = self.installed_known.subscribe();
+        let _ = tokio::time::timeout(Duration::from_secs(10), rx.wait_for(|known| *known)).await;
+        self.installed()
     }
 
     fn installed(&self) -> Installed {
@@ -557,6 +568,7 @@ pub async fn run(cfg: Config, bus: Bus) -> anyhow::Result<()> {
         last_activity: StdMutex::new(Instant::now()),
         atomic: Mutex::new(()),
         installed: StdMutex::new(Installed::default()),
+        installed_known: tokio::sync::watch::channel(false).0,
         emitted: Mutex::new(Vec::new()),
     });
     let builder = match &bus {
@@ -570,11 +582,15 @@ pub async fn run(cfg: Config, bus: Bus) -> anyhow::Result<()> {
                 shared: shared.clone(),
             },
         )?
-        .name(BUS_NAME)?
         .build()
         .await
-        .context("cannot own com.pydio.CellsUpdater1 on the bus (is another instance running?)")?;
+        .context("cannot connect to the bus")?;
+    // The connection is stored before the name is requested: the first call (often the one
+    // that activated us) can arrive the moment the name is ours.
     let _ = shared.conn.set(conn.clone());
+    conn.request_name(BUS_NAME)
+        .await
+        .context("cannot own com.pydio.CellsUpdater1 on the bus (is another instance running?)")?;
     let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Ready]);
     let ready_ms = started.elapsed().as_secs_f64() * 1000.0;
     log::info(

@@ -48,7 +48,7 @@ pub fn check_checksum(computed: &Sha256Digest, advertised: &Sha256Digest) -> Res
         Ok(())
     } else {
         Err(Error::ChecksumMismatch(format!(
-            "the binary's SHA-256 is {} but {} was advertised; the download is corrupt or was \
+            "the binary's SHA-256 is {} but {} was advertised; the binary is corrupt or was \
              tampered with, nothing was staged",
             encode_checksum(computed),
             encode_checksum(advertised)

@@ -16,8 +16,15 @@ extern char **environ;
 
 #define VMARK "@@FAKE_CELLS_VERSION@@"
 #define MMARK "@@FAKE_CELLS_MODE@@"
-volatile char version_slot[96] = VMARK "0.0.0";
-volatile char mode_slot[64] = MMARK "ok";
+/* Defaults can be set at compile time (-DFAKE_VERSION='"4.4.5"'), for scripts like the demo. */
+#ifndef FAKE_VERSION
+#define FAKE_VERSION "0.0.0"
+#endif
+#ifndef FAKE_MODE
+#define FAKE_MODE "ok"
+#endif
+volatile char version_slot[96] = VMARK FAKE_VERSION;
+volatile char mode_slot[64] = MMARK FAKE_MODE;
 
 static void slot(volatile char *s, size_t skip, size_t cap, char *out) {
     size_t i = 0;

@@ -1,0 +1,91 @@
+#!/usr/bin/env bash
+# cells-updater, end to end on a real systemd. Does all its own setup on a fresh Debian 12
+# machine (as root): packages, a cached Debian rootfs, the build. Then, step by step:
+# a systemd container boots; a fake Cells 4.4.2 serves on :443 as user pydio; a local update
+# server offers a release signed with openssl; cells-updater, installed with dist/install.sh
+# and activated over D-Bus, checks, downloads, verifies and stages it.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+root=$PWD
+work=$root/target/demo
+sbxdir=$work/sandbox
+bold() { if [ -t 1 ]; then printf '\n\033[1m==> %s\033[0m\n' "$*"; else printf '\n==> %s\n' "$*"; fi; }
+sbx() { tests/sandbox/systemd-sandbox.sh exec "$sbxdir" -- "$@"; }
+show() { printf '$ %s\n' "$*"; sbx bash -c "$*"; }
+[ "$(id -u)" = 0 ] || { echo "run the demo as root (it boots systemd-nspawn)" >&2; exit 1; }
+
+bold "Installing what the demo needs (packages, cached Debian rootfs)"
+tests/deps.sh
+
+bold "Building cells-updater and the demo's update server"
+cargo build --locked --quiet --bin cells-updater --example update_server
+
+bold "Making Cells releases (fake binaries) and signing them with openssl (RSA-2048, PKCS#1 v1.5)"
+mkdir -p "$work"
+cc -O1 -DFAKE_VERSION='"4.4.2"' -o "$work/cells-4.4.2" tests/support/fake-cells.c
+cc -O1 -DFAKE_VERSION='"4.4.5"' -o "$work/cells-4.4.5" tests/support/fake-cells.c
+[ -f "$work/pydio.key" ] || openssl genpkey -algorithm RSA -pkeyopt rsa_keygen_bits:2048 -out "$work/pydio.key" 2>/dev/null
+# Pydio ships its key as a PKCS#1 body under the label "PUBLIC KEY"; do the same.
+openssl rsa -in "$work/pydio.key" -RSAPublicKey_out 2>/dev/null | sed 's/RSA PUBLIC KEY/PUBLIC KEY/' > "$work/pydio.pub.pem"
+sum() { openssl dgst -sha256 -binary "$1" | base64 -w0; }
+sig() { openssl dgst -sha256 -sign "$work/pydio.key" "$1" | base64 -w0; }
+echo "cells-4.4.5: sha256 $(sum "$work/cells-4.4.5")"
+
+bold "Booting a real systemd in a container (systemd-nspawn -b)"
+tests/sandbox/systemd-sandbox.sh down "$sbxdir" >/dev/null 2>&1 || true
+trap 'tests/sandbox/systemd-sandbox.sh down "$sbxdir" >/dev/null 2>&1 || true' EXIT
+SANDBOX_ROOTFS=$root/target/sandbox/rootfs tests/sandbox/systemd-sandbox.sh up "$sbxdir" -- --bind-ro="$root:/src"
+show "systemctl is-system-running; systemd --version | head -1"
+
+bold "Installing cells-updater with dist/install.sh (unit, timer, D-Bus policy and activation, polkit)"
+show "/src/dist/install.sh --binary /src/target/debug/cells-updater --prefix /usr && systemctl daemon-reload && systemctl reload dbus && systemctl enable --now cells-updater-check.timer 2>/dev/null"
+sbx bash -c "install -m 0644 /src/target/demo/pydio.pub.pem /etc/cells-updater/keys.d/pydio.pem"
+
+bold "A Cells 4.4.2 server: user pydio, cells.service without AmbientCapabilities, port 443 through setcap"
+sbx bash -c "useradd --system --home-dir /var/cells --create-home pydio; mkdir -p /opt/pydio/bin
+  install -m 0755 /src/target/demo/cells-4.4.2 /opt/pydio/bin/cells
+  setcap cap_net_bind_service=+ep /opt/pydio/bin/cells
+  cat > /etc/systemd/system/cells.service <<'UNIT'
+[Unit]
+Description=Pydio Cells
+[Service]
+User=pydio
+Group=pydio
+ExecStart=/opt/pydio/bin/cells start
+Restart=on-failure
+Environment=CELLS_WORKING_DIR=/var/cells
+AssertFileIsExecutable=/opt/pydio/bin/cells
+LimitNOFILE=65536
+KillSignal=INT
+TimeoutStopSec=5
+[Install]
+WantedBy=multi-user.target
+UNIT
+  systemctl daemon-reload && systemctl enable --now cells.service"
+show "getcap /opt/pydio/bin/cells; sleep 0.3; echo \"cells answers on :443 -> \$(curl -s http://127.0.0.1:443/)\""
+
+bold "A local update server offering 4.4.5 (signed above)"
+sbx systemd-run --quiet --unit=demo-update-server /src/target/debug/examples/update_server \
+  --listen 127.0.0.1:8080 \
+  --release 4.4.5 /src/target/demo/cells-4.4.5 "$(sum "$work/cells-4.4.5")" "$(sig "$work/cells-4.4.5")"
+sbx bash -c 'printf "[server]\nurl = \"http://127.0.0.1:8080/\"\n" > /etc/cells-updater/config.d/50-demo.toml'
+sleep 0.5
+
+bold "cells-updater status (the first call activates the daemon over D-Bus)"
+show "systemctl is-active cells-updater.service || true; cells-updater status; systemctl show -p StatusText --value cells-updater.service"
+
+bold "cells-updater check, as the Cells user pydio (allowed: it is cells.service's User=)"
+show "runuser -u pydio -- cells-updater check"
+
+bold "cells-updater stage: download, SHA-256 and signature while streaming, then probe as nobody"
+show "runuser -u pydio -- cells-updater stage 4.4.5"
+show "cells-updater status; ls -l /var/lib/cells-updater/staged/4.4.5/; cat /var/lib/cells-updater/staged/4.4.5/manifest.json"
+
+bold "A tampered binary offered by file descriptor is refused"
+sbx bash -c "cp /src/target/demo/cells-4.4.5 /tmp/tampered && printf X | dd of=/tmp/tampered bs=1 seek=4000 conv=notrunc 2>/dev/null"
+show "cells-updater stage --file /tmp/tampered --version 4.4.5 --checksum $(sum "$work/cells-4.4.5") --signature $(sig "$work/cells-4.4.5") || echo \"(exit status \$?)\""
+
+bold "The journal (structured fields: JOB_ID, VERSION)"
+show "journalctl -u cells-updater.service --no-pager -o cat | tail -n 8"
+
+bold "Done. Applying, restarting and rolling back are the next step of the project (see README)."

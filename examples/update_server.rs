@@ -1,0 +1,58 @@
+//! A stand-in for the Cells update server, for the demo and the real-systemd tests: it speaks
+//! the same wire protocol (`POST /a/update-server/`, `GET /bin/<name>`), serving releases
+//! whose checksums and signatures were made beforehand (by the `openssl` command line).
+//!
+//!   update_server --listen 127.0.0.1:8080 \
+//!       --release VERSION FILE CHECKSUM_B64 SIGNATURE_B64 [--package PydioHome] ...
+
+#[path = "../tests/support/http.rs"]
+mod http;
+
+fn main() {
+    let mut args = std::env::args().skip(1);
+    let mut listen = "127.0.0.1:8080".to_string();
+    let mut package = "PydioHome".to_string();
+    let mut entries = Vec::new();
+    let mut binaries = Vec::new();
+    while let Some(a) = args.next() {
+        match a.as_str() {
+            "--listen" => listen = args.next().expect("--listen ADDR"),
+            "--package" => package = args.next().expect("--package NAME"),
+            "--release" => {
+                let (version, file, sum, sig) = (
+                    args.next().expect("VERSION"),
+                    args.next().expect("FILE"),
+                    args.next().expect("CHECKSUM"),
+                    args.next().expect("SIGNATURE"),
+                );
+                let bytes = std::fs::read(&file).unwrap_or_else(|e| panic!("{file}: {e}"));
+                let name = format!("cells-{version}");
+                let url = format!("http://{listen}/bin/{name}");
+                let mut entry = http::package_json(&version, &url, bytes.len(), &sum, &sig, true);
+                entry["PackageName"] = serde_json::Value::from(package.clone());
+                entries.push(entry);
+                binaries.push((name, bytes));
+            }
+            other => {
+                eprintln!("update_server: unknown argument {other}");
+                std::process::exit(2);
+            }
+        }
+    }
+    let server = http::TestServer::start_on(&listen);
+    for (name, bytes) in binaries {
+        server.put_binary(&name, bytes, http::Delivery::Normal);
+    }
+    server.set_catalog(
+        200,
+        serde_json::json!({"Channel": "stable", "AvailableBinaries": entries}).to_string(),
+    );
+    println!(
+        "update server on http://{}/ with {} release(s)",
+        server.addr,
+        entries.len()
+    );
+    loop {
+        std::thread::park();
+    }
+}

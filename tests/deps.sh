@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# Installs what the test suite needs on a fresh Debian 12 machine (as root), and builds the
+# cached Debian rootfs that the real-systemd tests boot. Idempotent; quick when all is there.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+[ "$(id -u)" = 0 ] || { echo "tests need root: they drop privileges, mount a tmpfs and boot systemd-nspawn" >&2; exit 1; }
+
+# A C compiler for the fake Cells (and for ring), the openssl CLI that signs fixtures,
+# mount/umount and setpriv (util-linux), a private dbus-daemon (dbus), the independent D-Bus
+# clients busctl (systemd) and gdbus (libglib2.0-bin), systemd-nspawn (systemd-container) and
+# debootstrap. No recommends: with them, libnss-mymachines would rewrite nsswitch.conf.
+pkgs=(gcc libc6-dev openssl util-linux ca-certificates dbus libglib2.0-bin systemd
+      systemd-container debootstrap)
+missing=()
+for p in "${pkgs[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
+if [ ${#missing[@]} -gt 0 ]; then
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}"
+fi
+
+# The rootfs (cached under target/sandbox; about a minute when cold).
+if [ ! -f target/sandbox/rootfs/.sandbox-rootfs ]; then
+  mkdir -p target/sandbox
+  SANDBOX_ROOTFS="$PWD/target/sandbox/rootfs" tests/sandbox/systemd-sandbox.sh up target/sandbox/warmup
+  tests/sandbox/systemd-sandbox.sh down target/sandbox/warmup
+fi

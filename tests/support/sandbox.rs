@@ -1,0 +1,184 @@
+//! A real systemd (PID 1) and system bus in a `systemd-nspawn -b` container, booted from a
+//! cached Debian rootfs with `--volatile=overlay` (tests/sandbox/systemd-sandbox.sh). The
+//! repository is bound read-only at /src, so builds are installed with /src/dist/install.sh.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::{Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+/// One container at a time per test binary: the machine has two cores.
+static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
+
+fn script() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/sandbox/systemd-sandbox.sh")
+}
+
+/// The cached rootfs, shared by every test and by the demo.
+pub fn rootfs() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("target/sandbox/rootfs")
+}
+
+pub struct Sandbox {
+    dir: PathBuf,
+    pub leader: u32,
+    _guard: MutexGuard<'static, ()>,
+}
+
+impl Sandbox {
+    /// Boots a container named `name` (a fresh overlay over the cached rootfs).
+    pub fn up(name: &str) -> Sandbox {
+        let guard = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+        assert!(
+            nix::unistd::geteuid().is_root(),
+            "booting systemd-nspawn needs root (.ci/run runs as root)"
+        );
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("target/sandbox")
+            .join(name);
+        std::fs::create_dir_all(&dir).unwrap();
+        let _ = Command::new(script()).arg("down").arg(&dir).output();
+        let out = Command::new(script())
+            .arg("up")
+            .arg(&dir)
+            .arg("--")
+            .arg(format!("--bind-ro={}:/src", env!("CARGO_MANIFEST_DIR")))
+            .env("SANDBOX_ROOTFS", rootfs())
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "sandbox up failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let env = Command::new(script())
+            .arg("env")
+            .arg(&dir)
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&env.stdout);
+        let leader = text
+            .lines()
+            .find_map(|l| l.strip_prefix("export SANDBOX_LEADER="))
+            .and_then(|v| v.trim().parse().ok())
+            .expect("sandbox leader pid");
+        Sandbox {
+            dir,
+            leader,
+            _guard: guard,
+        }
+    }
+
+    /// Runs a command inside as root.
+    pub fn exec(&self, args: &[&str]) -> Output {
+        Command::new(script())
+            .arg("exec")
+            .arg(&self.dir)
+            .arg("--")
+            .args(args)
+            .output()
+            .unwrap()
+    }
+
+    /// Runs a shell snippet inside; panics with its output when it fails.
+    pub fn sh(&self, snippet: &str) -> String {
+        let out = self.exec(&["bash", "-c", snippet]);
+        assert!(
+            out.status.success(),
+            "in sandbox: {snippet}\nstdout: {}\nstderr: {}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).to_string()
+    }
+
+    /// A shell snippet's output and success, without panicking.
+    pub fn try_sh(&self, snippet: &str) -> (bool, String, String) {
+        let out = self.exec(&["bash", "-c", snippet]);
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).to_string(),
+            String::from_utf8_lossy(&out.stderr).to_string(),
+        )
+    }
+
+    /// A path inside the container, seen from the host.
+    pub fn path(&self, inside: &str) -> PathBuf {
+        PathBuf::from(format!("/proc/{}/root{inside}", self.leader))
+    }
+
+    /// Writes a file inside the container (parents created).
+    pub fn write(&self, inside: &str, bytes: &[u8], mode: u32) {
+        let p = self.path(inside);
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(&p, bytes).unwrap();
+        std::fs::set_permissions(&p, std::os::unix::fs::PermissionsExt::from_mode(mode)).unwrap();
+    }
+
+    /// `systemctl show -p PROP --value UNIT`.
+    pub fn unit_prop(&self, unit: &str, prop: &str) -> String {
+        self.sh(&format!("systemctl show -p {prop} --value {unit}"))
+            .trim()
+            .to_string()
+    }
+
+    /// Polls a shell condition (exit 0) every 100 ms for at most `limit`.
+    pub fn wait_for(&self, limit: Duration, what: &str, snippet: &str) {
+        let deadline = Instant::now() + limit;
+        loop {
+            if self.try_sh(snippet).0 {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "timed out after {limit:?} waiting for {what} ({snippet})"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// Installs this build with dist/install.sh, the way every install happens, and makes
+    /// systemd and the bus read the new files.
+    pub fn install_build(&self) {
+        self.sh(
+            "/src/dist/install.sh --binary /src/target/debug/cells-updater --prefix /usr >/dev/null \
+             && systemctl daemon-reload \
+             && busctl call org.freedesktop.DBus /org/freedesktop/DBus org.freedesktop.DBus ReloadConfig",
+        );
+    }
+
+    /// A Cells installation as the protocol describes it (minus AmbientCapabilities): user
+    /// pydio, /opt/pydio/bin/cells (the fake, reporting `version`), cells.service, the keys.
+    pub fn install_fake_cells(&self, version: &str, keys: &[&Path]) {
+        self.sh(
+            "useradd --system --home-dir /var/cells --create-home pydio && mkdir -p /opt/pydio/bin",
+        );
+        self.write(
+            "/opt/pydio/bin/cells",
+            &super::fake_cells(version, "ok"),
+            0o755,
+        );
+        self.write(
+            "/etc/systemd/system/cells.service",
+            b"[Unit]\nDescription=Pydio Cells\n\n[Service]\nUser=pydio\nGroup=pydio\n\
+              ExecStart=/opt/pydio/bin/cells start\nRestart=on-failure\n\
+              Environment=CELLS_WORKING_DIR=/var/cells\nAssertFileIsExecutable=/opt/pydio/bin/cells\n\
+              LimitNOFILE=65536\nKillSignal=INT\nTimeoutStopSec=5\n\n[Install]\nWantedBy=multi-user.target\n",
+            0o644,
+        );
+        for (i, k) in keys.iter().enumerate() {
+            self.write(
+                &format!("/etc/cells-updater/keys.d/{i}.pem"),
+                &std::fs::read(k).unwrap(),
+                0o644,
+            );
+        }
+        self.sh("systemctl daemon-reload");
+    }
+}
+
+impl Drop for Sandbox {
+    fn drop(&mut self) {
+        let _ = Command::new(script()).arg("down").arg(&self.dir).output();
+    }
+}
