@@ -175,3 +175,45 @@ fn polkit_grants_the_stage_action_by_rule() {
         "pydio should pass authorization: {err}"
     );
 }
+
+#[test]
+fn watchdog_is_fed_and_only_root_may_own_the_name() {
+    let sb = prepared("watchdog");
+    // A 1 s watchdog: a daemon that did not send WATCHDOG=1 would be killed within it.
+    sb.write(
+        "/etc/systemd/system/cells-updater.service.d/50-watchdog.conf",
+        b"[Service]\nWatchdogSec=1s\n",
+        0o644,
+    );
+    sb.write(
+        "/etc/cells-updater/config.d/50-test.toml",
+        b"[daemon]\nidle_exit = \"0\"\n",
+        0o644,
+    );
+    sb.sh("systemctl daemon-reload && systemctl start cells-updater.service");
+    let pid = sb.unit_prop("cells-updater.service", "MainPID");
+    std::thread::sleep(Duration::from_secs(4));
+    assert_eq!(
+        sb.unit_prop("cells-updater.service", "ActiveState"),
+        "active"
+    );
+    assert_eq!(
+        sb.unit_prop("cells-updater.service", "MainPID"),
+        pid,
+        "the daemon was restarted"
+    );
+    assert_eq!(sb.unit_prop("cells-updater.service", "NRestarts"), "0");
+    assert_ne!(
+        sb.unit_prop("cells-updater.service", "WatchdogTimestampMonotonic"),
+        "0",
+        "no WATCHDOG=1 received"
+    );
+
+    // The bus policy lets only root own com.pydio.CellsUpdater1.
+    sb.sh("systemctl stop cells-updater.service && useradd --create-home mallory");
+    let (ok, _, err) = sb.try_sh(
+        "runuser -u mallory -- dbus-send --system --print-reply --dest=org.freedesktop.DBus /org/freedesktop/DBus \
+         org.freedesktop.DBus.RequestName string:com.pydio.CellsUpdater1 uint32:0",
+    );
+    assert!(!ok && err.contains("AccessDenied"), "{err}");
+}

@@ -242,18 +242,33 @@ impl Shared {
                     while let Ok(p) = rx.try_recv() {
                         batch.push(p);
                     }
-                    for p in &batch {
-                        if p.phase != phase && p.phase == StagePhase::Verifying {
-                            let _ = shared.store.lock().await.transition(Lifecycle::Verifying);
-                        }
-                        phase = p.phase;
-                        last = *p;
-                    }
-                    let name = match last.phase {
+                    let phase_name = |p: StagePhase| match p {
                         StagePhase::Downloading => "downloading",
                         StagePhase::Verifying => "verifying",
                         StagePhase::Probing => "probing",
                     };
+                    for p in &batch {
+                        if p.phase != phase {
+                            if p.phase == StagePhase::Verifying {
+                                let _ = shared.store.lock().await.transition(Lifecycle::Verifying);
+                            }
+                            let (id, version) = {
+                                let j = iface.get().await;
+                                (j.data.id.to_string(), j.data.version.clone())
+                            };
+                            log::info(
+                                &format!("job {id}: {} {version}", phase_name(p.phase)),
+                                &[
+                                    ("JOB_ID", &id),
+                                    ("VERSION", &version),
+                                    ("PHASE", phase_name(p.phase)),
+                                ],
+                            );
+                        }
+                        phase = p.phase;
+                        last = *p;
+                    }
+                    let name = phase_name(last.phase);
                     job::update(&iface, |d| {
                         d.phase = name.into();
                         d.bytes_done = last.done;
