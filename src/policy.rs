@@ -46,17 +46,19 @@ pub fn assess(p: &Package, ctx: &Context<'_>) -> Assessed {
         "wrong arch"
     } else if p.binary_size as u64 > ctx.max_binary_size {
         "too large"
-    } else if version
-        .as_ref()
-        .is_some_and(|v| ctx.floor.admit(v).is_err())
-    {
-        "downgrade"
     } else if version.as_ref().is_some_and(|v| {
         ctx.bad
             .iter()
             .any(|b| CellsVersion::parse(b).is_ok_and(|b| b == *v))
     }) {
+        // Before "downgrade": a release that failed here is also below the highest-ever
+        // version, and "bad" is what the admin needs to know.
         "bad"
+    } else if version
+        .as_ref()
+        .is_some_and(|v| ctx.floor.admit(v).is_err())
+    {
+        "downgrade"
     } else {
         ""
     };

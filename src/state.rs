@@ -67,7 +67,7 @@ impl Lifecycle {
             Checking | Downloading => &[Idle, Staged, Failed],
             Verifying => &[Downloading],
             Staged => &[Verifying, Checking, Applying, Idle, Failed],
-            Applying => &[Staged],
+            Applying => &[Staged, Failed],
             Restarting => &[Applying, RollingBack, Idle, Failed, Staged],
             HealthCheck => &[Restarting],
             RollingBack => &[Applying, Restarting, HealthCheck, Idle, Staged, Failed],
@@ -123,6 +123,41 @@ pub struct Persistent {
     pub package_name: String,
     /// Id of the last job created, so ids keep increasing across restarts.
     pub last_job_id: u32,
+    /// The apply or rollback under way, journaled before each step (crash recovery).
+    pub pending: Option<Pending>,
+}
+
+/// An apply or rollback in progress: what is being replaced by what, and the last step
+/// begun. Written before the step is taken.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(default)]
+pub struct Pending {
+    /// `apply` or `rollback`.
+    pub kind: String,
+    /// The step begun: `backup`, `swapping`, `swapped`, `restarting`, `health-check`,
+    /// `rolling-back`.
+    pub step: String,
+    /// Version before.
+    pub from_version: String,
+    /// Version being installed.
+    pub to_version: String,
+    /// The binary the unit ran before.
+    pub old_binary: String,
+    /// Where the new binary goes.
+    pub target: String,
+    /// Base64 SHA-256 of the old and new binaries.
+    pub old_sha256: String,
+    pub new_sha256: String,
+    /// `security.capability` values (base64, empty = none) of the old and new binaries.
+    pub old_caps: String,
+    pub new_caps: String,
+    /// The cells-updater drop-in before, and the one written (None = absent).
+    pub dropin_before: Option<String>,
+    pub dropin_after: Option<String>,
+    /// `PreviousVersion` before this operation.
+    pub previous_before: String,
+    /// Rollback on failure (`rollback`) or not (`keep`).
+    pub on_failure: String,
 }
 
 /// The persisted state machine, bound to its file.

@@ -2,7 +2,7 @@
 //! rather than by parsing unit files.
 
 use crate::error::{Error, Result};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 use zbus::zvariant::OwnedObjectPath;
 
@@ -20,6 +20,18 @@ pub type ExecCommand = (String, Vec<String>, bool, u64, u64, u64, u64, u32, i32,
 )]
 trait Manager {
     fn load_unit(&self, name: &str) -> zbus::Result<OwnedObjectPath>;
+    fn restart_unit(&self, name: &str, mode: &str) -> zbus::Result<OwnedObjectPath>;
+    fn start_unit(&self, name: &str, mode: &str) -> zbus::Result<OwnedObjectPath>;
+    fn reload(&self) -> zbus::Result<()>;
+    fn subscribe(&self) -> zbus::Result<()>;
+    #[zbus(signal)]
+    fn job_removed(
+        &self,
+        id: u32,
+        job: OwnedObjectPath,
+        unit: String,
+        result: String,
+    ) -> zbus::Result<()>;
 }
 
 #[zbus::proxy(
@@ -35,6 +47,8 @@ trait Unit {
     fn load_state(&self) -> zbus::Result<String>;
     #[zbus(property)]
     fn drop_in_paths(&self) -> zbus::Result<Vec<String>>;
+    #[zbus(property)]
+    fn asserts(&self) -> zbus::Result<Vec<(String, bool, bool, String, i32)>>;
 }
 
 #[zbus::proxy(
@@ -85,6 +99,8 @@ pub struct UnitFacts {
     pub main_pid: u32,
     /// `NRestarts`.
     pub n_restarts: u32,
+    /// `AssertFileIsExecutable=` paths.
+    pub assert_executable: Vec<String>,
 }
 
 impl UnitFacts {
@@ -153,5 +169,218 @@ pub async fn unit_facts(conn: &zbus::Connection, unit: &str) -> Result<UnitFacts
         sub_state: timed("SubState", u.sub_state()).await?,
         main_pid: timed("MainPID", s.main_pid()).await?,
         n_restarts: timed("NRestarts", s.n_restarts()).await?,
+        assert_executable: timed("Asserts", u.asserts())
+            .await?
+            .into_iter()
+            .filter(|a| a.0 == "AssertFileIsExecutable")
+            .map(|a| a.3)
+            .collect(),
     })
+}
+
+/// Asks systemd to reload its unit files.
+pub async fn reload(conn: &zbus::Connection) -> Result<()> {
+    let m = timed("connecting", ManagerProxy::new(conn)).await?;
+    timed("Reload", m.reload()).await
+}
+
+/// Restarts (or, with `start_only`, starts) `unit` through the manager API and waits for
+/// that job's `JobRemoved`; an error unless the job's result is `done`.
+pub async fn restart(
+    conn: &zbus::Connection,
+    unit: &str,
+    start_only: bool,
+    timeout: Duration,
+) -> Result<()> {
+    use futures_util::StreamExt;
+    let m = timed("connecting", ManagerProxy::new(conn)).await?;
+    // Subscribing makes systemd send job signals; a second subscription is harmless.
+    let _ = timed("Subscribe", m.subscribe()).await;
+    let mut removed = timed("JobRemoved", m.receive_job_removed()).await?;
+    let job = if start_only {
+        timed(&format!("StartUnit({unit})"), m.start_unit(unit, "replace")).await?
+    } else {
+        timed(
+            &format!("RestartUnit({unit})"),
+            m.restart_unit(unit, "replace"),
+        )
+        .await?
+    };
+    let wait = async {
+        while let Some(sig) = removed.next().await {
+            if let Ok(args) = sig.args() {
+                if args.job == job {
+                    return Some(args.result.clone());
+                }
+            }
+        }
+        None
+    };
+    match tokio::time::timeout(timeout, wait).await {
+        Ok(Some(r)) if r == "done" => Ok(()),
+        Ok(Some(r)) => Err(Error::UnitFailed(format!(
+            "systemd's job restarting {unit} ended with '{r}'"
+        ))),
+        Ok(None) => Err(Error::UnitFailed("lost the connection to systemd".into())),
+        Err(_) => Err(Error::UnitFailed(format!(
+            "systemd did not finish restarting {unit} within {} s",
+            timeout.as_secs()
+        ))),
+    }
+}
+
+/// What "healthy" means after a restart.
+#[derive(Debug, Clone)]
+pub struct HealthCheck {
+    /// How long `MainPID` and `NRestarts` must stay unchanged.
+    pub settle: Duration,
+    /// Longest wait for all of it.
+    pub timeout: Duration,
+    /// Optional HTTP URL that must answer 2xx.
+    pub url: Option<String>,
+}
+
+/// Waits until `unit` is active with `MainPID` and `NRestarts` unchanged for the settle time
+/// (and, when configured, the HTTP probe answers). A restart counted after `baseline`
+/// restarts, or a failed unit, ends the wait at once.
+pub async fn wait_healthy(
+    conn: &zbus::Connection,
+    unit: &str,
+    check: &HealthCheck,
+    baseline_restarts: u32,
+) -> Result<UnitFacts> {
+    let started = tokio::time::Instant::now();
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(5))
+        .build()
+        .map_err(|e| Error::UnitFailed(format!("cannot set up the health probe: {e}")))?;
+    let mut stable: Option<(tokio::time::Instant, u32, u32)> = None;
+    let mut last: String;
+    loop {
+        let facts = unit_facts(conn, unit).await?;
+        last = format!(
+            "{}/{}, {} restarts",
+            facts.active_state, facts.sub_state, facts.n_restarts
+        );
+        if facts.n_restarts > baseline_restarts || facts.active_state == "failed" {
+            return Err(Error::UnitFailed(format!(
+                "{unit} did not stay up after the restart ({last}); see journalctl -u {unit}"
+            )));
+        }
+        if facts.active_state == "active" && facts.main_pid != 0 {
+            match stable {
+                Some((since, pid, n)) if pid == facts.main_pid && n == facts.n_restarts => {
+                    if since.elapsed() >= check.settle {
+                        match &check.url {
+                            None => return Ok(facts),
+                            Some(url) => match http.get(url).send().await {
+                                Ok(r) if r.status().is_success() => return Ok(facts),
+                                Ok(r) => last = format!("{last}; {url} answered {}", r.status()),
+                                Err(e) => last = format!("{last}; {url}: {e}"),
+                            },
+                        }
+                    }
+                }
+                _ => {
+                    stable = Some((
+                        tokio::time::Instant::now(),
+                        facts.main_pid,
+                        facts.n_restarts,
+                    ))
+                }
+            }
+        } else {
+            stable = None;
+        }
+        if started.elapsed() >= check.timeout {
+            return Err(Error::UnitFailed(format!(
+                "{unit} was not healthy within {} s ({last}); see journalctl -u {unit}",
+                check.timeout.as_secs()
+            )));
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+/// The drop-in cells-updater owns for `unit`.
+pub fn dropin_path(unit: &str) -> PathBuf {
+    PathBuf::from(format!(
+        "/etc/systemd/system/{unit}.d/50-cells-updater.conf"
+    ))
+}
+
+/// Quotes one ExecStart word the way systemd parses it.
+fn quote_word(w: &str) -> String {
+    let escaped = w
+        .replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('%', "%%")
+        .replace('$', "$$");
+    if !w.is_empty()
+        && w.chars()
+            .all(|c| c.is_ascii_alphanumeric() || "/._-=:,+@%$".contains(c))
+    {
+        escaped
+    } else {
+        format!("\"{escaped}\"")
+    }
+}
+
+/// The drop-in that points `unit` at `binary`, keeping the original arguments; with
+/// `assert_executable`, `AssertFileIsExecutable=` is pointed there too.
+pub fn render_dropin(
+    unit: &str,
+    binary: &Path,
+    args: &[String],
+    assert_executable: bool,
+) -> String {
+    let mut out = format!(
+        "# Managed by cells-updater: it points {unit} at the Cells binary it installed.\n\
+         # cells-updater rewrites or removes this file; do not edit it.\n"
+    );
+    if assert_executable {
+        out.push_str(&format!(
+            "\n[Unit]\nAssertFileIsExecutable=\nAssertFileIsExecutable={}\n",
+            quote_word(&binary.display().to_string())
+        ));
+    }
+    let mut line = quote_word(&binary.display().to_string());
+    for a in args {
+        line.push(' ');
+        line.push_str(&quote_word(a));
+    }
+    out.push_str(&format!("\n[Service]\nExecStart=\nExecStart={line}\n"));
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Golden file: the exact bytes of the drop-in for an Enterprise binary.
+    #[test]
+    fn dropin_golden() {
+        let got = render_dropin(
+            "cells.service",
+            Path::new("/opt/pydio/bin/cells-enterprise"),
+            &["start".to_string()],
+            true,
+        );
+        assert_eq!(got, include_str!("../tests/golden/50-cells-updater.conf"));
+    }
+
+    #[test]
+    fn dropin_quotes_what_systemd_would_split_or_expand() {
+        let got = render_dropin(
+            "cells.service",
+            Path::new("/opt/my cells/cells"),
+            &["--log=%h".into(), "a$b".into(), "".into()],
+            false,
+        );
+        assert!(
+            got.ends_with("ExecStart=\"/opt/my cells/cells\" --log=%%h a$$b \"\"\n"),
+            "{got}"
+        );
+        assert!(!got.contains("[Unit]"));
+    }
 }

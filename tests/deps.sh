@@ -7,9 +7,9 @@ cd "$(dirname "$0")/.."
 
 # A C compiler for the fake Cells (and for ring), the openssl CLI that signs fixtures,
 # mount/umount and setpriv (util-linux), a private dbus-daemon (dbus), the independent D-Bus
-# clients busctl (systemd) and gdbus (libglib2.0-bin), systemd-nspawn (systemd-container) and
+# clients busctl (systemd) and gdbus (libglib2.0-bin), getcap/setcap (libcap2-bin), systemd-nspawn (systemd-container) and
 # debootstrap. No recommends: with them, libnss-mymachines would rewrite nsswitch.conf.
-pkgs=(gcc libc6-dev openssl util-linux ca-certificates dbus libglib2.0-bin systemd
+pkgs=(gcc libc6-dev openssl util-linux ca-certificates dbus libglib2.0-bin systemd libcap2-bin
       systemd-container debootstrap)
 missing=()
 for p in "${pkgs[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done

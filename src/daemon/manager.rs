@@ -1,5 +1,6 @@
 //! The Manager object: `/com/pydio/CellsUpdater1`, `com.pydio.CellsUpdater1.Manager`.
 
+use super::apply::ApplyOptions;
 use super::auth::Action;
 use super::errors::BusError;
 use super::job;
@@ -39,6 +40,15 @@ fn dict_str(d: &Dict, key: &str) -> Result<Option<String>> {
         )
         .map(Some)
         .map_err(|_| Error::InvalidArgument(format!("option {key} must be a string (s)"))),
+    }
+}
+
+fn dict_bool(d: &Dict, key: &str) -> Result<Option<bool>> {
+    match d.get(key) {
+        None => Ok(None),
+        Some(v) => bool::try_from(v)
+            .map(Some)
+            .map_err(|_| Error::InvalidArgument(format!("option {key} must be a boolean (b)"))),
     }
 }
 
@@ -407,6 +417,95 @@ fn choose<'a>(
     }
 }
 
+fn apply_options(
+    cfg: &crate::config::Config,
+    d: &Dict,
+    allow_version: bool,
+) -> Result<ApplyOptions> {
+    let mut keys = vec!["Restart", "OnFailure"];
+    if allow_version {
+        keys.push("Version");
+    }
+    only_keys(d, &keys)?;
+    let on_failure = match dict_str(d, "OnFailure")?.as_deref() {
+        None => cfg.on_failure,
+        Some("rollback") => crate::config::OnFailure::Rollback,
+        Some("keep") => crate::config::OnFailure::Keep,
+        Some(other) => {
+            return Err(Error::InvalidArgument(format!(
+                "OnFailure {other:?} is not rollback or keep"
+            )))
+        }
+    };
+    Ok(ApplyOptions {
+        version: dict_str(d, "Version")?
+            .map(|v| CellsVersion::parse(&v))
+            .transpose()?,
+        restart: dict_bool(d, "Restart")?.unwrap_or(true),
+        on_failure,
+        file_name: None,
+    })
+}
+
+/// What a mutating job does.
+enum Work {
+    Apply(ApplyOptions),
+    Update(Option<CellsVersion>, ApplyOptions),
+    Rollback,
+}
+
+impl Shared {
+    /// Runs an apply, update or rollback job to its end and records it.
+    async fn apply_job(self: Arc<Self>, path: OwnedObjectPath, work: Work, cancel: Cancel) {
+        let iface = match self.conn() {
+            Ok(c) => c.object_server().interface::<_, job::Job>(&path).await.ok(),
+            Err(_) => None,
+        };
+        let outcome = match iface {
+            None => Err(Error::Busy("job object vanished".into())),
+            Some(iface) => match work {
+                Work::Apply(o) => self.apply_work(&iface, &o).await,
+                Work::Rollback => self.rollback_work(&iface).await,
+                Work::Update(v, o) => {
+                    let staged = self
+                        .clone()
+                        .stage_work(&path, StageSource::Server(v), &cancel)
+                        .await;
+                    match staged {
+                        Ok(_) => {
+                            let _ = self.store.lock().await.transition(Lifecycle::Staged);
+                            self.apply_work(&iface, &o).await
+                        }
+                        Err(e) => Err(e),
+                    }
+                }
+            },
+        };
+        {
+            let _atomic = self.atomic.lock().await;
+            let mut store = self.store.lock().await;
+            let r = match &outcome {
+                Ok(_) => store.update(|d| d.last_error.clear()),
+                Err(e) => {
+                    let msg = e.message();
+                    store
+                        .update(|d| d.last_error = msg)
+                        .and_then(|_| store.transition(Lifecycle::Failed))
+                }
+            };
+            if let Err(e) = r {
+                log::log(
+                    log::Level::Error,
+                    &format!("cannot record the job's end: {e}"),
+                    &[],
+                );
+            }
+        }
+        self.refresh_installed().await;
+        self.finish_job(&path, &outcome).await;
+    }
+}
+
 fn not_yet(method: &str) -> BusError {
     BusError::NotImplemented(format!(
         "{method} is not available in this version of cells-updater: applying, restarting and \
@@ -532,35 +631,69 @@ impl ManagerIface {
         Ok(path)
     }
 
-    /// Swaps the staged binary in (not built yet).
+    /// Swaps the staged binary in, restarts, health-checks, rolls back on failure.
     async fn apply(
         &self,
-        _options: Dict,
+        options: Dict,
         #[zbus(header)] hdr: zbus::message::Header<'_>,
     ) -> Result<OwnedObjectPath, BusError> {
-        self.shared.authorize(&hdr, Action::Apply).await?;
-        Err(not_yet("Apply"))
+        let s = &self.shared;
+        s.authorize(&hdr, Action::Apply).await?;
+        let opts = apply_options(&s.cfg, &options, true)?;
+        let staged = s.store.lock().await.get().staged_version.clone();
+        if staged.is_empty() {
+            return Err(Error::NothingStaged(
+                "nothing is staged; run Stage (or Update) first".into(),
+            )
+            .into());
+        }
+        let (path, cancel) = s.begin_job("apply", &staged, Action::Apply).await?;
+        tokio::spawn(s.clone().apply_job(path.clone(), Work::Apply(opts), cancel));
+        Ok(path)
     }
 
-    /// Stage then Apply (not built yet).
+    /// Stage then Apply in one job (what the timer uses).
     async fn update(
         &self,
-        _version: String,
-        _options: Dict,
+        version: String,
+        options: Dict,
         #[zbus(header)] hdr: zbus::message::Header<'_>,
     ) -> Result<OwnedObjectPath, BusError> {
-        self.shared.authorize(&hdr, Action::Apply).await?;
-        Err(not_yet("Update"))
+        let s = &self.shared;
+        s.authorize(&hdr, Action::Apply).await?;
+        let opts = apply_options(&s.cfg, &options, false)?;
+        let wanted = if version.is_empty() {
+            None
+        } else {
+            Some(CellsVersion::parse(&version)?)
+        };
+        let (path, cancel) = s.begin_job("update", &version, Action::Apply).await?;
+        tokio::spawn(
+            s.clone()
+                .apply_job(path.clone(), Work::Update(wanted, opts), cancel),
+        );
+        Ok(path)
     }
 
-    /// Puts the previous binary back (not built yet).
+    /// Puts the previous binary back and restarts.
     async fn rollback(
         &self,
-        _options: Dict,
+        options: Dict,
         #[zbus(header)] hdr: zbus::message::Header<'_>,
     ) -> Result<OwnedObjectPath, BusError> {
-        self.shared.authorize(&hdr, Action::Apply).await?;
-        Err(not_yet("Rollback"))
+        let s = &self.shared;
+        s.authorize(&hdr, Action::Apply).await?;
+        only_keys(&options, &[])?;
+        let previous = s.store.lock().await.get().previous_version.clone();
+        if previous.is_empty() {
+            return Err(Error::NothingStaged(
+                "there is no previous version to roll back to".into(),
+            )
+            .into());
+        }
+        let (path, cancel) = s.begin_job("rollback", &previous, Action::Apply).await?;
+        tokio::spawn(s.clone().apply_job(path.clone(), Work::Rollback, cancel));
+        Ok(path)
     }
 
     /// Writes the Enterprise license (not built yet).

@@ -2,6 +2,7 @@
 //! callers, runs one mutating job at a time, tells systemd what it is doing, and exits when
 //! idle (D-Bus activation starts it again).
 
+mod apply;
 pub mod auth;
 pub mod errors;
 pub mod job;

@@ -1,0 +1,151 @@
+//! Apply on a real systemd: a fake Cells 4.4.2 serves its version on :443 as user pydio (the
+//! port needs the binary's file capability: cells.service has no AmbientCapabilities), a
+//! local update server inside the container offers signed releases, and the Cells user asks
+//! cells-updater to update. The new binary keeps cap_net_bind_service and is root-owned; a
+//! release that exits at start is rolled back by itself and marked bad; Rollback works.
+
+mod support;
+
+use std::time::Duration;
+use support::sandbox::Sandbox;
+use support::*;
+
+const GET: &str = "busctl get-property com.pydio.CellsUpdater1 /com/pydio/CellsUpdater1 com.pydio.CellsUpdater1.Manager";
+
+/// Boots, installs cells-updater and a running Cells 4.4.2, and serves `releases`
+/// (version, mode) from a local update server.
+pub fn cells_host(name: &str, releases: &[(&str, &str)]) -> Sandbox {
+    let server = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("target/debug/examples/update_server");
+    assert!(server.exists(), "cargo test builds examples/update_server");
+    let k = keys();
+    let sb = Sandbox::up(name);
+    sb.install_build();
+    sb.install_fake_cells("4.4.2", &[&k.rsa_pkcs1_pub]);
+    sb.sh("setcap cap_net_bind_service=+ep /opt/pydio/bin/cells && systemctl enable --now cells.service");
+    sb.wait_for(
+        Duration::from_secs(10),
+        "cells on :443",
+        "curl -sf http://127.0.0.1:443/ | grep -qx 4.4.2",
+    );
+    let mut args = String::new();
+    for (version, mode) in releases {
+        let bytes = fake_cells(version, mode);
+        let (sum, sig) = sign(&bytes, &k.rsa);
+        let file = format!("/srv/releases/cells-{version}-{mode}");
+        sb.write(&file, &bytes, 0o644);
+        args.push_str(&format!(" --release {version} {file} {sum} {sig}"));
+    }
+    sb.sh(&format!(
+        "systemd-run --quiet --unit=update-server /src/target/debug/examples/update_server --listen 127.0.0.1:8080{args}"
+    ));
+    sb.write(
+        "/etc/cells-updater/config.d/50-test.toml",
+        b"[server]\nurl = \"http://127.0.0.1:8080/\"\n[policy]\nhealth_settle = \"2s\"\nhealth_timeout = \"30s\"\n",
+        0o644,
+    );
+    sb.wait_for(
+        Duration::from_secs(5),
+        "the update server",
+        "curl -s -X POST -d '{}' http://127.0.0.1:8080/a/update-server/ | grep -q Version",
+    );
+    sb
+}
+
+fn prop(sb: &Sandbox, name: &str) -> String {
+    sb.sh(&format!("{GET} {name}")).trim().to_string()
+}
+
+#[test]
+fn update_by_the_cells_user_keeps_the_capability_and_rollback_restores() {
+    let sb = cells_host("apply-ok", &[("4.4.5", "ok")]);
+    let before_pid = sb.unit_prop("cells.service", "MainPID");
+
+    let (ok, out, err) = sb.try_sh("runuser -u pydio -- cells-updater update 4.4.5");
+    assert!(
+        ok,
+        "update failed:\n{out}\n{err}\n{}",
+        sb.sh("journalctl -u cells-updater --no-pager -o cat | tail -n 30")
+    );
+    assert!(out.contains("4.4.5 is installed and healthy"), "{out}");
+
+    assert_eq!(sb.sh("curl -sf http://127.0.0.1:443/").trim(), "4.4.5");
+    assert_ne!(
+        sb.unit_prop("cells.service", "MainPID"),
+        before_pid,
+        "cells was restarted"
+    );
+    assert_eq!(
+        sb.sh("getcap /opt/pydio/bin/cells").trim(),
+        "/opt/pydio/bin/cells cap_net_bind_service=ep"
+    );
+    assert_eq!(
+        sb.sh("stat -c '%U:%G %a' /opt/pydio/bin/cells").trim(),
+        "root:root 755"
+    );
+    assert_eq!(prop(&sb, "InstalledVersion"), "s \"4.4.5\"");
+    assert_eq!(prop(&sb, "PreviousVersion"), "s \"4.4.2\"");
+    assert_eq!(prop(&sb, "StagedVersion"), "s \"\"");
+    assert_eq!(prop(&sb, "State"), "s \"idle\"");
+    assert_eq!(
+        sb.sh("ls -A /opt/pydio/bin").trim(),
+        "cells",
+        "no temporary file is left"
+    );
+    assert!(
+        !sb.path("/etc/systemd/system/cells.service.d/50-cells-updater.conf")
+            .exists(),
+        "same path: no drop-in"
+    );
+
+    // The same version again is refused: it is not newer.
+    let (ok, _, err) = sb.try_sh("cells-updater update 4.4.5");
+    assert!(!ok && err.contains("Error.Downgrade"), "{err}");
+
+    // Rollback puts 4.4.2 back, with its capability.
+    let (ok, out, err) = sb.try_sh("cells-updater rollback");
+    assert!(ok, "rollback failed:\n{out}\n{err}");
+    assert_eq!(sb.sh("curl -sf http://127.0.0.1:443/").trim(), "4.4.2");
+    assert_eq!(
+        sb.sh("getcap /opt/pydio/bin/cells").trim(),
+        "/opt/pydio/bin/cells cap_net_bind_service=ep"
+    );
+    assert_eq!(prop(&sb, "InstalledVersion"), "s \"4.4.2\"");
+    assert_eq!(prop(&sb, "PreviousVersion"), "s \"\"");
+    // 4.4.5 ran here once: replaying it is still refused.
+    let (ok, _, err) = sb.try_sh("cells-updater update 4.4.5");
+    assert!(!ok && err.contains("Error.Downgrade"), "{err}");
+}
+
+#[test]
+fn a_release_that_exits_at_start_is_rolled_back_and_marked_bad() {
+    let sb = cells_host("apply-broken", &[("4.4.6", "exit")]);
+    let (ok, out, err) = sb.try_sh("runuser -u pydio -- cells-updater update 4.4.6");
+    assert!(!ok, "a broken release must fail:\n{out}");
+    assert!(
+        err.contains("com.pydio.CellsUpdater1.Error.UnitFailed"),
+        "{err}"
+    );
+    assert!(err.contains("rolled back to 4.4.2"), "{err}");
+    assert!(
+        err.contains("migrated"),
+        "the message warns about migrations: {err}"
+    );
+
+    assert_eq!(sb.sh("curl -sf http://127.0.0.1:443/").trim(), "4.4.2");
+    assert_eq!(
+        sb.sh("getcap /opt/pydio/bin/cells").trim(),
+        "/opt/pydio/bin/cells cap_net_bind_service=ep"
+    );
+    assert_eq!(sb.unit_prop("cells.service", "ActiveState"), "active");
+    assert_eq!(prop(&sb, "InstalledVersion"), "s \"4.4.2\"");
+    assert_eq!(prop(&sb, "State"), "s \"failed\"");
+    assert!(prop(&sb, "LastError").contains("rolled back"));
+    let check = sb.sh("cells-updater check --json");
+    let doc: serde_json::Value = serde_json::from_str(&check).unwrap();
+    let rel = &doc["releases"][0];
+    assert_eq!(rel["Version"], "4.4.6");
+    assert_eq!(rel["Allowed"], false);
+    assert_eq!(rel["Reason"], "bad");
+    assert_eq!(sb.sh("ls -A /opt/pydio/bin").trim(), "cells");
+}
