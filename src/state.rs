@@ -191,10 +191,20 @@ impl StateStore {
             }
         };
         let mut store = StateStore { path, doc };
+        // Interrupted work that left nothing to recover comes to rest: checks and downloads
+        // always, apply states when no operation is journaled (recovery handles the others).
+        let transient_apply = matches!(
+            store.doc.state,
+            Lifecycle::Applying
+                | Lifecycle::Restarting
+                | Lifecycle::HealthCheck
+                | Lifecycle::RollingBack
+        );
         if matches!(
             store.doc.state,
             Lifecycle::Checking | Lifecycle::Downloading | Lifecycle::Verifying
-        ) {
+        ) || (transient_apply && store.doc.pending.is_none())
+        {
             let rest = store.resting();
             store.doc.state = rest;
         }
@@ -225,6 +235,12 @@ impl StateStore {
                 to.as_str()
             )));
         }
+        self.update(|d| d.state = to)
+    }
+
+    /// The recovery edge: after a crash the persisted state is whatever the crash left, so
+    /// start-up recovery may enter `to` from any state. Used by nothing else.
+    pub fn recover_to(&mut self, to: Lifecycle) -> Result<()> {
         self.update(|d| d.state = to)
     }
 

@@ -6,51 +6,9 @@
 
 mod support;
 
-use std::time::Duration;
 use support::sandbox::Sandbox;
-use support::*;
 
 const GET: &str = "busctl get-property com.pydio.CellsUpdater1 /com/pydio/CellsUpdater1 com.pydio.CellsUpdater1.Manager";
-
-/// Boots, installs cells-updater and a running Cells 4.4.2, and serves `releases`
-/// (version, mode) from a local update server.
-pub fn cells_host(name: &str, releases: &[(&str, &str)]) -> Sandbox {
-    let server = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("target/debug/examples/update_server");
-    assert!(server.exists(), "cargo test builds examples/update_server");
-    let k = keys();
-    let sb = Sandbox::up(name);
-    sb.install_build();
-    sb.install_fake_cells("4.4.2", &[&k.rsa_pkcs1_pub]);
-    sb.sh("setcap cap_net_bind_service=+ep /opt/pydio/bin/cells && systemctl enable --now cells.service");
-    sb.wait_for(
-        Duration::from_secs(10),
-        "cells on :443",
-        "curl -sf http://127.0.0.1:443/ | grep -qx 4.4.2",
-    );
-    let mut args = String::new();
-    for (version, mode) in releases {
-        let bytes = fake_cells(version, mode);
-        let (sum, sig) = sign(&bytes, &k.rsa);
-        let file = format!("/srv/releases/cells-{version}-{mode}");
-        sb.write(&file, &bytes, 0o644);
-        args.push_str(&format!(" --release {version} {file} {sum} {sig}"));
-    }
-    sb.sh(&format!(
-        "systemd-run --quiet --unit=update-server /src/target/debug/examples/update_server --listen 127.0.0.1:8080{args}"
-    ));
-    sb.write(
-        "/etc/cells-updater/config.d/50-test.toml",
-        b"[server]\nurl = \"http://127.0.0.1:8080/\"\n[policy]\nhealth_settle = \"2s\"\nhealth_timeout = \"30s\"\n",
-        0o644,
-    );
-    sb.wait_for(
-        Duration::from_secs(5),
-        "the update server",
-        "curl -s -X POST -d '{}' http://127.0.0.1:8080/a/update-server/ | grep -q Version",
-    );
-    sb
-}
 
 fn prop(sb: &Sandbox, name: &str) -> String {
     sb.sh(&format!("{GET} {name}")).trim().to_string()
@@ -58,7 +16,7 @@ fn prop(sb: &Sandbox, name: &str) -> String {
 
 #[test]
 fn update_by_the_cells_user_keeps_the_capability_and_rollback_restores() {
-    let sb = cells_host("apply-ok", &[("4.4.5", "ok")]);
+    let sb = Sandbox::cells_host("apply-ok", &[("4.4.5", "ok")]);
     let before_pid = sb.unit_prop("cells.service", "MainPID");
 
     let (ok, out, err) = sb.try_sh("runuser -u pydio -- cells-updater update 4.4.5");
@@ -119,7 +77,7 @@ fn update_by_the_cells_user_keeps_the_capability_and_rollback_restores() {
 
 #[test]
 fn a_release_that_exits_at_start_is_rolled_back_and_marked_bad() {
-    let sb = cells_host("apply-broken", &[("4.4.6", "exit")]);
+    let sb = Sandbox::cells_host("apply-broken", &[("4.4.6", "exit")]);
     let (ok, out, err) = sb.try_sh("runuser -u pydio -- cells-updater update 4.4.6");
     assert!(!ok, "a broken release must fail:\n{out}");
     assert!(

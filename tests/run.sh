@@ -4,4 +4,4 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 tests/deps.sh
-exec cargo test --locked "$@"
+exec cargo test --locked --all-features "$@"

@@ -467,8 +467,27 @@ async fn follow_with(
         );
     }
     let mut known = initial;
+    // A daemon that dies mid-job ends no signal stream: watch the name's owner too.
+    let dbus = zbus::fdo::DBusProxy::new(conn).await?;
+    let mut owner = dbus
+        .receive_name_owner_changed_with_args(&[(0, "com.pydio.CellsUpdater1")])
+        .await?;
     loop {
         tokio::select! {
+            change = owner.next() => {
+                let gone = change
+                    .and_then(|c| c.args().ok().map(|a| a.new_owner().is_none()))
+                    .unwrap_or(true);
+                if gone {
+                    return Err(Failure {
+                        code: EXIT_UNREACHABLE,
+                        message: format!(
+                            "the daemon stopped while {path} was running; it finishes or undoes \
+                             the step when it starts again (see journalctl -u cells-updater)"
+                        ),
+                    });
+                }
+            }
             sig = finished.next() => {
                 let Some(sig) = sig else { return Err(Failure::failed("the daemon went away".into())) };
                 let Ok(args) = sig.args() else { continue };

@@ -218,6 +218,8 @@ impl Shared {
                 OnFailure::Keep => "keep".into(),
             },
         };
+        // Journal first, then move: a crash in between must find the operation recorded.
+        self.step(&mut p, "backup").await?;
         self.set_state(Lifecycle::Applying).await?;
         job::update(iface, |d| {
             d.phase = "swapping".into();
@@ -225,7 +227,6 @@ impl Shared {
         })
         .await;
         failpoint::hit("apply-before-backup");
-        self.step(&mut p, "backup").await?;
         let backups = Backups::new(&self.cfg.state_dir());
         backups.keep(&old_binary, &from)?;
         self.step(&mut p, "swapping").await?;
@@ -495,5 +496,164 @@ impl Shared {
                 e.message()
             ))),
         }
+    }
+}
+
+impl Shared {
+    /// At start-up: finishes or undoes an apply or rollback that a crash interrupted, as a
+    /// job (callers meanwhile get Busy). Leaves the unit running a verified version.
+    pub(super) async fn recover_if_needed(self: &Arc<Self>) {
+        let Some(p) = self.store.lock().await.get().pending.clone() else {
+            return;
+        };
+        let kind = if p.kind == "rollback" {
+            "rollback"
+        } else {
+            "apply"
+        };
+        let (path, _cancel) = match self
+            .begin_job(kind, &p.to_version, super::auth::Action::Apply)
+            .await
+        {
+            Ok(j) => j,
+            Err(e) => {
+                log::log(
+                    log::Level::Error,
+                    &format!("cannot start recovery: {e}"),
+                    &[],
+                );
+                return;
+            }
+        };
+        log::info(
+            &format!(
+                "recovering an interrupted {} of {} (step {})",
+                p.kind, p.to_version, p.step
+            ),
+            &[("VERSION", &p.to_version), ("PHASE", &p.step)],
+        );
+        let iface = match self.conn() {
+            Ok(c) => c.object_server().interface::<_, Job>(&path).await.ok(),
+            Err(_) => None,
+        };
+        let outcome = match iface {
+            Some(iface) => self.recover(&iface, p).await,
+            None => Err(Error::Busy("job object vanished".into())),
+        };
+        {
+            let mut store = self.store.lock().await;
+            let r = match &outcome {
+                Ok(_) => store.update(|d| d.last_error.clear()),
+                Err(e) => {
+                    let msg = e.message();
+                    store
+                        .update(|d| d.last_error = msg)
+                        .and_then(|_| store.transition(Lifecycle::Failed))
+                }
+            };
+            if let Err(e) = r {
+                log::log(
+                    log::Level::Error,
+                    &format!("cannot record the recovery: {e}"),
+                    &[],
+                );
+            }
+        }
+        self.refresh_installed().await;
+        self.finish_job(&path, &outcome).await;
+    }
+
+    async fn recover(
+        self: &Arc<Self>,
+        iface: &InterfaceRef<Job>,
+        mut p: Pending,
+    ) -> Result<String> {
+        let target = PathBuf::from(&p.target);
+        let old_binary = PathBuf::from(&p.old_binary);
+        install::clean_temp(&target);
+        install::clean_temp(&old_binary);
+        let new_sha = trust::decode_checksum(&p.new_sha256)?;
+        let swapped = install::inspect(&target).is_ok_and(|d| d.sha256 == new_sha);
+        let entry = match (swapped, p.kind.as_str()) {
+            (true, "rollback") => Lifecycle::RollingBack,
+            (true, _) => Lifecycle::Applying,
+            (false, _) => Lifecycle::Failed,
+        };
+        self.store.lock().await.recover_to(entry)?;
+        self.publish().await;
+        if swapped {
+            // The new bytes are in place: make sure the rest is too, then prove it.
+            let caps = caps_from_b64(&p.new_caps);
+            if install::inspect(&target)?.caps != caps {
+                let f = std::fs::File::open(&target).map_err(|e| {
+                    Error::SwapFailed(format!("cannot open {}: {e}", target.display()))
+                })?;
+                crate::fcaps::set(std::os::fd::AsFd::as_fd(&f), caps.as_ref()).map_err(|e| {
+                    Error::SwapFailed(format!(
+                        "cannot restore the capabilities of {}: {e}",
+                        target.display()
+                    ))
+                })?;
+            }
+            if p.kind == "rollback" {
+                if p.target != p.old_binary {
+                    let _ = std::fs::remove_file(&old_binary);
+                }
+                if read_opt(&self.cfg.path(&systemd::dropin_path(&self.cfg.unit))) != p.dropin_after
+                {
+                    put_dropin(self, p.dropin_after.as_deref()).await?;
+                }
+                self.store
+                    .lock()
+                    .await
+                    .update(|d| d.previous_version.clear())?;
+                self.set_state(Lifecycle::Restarting).await?;
+                self.restart_and_prove(&p.to_version.clone()).await?;
+                self.journal(None).await?;
+                self.set_state(Lifecycle::Idle).await?;
+                return Ok(format!(
+                    "finished an interrupted rollback to {}",
+                    p.to_version
+                ));
+            }
+            let to = CellsVersion::parse(&p.to_version)?;
+            let from = p.from_version.clone();
+            self.store.lock().await.update(|d| {
+                let highest = std::cmp::max(
+                    CellsVersion::parse(&d.highest_installed).ok(),
+                    Some(to.clone()),
+                );
+                d.highest_installed = highest.map(|v| v.to_string()).unwrap_or_default();
+                d.previous_version = from.clone();
+                d.staged_version.clear();
+            })?;
+            let _ = self.stager.area.remove(&to);
+            iface.get_mut().await.committed = true;
+            let outcome = self.finish_apply(iface, &mut p, true).await;
+            return match outcome {
+                Ok(m) => Ok(format!("finished an interrupted update: {m}")),
+                Err(e) => self.after_failure(iface, &mut p, e).await,
+            };
+        }
+        // The swap did not happen: the old binary is in place. Undo the rest.
+        if p.target != p.old_binary && p.kind == "apply" {
+            let _ = std::fs::remove_file(&target);
+        }
+        if read_opt(&self.cfg.path(&systemd::dropin_path(&self.cfg.unit))) != p.dropin_before {
+            put_dropin(self, p.dropin_before.as_deref()).await?;
+        }
+        if let Some(bus) = self.system_bus().await {
+            let facts = systemd::unit_facts(&bus, &self.cfg.unit).await?;
+            if facts.active_state != "active" {
+                systemd::restart(&bus, &self.cfg.unit, true, RESTART_TIMEOUT).await?;
+            }
+        }
+        self.journal(None).await?;
+        let rest = self.store.lock().await.resting();
+        self.set_state(rest).await?;
+        Ok(format!(
+            "an interrupted {} of {} had not swapped the binary; nothing was changed, {} still runs",
+            p.kind, p.to_version, p.from_version
+        ))
     }
 }

@@ -603,6 +603,7 @@ pub async fn run(cfg: Config, bus: Bus) -> anyhow::Result<()> {
     tokio::spawn(async move {
         s.refresh_installed().await;
         s.publish().await;
+        s.recover_if_needed().await;
     });
     let mut usec = 0;
     if sd_notify::watchdog_enabled(false, &mut usec) && usec > 0 {

@@ -175,6 +175,46 @@ impl Sandbox {
         }
         self.sh("systemctl daemon-reload");
     }
+
+    /// Boots, installs cells-updater and a running Cells 4.4.2, and serves `releases`
+    /// (version, mode) from a local update server.
+    pub fn cells_host(name: &str, releases: &[(&str, &str)]) -> Sandbox {
+        let server = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("target/debug/examples/update_server");
+        assert!(server.exists(), "cargo test builds examples/update_server");
+        let k = super::keys();
+        let sb = Sandbox::up(name);
+        sb.install_build();
+        sb.install_fake_cells("4.4.2", &[&k.rsa_pkcs1_pub]);
+        sb.sh("setcap cap_net_bind_service=+ep /opt/pydio/bin/cells && systemctl enable --now cells.service");
+        sb.wait_for(
+            Duration::from_secs(10),
+            "cells on :443",
+            "curl -sf http://127.0.0.1:443/ | grep -qx 4.4.2",
+        );
+        let mut args = String::new();
+        for (version, mode) in releases {
+            let bytes = super::fake_cells(version, mode);
+            let (sum, sig) = super::sign(&bytes, &k.rsa);
+            let file = format!("/srv/releases/cells-{version}-{mode}");
+            sb.write(&file, &bytes, 0o644);
+            args.push_str(&format!(" --release {version} {file} {sum} {sig}"));
+        }
+        sb.sh(&format!(
+            "systemd-run --quiet --unit=update-server /src/target/debug/examples/update_server --listen 127.0.0.1:8080{args}"
+        ));
+        sb.write(
+            "/etc/cells-updater/config.d/50-test.toml",
+            b"[server]\nurl = \"http://127.0.0.1:8080/\"\n[policy]\nhealth_settle = \"2s\"\nhealth_timeout = \"30s\"\n",
+            0o644,
+        );
+        sb.wait_for(
+            Duration::from_secs(5),
+            "the update server",
+            "curl -s -X POST -d '{}' http://127.0.0.1:8080/a/update-server/ | grep -q Version",
+        );
+        sb
+    }
 }
 
 impl Drop for Sandbox {
