@@ -48,13 +48,13 @@ sbx bash -c "useradd --system --home-dir /var/cells --create-home pydio; mkdir -
   cat > /etc/systemd/system/cells.service <<'UNIT'
 [Unit]
 Description=Pydio Cells
+AssertFileIsExecutable=/opt/pydio/bin/cells
 [Service]
 User=pydio
 Group=pydio
 ExecStart=/opt/pydio/bin/cells start
 Restart=on-failure
 Environment=CELLS_WORKING_DIR=/var/cells
-AssertFileIsExecutable=/opt/pydio/bin/cells
 LimitNOFILE=65536
 KillSignal=INT
 TimeoutStopSec=5

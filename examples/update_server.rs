@@ -3,7 +3,11 @@
 //! whose checksums and signatures were made beforehand (by the `openssl` command line).
 //!
 //!   update_server --listen 127.0.0.1:8080 \
-//!       --release VERSION FILE CHECKSUM_B64 SIGNATURE_B64 [--package PydioHome] ...
+//!       --release VERSION FILE CHECKSUM_B64 SIGNATURE_B64 ... \
+//!       [--enterprise-key KEY --enterprise-release VERSION FILE CHECKSUM_B64 SIGNATURE_B64 ...]
+//!
+//! PydioEnterprise checks get the Enterprise releases when `LicenseInfo.Key` is KEY, and
+//! HTTP 403 with a Title otherwise.
 
 #[path = "../tests/support/http.rs"]
 mod http;
@@ -11,14 +15,16 @@ mod http;
 fn main() {
     let mut args = std::env::args().skip(1);
     let mut listen = "127.0.0.1:8080".to_string();
-    let mut package = "PydioHome".to_string();
+    let mut enterprise_key = None;
+    let mut enterprise = Vec::new();
     let mut entries = Vec::new();
     let mut binaries = Vec::new();
     while let Some(a) = args.next() {
         match a.as_str() {
             "--listen" => listen = args.next().expect("--listen ADDR"),
-            "--package" => package = args.next().expect("--package NAME"),
-            "--release" => {
+            "--enterprise-key" => enterprise_key = Some(args.next().expect("--enterprise-key KEY")),
+            "--release" | "--enterprise-release" => {
+                let is_enterprise = a == "--enterprise-release";
                 let (version, file, sum, sig) = (
                     args.next().expect("VERSION"),
                     args.next().expect("FILE"),
@@ -26,11 +32,19 @@ fn main() {
                     args.next().expect("SIGNATURE"),
                 );
                 let bytes = std::fs::read(&file).unwrap_or_else(|e| panic!("{file}: {e}"));
-                let name = format!("cells-{version}");
+                let name = if is_enterprise {
+                    format!("cells-enterprise-{version}")
+                } else {
+                    format!("cells-{version}")
+                };
                 let url = format!("http://{listen}/bin/{name}");
                 let mut entry = http::package_json(&version, &url, bytes.len(), &sum, &sig, true);
-                entry["PackageName"] = serde_json::Value::from(package.clone());
-                entries.push(entry);
+                if is_enterprise {
+                    entry["PackageName"] = serde_json::Value::from("PydioEnterprise");
+                    enterprise.push(entry);
+                } else {
+                    entries.push(entry);
+                }
                 binaries.push((name, bytes));
             }
             other => {
@@ -47,6 +61,12 @@ fn main() {
         200,
         serde_json::json!({"Channel": "stable", "AvailableBinaries": entries}).to_string(),
     );
+    if let Some(key) = enterprise_key {
+        server.set_enterprise(
+            &key,
+            serde_json::json!({"Channel": "stable", "AvailableBinaries": enterprise}).to_string(),
+        );
+    }
     println!(
         "update server on http://{}/ with {} release(s)",
         server.addr,

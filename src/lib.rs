@@ -14,6 +14,7 @@ pub mod daemon;
 pub mod failpoint;
 pub mod fcaps;
 pub mod install;
+pub mod license;
 pub mod log;
 pub mod policy;
 pub mod probe;

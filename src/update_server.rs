@@ -191,6 +191,40 @@ pub async fn check(
     request: &UpdateRequest,
     timeout: Duration,
 ) -> Result<UpdateResponse> {
+    let (status, bytes) = post(client, base, request, timeout).await?;
+    if status != reqwest::StatusCode::OK {
+        return Err(Error::ServerError(server_failure(status, &bytes)));
+    }
+    parse_response(&bytes)
+}
+
+/// The Enterprise check: `PydioEnterprise` with `LicenseInfo {Key}`. A 200 answer means the
+/// key is valid; any other status is `LicenseRejected` (an unreachable server stays
+/// `ServerError`: that says nothing about the key).
+pub async fn check_license(
+    client: &reqwest::Client,
+    base: &str,
+    request: &UpdateRequest,
+    timeout: Duration,
+) -> Result<UpdateResponse> {
+    let (status, bytes) = post(client, base, request, timeout).await?;
+    if status != reqwest::StatusCode::OK {
+        return Err(Error::LicenseRejected(format!(
+            "the update server did not accept the license key ({}); nothing was changed; check \
+             the key, or ask Pydio support",
+            server_failure(status, &bytes)
+                .trim_end_matches("; try again later or check [server] url")
+        )));
+    }
+    parse_response(&bytes)
+}
+
+async fn post(
+    client: &reqwest::Client,
+    base: &str,
+    request: &UpdateRequest,
+    timeout: Duration,
+) -> Result<(reqwest::StatusCode, Vec<u8>)> {
     let url = endpoint(base)?;
     let body = serde_json::to_vec(request)
         .map_err(|e| Error::InvalidArgument(format!("cannot encode the request: {e}")))?;
@@ -219,10 +253,7 @@ pub async fn check(
         }
         bytes.extend_from_slice(&chunk);
     }
-    if status != reqwest::StatusCode::OK {
-        return Err(Error::ServerError(server_failure(status, &bytes)));
-    }
-    parse_response(&bytes)
+    Ok((status, bytes))
 }
 
 /// The message for a non-200 answer: the body's `Title` (and `Detail`) when present.

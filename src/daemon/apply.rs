@@ -35,6 +35,8 @@ pub struct ApplyOptions {
     pub on_failure: OnFailure,
     /// Install under this file name in the binary's directory (Enterprise: `cells-enterprise`).
     pub file_name: Option<String>,
+    /// Accept the installed version itself (the Enterprise build of the same version).
+    pub allow_same_version: bool,
 }
 
 fn caps_b64(c: Option<&FileCaps>) -> String {
@@ -160,7 +162,13 @@ impl Shared {
         })?;
         let expected = trust::decode_checksum(&manifest.sha256)?;
         let floor = self.floor().await?;
-        floor.admit(&staged)?;
+        if !opts.allow_same_version {
+            floor.admit(&staged)?;
+        } else if floor.installed.as_ref().is_some_and(|i| staged < *i) {
+            return Err(Error::Downgrade(format!(
+                "{staged} is older than the installed version"
+            )));
+        }
         let from = floor.installed.map(|v| v.to_string()).unwrap_or_default();
         let installed = self.installed();
         let old_binary = installed
@@ -654,6 +662,136 @@ impl Shared {
         Ok(format!(
             "an interrupted {} of {} had not swapped the binary; nothing was changed, {} still runs",
             p.kind, p.to_version, p.from_version
+        ))
+    }
+}
+
+impl Shared {
+    /// Writes the Enterprise license for the unit's user, in its working directory.
+    pub(super) async fn install_license_now(&self, key: &str) -> Result<PathBuf> {
+        let key = crate::license::validate(key)?;
+        let facts = self.unit_facts().await;
+        let user = self
+            .cfg
+            .user
+            .clone()
+            .or_else(|| facts.as_ref().map(|f| f.user.clone()).filter(|u| !u.is_empty()))
+            .ok_or_else(|| {
+                Error::InvalidArgument(format!(
+                    "{} has no User= (and [cells] user is not set): cannot tell who owns the license",
+                    self.cfg.unit
+                ))
+            })?;
+        let pw = nix::unistd::User::from_name(&user)
+            .ok()
+            .flatten()
+            .ok_or_else(|| {
+                Error::InvalidArgument(format!("the Cells user {user:?} does not exist"))
+            })?;
+        let gid = facts
+            .as_ref()
+            .map(|f| f.group.clone())
+            .filter(|g| !g.is_empty())
+            .and_then(|g| nix::unistd::Group::from_name(&g).ok().flatten())
+            .map_or(pw.gid.as_raw(), |g| g.gid.as_raw());
+        let dir =
+            crate::license::working_dir(facts.as_ref().and_then(|f| f.working_dir()), &pw.dir);
+        let path = crate::license::write(&self.cfg.path(&dir), &key, pw.uid.as_raw(), gid)?;
+        log::info(&format!("license installed at {}", path.display()), &[]);
+        Ok(path)
+    }
+
+    /// UpgradeToEnterprise: the key checked by the update server, saved, then the
+    /// Enterprise binary of the same version staged and applied as `cells-enterprise`.
+    pub(super) async fn enterprise_work(
+        self: &Arc<Self>,
+        iface: &InterfaceRef<Job>,
+        key: &str,
+        version: Option<CellsVersion>,
+        mut opts: ApplyOptions,
+    ) -> Result<String> {
+        let floor = self.floor().await?;
+        let installed = floor
+            .installed
+            .clone()
+            .ok_or_else(|| Error::UnitFailed("the installed version is unknown".into()))?;
+        let want = version.unwrap_or_else(|| installed.clone());
+        if want < installed {
+            return Err(Error::Downgrade(format!(
+                "{want} is older than the installed {installed}"
+            )));
+        }
+        job::update(iface, |d| {
+            d.version = want.to_string();
+            d.phase = "downloading".into();
+        })
+        .await;
+        let mut request = crate::update_server::UpdateRequest::new(
+            &self.cfg.channel,
+            "PydioEnterprise",
+            &installed.to_string(),
+        );
+        request.license_info.insert("Key".into(), key.to_string());
+        let resp = crate::update_server::check_license(
+            self.http()?,
+            &self.cfg.server_url,
+            &request,
+            self.cfg.timeout,
+        )
+        .await?;
+        let any = crate::version::VersionFloor::default();
+        let ctx = crate::policy::Context {
+            package: "PydioEnterprise",
+            floor: &any,
+            bad: &[],
+            max_binary_size: self.cfg.max_binary_size,
+        };
+        let offer = resp
+            .available_binaries
+            .iter()
+            .map(|p| crate::policy::assess(p, &ctx))
+            .find(|a| a.version.as_ref() == Some(&want))
+            .ok_or_else(|| {
+                Error::NoSuchVersion(format!(
+                    "the update server offers no Enterprise build of {want}"
+                ))
+            })?;
+        if !offer.allowed {
+            return Err(Error::NoSuchVersion(format!(
+                "the Enterprise build of {want} is not usable here ({})",
+                offer.reason
+            )));
+        }
+        let release = crate::stage::Release::from_package(&offer.package)?;
+        self.install_license_now(key).await?;
+        self.set_state(Lifecycle::Downloading).await?;
+        let manifest = self
+            .stager
+            .stage_release(
+                self.http()?,
+                &release,
+                &any,
+                &mut |_| {},
+                &crate::stage::Cancel::new(),
+            )
+            .await?;
+        {
+            let mut store = self.store.lock().await;
+            store.transition(Lifecycle::Verifying)?;
+            store.update(|d| d.staged_version = manifest.version.clone())?;
+            store.transition(Lifecycle::Staged)?;
+        }
+        opts.version = Some(want.clone());
+        opts.file_name = Some("cells-enterprise".into());
+        opts.allow_same_version = true;
+        let msg = self.apply_work(iface, &opts).await?;
+        self.store
+            .lock()
+            .await
+            .update(|d| d.package_name = "PydioEnterprise".into())?;
+        self.publish().await;
+        Ok(format!(
+            "Pydio Cells Enterprise {want}: license saved; {msg}"
         ))
     }
 }

@@ -444,6 +444,7 @@ fn apply_options(
         restart: dict_bool(d, "Restart")?.unwrap_or(true),
         on_failure,
         file_name: None,
+        allow_same_version: false,
     })
 }
 
@@ -452,6 +453,7 @@ enum Work {
     Apply(ApplyOptions),
     Update(Option<CellsVersion>, ApplyOptions),
     Rollback,
+    Enterprise(String, Option<CellsVersion>, ApplyOptions),
 }
 
 impl Shared {
@@ -466,6 +468,7 @@ impl Shared {
             Some(iface) => match work {
                 Work::Apply(o) => self.apply_work(&iface, &o).await,
                 Work::Rollback => self.rollback_work(&iface).await,
+                Work::Enterprise(key, v, o) => self.enterprise_work(&iface, &key, v, o).await,
                 Work::Update(v, o) => {
                     let staged = self
                         .clone()
@@ -504,13 +507,6 @@ impl Shared {
         self.refresh_installed().await;
         self.finish_job(&path, &outcome).await;
     }
-}
-
-fn not_yet(method: &str) -> BusError {
-    BusError::NotImplemented(format!(
-        "{method} is not available in this version of cells-updater: applying, restarting and \
-         rolling back on systemd are not built yet; staged releases are kept until then"
-    ))
 }
 
 #[zbus::interface(name = "com.pydio.CellsUpdater1.Manager")]
@@ -696,25 +692,39 @@ impl ManagerIface {
         Ok(path)
     }
 
-    /// Writes the Enterprise license (not built yet).
+    /// Writes the Enterprise key to `<CELLS_WORKING_DIR>/pydio-license`, owned by the Cells user.
     async fn install_license(
         &self,
-        _key: String,
+        key: String,
         #[zbus(header)] hdr: zbus::message::Header<'_>,
     ) -> Result<(), BusError> {
-        self.shared.authorize(&hdr, Action::License).await?;
-        Err(not_yet("InstallLicense"))
+        let s = &self.shared;
+        s.authorize(&hdr, Action::License).await?;
+        crate::license::validate(&key)?;
+        s.install_license_now(&key).await?;
+        Ok(())
     }
 
-    /// Upgrades to the Enterprise edition (not built yet).
+    /// Checks the license, saves it, installs the Enterprise binary and fixes the unit.
     async fn upgrade_to_enterprise(
         &self,
-        _license: String,
-        _options: Dict,
+        license: String,
+        options: Dict,
         #[zbus(header)] hdr: zbus::message::Header<'_>,
     ) -> Result<OwnedObjectPath, BusError> {
-        self.shared.authorize(&hdr, Action::Apply).await?;
-        Err(not_yet("UpgradeToEnterprise"))
+        let s = &self.shared;
+        s.authorize(&hdr, Action::Apply).await?;
+        let key = crate::license::validate(&license)?;
+        let opts = apply_options(&s.cfg, &options, true)?;
+        let version = opts.version.clone();
+        let label = version.as_ref().map(|v| v.to_string()).unwrap_or_default();
+        let (path, cancel) = s.begin_job("enterprise", &label, Action::Apply).await?;
+        tokio::spawn(s.clone().apply_job(
+            path.clone(),
+            Work::Enterprise(key, version, opts),
+            cancel,
+        ));
+        Ok(path)
     }
 
     /// Jobs still held (running and recently finished).

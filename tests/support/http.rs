@@ -35,6 +35,8 @@ pub struct Request {
 struct ServerState {
     catalog_status: u16,
     catalog_body: Vec<u8>,
+    /// PydioEnterprise requests: the valid key and the Enterprise catalog.
+    enterprise: Option<(String, Vec<u8>)>,
     binaries: HashMap<String, (Arc<Vec<u8>>, Delivery)>,
     requests: Vec<Request>,
 }
@@ -85,6 +87,12 @@ impl TestServer {
         let mut s = self.state.lock().unwrap();
         s.catalog_status = status;
         s.catalog_body = body.into();
+    }
+
+    /// Answers PydioEnterprise checks: `catalog` when `LicenseInfo.Key` is `key`, else 403
+    /// with a Title, as the real server rejects a license.
+    pub fn set_enterprise(&self, key: &str, catalog: impl Into<Vec<u8>>) {
+        self.state.lock().unwrap().enterprise = Some((key.to_string(), catalog.into()));
     }
 
     pub fn put_binary(&self, name: &str, bytes: Vec<u8>, delivery: Delivery) {
@@ -142,7 +150,25 @@ fn serve(conn: TcpStream, state: &Mutex<ServerState>) -> std::io::Result<()> {
     let (status, payload, delivery) = {
         let mut s = state.lock().unwrap();
         s.requests.push(req.clone());
-        if req.method == "POST" && route == "/a/update-server/" {
+        let asked: serde_json::Value = serde_json::from_slice(&req.body).unwrap_or_default();
+        if req.method == "POST"
+            && route == "/a/update-server/"
+            && asked["PackageName"] == "PydioEnterprise"
+        {
+            match &s.enterprise {
+                Some((key, catalog)) if asked["LicenseInfo"]["Key"] == key.as_str() => {
+                    (200, Arc::new(catalog.clone()), Delivery::Normal)
+                }
+                _ => (
+                    403,
+                    Arc::new(
+                        br#"{"Title":"Invalid license key","Detail":"the key was not issued by Pydio"}"#
+                            .to_vec(),
+                    ),
+                    Delivery::Normal,
+                ),
+            }
+        } else if req.method == "POST" && route == "/a/update-server/" {
             (
                 s.catalog_status,
                 Arc::new(s.catalog_body.clone()),
@@ -177,6 +203,7 @@ fn serve(conn: TcpStream, state: &Mutex<ServerState>) -> std::io::Result<()> {
     let reason = |s: u16| match s {
         200 => "OK",
         206 => "Partial Content",
+        403 => "Forbidden",
         404 => "Not Found",
         _ => "Error",
     };

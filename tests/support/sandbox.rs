@@ -160,9 +160,9 @@ impl Sandbox {
         );
         self.write(
             "/etc/systemd/system/cells.service",
-            b"[Unit]\nDescription=Pydio Cells\n\n[Service]\nUser=pydio\nGroup=pydio\n\
+            b"[Unit]\nDescription=Pydio Cells\nAssertFileIsExecutable=/opt/pydio/bin/cells\n\n[Service]\nUser=pydio\nGroup=pydio\n\
               ExecStart=/opt/pydio/bin/cells start\nRestart=on-failure\n\
-              Environment=CELLS_WORKING_DIR=/var/cells\nAssertFileIsExecutable=/opt/pydio/bin/cells\n\
+              Environment=CELLS_WORKING_DIR=/var/cells\n\
               LimitNOFILE=65536\nKillSignal=INT\nTimeoutStopSec=5\n\n[Install]\nWantedBy=multi-user.target\n",
             0o644,
         );
@@ -179,6 +179,15 @@ impl Sandbox {
     /// Boots, installs cells-updater and a running Cells 4.4.2, and serves `releases`
     /// (version, mode) from a local update server.
     pub fn cells_host(name: &str, releases: &[(&str, &str)]) -> Sandbox {
+        Self::cells_host_full(name, releases, None)
+    }
+
+    /// Like [`Sandbox::cells_host`], with PydioEnterprise releases offered to `key`.
+    pub fn cells_host_full(
+        name: &str,
+        releases: &[(&str, &str)],
+        enterprise: Option<(&str, &[(&str, &str)])>,
+    ) -> Sandbox {
         let server = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
             .join("target/debug/examples/update_server");
         assert!(server.exists(), "cargo test builds examples/update_server");
@@ -200,6 +209,18 @@ impl Sandbox {
             sb.write(&file, &bytes, 0o644);
             args.push_str(&format!(" --release {version} {file} {sum} {sig}"));
         }
+        if let Some((key, list)) = enterprise {
+            args.push_str(&format!(" --enterprise-key {key}"));
+            for (version, mode) in list {
+                let bytes = super::fake_cells(version, mode);
+                let (sum, sig) = super::sign(&bytes, &k.rsa);
+                let file = format!("/srv/releases/cells-enterprise-{version}-{mode}");
+                sb.write(&file, &bytes, 0o644);
+                args.push_str(&format!(
+                    " --enterprise-release {version} {file} {sum} {sig}"
+                ));
+            }
+        }
         sb.sh(&format!(
             "systemd-run --quiet --unit=update-server /src/target/debug/examples/update_server --listen 127.0.0.1:8080{args}"
         ));
@@ -211,7 +232,7 @@ impl Sandbox {
         sb.wait_for(
             Duration::from_secs(5),
             "the update server",
-            "curl -s -X POST -d '{}' http://127.0.0.1:8080/a/update-server/ | grep -q Version",
+            "curl -s -X POST -d '{}' http://127.0.0.1:8080/a/update-server/ | grep -q AvailableBinaries",
         );
         sb
     }
