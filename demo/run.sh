@@ -2,8 +2,9 @@
 # cells-updater, end to end on a real systemd. Does all its own setup on a fresh Debian 12
 # machine (as root): packages, a cached Debian rootfs, the build. Then, step by step:
 # a systemd container boots; a fake Cells 4.4.2 serves on :443 as user pydio; a local update
-# server offers a release signed with openssl; cells-updater, installed with dist/install.sh
-# and activated over D-Bus, checks, downloads, verifies and stages it.
+# server offers releases signed with openssl; cells-updater, installed with dist/install.sh
+# and activated over D-Bus, updates Cells to 4.4.5 keeping cap_net_bind_service, refuses a
+# tampered binary, and rolls back a broken 4.4.6 by itself.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$PWD
@@ -24,6 +25,8 @@ bold "Making Cells releases (fake binaries) and signing them with openssl (RSA-2
 mkdir -p "$work"
 cc -O1 -DFAKE_VERSION='"4.4.2"' -o "$work/cells-4.4.2" tests/support/fake-cells.c
 cc -O1 -DFAKE_VERSION='"4.4.5"' -o "$work/cells-4.4.5" tests/support/fake-cells.c
+# 4.4.6 answers `version` but exits at `start`: a release that does not come up.
+cc -O1 -DFAKE_VERSION='"4.4.6"' -DFAKE_MODE='"exit"' -o "$work/cells-4.4.6" tests/support/fake-cells.c
 [ -f "$work/pydio.key" ] || openssl genpkey -algorithm RSA -pkeyopt rsa_keygen_bits:2048 -out "$work/pydio.key" 2>/dev/null
 # Pydio ships its key as a PKCS#1 body under the label "PUBLIC KEY"; do the same.
 openssl rsa -in "$work/pydio.key" -RSAPublicKey_out 2>/dev/null | sed 's/RSA PUBLIC KEY/PUBLIC KEY/' > "$work/pydio.pub.pem"
@@ -68,7 +71,8 @@ bold "A local update server offering 4.4.5 (signed above)"
 sbx systemd-run --quiet --unit=demo-update-server /src/target/debug/examples/update_server \
   --listen 127.0.0.1:8080 \
   --release 4.4.5 /src/target/demo/cells-4.4.5 "$(sum "$work/cells-4.4.5")" "$(sig "$work/cells-4.4.5")"
-sbx bash -c 'printf "[server]\nurl = \"http://127.0.0.1:8080/\"\n" > /etc/cells-updater/config.d/50-demo.toml'
+# Short health settle for the demo (default 10s).
+sbx bash -c 'printf "[server]\nurl = \"http://127.0.0.1:8080/\"\n[policy]\nhealth_settle = \"3s\"\nhealth_timeout = \"30s\"\n" > /etc/cells-updater/config.d/50-demo.toml'
 sleep 0.5
 
 bold "cells-updater status (the first call activates the daemon over D-Bus)"
@@ -77,15 +81,27 @@ show "systemctl is-active cells-updater.service || true; cells-updater status; s
 bold "cells-updater check, as the Cells user pydio (allowed: it is cells.service's User=)"
 show "runuser -u pydio -- cells-updater check"
 
-bold "cells-updater stage: download, SHA-256 and signature while streaming, then probe as nobody"
-show "runuser -u pydio -- cells-updater stage 4.4.5"
-show "cells-updater status; ls -l /var/lib/cells-updater/staged/4.4.5/; cat /var/lib/cells-updater/staged/4.4.5/manifest.json"
-
 bold "A tampered binary offered by file descriptor is refused"
 sbx bash -c "cp /src/target/demo/cells-4.4.5 /tmp/tampered && printf X | dd of=/tmp/tampered bs=1 seek=4000 conv=notrunc 2>/dev/null"
 show "cells-updater stage --file /tmp/tampered --version 4.4.5 --checksum $(sum "$work/cells-4.4.5") --signature $(sig "$work/cells-4.4.5") || echo \"(exit status \$?)\""
 
-bold "The journal (structured fields: JOB_ID, VERSION)"
-show "journalctl -u cells-updater.service --no-pager -o cat | tail -n 8"
+bold "cells-updater update, as pydio: download, verify, probe, swap, setcap, restart, health-check"
+show "runuser -u pydio -- cells-updater update 4.4.5"
+show "echo \"cells answers on :443 -> \$(curl -s http://127.0.0.1:443/)\"; getcap /opt/pydio/bin/cells; stat -c '%U:%G %a %n' /opt/pydio/bin/cells"
+show "cells-updater status"
 
-bold "Done. Applying, restarting and rolling back are the next step of the project (see README)."
+bold "A broken 4.4.6 (exits at start) is published; the update rolls itself back"
+sbx systemctl stop demo-update-server
+sbx systemd-run --quiet --unit=demo-update-server2 /src/target/debug/examples/update_server \
+  --listen 127.0.0.1:8080 \
+  --release 4.4.6 /src/target/demo/cells-4.4.6 "$(sum "$work/cells-4.4.6")" "$(sig "$work/cells-4.4.6")"
+sleep 0.5
+show "cells-updater update 4.4.6 || echo \"(exit status \$?)\""
+show "echo \"cells answers on :443 -> \$(curl -s http://127.0.0.1:443/)\"; getcap /opt/pydio/bin/cells"
+show "cells-updater check"
+show "cells-updater status"
+
+bold "The journal (structured fields: JOB_ID, VERSION)"
+show "journalctl -u cells-updater.service --no-pager -o cat | tail -n 14"
+
+bold "Done: 4.4.2 -> 4.4.5 with its capability kept, a tampered binary refused, a broken 4.4.6 rolled back."
