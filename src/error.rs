@@ -45,9 +45,6 @@ pub enum Error {
     Cancelled(String),
     #[error("{0}")]
     LicenseRejected(String),
-    /// A method whose machinery is not built yet (an addition to the contract's names).
-    #[error("{0}")]
-    NotImplemented(String),
 }
 
 /// Library result type.
@@ -76,7 +73,6 @@ impl Error {
             Error::RollbackFailed(_) => "RollbackFailed",
             Error::Cancelled(_) => "Cancelled",
             Error::LicenseRejected(_) => "LicenseRejected",
-            Error::NotImplemented(_) => "NotImplemented",
         }
     }
 

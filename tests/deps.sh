@@ -8,9 +8,11 @@ cd "$(dirname "$0")/.."
 # A C compiler for the fake Cells (and for ring), the openssl CLI that signs fixtures,
 # mount/umount and setpriv (util-linux), a private dbus-daemon (dbus), the independent D-Bus
 # clients busctl (systemd) and gdbus (libglib2.0-bin), getcap/setcap (libcap2-bin), systemd-nspawn (systemd-container) and
-# debootstrap. No recommends: with them, libnss-mymachines would rewrite nsswitch.conf.
+# debootstrap; for the packages: lintian, rpm (its query tool), binutils (strip), dpkg-dev
+# (dpkg-shlibdeps for cargo-deb). No recommends: with them, libnss-mymachines would rewrite
+# nsswitch.conf.
 pkgs=(gcc libc6-dev openssl util-linux ca-certificates dbus libglib2.0-bin systemd libcap2-bin
-      systemd-container debootstrap)
+      systemd-container debootstrap lintian rpm binutils dpkg-dev)
 missing=()
 for p in "${pkgs[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
 if [ ${#missing[@]} -gt 0 ]; then
@@ -18,7 +20,14 @@ if [ ${#missing[@]} -gt 0 ]; then
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}"
 fi
 
-# The rootfs (cached under target/sandbox; about a minute when cold).
+# The rootfs (cached under target/sandbox; about a minute when cold), rebuilt when the package
+# list in tests/sandbox/systemd-sandbox.sh changes.
+want=$(sed -n 's/^PKGS=${SANDBOX_PACKAGES:-\(.*\)}$/\1/p' tests/sandbox/systemd-sandbox.sh)
+have=$(sed -n 's/^packages=//p' target/sandbox/rootfs/.sandbox-rootfs 2>/dev/null || true)
+if [ -n "$have" ] && [ "$have" != "$want" ]; then
+  echo "sandbox rootfs packages changed; rebuilding it" >&2
+  rm -rf target/sandbox/rootfs
+fi
 if [ ! -f target/sandbox/rootfs/.sandbox-rootfs ]; then
   mkdir -p target/sandbox
   SANDBOX_ROOTFS="$PWD/target/sandbox/rootfs" tests/sandbox/systemd-sandbox.sh up target/sandbox/warmup

@@ -1,6 +1,7 @@
 //! The `cells-updater` command line: argument definitions and dispatch.
 
 mod client;
+mod docs;
 mod verify;
 
 use clap::{Parser, Subcommand};
@@ -119,6 +120,13 @@ pub enum Command {
     },
     /// Check a binary against the trusted keys, offline; no daemon needed.
     Verify(verify::VerifyArgs),
+    /// Write man pages and shell completions (used by dist/install.sh).
+    #[command(hide = true)]
+    GenerateDocs {
+        /// Output directory.
+        #[arg(long, value_name = "DIR")]
+        out: PathBuf,
+    },
 }
 
 /// `license` subcommands.
@@ -144,6 +152,18 @@ pub fn main() -> ExitCode {
     let root = cli.root.clone().unwrap_or_else(|| PathBuf::from("/"));
     if let Command::Verify(args) = &cli.command {
         return verify::run(&root, cli.config.as_deref(), args);
+    }
+    if let Command::GenerateDocs { out } = &cli.command {
+        return match docs::generate(out) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!(
+                    "cells-updater: cannot write the docs to {}: {e}",
+                    out.display()
+                );
+                ExitCode::from(EXIT_FAILED)
+            }
+        };
     }
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -272,7 +292,7 @@ async fn run(cli: Cli, root: PathBuf) -> ExitCode {
                 )
                 .await
             }
-            Command::Verify(_) => Ok(()),
+            Command::Verify(_) | Command::GenerateDocs { .. } => Ok(()),
         }
     }
     .await;

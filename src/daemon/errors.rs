@@ -29,7 +29,6 @@ pub enum BusError {
     RollbackFailed(String),
     Cancelled(String),
     LicenseRejected(String),
-    NotImplemented(String),
 }
 
 impl From<Error> for BusError {
@@ -54,7 +53,6 @@ impl From<Error> for BusError {
             Error::RollbackFailed(m) => BusError::RollbackFailed(m),
             Error::Cancelled(m) => BusError::Cancelled(m),
             Error::LicenseRejected(m) => BusError::LicenseRejected(m),
-            Error::NotImplemented(m) => BusError::NotImplemented(m),
         }
     }
 }
@@ -86,7 +84,6 @@ mod tests {
             Error::RollbackFailed(String::new()),
             Error::Cancelled(String::new()),
             Error::LicenseRejected(String::new()),
-            Error::NotImplemented(String::new()),
         ];
         for e in all {
             let want = e.dbus_name();

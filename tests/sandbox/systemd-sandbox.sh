@@ -23,7 +23,7 @@
 set -euo pipefail
 
 SUITE=${SANDBOX_SUITE:-bookworm}
-PKGS=${SANDBOX_PACKAGES:-systemd,systemd-sysv,dbus,libcap2-bin,libpam-systemd,polkitd,curl,ca-certificates}
+PKGS=${SANDBOX_PACKAGES:-systemd,systemd-sysv,dbus,libcap2-bin,libpam-systemd,polkitd,curl,ca-certificates,man-db}
 BOOT_TIMEOUT=${SANDBOX_BOOT_TIMEOUT:-60}
 STOP_TIMEOUT=${SANDBOX_STOP_TIMEOUT:-20}
 INNER_PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
