@@ -548,27 +548,7 @@ impl Shared {
             Some(iface) => self.recover(&iface, p).await,
             None => Err(Error::Busy("job object vanished".into())),
         };
-        {
-            let mut store = self.store.lock().await;
-            let r = match &outcome {
-                Ok(_) => store.update(|d| d.last_error.clear()),
-                Err(e) => {
-                    let msg = e.message();
-                    store
-                        .update(|d| d.last_error = msg)
-                        .and_then(|_| store.transition(Lifecycle::Failed))
-                }
-            };
-            if let Err(e) = r {
-                log::log(
-                    log::Level::Error,
-                    &format!("cannot record the recovery: {e}"),
-                    &[],
-                );
-            }
-        }
-        self.refresh_installed().await;
-        self.finish_job(&path, &outcome).await;
+        self.conclude(&path, outcome, None).await;
     }
 
     async fn recover(

@@ -195,31 +195,7 @@ impl Shared {
         cancel: Cancel,
     ) {
         let outcome = self.clone().stage_work(&path, source, &cancel).await;
-        {
-            let _atomic = self.atomic.lock().await;
-            let mut store = self.store.lock().await;
-            let rest = store.resting();
-            let r = match &outcome {
-                Ok(_) => store
-                    .update(|d| d.last_error.clear())
-                    .and_then(|_| store.transition(Lifecycle::Staged)),
-                Err(Error::Cancelled(_)) => store.transition(rest),
-                Err(e) => {
-                    let msg = e.message();
-                    store
-                        .update(|d| d.last_error = msg)
-                        .and_then(|_| store.transition(Lifecycle::Failed))
-                }
-            };
-            if let Err(e) = r {
-                log::log(
-                    log::Level::Error,
-                    &format!("cannot record the job's end: {e}"),
-                    &[],
-                );
-            }
-        }
-        self.finish_job(&path, &outcome).await;
+        self.conclude(&path, outcome, Some(Lifecycle::Staged)).await;
     }
 
     async fn stage_work(
@@ -484,28 +460,7 @@ impl Shared {
                 }
             },
         };
-        {
-            let _atomic = self.atomic.lock().await;
-            let mut store = self.store.lock().await;
-            let r = match &outcome {
-                Ok(_) => store.update(|d| d.last_error.clear()),
-                Err(e) => {
-                    let msg = e.message();
-                    store
-                        .update(|d| d.last_error = msg)
-                        .and_then(|_| store.transition(Lifecycle::Failed))
-                }
-            };
-            if let Err(e) = r {
-                log::log(
-                    log::Level::Error,
-                    &format!("cannot record the job's end: {e}"),
-                    &[],
-                );
-            }
-        }
-        self.refresh_installed().await;
-        self.finish_job(&path, &outcome).await;
+        self.conclude(&path, outcome, None).await;
     }
 }
 

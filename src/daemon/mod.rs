@@ -431,6 +431,45 @@ impl Shared {
         Ok((path, cancel))
     }
 
+    /// Ends a job: records the outcome in the persisted state (LastError cleared or set;
+    /// `success` on success, at rest after a cancel, `failed` otherwise), then announces it.
+    async fn conclude(
+        &self,
+        path: &OwnedObjectPath,
+        outcome: Result<String>,
+        success: Option<crate::state::Lifecycle>,
+    ) {
+        {
+            let _atomic = self.atomic.lock().await;
+            let mut store = self.store.lock().await;
+            let rest = store.resting();
+            let recorded = match &outcome {
+                Ok(_) => store
+                    .update(|d| d.last_error.clear())
+                    .and_then(|_| match success {
+                        Some(state) => store.transition(state),
+                        None => Ok(()),
+                    }),
+                Err(Error::Cancelled(_)) => store.transition(rest),
+                Err(e) => {
+                    let msg = e.message();
+                    store
+                        .update(|d| d.last_error = msg)
+                        .and_then(|_| store.transition(crate::state::Lifecycle::Failed))
+                }
+            };
+            if let Err(e) = recorded {
+                log::log(
+                    log::Level::Error,
+                    &format!("cannot record the job's end: {e}"),
+                    &[],
+                );
+            }
+        }
+        self.refresh_installed().await;
+        self.finish_job(path, &outcome).await;
+    }
+
     /// Records a job's end: job properties, `JobFinished`, the slot, the log.
     async fn finish_job(&self, path: &OwnedObjectPath, outcome: &Result<String>) {
         let Ok(conn) = self.conn() else { return };
