@@ -107,3 +107,27 @@ fn a_release_that_exits_at_start_is_rolled_back_and_marked_bad() {
     assert_eq!(rel["Reason"], "bad");
     assert_eq!(sb.sh("ls -A /opt/pydio/bin").trim(), "cells");
 }
+
+#[test]
+fn the_timer_installs_only_what_the_auto_policy_allows() {
+    let sb = Sandbox::cells_host("apply-auto", &[("4.4.3", "ok"), ("4.5.0", "ok")]);
+    // Default policy none: the timer's command checks and installs nothing.
+    let out = sb.sh("cells-updater check --auto");
+    assert!(out.contains("Auto policy: nothing to install."), "{out}");
+    assert_eq!(sb.sh("curl -sf http://127.0.0.1:443/").trim(), "4.4.2");
+    // patch: 4.4.3 yes, 4.5.0 (a minor release) no. What the timer unit runs:
+    sb.write(
+        "/etc/cells-updater/config.d/60-auto.toml",
+        b"[policy]\nauto = \"patch\"\n",
+        0o644,
+    );
+    sb.sh("systemctl start cells-updater-check.service");
+    assert_eq!(
+        sb.unit_prop("cells-updater-check.service", "Result"),
+        "success"
+    );
+    assert_eq!(sb.sh("curl -sf http://127.0.0.1:443/").trim(), "4.4.3");
+    assert_eq!(prop(&sb, "InstalledVersion"), "s \"4.4.3\"");
+    let log = sb.sh("journalctl -u cells-updater-check.service --no-pager -o cat");
+    assert!(log.contains("Auto policy allows 4.4.3"), "{log}");
+}

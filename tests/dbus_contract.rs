@@ -473,3 +473,80 @@ fn cli_status_json_and_unreachable_exit_code() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+#[test]
+fn job_cancel_stops_a_download_and_leaves_nothing_staged() {
+    let (env, bus, _d) = started();
+    let mut bytes = fake_cells("4.4.5", "ok");
+    bytes.resize(4 << 20, 0x44);
+    let (sum, sig) = sign(&bytes, &keys().rsa);
+    // 64 KiB every 50 ms: about 3 s for the whole binary.
+    env.publish_with(
+        "4.4.5",
+        bytes,
+        &sum,
+        &sig,
+        Delivery::Slow {
+            chunk: 64 << 10,
+            delay_ms: 50,
+        },
+        false,
+    );
+    let monitor = Monitor::start(&bus);
+    let job = bus.busctl_json(&[
+        "call",
+        DEST,
+        MANAGER,
+        MANAGER_IFACE,
+        "Stage",
+        "sa{sv}",
+        "4.4.5",
+        "0",
+    ])["data"][0]
+        .as_str()
+        .unwrap()
+        .to_string();
+    wait_until(Duration::from_secs(10), "bytes to arrive", || {
+        bus.busctl_json(&["get-property", DEST, &job, JOB_IFACE, "BytesDone"])["data"]
+            .as_u64()
+            .unwrap_or(0)
+            > 0
+    });
+    // Another uid may not cancel it.
+    let refused = bus.gdbus(Some(2), &job, "com.pydio.CellsUpdater1.Job.Cancel", &[]);
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("Error.NotAuthorized"));
+    let cancel = bus.busctl(&["call", DEST, &job, JOB_IFACE, "Cancel"]);
+    assert!(
+        cancel.status.success(),
+        "{}",
+        String::from_utf8_lossy(&cancel.stderr)
+    );
+    wait_until(Duration::from_secs(10), "the job to end", || {
+        job_state(&bus, &job) != "running"
+    });
+    let messages = monitor.finish();
+    assert_eq!(job_state(&bus, &job), "cancelled");
+    let finished = messages
+        .iter()
+        .find(|m| m["member"] == "JobFinished")
+        .expect("JobFinished");
+    assert_eq!(finished["payload"]["data"][1], "cancelled");
+    assert_eq!(
+        finished["payload"]["data"][2],
+        "com.pydio.CellsUpdater1.Error.Cancelled"
+    );
+    assert_eq!(bus.manager_prop("StagedVersion"), "");
+    assert_eq!(
+        bus.manager_prop("State"),
+        "idle",
+        "a cancel comes to rest, it is no failure"
+    );
+    assert!(!env.staged_dir().join("4.4.5").exists());
+    assert!(
+        !env.staged_dir().join(".work/4.4.5").exists(),
+        "a cancelled download leaves no partial"
+    );
+    // A finished job can no longer be cancelled.
+    let again = bus.gdbus(None, &job, "com.pydio.CellsUpdater1.Job.Cancel", &[]);
+    assert!(String::from_utf8_lossy(&again.stderr).contains("Error.InvalidArgument"));
+}
