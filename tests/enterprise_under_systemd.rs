@@ -113,6 +113,13 @@ fn enterprise_upgrade_saves_the_license_and_points_the_unit_at_the_new_binary() 
         "s \"/opt/pydio/bin/cells-enterprise\""
     );
 
+    // Later checks are Enterprise checks carrying the saved key (the server answers 403
+    // without it).
+    let (ok, out, err) = sb.try_sh("cells-updater check --json");
+    assert!(ok, "{out}{err}");
+    let doc: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(doc["releases"][0]["PackageName"], "PydioEnterprise");
+
     // The Cells user may replace the license.
     sb.sh(&format!(
         "runuser -u pydio -- {CALL} InstallLicense s 'NEW-KEY-456'"

@@ -647,9 +647,9 @@ impl Shared {
 }
 
 impl Shared {
-    /// Writes the Enterprise license for the unit's user, in its working directory.
-    pub(super) async fn install_license_now(&self, key: &str) -> Result<PathBuf> {
-        let key = crate::license::validate(key)?;
+    /// Where the license lives and who owns it: the working directory (from the unit's
+    /// CELLS_WORKING_DIR, else the Cells user's home), the user's uid and the unit's group.
+    async fn license_location(&self) -> Result<(PathBuf, u32, u32)> {
         let facts = self.unit_facts().await;
         let user = self
             .cfg
@@ -676,9 +676,23 @@ impl Shared {
             .map_or(pw.gid.as_raw(), |g| g.gid.as_raw());
         let dir =
             crate::license::working_dir(facts.as_ref().and_then(|f| f.working_dir()), &pw.dir);
-        let path = crate::license::write(&self.cfg.path(&dir), &key, pw.uid.as_raw(), gid)?;
+        Ok((self.cfg.path(&dir), pw.uid.as_raw(), gid))
+    }
+
+    /// Writes the Enterprise license for the unit's user, in its working directory.
+    pub(super) async fn install_license_now(&self, key: &str) -> Result<PathBuf> {
+        let key = crate::license::validate(key)?;
+        let (dir, uid, gid) = self.license_location().await?;
+        let path = crate::license::write(&dir, &key, uid, gid)?;
         log::info(&format!("license installed at {}", path.display()), &[]);
         Ok(path)
+    }
+
+    /// The installed license key, sent with Enterprise checks (the server wants it).
+    pub(super) async fn license_key(&self) -> Option<String> {
+        let (dir, _, _) = self.license_location().await.ok()?;
+        let text = std::fs::read_to_string(dir.join(crate::license::LICENSE_FILE)).ok()?;
+        crate::license::validate(&text).ok()
     }
 
     /// UpgradeToEnterprise: the key checked by the update server, saved, then the

@@ -147,7 +147,12 @@ impl Shared {
             .as_ref()
             .map(|v| v.to_string())
             .unwrap_or_default();
-        let request = UpdateRequest::new(&channel, &package, &installed);
+        let mut request = UpdateRequest::new(&channel, &package, &installed);
+        if package == "PydioEnterprise" {
+            if let Some(key) = self.license_key().await {
+                request.license_info.insert("Key".into(), key);
+            }
+        }
         let resp = update_server::check(
             self.http()?,
             &self.cfg.server_url,
