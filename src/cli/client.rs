@@ -135,12 +135,17 @@ pub fn exit(result: Result<(), Failure>) -> ExitCode {
     }
 }
 
-/// Connects to the daemon's bus: `address`, else the system bus.
+/// Longest wait for one method call: polkit may wait 5 min for an admin's password, and a
+/// check for the update server up to `[server] timeout`.
+const METHOD_TIMEOUT: Duration = Duration::from_secs(420);
+
+/// Connects to the daemon's bus: `address`, else the system bus. Every call has a timeout.
 pub async fn connect(address: Option<&str>) -> Result<zbus::Connection, Failure> {
-    let conn = match address {
-        Some(a) => zbus::connection::Builder::address(a)?.build().await,
-        None => zbus::Connection::system().await,
+    let builder = match address {
+        Some(a) => zbus::connection::Builder::address(a)?,
+        None => zbus::connection::Builder::system()?,
     };
+    let conn = builder.method_timeout(METHOD_TIMEOUT).build().await;
     conn.map_err(|e| Failure {
         code: EXIT_UNREACHABLE,
         message: format!("cannot connect to the bus: {e}"),

@@ -68,10 +68,13 @@ pub async fn caller_uid(conn: &zbus::Connection, sender: &str) -> Result<u32> {
         .await
         .map_err(|e| unauthorized(e.to_string()))?;
     let name = zbus::names::BusName::try_from(sender).map_err(|e| unauthorized(e.to_string()))?;
-    proxy
-        .get_connection_unix_user(name)
-        .await
-        .map_err(|e| unauthorized(e.to_string()))
+    tokio::time::timeout(
+        Duration::from_secs(10),
+        proxy.get_connection_unix_user(name),
+    )
+    .await
+    .map_err(|_| unauthorized("the bus did not answer within 10 s".into()))?
+    .map_err(|e| unauthorized(e.to_string()))
 }
 
 /// Decides whether `caller` may perform `action`. `cells_uid` is the uid of the managed
