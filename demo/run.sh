@@ -13,6 +13,12 @@ sbxdir=$work/sandbox
 bold() { if [ -t 1 ]; then printf '\n\033[1m==> %s\033[0m\n' "$*"; else printf '\n==> %s\n' "$*"; fi; }
 sbx() { tests/sandbox/systemd-sandbox.sh exec "$sbxdir" -- "$@"; }
 show() { printf '$ %s\n' "$*"; sbx bash -c "$*"; }
+# The demo checks what it shows: a wrong outcome stops it with a non-zero status.
+expect() { # expect WHAT WANTED ACTUAL
+  if [ "$2" = "$3" ]; then printf '  [ok] %s: %s\n' "$1" "$3"; else printf '  [FAILED] %s: wanted %s, got %s\n' "$1" "$2" "$3"; exit 1; fi
+}
+served() { sbx curl -s http://127.0.0.1:443/ || true; }
+caps() { sbx getcap /opt/pydio/bin/cells | awk '{print $2}'; }
 [ "$(id -u)" = 0 ] || { echo "run the demo as root (it boots systemd-nspawn)" >&2; exit 1; }
 
 bold "Installing what the demo needs (packages, cached Debian rootfs)"
@@ -88,6 +94,9 @@ show "cells-updater stage --file /tmp/tampered --version 4.4.5 --checksum $(sum 
 bold "cells-updater update, as pydio: download, verify, probe, swap, setcap, restart, health-check"
 show "runuser -u pydio -- cells-updater update 4.4.5"
 show "echo \"cells answers on :443 -> \$(curl -s http://127.0.0.1:443/)\"; getcap /opt/pydio/bin/cells; stat -c '%U:%G %a %n' /opt/pydio/bin/cells"
+expect "version served on :443" 4.4.5 "$(served)"
+expect "file capability" cap_net_bind_service=ep "$(caps)"
+expect "owner and mode" "root:root 755" "$(sbx stat -c '%U:%G %a' /opt/pydio/bin/cells)"
 show "cells-updater status"
 
 bold "A broken 4.4.6 (exits at start) is published; the update rolls itself back"
@@ -98,6 +107,8 @@ sbx systemd-run --quiet --unit=demo-update-server2 /src/target/debug/examples/up
 sleep 0.5
 show "cells-updater update 4.4.6 || echo \"(exit status \$?)\""
 show "echo \"cells answers on :443 -> \$(curl -s http://127.0.0.1:443/)\"; getcap /opt/pydio/bin/cells"
+expect "version served after the rollback" 4.4.5 "$(served)"
+expect "file capability after the rollback" cap_net_bind_service=ep "$(caps)"
 show "cells-updater check"
 show "cells-updater status"
 

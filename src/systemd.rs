@@ -21,6 +21,7 @@ pub type ExecCommand = (String, Vec<String>, bool, u64, u64, u64, u64, u32, i32,
 trait Manager {
     fn load_unit(&self, name: &str) -> zbus::Result<OwnedObjectPath>;
     fn restart_unit(&self, name: &str, mode: &str) -> zbus::Result<OwnedObjectPath>;
+    fn reset_failed_unit(&self, name: &str) -> zbus::Result<()>;
     fn start_unit(&self, name: &str, mode: &str) -> zbus::Result<OwnedObjectPath>;
     fn reload(&self) -> zbus::Result<()>;
     fn subscribe(&self) -> zbus::Result<()>;
@@ -197,6 +198,14 @@ pub async fn restart(
     // Subscribing makes systemd send job signals; a second subscription is harmless.
     let _ = timed("Subscribe", m.subscribe()).await;
     let mut removed = timed("JobRemoved", m.receive_job_removed()).await?;
+    // A deliberate restart, as an admin would do it: clear the failed state and the start
+    // rate counter first. A release that crash-looped has used up the start budget (5 in
+    // 10 s by default), and the rollback's restart must not be refused for it.
+    let _ = timed(
+        &format!("ResetFailedUnit({unit})"),
+        m.reset_failed_unit(unit),
+    )
+    .await;
     let job = if start_only {
         timed(&format!("StartUnit({unit})"), m.start_unit(unit, "replace")).await?
     } else {
