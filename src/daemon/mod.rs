@@ -404,7 +404,16 @@ impl Shared {
         };
         let path = job::job_path(id);
         let obj = job::Job {
-            data: job::JobData::new(id, kind, version, "downloading"),
+            data: job::JobData::new(
+                id,
+                kind,
+                version,
+                match kind {
+                    "apply" => "swapping",
+                    "rollback" => "rolling-back",
+                    _ => "downloading",
+                },
+            ),
             cancel: cancel.clone(),
             action,
             committed: false,
