@@ -185,6 +185,9 @@ pub struct Backup {
     pub sha256: String,
     /// Its file capabilities (`getcap` style), for messages.
     pub caps: String,
+    /// The package it belongs to (`PydioHome` or `PydioEnterprise`); `""` in old records.
+    #[serde(default)]
+    pub package: String,
 }
 
 /// `<state>/backups`: one directory per version with `cells` (capabilities kept) and
@@ -221,11 +224,14 @@ impl Backups {
         (trust::encode_checksum(&on_disk.sha256) == b.sha256).then_some(b)
     }
 
-    /// Keeps a copy of the binary at `path` (reporting `version`) with its capabilities.
-    pub fn keep(&self, path: &Path, version: &str) -> Result<Backup> {
+    /// Keeps a copy of the binary at `path` (reporting `version`, of `package`) with its
+    /// capabilities.
+    pub fn keep(&self, path: &Path, version: &str, package: &str) -> Result<Backup> {
         let current = inspect(path)?;
         if let Some(b) = self.get(version) {
-            if b.sha256 == trust::encode_checksum(&current.sha256) {
+            if b.sha256 == trust::encode_checksum(&current.sha256)
+                && b.path == path.display().to_string()
+            {
                 return Ok(b);
             }
         }
@@ -248,6 +254,7 @@ impl Backups {
             path: path.display().to_string(),
             sha256: trust::encode_checksum(&current.sha256),
             caps: current.caps.map_or_else(String::new, |c| c.to_string()),
+            package: package.to_string(),
         };
         let json =
             serde_json::to_vec_pretty(&record).map_err(|e| Error::SwapFailed(e.to_string()))?;

@@ -137,4 +137,28 @@ fn enterprise_upgrade_saves_the_license_and_points_the_unit_at_the_new_binary() 
             .trim(),
         "0"
     );
+
+    // Rollback returns to the Home binary, its unit and its package.
+    let (ok, out, err) = sb.try_sh("cells-updater rollback");
+    assert!(ok, "{out}{err}");
+    let exec = sb.unit_prop("cells.service", "ExecStart");
+    assert!(exec.contains("path=/opt/pydio/bin/cells ;"), "{exec}");
+    let pid = sb.unit_prop("cells.service", "MainPID");
+    assert_eq!(
+        sb.sh(&format!("readlink /proc/{pid}/exe")).trim(),
+        "/opt/pydio/bin/cells"
+    );
+    assert_eq!(sb.sh("curl -sf http://127.0.0.1:443/").trim(), "4.4.2");
+    assert_eq!(
+        sb.sh("getcap /opt/pydio/bin/cells").trim(),
+        "/opt/pydio/bin/cells cap_net_bind_service=ep"
+    );
+    assert!(
+        !sb.path("/opt/pydio/bin/cells-enterprise").exists(),
+        "the Enterprise binary is removed"
+    );
+    assert_eq!(
+        sb.sh(&format!("{GET} PackageName")).trim(),
+        "s \"PydioHome\""
+    );
 }

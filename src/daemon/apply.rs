@@ -236,7 +236,7 @@ impl Shared {
         .await;
         failpoint::hit("apply-before-backup");
         let backups = Backups::new(&self.cfg.state_dir());
-        backups.keep(&old_binary, &from)?;
+        backups.keep(&old_binary, &from, &self.package().await)?;
         self.step(&mut p, "swapping").await?;
         failpoint::hit("apply-before-swap");
         {
@@ -474,8 +474,14 @@ impl Shared {
             if target != current {
                 let _ = std::fs::remove_file(&current);
             }
+            // The package goes back with the binary (a rollback from an Enterprise upgrade
+            // returns to PydioHome).
+            let package = backup.package.clone();
             self.store.lock().await.update(|d| {
                 d.previous_version.clear();
+                if !package.is_empty() {
+                    d.package_name = package;
+                }
                 d.pending = Some(Pending {
                     step: "swapped".into(),
                     ..p.clone()
