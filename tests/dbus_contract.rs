@@ -550,3 +550,49 @@ fn job_cancel_stops_a_download_and_leaves_nothing_staged() {
     let again = bus.gdbus(None, &job, "com.pydio.CellsUpdater1.Job.Cancel", &[]);
     assert!(String::from_utf8_lossy(&again.stderr).contains("Error.InvalidArgument"));
 }
+
+#[test]
+fn finished_jobs_are_held_until_sixteen_newer_exist() {
+    let (env, bus, _d) = started();
+    env.publish("4.4.5", fake_cells("4.4.5", "ok"), &keys().rsa);
+    let mut jobs = Vec::new();
+    for _ in 0..17 {
+        // After the first, staging 4.4.5 again is a no-op: quick jobs, one after the other.
+        let job = bus.busctl_json(&[
+            "call",
+            DEST,
+            MANAGER,
+            MANAGER_IFACE,
+            "Stage",
+            "sa{sv}",
+            "4.4.5",
+            "0",
+        ])["data"][0]
+            .as_str()
+            .unwrap()
+            .to_string();
+        wait_until(Duration::from_secs(20), "the job to end", || {
+            job_state(&bus, &job) != "running"
+        });
+        assert_eq!(job_state(&bus, &job), "succeeded");
+        jobs.push(job);
+    }
+    let held =
+        bus.busctl_json(&["call", DEST, MANAGER, MANAGER_IFACE, "ListJobs"])["data"][0].clone();
+    let held: Vec<&str> = held
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap())
+        .collect();
+    assert_eq!(held.len(), 16, "{held:?}");
+    assert_eq!(
+        held[0], jobs[1],
+        "the oldest job went once 16 newer existed"
+    );
+    assert_eq!(*held.last().unwrap(), jobs[16].as_str());
+    let gone = bus.busctl(&["get-property", DEST, &jobs[0], JOB_IFACE, "State"]);
+    assert!(!gone.status.success(), "job 1's object should be gone");
+    // Ids keep increasing.
+    assert!(jobs[16].ends_with("/job/17"));
+}
