@@ -118,7 +118,17 @@ fn deb_installs_activates_upgrades_removes_and_purges() {
         "grep -q last_error /var/lib/cells-updater/state.json",
     );
     let state_before = sb.sh("cat /var/lib/cells-updater/state.json");
-    sb.sh(&format!("dpkg -i {inside}"));
+    // A real upgrade: the same build repacked as 0.1.1-1, installed over 0.1.0-1.
+    sb.sh(&format!(
+        "rm -rf /tmp/next && dpkg-deb -R {inside} /tmp/next \\
+         && sed -i 's/^Version: .*/Version: 0.1.1-1/' /tmp/next/DEBIAN/control \\
+         && dpkg-deb -b /tmp/next /tmp/cells-updater_0.1.1-1.deb >/dev/null \\
+         && dpkg -i /tmp/cells-updater_0.1.1-1.deb"
+    ));
+    assert_eq!(
+        sb.sh("dpkg-query -W -f='${Version}' cells-updater").trim(),
+        "0.1.1-1"
+    );
     assert!(
         sb.sh("cat /etc/cells-updater/config.toml")
             .contains("auto = \"patch\""),
