@@ -67,6 +67,23 @@ fn publish_slow(env: &StageEnv, version: &str) -> Vec<u8> {
     bytes
 }
 
+/// Calls Stage(version) with busctl; returns the job's path.
+fn start_stage(bus: &PrivateBus, version: &str) -> String {
+    bus.busctl_json(&[
+        "call",
+        DEST,
+        MANAGER,
+        MANAGER_IFACE,
+        "Stage",
+        "sa{sv}",
+        version,
+        "0",
+    ])["data"][0]
+        .as_str()
+        .expect("an object path")
+        .to_string()
+}
+
 fn job_state(bus: &PrivateBus, path: &str) -> String {
     bus.busctl_json(&["get-property", DEST, path, JOB_IFACE, "State"])["data"]
         .as_str()
@@ -137,19 +154,7 @@ fn introspection_lists_every_member_of_the_contract() {
     }
     // The Job interface, on a real job.
     publish_slow(&env, "4.4.5");
-    let job = bus.busctl_json(&[
-        "call",
-        DEST,
-        MANAGER,
-        MANAGER_IFACE,
-        "Stage",
-        "sa{sv}",
-        "4.4.5",
-        "0",
-    ])["data"][0]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let job = start_stage(&bus, "4.4.5");
     assert_eq!(job, "/com/pydio/CellsUpdater1/job/1");
     let j = members(&bus, &job, JOB_IFACE);
     assert!(j
@@ -198,19 +203,7 @@ fn check_then_stage_reports_progress_busy_and_job_finished() {
     assert_eq!(bus.manager_prop("InstalledVersion"), "4.4.2");
 
     let monitor = Monitor::start(&bus);
-    let job = bus.busctl_json(&[
-        "call",
-        DEST,
-        MANAGER,
-        MANAGER_IFACE,
-        "Stage",
-        "sa{sv}",
-        "4.4.5",
-        "0",
-    ])["data"][0]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let job = start_stage(&bus, "4.4.5");
     let second = bus.gdbus(
         None,
         MANAGER,
@@ -493,19 +486,7 @@ fn job_cancel_stops_a_download_and_leaves_nothing_staged() {
         false,
     );
     let monitor = Monitor::start(&bus);
-    let job = bus.busctl_json(&[
-        "call",
-        DEST,
-        MANAGER,
-        MANAGER_IFACE,
-        "Stage",
-        "sa{sv}",
-        "4.4.5",
-        "0",
-    ])["data"][0]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let job = start_stage(&bus, "4.4.5");
     wait_until(Duration::from_secs(10), "bytes to arrive", || {
         bus.busctl_json(&["get-property", DEST, &job, JOB_IFACE, "BytesDone"])["data"]
             .as_u64()
@@ -558,19 +539,7 @@ fn finished_jobs_are_held_until_sixteen_newer_exist() {
     let mut jobs = Vec::new();
     for _ in 0..17 {
         // After the first, staging 4.4.5 again is a no-op: quick jobs, one after the other.
-        let job = bus.busctl_json(&[
-            "call",
-            DEST,
-            MANAGER,
-            MANAGER_IFACE,
-            "Stage",
-            "sa{sv}",
-            "4.4.5",
-            "0",
-        ])["data"][0]
-            .as_str()
-            .unwrap()
-            .to_string();
+        let job = start_stage(&bus, "4.4.5");
         wait_until(Duration::from_secs(20), "the job to end", || {
             job_state(&bus, &job) != "running"
         });

@@ -43,6 +43,15 @@ fn dict_str(d: &Dict, key: &str) -> Result<Option<String>> {
     }
 }
 
+/// The version argument of Stage and Update: `""` means the newest allowed.
+fn requested_version(v: &str) -> Result<Option<CellsVersion>> {
+    if v.is_empty() {
+        Ok(None)
+    } else {
+        CellsVersion::parse(v).map(Some)
+    }
+}
+
 fn dict_bool(d: &Dict, key: &str) -> Result<Option<bool>> {
     match d.get(key) {
         None => Ok(None),
@@ -535,11 +544,7 @@ impl ManagerIface {
         let s = &self.shared;
         s.authorize(&hdr, Action::Stage).await?;
         only_keys(&options, &[])?;
-        let wanted = if version.is_empty() {
-            None
-        } else {
-            Some(CellsVersion::parse(&version)?)
-        };
+        let wanted = requested_version(&version)?;
         let (path, cancel) = s.begin_job("stage", &version, Action::Stage).await?;
         tokio::spawn(
             s.clone()
@@ -618,11 +623,7 @@ impl ManagerIface {
         let s = &self.shared;
         s.authorize(&hdr, Action::Apply).await?;
         let opts = apply_options(&s.cfg, &options, false)?;
-        let wanted = if version.is_empty() {
-            None
-        } else {
-            Some(CellsVersion::parse(&version)?)
-        };
+        let wanted = requested_version(&version)?;
         let (path, cancel) = s.begin_job("update", &version, Action::Apply).await?;
         tokio::spawn(
             s.clone()
