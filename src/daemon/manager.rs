@@ -11,7 +11,7 @@ use crate::policy::{self, Assessed};
 use crate::stage::{Cancel, FdMetadata, Progress, Release, StagePhase};
 use crate::state::Lifecycle;
 use crate::update_server::{self, UpdateRequest};
-use crate::version::CellsVersion;
+use crate::version::{CellsVersion, VersionFloor};
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
@@ -138,10 +138,11 @@ impl Shared {
         ]
     }
 
-    /// Asks the update server and judges every offer. Updates `AvailableVersions` and
-    /// `LastCheck`, and announces new allowed versions.
+    /// Asks the update server and judges every offer against `floor` (the caller has just
+    /// probed the installed binary; it is not probed twice).
     async fn check_now(
         &self,
+        floor: &VersionFloor,
         package: Option<String>,
         channel: Option<String>,
     ) -> Result<Vec<Assessed>> {
@@ -150,7 +151,6 @@ impl Shared {
             None => self.package().await,
         };
         let channel = channel.unwrap_or_else(|| self.cfg.channel.clone());
-        let floor = self.floor().await?;
         let installed = floor
             .installed
             .as_ref()
@@ -172,7 +172,7 @@ impl Shared {
         let bad = self.store.lock().await.get().bad_versions.clone();
         let ctx = policy::Context {
             package: &package,
-            floor: &floor,
+            floor,
             bad: &bad,
             max_binary_size: self.cfg.max_binary_size,
         };
@@ -199,17 +199,6 @@ impl Shared {
             .into_iter()
             .filter(|v| !before.contains(v))
             .collect())
-    }
-
-    /// Runs a stage job to its end.
-    async fn stage_job(
-        self: Arc<Self>,
-        path: OwnedObjectPath,
-        source: StageSource,
-        cancel: Cancel,
-    ) {
-        let outcome = self.clone().stage_work(&path, source, &cancel).await;
-        self.conclude(&path, outcome, Some(Lifecycle::Staged)).await;
     }
 
     async fn stage_work(
@@ -300,7 +289,7 @@ impl Shared {
         let floor = self.floor().await?;
         let manifest = match source {
             StageSource::Server(wanted) => {
-                let assessed = self.check_now(None, None).await?;
+                let assessed = self.check_now(&floor, None, None).await?;
                 let new = self.record_check(&assessed).await?;
                 self.announce(&new).await;
                 let chosen = choose(&assessed, wanted.as_ref(), &self.cfg.server_url)?;
@@ -440,6 +429,7 @@ fn apply_options(
 
 /// What a mutating job does.
 enum Work {
+    Stage(StageSource),
     Apply(ApplyOptions),
     Update(Option<CellsVersion>, ApplyOptions),
     Rollback,
@@ -447,15 +437,32 @@ enum Work {
 }
 
 impl Shared {
-    /// Runs an apply, update or rollback job to its end and records it.
-    async fn apply_job(self: Arc<Self>, path: OwnedObjectPath, work: Work, cancel: Cancel) {
+    /// Creates a job of `kind` (the single mutating-job slot) and runs `work` in it; returns
+    /// the job's path at once.
+    async fn launch(
+        self: &Arc<Self>,
+        kind: &str,
+        label: &str,
+        action: Action,
+        work: Work,
+    ) -> Result<OwnedObjectPath> {
+        let (path, cancel) = self.begin_job(kind, label, action).await?;
+        tokio::spawn(self.clone().run_job(path.clone(), work, cancel));
+        Ok(path)
+    }
+
+    /// Runs a job to its end and records it.
+    async fn run_job(self: Arc<Self>, path: OwnedObjectPath, work: Work, cancel: Cancel) {
         let iface = match self.conn() {
             Ok(c) => c.object_server().interface::<_, job::Job>(&path).await.ok(),
             Err(_) => None,
         };
+        // A Stage job comes to rest in `staged`; the others say where they end themselves.
+        let success = matches!(work, Work::Stage(_)).then_some(Lifecycle::Staged);
         let outcome = match iface {
             None => Err(Error::Busy("job object vanished".into())),
             Some(iface) => match work {
+                Work::Stage(source) => self.clone().stage_work(&path, source, &cancel).await,
                 Work::Apply(o) => self.apply_work(&iface, &o).await,
                 Work::Rollback => self.rollback_work(&iface).await,
                 Work::Enterprise(key, v, o) => self.enterprise_work(&iface, &key, v, o).await,
@@ -474,7 +481,7 @@ impl Shared {
                 }
             },
         };
-        self.conclude(&path, outcome, None).await;
+        self.conclude(&path, outcome, success).await;
     }
 }
 
@@ -513,7 +520,10 @@ impl ManagerIface {
             idle && store.get().state.is_resting() && store.transition(Lifecycle::Checking).is_ok()
         };
         s.publish().await;
-        let result = s.check_now(package, channel).await;
+        let result = match s.floor().await {
+            Ok(floor) => s.check_now(&floor, package, channel).await,
+            Err(e) => Err(e),
+        };
         let new = match &result {
             Ok(a) => s.record_check(a).await.unwrap_or_default(),
             Err(_) => Vec::new(),
@@ -545,12 +555,13 @@ impl ManagerIface {
         s.authorize(&hdr, Action::Stage).await?;
         only_keys(&options, &[])?;
         let wanted = requested_version(&version)?;
-        let (path, cancel) = s.begin_job("stage", &version, Action::Stage).await?;
-        tokio::spawn(
-            s.clone()
-                .stage_job(path.clone(), StageSource::Server(wanted), cancel),
-        );
-        Ok(path)
+        Ok(s.launch(
+            "stage",
+            &version,
+            Action::Stage,
+            Work::Stage(StageSource::Server(wanted)),
+        )
+        .await?)
     }
 
     /// The same as Stage, for a binary the caller passes as a file descriptor.
@@ -584,12 +595,14 @@ impl ManagerIface {
         crate::trust::decode_checksum(&meta.checksum)?;
         crate::trust::decode_b64("Signature", &meta.signature)?;
         let file = std::fs::File::from(std::os::fd::OwnedFd::from(binary));
-        let (path, cancel) = s.begin_job("stage", &meta.version, Action::Stage).await?;
-        tokio::spawn(
-            s.clone()
-                .stage_job(path.clone(), StageSource::File(file, meta), cancel),
-        );
-        Ok(path)
+        let label = meta.version.clone();
+        Ok(s.launch(
+            "stage",
+            &label,
+            Action::Stage,
+            Work::Stage(StageSource::File(file, meta)),
+        )
+        .await?)
     }
 
     /// Swaps the staged binary in, restarts, health-checks, rolls back on failure.
@@ -608,9 +621,8 @@ impl ManagerIface {
             )
             .into());
         }
-        let (path, cancel) = s.begin_job("apply", &staged, Action::Apply).await?;
-        tokio::spawn(s.clone().apply_job(path.clone(), Work::Apply(opts), cancel));
-        Ok(path)
+        Ok(s.launch("apply", &staged, Action::Apply, Work::Apply(opts))
+            .await?)
     }
 
     /// Stage then Apply in one job (what the timer uses).
@@ -624,12 +636,13 @@ impl ManagerIface {
         s.authorize(&hdr, Action::Apply).await?;
         let opts = apply_options(&s.cfg, &options, false)?;
         let wanted = requested_version(&version)?;
-        let (path, cancel) = s.begin_job("update", &version, Action::Apply).await?;
-        tokio::spawn(
-            s.clone()
-                .apply_job(path.clone(), Work::Update(wanted, opts), cancel),
-        );
-        Ok(path)
+        Ok(s.launch(
+            "update",
+            &version,
+            Action::Apply,
+            Work::Update(wanted, opts),
+        )
+        .await?)
     }
 
     /// Puts the previous binary back and restarts.
@@ -648,9 +661,10 @@ impl ManagerIface {
             )
             .into());
         }
-        let (path, cancel) = s.begin_job("rollback", &previous, Action::Apply).await?;
-        tokio::spawn(s.clone().apply_job(path.clone(), Work::Rollback, cancel));
-        Ok(path)
+        Ok(
+            s.launch("rollback", &previous, Action::Apply, Work::Rollback)
+                .await?,
+        )
     }
 
     /// Writes the Enterprise key to `<CELLS_WORKING_DIR>/pydio-license`, owned by the Cells user.
@@ -679,13 +693,13 @@ impl ManagerIface {
         let opts = apply_options(&s.cfg, &options, true)?;
         let version = opts.version.clone();
         let label = version.as_ref().map(|v| v.to_string()).unwrap_or_default();
-        let (path, cancel) = s.begin_job("enterprise", &label, Action::Apply).await?;
-        tokio::spawn(s.clone().apply_job(
-            path.clone(),
+        Ok(s.launch(
+            "enterprise",
+            &label,
+            Action::Apply,
             Work::Enterprise(key, version, opts),
-            cancel,
-        ));
-        Ok(path)
+        )
+        .await?)
     }
 
     /// Jobs still held (running and recently finished).
