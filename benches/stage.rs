@@ -1,7 +1,8 @@
 //! Staging benchmark: stage a 512 MiB signed binary from a loopback HTTP server, and in the
 //! same run measure the baselines on the same file and server:
 //!   curl -o; openssl dgst -sha256; curl + sha256sum + openssl dgst -verify.
-//! Each command runs as a child process; wall time and peak RSS come from wait4(2).
+//! Each command runs as a child process; wall time and peak RSS come from wait4(2) (which
+//! folds in the descendants it waited for: the network and probe helpers).
 //! Run: `cargo bench --bench stage` (as root: the probe drops to `nobody`).
 //! Env: BENCH_MIB (default 512), BENCH_RUNS (default 3).
 
@@ -64,7 +65,6 @@ fn median(cmd: impl Fn() -> Command, before: impl Fn(), runs: usize) -> Measure 
 }
 
 fn child_stage() {
-    use cells_updater::probe::ProbeSettings;
     use cells_updater::stage::{Cancel, Release, Stager, StagingArea};
     use cells_updater::trust::{decode_b64, decode_checksum, TrustedKeys};
     let var = |k: &str| std::env::var(k).unwrap_or_else(|_| panic!("{k}"));
@@ -73,35 +73,36 @@ fn child_stage() {
         .build()
         .unwrap();
     rt.block_on(async {
+        let state = cells_updater::dirfd::root_dir(
+            Path::new(&var("BENCH_STATE")),
+            Some(0o700),
+            cells_updater::Error::SwapFailed,
+        )
+        .unwrap();
+        let url = reqwest::Url::parse(&var("BENCH_URL")).unwrap();
+        // The production path: bytes from the network helper through a pipe.
         let stager = Stager {
-            area: StagingArea::new(Path::new(&var("BENCH_STATE"))),
+            area: StagingArea::open(&state).unwrap(),
             keys: TrustedKeys::load_files(&[PathBuf::from(var("BENCH_KEY"))]).unwrap(),
-            probe: ProbeSettings::default(),
+            runner: fork_runner(),
+            server: cells_updater::update_server::ServerSettings {
+                url: format!("{}/", url.origin().ascii_serialization()),
+                timeout: Duration::from_secs(30),
+                proxy: Default::default(),
+            },
             max_binary_size: 1 << 30,
+            min_rate: 64 << 10,
         };
         let release = Release {
             version: cells_updater::version::CellsVersion::parse("9.9.9").unwrap(),
             package: "PydioHome".into(),
-            url: reqwest::Url::parse(&var("BENCH_URL")).unwrap(),
+            url,
             checksum: decode_checksum(&var("BENCH_SUM")).unwrap(),
             signature: decode_b64("sig", &var("BENCH_SIG")).unwrap(),
             size: var("BENCH_SIZE").parse().unwrap(),
         };
-        let http = cells_updater::update_server::http_client(
-            &cells_updater::update_server::HttpSettings {
-                proxy: None,
-                timeout: Duration::from_secs(30),
-            },
-        )
-        .unwrap();
         stager
-            .stage_release(
-                &http,
-                &release,
-                &Default::default(),
-                &mut |_| {},
-                &Cancel::new(),
-            )
+            .stage_release(&release, &Default::default(), &mut |_| {}, &Cancel::new())
             .await
             .expect("stage");
     });
@@ -266,7 +267,7 @@ fn main() {
         ("openssl dgst -sha256", &sha),
         ("curl + sha256sum + openssl dgst -verify", &pipeline),
         (
-            "cells-updater stage (download+hash+verify+fsync+probe)",
+            "cells-updater stage (helper download+pipe+hash+verify+fsync+probe)",
             &ours,
         ),
     ] {

@@ -25,9 +25,11 @@ pub enum AutoPolicy {
 }
 
 /// What Apply does when the new version does not come up.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum OnFailure {
     /// Put the previous binary back and restart.
+    #[default]
     Rollback,
     /// Leave the new binary in place.
     Keep,
@@ -69,6 +71,8 @@ pub struct Config {
     pub timeout: Duration,
     /// `[server] max_binary_size`.
     pub max_binary_size: u64,
+    /// `[server] min_download_rate`, bytes per second.
+    pub min_download_rate: u64,
     /// `[policy] auto`.
     pub auto: AutoPolicy,
     /// `[policy] on_failure`.
@@ -108,6 +112,7 @@ impl Default for Config {
             proxy: None,
             timeout: Duration::from_secs(60),
             max_binary_size: 1 << 30,
+            min_download_rate: 64 << 10,
             auto: AutoPolicy::None,
             on_failure: OnFailure::Rollback,
             capabilities: CapabilityPolicy::Preserve,
@@ -149,6 +154,7 @@ struct ServerSection {
     proxy: Option<String>,
     timeout: Option<String>,
     max_binary_size: Option<i64>,
+    min_download_rate: Option<i64>,
 }
 
 #[derive(Deserialize)]
@@ -260,6 +266,15 @@ impl Config {
                 }
                 self.max_binary_size = v as u64;
             }
+            if let Some(v) = s.min_download_rate {
+                if v < 1024 {
+                    return Err(bad(
+                        "[server] min_download_rate",
+                        format!("{v} must be at least 1024 (bytes per second)"),
+                    ));
+                }
+                self.min_download_rate = v as u64;
+            }
         }
         if let Some(p) = doc.policy {
             if let Some(v) = p.auto {
@@ -350,6 +365,17 @@ impl Config {
     /// The state directory, under the root prefix.
     pub fn state_dir(&self) -> PathBuf {
         self.path(&self.state_dir)
+    }
+
+    /// Where and how the update server is asked.
+    pub fn server_settings(&self) -> crate::update_server::ServerSettings {
+        crate::update_server::ServerSettings {
+            url: self.server_url.clone(),
+            timeout: self.timeout,
+            proxy: crate::net::ProxySettings {
+                proxy: self.proxy.clone(),
+            },
+        }
     }
 
     /// The trusted keys directory, under the root prefix.
@@ -546,6 +572,7 @@ mod dist_tests {
             "proxy",
             "timeout",
             "max_binary_size",
+            "min_download_rate",
             "auto",
             "on_failure",
             "capabilities",

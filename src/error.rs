@@ -4,86 +4,91 @@
 /// Prefix of every D-Bus error name this service returns.
 pub const ERROR_PREFIX: &str = "com.pydio.CellsUpdater1.Error.";
 
-/// Every failure cells-updater reports. The message says what happened and what to do.
-#[derive(Debug, thiserror::Error, Clone, PartialEq, Eq)]
-pub enum Error {
-    #[error("{0}")]
-    NotAuthorized(String),
-    #[error("{0}")]
-    Busy(String),
-    #[error("{0}")]
-    InvalidArgument(String),
-    #[error("{0}")]
-    NoSuchVersion(String),
-    #[error("{0}")]
-    Downgrade(String),
-    #[error("{0}")]
-    ServerError(String),
-    #[error("{0}")]
-    DownloadFailed(String),
-    #[error("{0}")]
-    ChecksumMismatch(String),
-    #[error("{0}")]
-    SignatureInvalid(String),
-    #[error("{0}")]
-    NoTrustedKey(String),
-    #[error("{0}")]
-    WrongArchitecture(String),
-    #[error("{0}")]
-    VersionMismatch(String),
-    #[error("{0}")]
-    NothingStaged(String),
-    #[error("{0}")]
-    DiskFull(String),
-    #[error("{0}")]
-    SwapFailed(String),
-    #[error("{0}")]
-    UnitFailed(String),
-    #[error("{0}")]
-    RollbackFailed(String),
-    #[error("{0}")]
-    Cancelled(String),
-    #[error("{0}")]
-    LicenseRejected(String),
+/// Calls `$m!` with every error name of the contract, in the contract's order. The list is
+/// written once; the library enum, the D-Bus enum and the name table are made from it.
+#[macro_export]
+#[doc(hidden)]
+macro_rules! for_each_error {
+    ($m:ident) => {
+        $m!(
+            NotAuthorized,
+            Busy,
+            InvalidArgument,
+            NoSuchVersion,
+            Downgrade,
+            ServerError,
+            DownloadFailed,
+            ChecksumMismatch,
+            SignatureInvalid,
+            NoTrustedKey,
+            WrongArchitecture,
+            VersionMismatch,
+            NothingStaged,
+            DiskFull,
+            SwapFailed,
+            UnitFailed,
+            RollbackFailed,
+            Cancelled,
+            LicenseRejected,
+            UnsafePath,
+            NotCancellable,
+            Held,
+            FleetHalted,
+            FleetUnavailable
+        );
+    };
 }
+
+macro_rules! library_errors {
+    ($($name:ident),*) => {
+        /// Every failure cells-updater reports. The message says what happened and what to do.
+        #[derive(Debug, thiserror::Error, Clone, PartialEq, Eq)]
+        pub enum Error {
+            $(
+                #[doc = concat!("`", stringify!($name), "`")]
+                #[error("{0}")]
+                $name(String),
+            )*
+        }
+
+        /// Every short error name, in the contract's order.
+        pub const ERROR_NAMES: &[&str] = &[$(stringify!($name)),*];
+
+        impl Error {
+            /// The short name, e.g. `ChecksumMismatch`.
+            pub fn name(&self) -> &'static str {
+                match self {
+                    $(Error::$name(_) => stringify!($name),)*
+                }
+            }
+
+            /// The message alone.
+            pub fn message(&self) -> String {
+                match self {
+                    $(Error::$name(m) => m.clone(),)*
+                }
+            }
+
+            /// The error called `name` (short or full D-Bus name) with `message`; an unknown
+            /// name (from a helper process of another version) becomes `InvalidArgument`.
+            pub fn from_name(name: &str, message: String) -> Error {
+                match name.strip_prefix(ERROR_PREFIX).unwrap_or(name) {
+                    $(stringify!($name) => Error::$name(message),)*
+                    other => Error::InvalidArgument(format!("{other}: {message}")),
+                }
+            }
+        }
+    };
+}
+for_each_error!(library_errors);
 
 /// Library result type.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 impl Error {
-    /// The short name, e.g. `ChecksumMismatch`.
-    pub fn name(&self) -> &'static str {
-        match self {
-            Error::NotAuthorized(_) => "NotAuthorized",
-            Error::Busy(_) => "Busy",
-            Error::InvalidArgument(_) => "InvalidArgument",
-            Error::NoSuchVersion(_) => "NoSuchVersion",
-            Error::Downgrade(_) => "Downgrade",
-            Error::ServerError(_) => "ServerError",
-            Error::DownloadFailed(_) => "DownloadFailed",
-            Error::ChecksumMismatch(_) => "ChecksumMismatch",
-            Error::SignatureInvalid(_) => "SignatureInvalid",
-            Error::NoTrustedKey(_) => "NoTrustedKey",
-            Error::WrongArchitecture(_) => "WrongArchitecture",
-            Error::VersionMismatch(_) => "VersionMismatch",
-            Error::NothingStaged(_) => "NothingStaged",
-            Error::DiskFull(_) => "DiskFull",
-            Error::SwapFailed(_) => "SwapFailed",
-            Error::UnitFailed(_) => "UnitFailed",
-            Error::RollbackFailed(_) => "RollbackFailed",
-            Error::Cancelled(_) => "Cancelled",
-            Error::LicenseRejected(_) => "LicenseRejected",
-        }
-    }
-
     /// The full D-Bus error name, e.g. `com.pydio.CellsUpdater1.Error.ChecksumMismatch`.
     pub fn dbus_name(&self) -> String {
         format!("{ERROR_PREFIX}{}", self.name())
-    }
-
-    /// The message alone.
-    pub fn message(&self) -> String {
-        self.to_string()
     }
 
     /// Maps an I/O failure during a step: a full disk becomes `DiskFull`, anything else the
@@ -111,6 +116,18 @@ mod tests {
             "com.pydio.CellsUpdater1.Error.ChecksumMismatch"
         );
         assert_eq!(e.message(), "x");
+        for name in ERROR_NAMES {
+            let e = Error::from_name(name, "m".into());
+            assert_eq!(e.name(), *name);
+            assert_eq!(
+                Error::from_name(&format!("{ERROR_PREFIX}{name}"), "m".into()),
+                e
+            );
+        }
+        assert_eq!(
+            Error::from_name("Nope", "m".into()).name(),
+            "InvalidArgument"
+        );
     }
 
     #[test]

@@ -1,31 +1,25 @@
-//! The atomic swap (invariants I1, I2, I4): the new binary is written to a temporary file in
-//! the target's own directory, fsynced, given owner root:root, mode 0755 and its file
-//! capabilities through the descriptor, hashed again, then renamed over the target; the
-//! directory is fsynced after. At every instant the target is the old or the new binary.
-//! Previous binaries are kept, with their capabilities, for Rollback.
+//! The atomic swap (invariants I1, I2, I4, I9) and the kept binaries for Rollback.
+//!
+//! The new binary is copied into a temporary file created exclusively in the target's own
+//! directory (opened and checked through [`crate::dirfd`]), fsynced, given owner root:root,
+//! mode 0755 and its file capabilities through the descriptor, hashed again through the same
+//! descriptor, then renamed over the target; the directory is fsynced after. At every instant
+//! the target is the old or the new binary. Everything here blocks: the daemon calls it off
+//! its async runtime.
 
+use crate::dirfd::{self, Dir, Owners};
 use crate::error::{Error, Result};
 use crate::fcaps::{self, FileCaps};
-use crate::stage::sync_dir;
 use crate::trust::{self, Sha256Digest};
 use serde::{Deserialize, Serialize};
-use std::fs::{self, File, OpenOptions};
-use std::io::{Read, Write};
+use std::fs::File;
+use std::io::Write;
 use std::os::fd::AsFd;
-use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
-/// Suffix of the temporary file next to the target.
-pub const TEMP_SUFFIX: &str = ".cells-updater-new";
-
-/// The temporary file used while swapping `target`.
-pub fn temp_path(target: &Path) -> PathBuf {
-    let name = target
-        .file_name()
-        .map(|n| n.to_string_lossy().to_string())
-        .unwrap_or_default();
-    target.with_file_name(format!(".{name}{TEMP_SUFFIX}"))
-}
+/// Read size when hashing and copying.
+const CHUNK: usize = 256 * 1024;
 
 fn swap_err(e: &std::io::Error, what: &str) -> Error {
     Error::from_io(e, what, |m| {
@@ -33,145 +27,210 @@ fn swap_err(e: &std::io::Error, what: &str) -> Error {
     })
 }
 
-/// SHA-256 of a file.
-pub fn sha256_file(path: &Path) -> std::io::Result<Sha256Digest> {
-    Ok(trust::sha256_reader(File::open(path)?)?.0)
+/// The directory and file name of the binary a unit runs.
+#[derive(Debug)]
+pub struct BinaryDir {
+    /// The checked directory.
+    pub dir: Dir,
+    /// The binary's file name in it.
+    pub name: String,
+    /// Directories made root's by this opening (adoption), top-down.
+    pub adopted: Vec<PathBuf>,
+    /// Directories that a mutating call would adopt (when opened without adopting).
+    pub adoptable: Vec<PathBuf>,
 }
 
-/// What a binary on disk is: its hash and file capabilities.
+/// Opens the directory of `binary` as a checked chain (I9). Directories owned by `cells_uid`
+/// are adopted (made root's) when `adopt`; any other unsafe link is `UnsafePath`.
+pub fn open_binary_dir(binary: &Path, cells_uid: Option<u32>, adopt: bool) -> Result<BinaryDir> {
+    let (parent, name) = match (binary.parent(), binary.file_name().and_then(|n| n.to_str())) {
+        (Some(p), Some(n)) => (p, n.to_string()),
+        _ => {
+            return Err(Error::SwapFailed(format!(
+                "{} is not a path to a file",
+                binary.display()
+            )))
+        }
+    };
+    let owners = cells_uid.map_or(Owners::Root, Owners::Adoptable);
+    let mut chain = dirfd::open_chain(parent, owners, None, Error::SwapFailed)?;
+    let (adopted, adoptable) = if adopt {
+        (chain.adopt(Error::SwapFailed)?, Vec::new())
+    } else {
+        (Vec::new(), chain.adoptable())
+    };
+    Ok(BinaryDir {
+        dir: chain.dir,
+        name,
+        adopted,
+        adoptable,
+    })
+}
+
+/// What a binary on disk is, read through one descriptor: its hash, size and capabilities.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct OnDisk {
-    /// SHA-256 of the file.
+    /// SHA-256 of the contents.
     pub sha256: Sha256Digest,
+    /// Size in bytes.
+    pub size: u64,
     /// Its file capabilities.
     pub caps: Option<FileCaps>,
 }
 
-/// Reads the hash and capabilities of `path`.
-pub fn inspect(path: &Path) -> Result<OnDisk> {
-    let f =
-        File::open(path).map_err(|e| swap_err(&e, &format!("cannot open {}", path.display())))?;
-    let caps = fcaps::get(f.as_fd()).map_err(|e| {
-        swap_err(
-            &e,
-            &format!("cannot read the capabilities of {}", path.display()),
-        )
-    })?;
-    let (sha256, _) = trust::sha256_reader(&f)
-        .map_err(|e| swap_err(&e, &format!("cannot read {}", path.display())))?;
-    Ok(OnDisk { sha256, caps })
-}
-
-/// Puts `source` at `target` atomically with `caps`, owner root:root and mode 0755; the copy
-/// must hash to `expected`. `before_rename` runs once the temporary file is complete (a
-/// failpoint in tests).
-pub fn swap(
-    source: &Path,
-    expected: &Sha256Digest,
-    target: &Path,
-    caps: Option<&FileCaps>,
-    before_rename: impl FnOnce(),
-) -> Result<()> {
-    let dir = target
-        .parent()
-        .ok_or_else(|| Error::SwapFailed(format!("{} has no directory", target.display())))?;
-    let size = fs::metadata(source)
-        .map_err(|e| swap_err(&e, &format!("cannot read {}", source.display())))?
-        .len();
-    check_space(dir, size)?;
-    let tmp = temp_path(target);
-    let _ = fs::remove_file(&tmp);
-    let result = (|| -> Result<()> {
-        let mut out = OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o700)
-            .custom_flags(libc::O_NOFOLLOW)
-            .open(&tmp)
-            .map_err(|e| swap_err(&e, &format!("cannot create {}", tmp.display())))?;
-        let mut src = File::open(source)
-            .map_err(|e| swap_err(&e, &format!("cannot open {}", source.display())))?;
-        copy(&mut src, &mut out)
-            .map_err(|e| swap_err(&e, &format!("cannot write {}", tmp.display())))?;
-        out.sync_all()
-            .map_err(|e| swap_err(&e, "cannot fsync the new binary"))?;
-        if nix::unistd::geteuid().is_root() {
-            nix::unistd::fchown(
-                std::os::fd::AsRawFd::as_raw_fd(&out),
-                Some(nix::unistd::Uid::from_raw(0)),
-                Some(nix::unistd::Gid::from_raw(0)),
-            )
-            .map_err(|e| {
-                Error::SwapFailed(format!("cannot make the new binary root-owned: {e}"))
-            })?;
-        }
-        out.set_permissions(fs::Permissions::from_mode(0o755))
-            .map_err(|e| swap_err(&e, "cannot chmod the new binary"))?;
-        // Capabilities go on the inode before it becomes visible (a chown clears them, so last).
-        fcaps::set(out.as_fd(), caps)
-            .map_err(|e| swap_err(&e, "cannot set the new binary's file capabilities"))?;
-        out.sync_all()
-            .map_err(|e| swap_err(&e, "cannot fsync the new binary"))?;
-        // The copy placed next to the target is hashed again, through a fresh read of that inode.
-        let check = File::open(&tmp).map_err(|e| swap_err(&e, "cannot reopen the new binary"))?;
-        let (a, b) = (out.metadata(), check.metadata());
-        if !matches!((a, b), (Ok(a), Ok(b)) if a.ino() == b.ino() && a.dev() == b.dev()) {
-            return Err(Error::SwapFailed(
-                "the temporary file was replaced while it was written".into(),
-            ));
-        }
-        let (got, _) = trust::sha256_reader(check)
-            .map_err(|e| swap_err(&e, "cannot re-read the new binary"))?;
-        if &got != expected {
-            return Err(Error::ChecksumMismatch(format!(
-                "the copy next to {} hashes to {}, not {}; nothing was installed",
-                target.display(),
-                trust::encode_checksum(&got),
-                trust::encode_checksum(expected)
-            )));
-        }
-        before_rename();
-        fs::rename(&tmp, target)
-            .map_err(|e| swap_err(&e, &format!("cannot rename over {}", target.display())))?;
-        sync_dir(dir);
-        Ok(())
-    })();
-    if result.is_err() {
-        let _ = fs::remove_file(&tmp);
-        sync_dir(dir);
-    }
-    result
-}
-
-fn copy(src: &mut File, out: &mut File) -> std::io::Result<u64> {
-    let mut buf = vec![0u8; 256 * 1024];
-    let mut total = 0;
+/// SHA-256 of everything in `f`, read with `pread` from offset 0 (the descriptor's offset is
+/// left alone).
+pub fn hash_file(f: &File) -> std::io::Result<(Sha256Digest, u64)> {
+    use sha2::{Digest, Sha256};
+    let mut hasher = Sha256::new();
+    let mut buf = vec![0u8; CHUNK];
+    let mut off = 0u64;
     loop {
-        let n = match src.read(&mut buf) {
-            Ok(0) => return Ok(total),
+        let n = match f.read_at(&mut buf, off) {
+            Ok(0) => break,
             Ok(n) => n,
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
             Err(e) => return Err(e),
         };
-        out.write_all(&buf[..n])?;
-        total += n as u64;
+        hasher.update(&buf[..n]);
+        off += n as u64;
     }
+    Ok((hasher.finalize().into(), off))
 }
 
-fn check_space(dir: &Path, size: u64) -> Result<()> {
-    let st = nix::sys::statvfs::statvfs(dir).map_err(|e| {
-        Error::SwapFailed(format!("cannot read free space of {}: {e}", dir.display()))
+/// Hash, size and capabilities of an open file.
+pub fn inspect(f: &File, what: &str) -> Result<OnDisk> {
+    let caps = fcaps::get(f.as_fd())
+        .map_err(|e| swap_err(&e, &format!("cannot read the capabilities of {what}")))?;
+    let (sha256, size) = hash_file(f).map_err(|e| swap_err(&e, &format!("cannot read {what}")))?;
+    Ok(OnDisk { sha256, size, caps })
+}
+
+/// Opens `name` in `dir` (a regular file, never through a link) and inspects it.
+pub fn open_and_inspect(dir: &Dir, name: &str) -> Result<(File, OnDisk)> {
+    let what = dir.path().join(name).display().to_string();
+    let opened = dir
+        .open_file(name)
+        .map_err(|e| swap_err(&e, &format!("cannot open {what}")))?;
+    let on_disk = inspect(&opened.file, &what)?;
+    Ok((opened.file, on_disk))
+}
+
+fn check_space(dir: &Dir, size: u64) -> Result<()> {
+    let st = nix::sys::statvfs::fstatvfs(dir.as_fd()).map_err(|e| {
+        Error::SwapFailed(format!(
+            "cannot read free space of {}: {e}",
+            dir.path().display()
+        ))
     })?;
     let free = st.blocks_available() as u64 * st.fragment_size() as u64;
     if free < size + (1 << 20) {
         return Err(Error::DiskFull(format!(
             "installing needs {} MiB in {} but only {} MiB are free; free some space",
             (size + (1 << 20)).div_ceil(1 << 20),
-            dir.display(),
+            dir.path().display(),
             free >> 20
         )));
     }
     Ok(())
+}
+
+/// Copies all of `src` to `out` (kernel-side with `copy_file_range` where it can).
+fn copy_all(src: &File, out: &File) -> std::io::Result<u64> {
+    let mut total = 0u64;
+    let mut off_in = 0i64;
+    loop {
+        match nix::fcntl::copy_file_range(src, Some(&mut off_in), out, None, 1 << 30) {
+            Ok(0) => return Ok(total),
+            Ok(n) => total += n as u64,
+            Err(nix::errno::Errno::EINTR) => continue,
+            Err(
+                nix::errno::Errno::EXDEV | nix::errno::Errno::ENOSYS | nix::errno::Errno::EINVAL,
+            ) if total == 0 => break,
+            Err(e) => return Err(e.into()),
+        }
+    }
+    // Fallback: plain reads and writes.
+    let mut buf = vec![0u8; CHUNK];
+    let mut w = out;
+    loop {
+        let n = match src.read_at(&mut buf, total) {
+            Ok(0) => return Ok(total),
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
+        w.write_all(&buf[..n])?;
+        total += n as u64;
+    }
+}
+
+/// Puts the contents of `src` at `dir/name` atomically with `caps`, owner root:root and mode
+/// 0755; the copy must hash to `expected` (it is hashed again through its own descriptor).
+/// `before_rename` runs once the temporary file is complete (a failpoint in tests).
+pub fn install(
+    src: &File,
+    expected: &Sha256Digest,
+    dir: &Dir,
+    name: &str,
+    caps: Option<&FileCaps>,
+    before_rename: impl FnOnce(),
+) -> Result<()> {
+    let target = dir.path().join(name);
+    let size = src
+        .metadata()
+        .map_err(|e| swap_err(&e, "cannot read the new binary"))?
+        .len();
+    check_space(dir, size)?;
+    let temp = dir.temp_for(name, 0o700).map_err(|e| {
+        swap_err(
+            &e,
+            &format!("cannot create a temporary file beside {}", target.display()),
+        )
+    })?;
+    copy_all(src, &temp.file)
+        .map_err(|e| swap_err(&e, &format!("cannot write beside {}", target.display())))?;
+    temp.file
+        .sync_all()
+        .map_err(|e| swap_err(&e, "cannot fsync the new binary"))?;
+    if nix::unistd::geteuid().is_root() {
+        nix::unistd::fchown(
+            temp.file.as_fd(),
+            Some(nix::unistd::Uid::from_raw(0)),
+            Some(nix::unistd::Gid::from_raw(0)),
+        )
+        .map_err(|e| Error::SwapFailed(format!("cannot make the new binary root-owned: {e}")))?;
+    }
+    nix::sys::stat::fchmod(
+        temp.file.as_fd(),
+        nix::sys::stat::Mode::from_bits_truncate(0o755),
+    )
+    .map_err(|e| Error::SwapFailed(format!("cannot chmod the new binary: {e}")))?;
+    // Capabilities go on the inode before it becomes visible (a chown clears them, so last).
+    fcaps::set(temp.file.as_fd(), caps)
+        .map_err(|e| swap_err(&e, "cannot set the new binary's file capabilities"))?;
+    temp.file
+        .sync_all()
+        .map_err(|e| swap_err(&e, "cannot fsync the new binary"))?;
+    let (got, _) =
+        hash_file(&temp.file).map_err(|e| swap_err(&e, "cannot re-read the new binary"))?;
+    if &got != expected {
+        return Err(Error::ChecksumMismatch(format!(
+            "the copy next to {} hashes to {}, not {}; nothing was installed",
+            target.display(),
+            trust::encode_checksum(&got),
+            trust::encode_checksum(expected)
+        )));
+    }
+    before_rename();
+    temp.commit(name)
+        .map_err(|e| swap_err(&e, &format!("cannot rename over {}", target.display())))
+}
+
+/// Removes the temporary file a crashed swap may have left beside `name`.
+pub fn clean_temp(dir: &Dir, name: &str) -> bool {
+    dir.remove(&format!(".{name}{}", dirfd::TEMP_SUFFIX))
+        .unwrap_or(false)
 }
 
 /// A kept binary, for Rollback.
@@ -192,152 +251,203 @@ pub struct Backup {
 
 /// `<state>/backups`: one directory per version with `cells` (capabilities kept) and
 /// `backup.json`.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct Backups {
-    dir: PathBuf,
+    dir: Dir,
 }
 
+const BACKUP_BINARY: &str = "cells";
+const BACKUP_RECORD: &str = "backup.json";
+
 impl Backups {
-    /// The backups of a state directory.
-    pub fn new(state_dir: &Path) -> Self {
-        Backups {
-            dir: state_dir.join("backups"),
+    /// The backups directory of the state directory (made when missing).
+    pub fn open(state: &Dir) -> Result<Backups> {
+        let dir = state
+            .subdir("backups", Some(0o700))
+            .map_err(|e| swap_err(&e, "cannot open the backups directory"))?;
+        Ok(Backups { dir })
+    }
+
+    /// Where the kept binary of `version` lives (for messages).
+    pub fn path_of(&self, version: &str) -> PathBuf {
+        self.dir.path().join(version).join(BACKUP_BINARY)
+    }
+
+    /// The record and the open binary of `version`'s backup, if complete and intact.
+    pub fn get(&self, version: &str) -> Option<(Backup, File)> {
+        let vdir = self.dir.subdir(version, None).ok()?;
+        let record: Backup =
+            serde_json::from_slice(&vdir.read(BACKUP_RECORD, 1 << 16).ok()??).ok()?;
+        let opened = vdir.open_file(BACKUP_BINARY).ok()?;
+        let (sha, _) = hash_file(&opened.file).ok()?;
+        (trust::encode_checksum(&sha) == record.sha256).then_some((record, opened.file))
+    }
+
+    /// Keeps a copy of the open binary `old` (installed at `path`, reporting `version`, of
+    /// `package`), hashing what it copies; its capabilities come from the same descriptor.
+    pub fn keep(
+        &self,
+        old: &File,
+        version: &str,
+        path: &Path,
+        package: &str,
+    ) -> Result<(Backup, OnDisk)> {
+        use sha2::{Digest, Sha256};
+        let caps = fcaps::get(old.as_fd())
+            .map_err(|e| swap_err(&e, "cannot read the installed binary's capabilities"))?;
+        let vdir = self
+            .dir
+            .subdir(version, Some(0o700))
+            .map_err(|e| swap_err(&e, "cannot create the backup directory"))?;
+        let size = old.metadata().map(|m| m.len()).unwrap_or(0);
+        check_space(&vdir, size)?;
+        let mut temp = vdir
+            .temp_for(BACKUP_BINARY, 0o700)
+            .map_err(|e| swap_err(&e, "cannot create the backup"))?;
+        let mut hasher = Sha256::new();
+        let mut buf = vec![0u8; CHUNK];
+        let mut off = 0u64;
+        loop {
+            let n = match old.read_at(&mut buf, off) {
+                Ok(0) => break,
+                Ok(n) => n,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(swap_err(&e, "cannot read the installed binary")),
+            };
+            hasher.update(&buf[..n]);
+            temp.file
+                .write_all(&buf[..n])
+                .map_err(|e| swap_err(&e, "cannot write the backup"))?;
+            off += n as u64;
         }
-    }
-
-    /// Directory of one version's backup.
-    pub fn version_dir(&self, version: &str) -> PathBuf {
-        self.dir.join(version)
-    }
-
-    /// The kept binary of `version`.
-    pub fn binary(&self, version: &str) -> PathBuf {
-        self.version_dir(version).join("cells")
-    }
-
-    /// The record of `version`'s backup, if complete.
-    pub fn get(&self, version: &str) -> Option<Backup> {
-        let b: Backup =
-            serde_json::from_slice(&fs::read(self.version_dir(version).join("backup.json")).ok()?)
-                .ok()?;
-        let on_disk = inspect(&self.binary(version)).ok()?;
-        (trust::encode_checksum(&on_disk.sha256) == b.sha256).then_some(b)
-    }
-
-    /// Keeps a copy of the binary at `path` (reporting `version`, of `package`) with its
-    /// capabilities.
-    pub fn keep(&self, path: &Path, version: &str, package: &str) -> Result<Backup> {
-        let current = inspect(path)?;
-        if let Some(b) = self.get(version) {
-            if b.sha256 == trust::encode_checksum(&current.sha256)
-                && b.path == path.display().to_string()
-            {
-                return Ok(b);
-            }
-        }
-        let vdir = self.version_dir(version);
-        let _ = fs::remove_dir_all(&vdir);
-        fs::DirBuilder::new()
-            .recursive(true)
-            .create(&vdir)
-            .map_err(|e| swap_err(&e, &format!("cannot create {}", vdir.display())))?;
-        let _ = fs::set_permissions(&self.dir, fs::Permissions::from_mode(0o700));
-        swap(
-            path,
-            &current.sha256,
-            &self.binary(version),
-            current.caps.as_ref(),
-            || {},
-        )?;
+        let sha256: Sha256Digest = hasher.finalize().into();
+        nix::sys::stat::fchmod(
+            temp.file.as_fd(),
+            nix::sys::stat::Mode::from_bits_truncate(0o755),
+        )
+        .map_err(|e| Error::SwapFailed(format!("cannot chmod the backup: {e}")))?;
+        fcaps::set(temp.file.as_fd(), caps.as_ref())
+            .map_err(|e| swap_err(&e, "cannot keep the backup's capabilities"))?;
+        temp.file
+            .sync_all()
+            .map_err(|e| swap_err(&e, "cannot fsync the backup"))?;
+        temp.commit(BACKUP_BINARY)
+            .map_err(|e| swap_err(&e, "cannot put the backup in place"))?;
         let record = Backup {
             version: version.to_string(),
             path: path.display().to_string(),
-            sha256: trust::encode_checksum(&current.sha256),
-            caps: current.caps.map_or_else(String::new, |c| c.to_string()),
+            sha256: trust::encode_checksum(&sha256),
+            caps: caps.map_or_else(String::new, |c| c.to_string()),
             package: package.to_string(),
         };
         let json =
             serde_json::to_vec_pretty(&record).map_err(|e| Error::SwapFailed(e.to_string()))?;
-        crate::stage::write_synced(&vdir.join("backup.json"), &json)
+        vdir.write_atomic(BACKUP_RECORD, &json, 0o600)
             .map_err(|e| swap_err(&e, "cannot record the backup"))?;
-        sync_dir(&self.dir);
-        Ok(record)
+        self.dir.sync();
+        Ok((
+            record,
+            OnDisk {
+                sha256,
+                size: off,
+                caps,
+            },
+        ))
     }
 
     /// Removes backups beyond the newest `keep` (by version), never those in `protect`.
     pub fn prune(&self, keep: usize, protect: &[&str]) {
-        let mut versions: Vec<crate::version::CellsVersion> = fs::read_dir(&self.dir)
-            .into_iter()
-            .flatten()
-            .flatten()
-            .filter_map(|e| crate::version::CellsVersion::parse(e.file_name().to_str()?).ok())
+        let mut versions: Vec<crate::version::CellsVersion> = self
+            .dir
+            .entries()
+            .unwrap_or_default()
+            .iter()
+            .filter_map(|e| crate::version::CellsVersion::parse(e).ok())
             .collect();
         versions.sort();
         let n = versions.len();
         for v in versions.into_iter().take(n.saturating_sub(keep)) {
             let s = v.to_string();
             if !protect.contains(&s.as_str()) {
-                let _ = fs::remove_dir_all(self.version_dir(&s));
+                let _ = self.dir.remove_tree(&s);
             }
         }
-        sync_dir(&self.dir);
+        self.dir.sync();
     }
-}
-
-/// Removes temporary files a crashed swap may have left next to `target`.
-pub fn clean_temp(target: &Path) -> bool {
-    let tmp = temp_path(target);
-    let existed = tmp.exists();
-    if existed {
-        let _ = fs::remove_file(&tmp);
-        if let Some(dir) = target.parent() {
-            sync_dir(dir);
-        }
-    }
-    existed
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::io::Read;
+    use std::os::unix::fs::PermissionsExt;
 
     #[test]
-    fn swap_replaces_atomically_and_checks_the_hash() {
-        let dir = tempfile::tempdir().unwrap();
-        let target = dir.path().join("cells");
-        let source = dir.path().join("new");
-        fs::write(&target, b"old").unwrap();
-        fs::write(&source, b"new binary").unwrap();
+    fn install_replaces_atomically_and_checks_the_hash() {
+        let t = tempfile::tempdir().unwrap();
+        let dir = dirfd::root_dir(t.path(), None, Error::SwapFailed).unwrap();
+        std::fs::write(t.path().join("cells"), b"old").unwrap();
+        let src_path = t.path().join("new");
+        std::fs::write(&src_path, b"new binary").unwrap();
+        let src = File::open(&src_path).unwrap();
         let good = trust::sha256_reader(&b"new binary"[..]).unwrap().0;
         let bad = trust::sha256_reader(&b"other"[..]).unwrap().0;
 
-        let err = swap(&source, &bad, &target, None, || {}).unwrap_err();
+        let err = install(&src, &bad, &dir, "cells", None, || {}).unwrap_err();
         assert_eq!(err.name(), "ChecksumMismatch");
-        assert_eq!(fs::read(&target).unwrap(), b"old");
-        assert!(!temp_path(&target).exists());
+        assert_eq!(std::fs::read(t.path().join("cells")).unwrap(), b"old");
+        assert!(!t.path().join(".cells.cells-updater-new").exists());
 
         let mut saw_temp = false;
-        swap(&source, &good, &target, None, || {
-            saw_temp = temp_path(&target).exists()
+        install(&src, &good, &dir, "cells", None, || {
+            saw_temp = t.path().join(".cells.cells-updater-new").exists()
         })
         .unwrap();
         assert!(
             saw_temp,
             "the new bytes sit in the temporary file before the rename"
         );
-        assert_eq!(fs::read(&target).unwrap(), b"new binary");
         assert_eq!(
-            fs::metadata(&target).unwrap().permissions().mode() & 0o777,
-            0o755
+            std::fs::read(t.path().join("cells")).unwrap(),
+            b"new binary"
         );
-        assert!(!temp_path(&target).exists());
+        let mode = std::fs::metadata(t.path().join("cells"))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o755);
+        let mut names: Vec<_> = std::fs::read_dir(t.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        names.sort();
+        assert_eq!(names, ["cells", "new"]);
     }
 
     #[test]
-    fn temp_file_sits_beside_the_target() {
-        assert_eq!(
-            temp_path(Path::new("/opt/pydio/bin/cells")),
-            Path::new("/opt/pydio/bin/.cells.cells-updater-new")
-        );
+    fn a_backup_is_what_was_hashed() {
+        let t = tempfile::tempdir().unwrap();
+        let state = dirfd::root_dir(t.path(), None, Error::SwapFailed).unwrap();
+        let old_path = t.path().join("old");
+        std::fs::write(&old_path, b"old binary").unwrap();
+        let old = File::open(&old_path).unwrap();
+        let backups = Backups::open(&state).unwrap();
+        let (b, on_disk) = backups
+            .keep(
+                &old,
+                "4.4.2",
+                Path::new("/opt/pydio/bin/cells"),
+                "PydioHome",
+            )
+            .unwrap();
+        assert_eq!(b.sha256, trust::encode_checksum(&on_disk.sha256));
+        let (got, mut f) = backups.get("4.4.2").unwrap();
+        assert_eq!(got, b);
+        let mut bytes = Vec::new();
+        f.read_to_end(&mut bytes).unwrap();
+        assert_eq!(bytes, b"old binary");
+        // A damaged copy is not offered.
+        std::fs::write(backups.path_of("4.4.2"), b"tampered").unwrap();
+        assert!(backups.get("4.4.2").is_none());
     }
 }

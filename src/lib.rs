@@ -1,35 +1,47 @@
 //! cells-updater: the privileged half of updating Pydio Cells.
 //!
 //! Modules, one responsibility each:
+//! - [`cancel`]: a job's cancel token (cancellable until the swap begins).
+//! - [`cells_config`]: Cells' own update settings in `pydio.json` (read as the Cells user).
 //! - [`config`]: `/etc/cells-updater/config.toml` + `config.d/*.toml`, defaults, root prefix.
 //! - [`daemon`]: the bus name, Manager and Job objects, authorization, jobs, sd-notify, idle exit.
+//! - [`dirfd`]: file work as root through directory descriptors, never following links (I9).
 //! - [`error`]: typed errors, one per D-Bus error name of the contract.
 //! - [`failpoint`]: named crash points for the recovery tests (cargo feature `failpoints`).
 //! - [`fcaps`]: file capabilities (the `security.capability` xattr), set and read through an fd.
+//! - [`helper`]: helper processes with lesser rights (probe, network, the Cells user's files).
 //! - [`install`]: the atomic swap and the kept binaries for Rollback.
 //! - [`license`]: the Enterprise license file.
 //! - [`log`]: journal entries with fields under systemd, stderr otherwise.
+//! - [`net`]: the download rules and the HTTP client the network helper uses.
 //! - [`policy`]: which offered releases are allowed, and what `check --auto` may install.
-//! - [`probe`]: ELF check and the isolated `version` run of a staged binary.
+//! - [`probe`]: ELF check and the `version` run of a Cells binary, in the probe helper.
 //! - [`stage`]: download or copy into the staging area, verified while streaming.
 //! - [`state`]: the persisted lifecycle state machine and the apply journal.
-//! - [`systemd`]: unit facts, restart and health, drop-ins, over systemd's D-Bus API.
+//! - [`systemd`]: unit facts, restart and health, drop-ins, transient units, over D-Bus.
+//! - [`text`]: outside text made inert before it reaches sd_notify, the journal or a terminal.
 //! - [`trust`]: trusted keys (RSA PKCS#1/SPKI, EC P-256), checksum and signature checks.
-//! - [`update_server`]: the Cells update-server client (wire types, check).
+//! - [`update_server`]: the Cells update-server protocol (wire types, check).
 //! - [`version`]: Cells version parsing, ordering and the no-downgrade floor.
+pub mod cancel;
+pub mod cells_config;
 pub mod config;
 pub mod daemon;
+pub mod dirfd;
 pub mod error;
 pub mod failpoint;
 pub mod fcaps;
+pub mod helper;
 pub mod install;
 pub mod license;
 pub mod log;
+pub mod net;
 pub mod policy;
 pub mod probe;
 pub mod stage;
 pub mod state;
 pub mod systemd;
+pub mod text;
 pub mod trust;
 pub mod update_server;
 pub mod version;

@@ -3,7 +3,7 @@
 
 use crate::config::AutoPolicy;
 use crate::stage::Release;
-use crate::update_server::{goarch, Package, GOOS};
+use crate::update_server::{goarch, Package, PackageStatus, GOOS};
 use crate::version::{CellsVersion, VersionFloor};
 
 /// What is known locally when judging an offer.
@@ -13,10 +13,12 @@ pub struct Context<'a> {
     pub package: &'a str,
     /// Versions a release must beat.
     pub floor: &'a VersionFloor,
-    /// Versions marked bad after a failed start.
+    /// Releases marked bad after a failed start (see [`is_bad`]).
     pub bad: &'a [String],
     /// `[server] max_binary_size`.
     pub max_binary_size: u64,
+    /// The configured server URL (the download rules are relative to it).
+    pub server_url: &'a str,
 }
 
 /// One offered package with the verdict.
@@ -28,16 +30,18 @@ pub struct Assessed {
     pub version: Option<CellsVersion>,
     /// True when it may be staged.
     pub allowed: bool,
-    /// Why not: `invalid`, `wrong package`, `wrong os`, `wrong arch`, `too large`,
-    /// `downgrade`, `bad`; `""` when allowed.
+    /// Why not: `invalid`, `not-released`, `wrong package`, `wrong os`, `wrong arch`,
+    /// `too large`, `downgrade`, `bad`; `""` when allowed.
     pub reason: String,
 }
 
 /// Judges one offer.
 pub fn assess(p: &Package, ctx: &Context<'_>) -> Assessed {
     let version = CellsVersion::parse(&p.version).ok();
-    let reason = if version.is_none() || Release::from_package(p).is_err() {
+    let reason = if version.is_none() || Release::from_package(p, ctx.server_url).is_err() {
         "invalid"
+    } else if p.status != PackageStatus::Released {
+        "not-released"
     } else if !p.package_name.is_empty() && p.package_name != ctx.package {
         "wrong package"
     } else if !p.binary_os.is_empty() && p.binary_os != GOOS {
@@ -46,11 +50,10 @@ pub fn assess(p: &Package, ctx: &Context<'_>) -> Assessed {
         "wrong arch"
     } else if p.binary_size as u64 > ctx.max_binary_size {
         "too large"
-    } else if version.as_ref().is_some_and(|v| {
-        ctx.bad
-            .iter()
-            .any(|b| CellsVersion::parse(b).is_ok_and(|b| b == *v))
-    }) {
+    } else if version
+        .as_ref()
+        .is_some_and(|v| is_bad(ctx.bad, ctx.package, v))
+    {
         // Before "downgrade": a release that failed here is also below the highest-ever
         // version, and "bad" is what the admin needs to know.
         "bad"
@@ -68,6 +71,21 @@ pub fn assess(p: &Package, ctx: &Context<'_>) -> Assessed {
         allowed: reason.is_empty(),
         reason: reason.to_string(),
     }
+}
+
+/// The bad-list entry of `version` of `package`: `PydioHome:4.4.6`.
+pub fn bad_entry(package: &str, version: &str) -> String {
+    format!("{package}:{version}")
+}
+
+/// True when `version` of `package` failed its health check here. An entry names the
+/// package (`PydioEnterprise:4.4.2`: the Home build of the same version stays usable); an
+/// entry without one (older state files) holds for every package.
+pub fn is_bad(bad: &[String], package: &str, version: &CellsVersion) -> bool {
+    bad.iter().any(|b| {
+        let (pkg, v) = b.split_once(':').unwrap_or((package, b));
+        pkg == package && CellsVersion::parse(v).is_ok_and(|b| b == *version)
+    })
 }
 
 /// Allowed versions, ascending, without duplicates.
@@ -123,20 +141,46 @@ mod tests {
     fn every_offer_gets_a_reason() {
         let floor = VersionFloor {
             installed: Some(v("4.4.2")),
-            highest: Some(v("4.4.2")),
+            committed: Some(v("4.4.2")),
         };
-        let bad = vec!["4.4.7".to_string()];
+        let bad = vec![
+            "PydioHome:4.4.7".to_string(),
+            "PydioEnterprise:4.4.8".to_string(),
+        ];
         let ctx = Context {
             package: "PydioHome",
             floor: &floor,
             bad: &bad,
             max_binary_size: 1000,
+            server_url: "https://updatecells.pydio.com/",
         };
         let rows = [
             (pkg("4.4.5"), ""),
             (pkg("4.4.1"), "downgrade"),
             (pkg("4.4.7"), "bad"),
+            (pkg("4.4.8"), ""),
             (pkg("latest"), "invalid"),
+            (
+                Package {
+                    status: PackageStatus::Draft,
+                    ..pkg("4.4.5")
+                },
+                "not-released",
+            ),
+            (
+                Package {
+                    status: PackageStatus::Pending,
+                    ..pkg("4.4.5")
+                },
+                "not-released",
+            ),
+            (
+                Package {
+                    binary_url: "file:///etc/shadow".into(),
+                    ..pkg("4.4.5")
+                },
+                "invalid",
+            ),
             (
                 Package {
                     package_name: "PydioEnterprise".into(),

@@ -1,36 +1,16 @@
-//! Probing a staged binary before it may be installed (invariant I3): its ELF header must
-//! match this machine, and run unprivileged, with an empty environment, no network and a
-//! timeout, `version -f '{{.Version}}'` must print exactly the advertised version.
+//! Probing a Cells binary (invariant I3): its ELF header must match this machine, and run in
+//! the probe helper (unprivileged, empty environment, no network, a timeout, capped output),
+//! `version -f '{{.Version}}'` must print exactly the advertised version. The same probe tells
+//! which version and edition the installed binary is.
 
 use crate::error::{Error, Result};
+use crate::helper::{child, Input, Rights, Runner, Task};
+use crate::text;
 use crate::version::CellsVersion;
+use serde::Deserialize;
 use std::fs::File;
-use std::os::fd::AsRawFd;
 use std::os::unix::fs::FileExt;
-use std::process::Stdio;
 use std::time::Duration;
-use tokio::io::AsyncReadExt;
-
-/// How the version probe runs.
-#[derive(Debug, Clone)]
-pub struct ProbeSettings {
-    /// Unprivileged user the probe runs as (when the daemon is root).
-    pub user: String,
-    /// Longest the probe may run.
-    pub timeout: Duration,
-    /// Most bytes of output read.
-    pub max_output: usize,
-}
-
-impl Default for ProbeSettings {
-    fn default() -> Self {
-        ProbeSettings {
-            user: "nobody".into(),
-            timeout: Duration::from_secs(10),
-            max_output: 4096,
-        }
-    }
-}
 
 /// This machine's ELF identity: class, data encoding, `e_machine`.
 fn host_elf() -> (u8, u8, u16) {
@@ -119,165 +99,94 @@ pub fn check_elf(file: &File) -> Result<()> {
     Ok(())
 }
 
-/// Runs the binary open as `file` with `version -f '{{.Version}}'` and checks it reports
-/// `expected`. The binary is executed through its descriptor (`/proc/self/fd/N`), so the
-/// staging directory can stay root-only and nothing is re-opened by path.
-pub async fn check_version(
-    file: &File,
-    expected: &CellsVersion,
-    settings: &ProbeSettings,
-) -> Result<()> {
+/// What one run of a probed binary gave.
+#[derive(Debug, Clone, Deserialize)]
+pub struct ProbeOutput {
+    /// Exit code; `None` when killed by a signal.
+    pub code: Option<i32>,
+    /// Standard output (at most 4 KiB).
+    pub stdout: String,
+    /// True when it printed more than that.
+    #[serde(default)]
+    pub truncated: bool,
+    /// Standard error (at most 4 KiB).
+    #[serde(default)]
+    pub stderr: String,
+}
+
+/// Runs the binary open as `file` with `args` in the probe helper (a dynamic user with no
+/// network under systemd; see [`crate::helper`]). The binary is passed as a descriptor and
+/// executed from it: nothing is re-opened by path, and the staging directory stays root-only.
+pub async fn run(runner: &Runner, file: &File, args: &[&str]) -> Result<ProbeOutput> {
+    let dup = file
+        .try_clone()
+        .map_err(|e| Error::VersionMismatch(format!("cannot pass the binary to the probe: {e}")))?;
+    let task = Task {
+        command: "probe",
+        args: args.iter().map(|a| a.to_string()).collect(),
+        rights: Rights::Sandbox,
+        input: Input::File(dup),
+        timeout: child::PROBE_TIMEOUT + Duration::from_secs(10),
+        env: Vec::new(),
+    };
+    let value = runner.run(task).await?;
+    serde_json::from_value(value)
+        .map_err(|e| Error::VersionMismatch(format!("the probe's answer is malformed: {e}")))
+}
+
+/// Runs `version -f '{{.Version}}'` of the binary open as `file`; returns what it printed.
+pub async fn report_version(runner: &Runner, file: &File) -> Result<String> {
+    let out = run(runner, file, &["version", "-f", "{{.Version}}"]).await?;
+    if out.truncated {
+        return Err(Error::VersionMismatch(format!(
+            "the binary printed more than {} bytes for `version`; it is not a Cells binary",
+            child::PROBE_OUTPUT
+        )));
+    }
+    if out.code != Some(0) {
+        return Err(Error::VersionMismatch(format!(
+            "the binary's `version` failed ({}): {}",
+            out.code
+                .map_or("killed".to_string(), |c| format!("exit code {c}")),
+            text::one_line(out.stderr.trim(), 300)
+        )));
+    }
+    Ok(out.stdout.trim().to_string())
+}
+
+/// The edition label: `version -f '{{.PackageLabel}}'`, else the first line of `version`;
+/// `""` when neither says anything.
+pub async fn report_label(runner: &Runner, file: &File) -> Result<String> {
+    let out = run(runner, file, &["version", "-f", "{{.PackageLabel}}"]).await?;
+    let label = out.stdout.trim();
+    if out.code == Some(0) && !label.is_empty() && !out.truncated {
+        return Ok(text::one_line(label, 200));
+    }
+    let out = run(runner, file, &["version"]).await?;
+    Ok(out
+        .stdout
+        .lines()
+        .next()
+        .map(|l| text::one_line(l.trim(), 200))
+        .unwrap_or_default())
+}
+
+/// Checks the ELF header of `file`, then that it reports exactly `expected`.
+pub async fn check_version(runner: &Runner, file: &File, expected: &CellsVersion) -> Result<()> {
     check_elf(file)?;
-    let reported = report_version(file, settings).await?;
+    let reported = report_version(runner, file).await?;
+    let shown = text::one_line(&reported, 100);
     let parsed = CellsVersion::parse(&reported).map_err(|_| {
         Error::VersionMismatch(format!(
-            "the binary reports {reported:?}, not a version; it is not the advertised Cells \
+            "the binary reports {shown:?}, not a version; it is not the advertised Cells \
              {expected}"
         ))
     })?;
-    if parsed != *expected || reported.trim_start_matches('v') != expected.to_string() {
+    if parsed != *expected {
         return Err(Error::VersionMismatch(format!(
-            "the binary reports version {reported} but {expected} was advertised; an old \
+            "the binary reports version {shown} but {expected} was advertised; an old \
              signed binary may be served under a new version number, so it is refused"
         )));
-    }
-    Ok(())
-}
-
-/// Identity the probe switches to (resolved before fork: lookups are not fork-safe).
-#[derive(Clone, Copy)]
-enum Isolation {
-    /// Running as root: new network namespace, then drop to uid/gid.
-    DropTo(libc::uid_t, libc::gid_t),
-    /// Running unprivileged: new user + network namespace.
-    UserNs,
-}
-
-/// Runs `version -f '{{.Version}}'` of the binary open as `file`, isolated; returns what it printed.
-pub async fn report_version(file: &File, settings: &ProbeSettings) -> Result<String> {
-    let isolation = if nix::unistd::geteuid().is_root() {
-        let user = nix::unistd::User::from_name(&settings.user)
-            .ok()
-            .flatten()
-            .ok_or_else(|| {
-                Error::InvalidArgument(format!(
-                    "the probe user {:?} does not exist; set [daemon] probe_user",
-                    settings.user
-                ))
-            })?;
-        if user.uid.is_root() {
-            return Err(Error::InvalidArgument(
-                "the probe user must not be root; set [daemon] probe_user".into(),
-            ));
-        }
-        Isolation::DropTo(user.uid.as_raw(), user.gid.as_raw())
-    } else {
-        Isolation::UserNs
-    };
-    let exe = format!("/proc/self/fd/{}", file.as_raw_fd());
-    let mut cmd = tokio::process::Command::new(&exe);
-    cmd.arg0("cells")
-        .args(["version", "-f", "{{.Version}}"])
-        .env_clear()
-        .current_dir("/")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .process_group(0)
-        .kill_on_drop(true);
-    // SAFETY: the closure only makes async-signal-safe system calls (unshare, prctl,
-    // setgroups, setresgid, setresuid) and allocates nothing.
-    unsafe {
-        cmd.pre_exec(move || isolate(isolation));
-    }
-    let mut child = cmd.spawn().map_err(|e| {
-        Error::VersionMismatch(format!("cannot run the binary's `version` command: {e}"))
-    })?;
-    let pid = child.id();
-    let (Some(mut out), Some(mut err)) = (child.stdout.take(), child.stderr.take()) else {
-        return Err(Error::VersionMismatch("probe pipes missing".into()));
-    };
-    let cap = settings.max_output as u64;
-    let work = async {
-        let mut stdout = Vec::new();
-        let mut stderr = Vec::new();
-        let mut out_limited = (&mut out).take(cap + 1);
-        let mut err_limited = (&mut err).take(cap);
-        let (a, b, status) = tokio::join!(
-            out_limited.read_to_end(&mut stdout),
-            err_limited.read_to_end(&mut stderr),
-            child.wait()
-        );
-        a.and(b).and(status.map(|s| (s, stdout, stderr)))
-    };
-    let result = tokio::time::timeout(settings.timeout, work).await;
-    // Whatever happened, nothing the probe started may outlive it.
-    if let Some(pid) = pid {
-        let _ = nix::sys::signal::killpg(
-            nix::unistd::Pid::from_raw(pid as i32),
-            nix::sys::signal::Signal::SIGKILL,
-        );
-    }
-    let (status, stdout, stderr) = match result {
-        Err(_) => {
-            return Err(Error::VersionMismatch(format!(
-                "the binary did not answer `version` within {} s; it is not a working \
-                 Cells binary",
-                settings.timeout.as_secs()
-            )))
-        }
-        Ok(Err(e)) => {
-            return Err(Error::VersionMismatch(format!(
-                "the version probe failed: {e}"
-            )))
-        }
-        Ok(Ok(r)) => r,
-    };
-    if stdout.len() as u64 > cap {
-        return Err(Error::VersionMismatch(format!(
-            "the staged binary printed more than {cap} bytes for `version`; it is not a Cells binary"
-        )));
-    }
-    if !status.success() {
-        let detail = String::from_utf8_lossy(&stderr);
-        return Err(Error::VersionMismatch(format!(
-            "the staged binary's `version` failed ({status}): {}",
-            detail.trim()
-        )));
-    }
-    Ok(String::from_utf8_lossy(&stdout).trim().to_string())
-}
-
-fn isolate(isolation: Isolation) -> std::io::Result<()> {
-    let check = |r: libc::c_int| {
-        if r == -1 {
-            Err(std::io::Error::last_os_error())
-        } else {
-            Ok(())
-        }
-    };
-    // SAFETY: plain system calls on this (child) process.
-    unsafe {
-        check(libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0))?;
-        // No setuid bit or file capability of the probed binary may grant anything.
-        check(libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0))?;
-        match isolation {
-            Isolation::DropTo(uid, gid) => {
-                // With CAP_SYS_ADMIN a plain network namespace; without it (the hardened unit
-                // does not grant it) drop first, then a user + network namespace, which needs
-                // no capability.
-                let netns = libc::unshare(libc::CLONE_NEWNET) == 0;
-                check(libc::setgroups(0, std::ptr::null()))?;
-                check(libc::setresgid(gid, gid, gid))?;
-                check(libc::setresuid(uid, uid, uid))?;
-                if !netns {
-                    check(libc::unshare(libc::CLONE_NEWUSER | libc::CLONE_NEWNET))?;
-                }
-            }
-            Isolation::UserNs => {
-                check(libc::unshare(libc::CLONE_NEWUSER | libc::CLONE_NEWNET))?;
-            }
-        }
     }
     Ok(())
 }

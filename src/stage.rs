@@ -1,30 +1,40 @@
 //! Staging: bring one release into `<state>/staged/<version>/` and prove it genuine before it
-//! counts as staged (invariants I2, I3, I6, I8).
+//! counts as staged (invariants I2, I3, I6, I8, I9).
 //!
-//! Layout under the staging directory (root-owned, mode 0700):
+//! Layout under the staging directory (root-owned, mode 0700, reached through descriptors):
 //! - `.work/<version>/binary.part` + `source.json`: a download in progress; kept after a
-//!   network interruption so the next attempt resumes with a `Range` request.
+//!   network interruption so the next attempt resumes with a `Range` request. Only the newest
+//!   partial is kept.
 //! - `<version>/cells` + `manifest.json`: a staged release. The directory appears by one
 //!   rename, after checksum, signature and probe passed, so a manifest is never partial.
+//!
+//! The bytes come from the network helper (the daemon opens no socket) through a pipe, or
+//! from a descriptor a caller passed; either way they are hashed while they are written.
 
+pub use crate::cancel::Cancel;
+use crate::dirfd::Dir;
 use crate::error::{Error, Result};
-use crate::probe::{self, ProbeSettings};
+use crate::helper::protocol::Frame;
+use crate::helper::{Input, Rights, Runner, Task};
+use crate::net::{FetchRequest, FetchStart, INTERRUPTED};
+use crate::probe;
 use crate::trust::{self, Sha256Digest, TrustedKeys};
-use crate::update_server::{error_chain, Package};
+use crate::update_server::{Package, ServerSettings};
 use crate::version::{CellsVersion, VersionFloor};
-use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
-use std::fs::{self, File, OpenOptions};
-use std::io::{Read, Write};
-use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsExt};
-use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::fs::File;
+use std::io::{Read, Seek, Write};
+use std::os::fd::AsFd;
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 /// Name of the staged binary inside its version directory.
 pub const BINARY_NAME: &str = "cells";
+const PART: &str = "binary.part";
+const SOURCE: &str = "source.json";
+const MANIFEST: &str = "manifest.json";
+const WORK: &str = ".work";
 /// Room kept free beyond the binary itself (manifest, journal, filesystem slack).
 const SPACE_MARGIN: u64 = 1 << 20;
 /// Read size for files and the depth of the download→writer queue (bounds memory).
@@ -38,7 +48,7 @@ pub struct Release {
     pub version: CellsVersion,
     /// `PydioHome` or `PydioEnterprise`.
     pub package: String,
-    /// Where the binary is downloaded from.
+    /// Where the binary is downloaded from (checked against the download rules).
     pub url: reqwest::Url,
     /// Advertised SHA-256 of the whole binary.
     pub checksum: Sha256Digest,
@@ -49,19 +59,11 @@ pub struct Release {
 }
 
 impl Release {
-    /// Checks the form of a package: a Cells version, an http(s) URL, a 32-byte checksum, a
-    /// signature and a size.
-    pub fn from_package(p: &Package) -> Result<Release> {
+    /// Checks the form of a package offered by the server at `server_url`: a Cells version, a
+    /// `BinaryURL` that follows the download rules, a 32-byte checksum, a signature, a size.
+    pub fn from_package(p: &Package, server_url: &str) -> Result<Release> {
         let version = CellsVersion::parse(&p.version)?;
-        let url = reqwest::Url::parse(&p.binary_url)
-            .ok()
-            .filter(|u| matches!(u.scheme(), "http" | "https"))
-            .ok_or_else(|| {
-                Error::ServerError(format!(
-                    "release {version} has no usable BinaryURL ({:?})",
-                    p.binary_url
-                ))
-            })?;
+        let url = crate::net::check_binary_url(&p.binary_url, server_url)?;
         let checksum = trust::decode_checksum(&p.binary_checksum)?;
         let signature = trust::decode_b64("the signature", &p.binary_signature)
             .map_err(|e| Error::SignatureInvalid(e.message()))?;
@@ -142,38 +144,10 @@ pub struct Progress {
     pub total: u64,
 }
 
-/// Shared cancel flag: set by `Job.Cancel()`, checked between chunks.
-#[derive(Debug, Clone, Default)]
-pub struct Cancel(Arc<AtomicBool>);
-
-impl Cancel {
-    /// A fresh, unset flag.
-    pub fn new() -> Self {
-        Self::default()
-    }
-    /// Asks the work to stop.
-    pub fn cancel(&self) {
-        self.0.store(true, Ordering::SeqCst);
-    }
-    /// True once cancelled.
-    pub fn is_cancelled(&self) -> bool {
-        self.0.load(Ordering::SeqCst)
-    }
-    fn check(&self) -> Result<()> {
-        if self.is_cancelled() {
-            Err(Error::Cancelled(
-                "staging was cancelled; nothing was staged".into(),
-            ))
-        } else {
-            Ok(())
-        }
-    }
-}
-
-/// The staging directory.
+/// The staging directory, held open.
 #[derive(Debug, Clone)]
 pub struct StagingArea {
-    dir: PathBuf,
+    dir: Arc<Dir>,
 }
 
 #[derive(Serialize, Deserialize, PartialEq)]
@@ -183,78 +157,59 @@ struct Source {
     size: u64,
 }
 
+fn io_fail(what: String) -> impl Fn(std::io::Error) -> Error {
+    move |e| Error::from_io(&e, &what, Error::DownloadFailed)
+}
+
 impl StagingArea {
-    /// The staging area of a state directory: `<state>/staged`.
-    pub fn new(state_dir: &Path) -> Self {
-        StagingArea {
-            dir: state_dir.join("staged"),
-        }
+    /// The staging area of a state directory: `<state>/staged` (made when missing, 0700).
+    pub fn open(state: &Dir) -> Result<Self> {
+        let dir = state
+            .subdir("staged", Some(0o700))
+            .map_err(io_fail("cannot prepare the staging directory".into()))?;
+        dir.subdir(WORK, Some(0o700))
+            .map_err(io_fail("cannot prepare the staging work directory".into()))?;
+        Ok(StagingArea { dir: Arc::new(dir) })
     }
 
-    /// The staging directory.
-    pub fn dir(&self) -> &Path {
-        &self.dir
+    /// The staging directory's path (messages).
+    pub fn path(&self) -> &std::path::Path {
+        self.dir.path()
     }
 
-    /// Creates the directory (and `.work`) with mode 0700, owned by this process's user; an
-    /// existing one owned by someone else is refused.
-    pub fn ensure(&self) -> Result<()> {
-        for d in [self.dir.clone(), self.dir.join(".work")] {
-            let fail = |e: std::io::Error| {
-                Error::from_io(
-                    &e,
-                    &format!("cannot prepare {}", d.display()),
-                    Error::DownloadFailed,
-                )
-            };
-            fs::DirBuilder::new()
-                .recursive(true)
-                .mode(0o700)
-                .create(&d)
-                .map_err(fail)?;
-            let meta = fs::symlink_metadata(&d).map_err(fail)?;
-            if !meta.is_dir() || meta.uid() != nix::unistd::geteuid().as_raw() {
-                return Err(Error::DownloadFailed(format!(
-                    "{} is not a directory owned by this service's user; remove it and retry",
-                    d.display()
-                )));
-            }
-            if meta.mode() & 0o777 != 0o700 {
-                fs::set_permissions(&d, fs::Permissions::from_mode(0o700)).map_err(fail)?;
-            }
-        }
-        Ok(())
-    }
-
-    /// Directory of a staged version.
-    pub fn version_dir(&self, v: &CellsVersion) -> PathBuf {
-        self.dir.join(v.to_string())
-    }
-
-    /// Path of a staged version's binary.
-    pub fn binary(&self, v: &CellsVersion) -> PathBuf {
-        self.version_dir(v).join(BINARY_NAME)
-    }
-
-    fn work_dir(&self, v: &CellsVersion) -> PathBuf {
-        self.dir.join(".work").join(v.to_string())
+    fn work(&self) -> Result<Dir> {
+        self.dir
+            .subdir(WORK, Some(0o700))
+            .map_err(io_fail("cannot open the staging work directory".into()))
     }
 
     /// The manifest of a staged version, if it is staged.
     pub fn manifest(&self, v: &CellsVersion) -> Option<Manifest> {
-        let text = fs::read(self.version_dir(v).join("manifest.json")).ok()?;
-        let m: Manifest = serde_json::from_slice(&text).ok()?;
-        let size = fs::metadata(self.binary(v)).ok()?.len();
-        (size == m.size).then_some(m)
+        let vdir = self.dir.subdir(&v.to_string(), None).ok()?;
+        let m: Manifest = serde_json::from_slice(&vdir.read(MANIFEST, 1 << 16).ok()??).ok()?;
+        let st = vdir.stat_at(BINARY_NAME).ok()??;
+        (st.st_size as u64 == m.size).then_some(m)
+    }
+
+    /// Opens a staged version's binary.
+    pub fn open_binary(&self, v: &CellsVersion) -> Result<File> {
+        let missing = |e: std::io::Error| {
+            Error::NothingStaged(format!(
+                "the staged files of {v} are missing ({e}); stage it again"
+            ))
+        };
+        let vdir = self.dir.subdir(&v.to_string(), None).map_err(missing)?;
+        Ok(vdir.open_file(BINARY_NAME).map_err(missing)?.file)
     }
 
     /// Every staged version, oldest first.
     pub fn staged(&self) -> Vec<Manifest> {
-        let mut out: Vec<(CellsVersion, Manifest)> = fs::read_dir(&self.dir)
-            .into_iter()
-            .flatten()
-            .filter_map(|e| e.ok())
-            .filter_map(|e| CellsVersion::parse(e.file_name().to_str()?).ok())
+        let mut out: Vec<(CellsVersion, Manifest)> = self
+            .dir
+            .entries()
+            .unwrap_or_default()
+            .iter()
+            .filter_map(|e| CellsVersion::parse(e).ok())
             .filter_map(|v| self.manifest(&v).map(|m| (v, m)))
             .collect();
         out.sort_by(|a, b| a.0.cmp(&b.0));
@@ -263,27 +218,30 @@ impl StagingArea {
 
     /// Removes a staged version (and any partial download of it).
     pub fn remove(&self, v: &CellsVersion) -> Result<()> {
-        for d in [self.version_dir(v), self.work_dir(v)] {
-            match fs::remove_dir_all(&d) {
-                Ok(()) => {}
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                Err(e) => {
-                    return Err(Error::DownloadFailed(format!(
-                        "cannot remove {}: {e}",
-                        d.display()
-                    )))
-                }
+        let name = v.to_string();
+        let fail = io_fail(format!("cannot remove the staged {name}"));
+        self.dir.remove_tree(&name).map_err(&fail)?;
+        self.work()?.remove_tree(&name).map_err(&fail)?;
+        self.dir.sync();
+        Ok(())
+    }
+
+    /// Removes every partial download but the one of `keep`.
+    fn prune_partials(&self, keep: &str) -> Result<()> {
+        let work = self.work()?;
+        for e in work.entries().unwrap_or_default() {
+            if e != keep {
+                let _ = work.remove_tree(&e);
             }
         }
-        sync_dir(&self.dir);
         Ok(())
     }
 
     fn check_space(&self, needed: u64) -> Result<()> {
-        let st = nix::sys::statvfs::statvfs(&self.dir).map_err(|e| {
+        let st = nix::sys::statvfs::fstatvfs(self.dir.as_fd()).map_err(|e| {
             Error::DownloadFailed(format!(
                 "cannot read free space of {}: {e}",
-                self.dir.display()
+                self.path().display()
             ))
         })?;
         let free = st.blocks_available() as u64 * st.fragment_size() as u64;
@@ -292,7 +250,7 @@ impl StagingArea {
                 "staging needs {} MiB in {} but only {} MiB are free; free some space or move \
                  [daemon] state_dir",
                 (needed + SPACE_MARGIN).div_ceil(1 << 20),
-                self.dir.display(),
+                self.path().display(),
                 free >> 20
             )));
         }
@@ -307,10 +265,14 @@ pub struct Stager {
     pub area: StagingArea,
     /// Keys a signature must verify against.
     pub keys: TrustedKeys,
-    /// How the version probe runs.
-    pub probe: ProbeSettings,
+    /// How helpers (network, probe) run.
+    pub runner: Runner,
+    /// The update server the download rules are relative to.
+    pub server: ServerSettings,
     /// Largest binary accepted, bytes.
     pub max_binary_size: u64,
+    /// A download must average at least this many bytes per second.
+    pub min_rate: u64,
 }
 
 /// Why a download stopped early, and whether its partial file is worth keeping.
@@ -326,7 +288,6 @@ impl Stager {
     /// Staging a version that is already staged with the same checksum is a no-op.
     pub async fn stage_release(
         &self,
-        http: &reqwest::Client,
         release: &Release,
         floor: &VersionFloor,
         progress: &mut (dyn FnMut(Progress) + Send),
@@ -344,22 +305,27 @@ impl Stager {
         if let Some(m) = self.already_staged(&release.version, &release.checksum)? {
             return Ok(m);
         }
-        self.area.ensure()?;
-        let work = self.area.work_dir(&release.version);
+        let name = release.version.to_string();
+        self.area.prune_partials(&name)?;
         let source = Source {
             url: release.url.to_string(),
             sha256: trust::encode_checksum(&release.checksum),
             size: release.size,
         };
-        let resume_from = prepare_work_dir(&work, &source)?;
+        let work = Arc::new(self.prepare_work_dir(&name, &source)?);
+        let resume_from = work
+            .stat_at(PART)
+            .ok()
+            .flatten()
+            .map_or(0, |s| s.st_size as u64);
         let result = self
-            .download(http, release, &work, resume_from, progress, cancel)
+            .download(release, work.clone(), resume_from, progress, cancel)
             .await;
         let (digest, size) = match result {
             Ok(r) => r,
             Err(Stop::Interrupted(e)) => return Err(e),
             Err(Stop::Fatal(e)) => {
-                discard(&work);
+                self.discard(&name);
                 return Err(e);
             }
         };
@@ -380,7 +346,7 @@ impl Stager {
             )
             .await;
         if outcome.is_err() {
-            discard(&work);
+            self.discard(&name);
         }
         outcome
     }
@@ -428,25 +394,32 @@ impl Stager {
         }
         // No shortcut for an already staged version: the offered bytes are always verified, so
         // a caller is never told that a file it sent passed when it was not read.
-        self.area.ensure()?;
         self.area.check_space(stat.len())?;
-        let work = self.area.work_dir(&version);
-        discard(&work);
+        let name = version.to_string();
+        self.area.prune_partials(&name)?;
+        self.discard(&name);
+        let work = Arc::new(
+            self.area
+                .work()?
+                .subdir(&name, Some(0o700))
+                .map_err(io_fail(format!(
+                    "cannot prepare the work directory of {name}"
+                )))?,
+        );
         let total = stat.len();
         let max = self.max_binary_size;
-        let copy = {
+        let copied = {
             let work = work.clone();
             let cancel = cancel.clone();
             tokio::task::spawn_blocking(move || copy_file_into(file, &work, max, total, &cancel))
+                .await
+                .map_err(|e| Error::DownloadFailed(format!("copy task failed: {e}")))
+                .and_then(|r| r)
         };
-        let copied = copy
-            .await
-            .map_err(|e| Error::DownloadFailed(format!("copy task failed: {e}")))
-            .and_then(|r| r);
         let (digest, size) = match copied {
             Ok(r) => r,
             Err(e) => {
-                discard(&work);
+                self.discard(&name);
                 return Err(e);
             }
         };
@@ -472,7 +445,7 @@ impl Stager {
             )
             .await;
         if outcome.is_err() {
-            discard(&work);
+            self.discard(&name);
         }
         outcome
     }
@@ -504,65 +477,96 @@ impl Stager {
         }
     }
 
+    fn discard(&self, name: &str) {
+        if let Ok(work) = self.area.work() {
+            let _ = work.remove_tree(name);
+            work.sync();
+        }
+    }
+
+    /// Readies the work directory of `name`; a partial download of the same source is kept
+    /// for a resumed attempt, anything else is cleared.
+    fn prepare_work_dir(&self, name: &str, source: &Source) -> Result<Dir> {
+        let fail = io_fail(format!("cannot prepare the work directory of {name}"));
+        let workroot = self.area.work()?;
+        if let Ok(work) = workroot.subdir(name, None) {
+            let previous: Option<Source> = work
+                .read(SOURCE, 1 << 16)
+                .ok()
+                .flatten()
+                .and_then(|b| serde_json::from_slice(&b).ok());
+            let part_len = work.stat_at(PART).ok().flatten().map(|s| s.st_size as u64);
+            if previous.as_ref() == Some(source) && part_len.is_some_and(|l| l < source.size) {
+                return Ok(work);
+            }
+        }
+        workroot.remove_tree(name).map_err(&fail)?;
+        let work = workroot.subdir(name, Some(0o700)).map_err(&fail)?;
+        let json = serde_json::to_vec(source).map_err(|e| Error::DownloadFailed(e.to_string()))?;
+        work.write_atomic(SOURCE, &json, 0o600).map_err(&fail)?;
+        Ok(work)
+    }
+
     async fn download(
         &self,
-        http: &reqwest::Client,
         release: &Release,
-        work: &Path,
+        work: Arc<Dir>,
         resume_from: u64,
         progress: &mut (dyn FnMut(Progress) + Send),
         cancel: &Cancel,
     ) -> std::result::Result<(Sha256Digest, u64), Stop> {
         let version = &release.version;
-        let interrupted = |what: String| {
-            Stop::Interrupted(Error::DownloadFailed(format!(
-                "downloading {version} from {}: {what}; staging it again resumes the download",
-                release.url
-            )))
-        };
         let fatal = |what: String| {
             Stop::Fatal(Error::DownloadFailed(format!(
                 "downloading {version} from {}: {what}",
                 release.url
             )))
         };
-        let mut req = http.get(release.url.clone());
-        if resume_from > 0 {
-            req = req.header(reqwest::header::RANGE, format!("bytes={resume_from}-"));
-        }
-        let mut resp = req.send().await.map_err(|e| interrupted(error_chain(&e)))?;
-        let status = resp.status();
-        let offset = match status {
-            reqwest::StatusCode::OK => 0,
-            reqwest::StatusCode::PARTIAL_CONTENT if resume_from > 0 => {
-                match content_range_start(&resp) {
-                    Some(start) if start == resume_from => resume_from,
-                    _ => return Err(fatal("the server answered an unexpected range".into())),
+        self.area
+            .check_space(release.size - resume_from)
+            .map_err(Stop::Fatal)?;
+        let req = FetchRequest {
+            url: release.url.to_string(),
+            server_url: self.server.url.clone(),
+            offset: resume_from,
+            size: release.size,
+            min_rate: self.min_rate,
+            read_timeout_secs: self.server.timeout.as_secs().max(1),
+            proxy: self.server.proxy.clone(),
+        };
+        let task = Task {
+            command: "fetch",
+            args: Vec::new(),
+            rights: Rights::Network,
+            input: Input::Json(serde_json::to_vec(&req).map_err(|e| fatal(e.to_string()))?),
+            timeout: req.deadline() + Duration::from_secs(30),
+            env: ServerSettings::helper_env(),
+        };
+        let mut fetch = self.runner.start(task).await.map_err(Stop::Fatal)?;
+        let mut interrupted = false;
+        // The first frame says where the bytes start (or the fetch failed at once).
+        let offset = loop {
+            match fetch.next().await.map_err(Stop::Interrupted)? {
+                Frame::Meta(m) if m.get(INTERRUPTED).is_some() => interrupted = true,
+                Frame::Meta(m) => match serde_json::from_value::<FetchStart>(m) {
+                    Ok(s) if s.start == 0 || s.start == resume_from => break s.start,
+                    _ => return Err(fatal("the download started at an unexpected offset".into())),
+                },
+                Frame::Data(_) => return Err(fatal("bytes arrived before their offset".into())),
+                Frame::Result(Err(e)) if interrupted => {
+                    return Err(Stop::Interrupted(resumable(e)))
+                }
+                Frame::Result(Err(e)) => return Err(Stop::Fatal(e)),
+                Frame::Result(Ok(_)) => {
+                    return Err(fatal("the download ended before it began".into()))
                 }
             }
-            s if s.is_server_error() => {
-                return Err(interrupted(format!("the server answered HTTP {s}")))
-            }
-            s => return Err(fatal(format!("the server answered HTTP {s}"))),
         };
-        if let Some(len) = resp.content_length() {
-            if offset + len > release.size {
-                return Err(fatal(format!(
-                    "the server announces {} bytes but {} were advertised; refusing it",
-                    offset + len,
-                    release.size
-                )));
-            }
-        }
-        self.area
-            .check_space(release.size - offset)
-            .map_err(Stop::Fatal)?;
-        let part = work.join("binary.part");
-        let (tx, mut rx) = tokio::sync::mpsc::channel::<Bytes>(QUEUE_DEPTH);
+        let (tx, mut rx) = tokio::sync::mpsc::channel::<Vec<u8>>(QUEUE_DEPTH);
         let writer = {
-            let part = part.clone();
+            let work = work.clone();
             tokio::task::spawn_blocking(move || -> std::io::Result<(Sha256Digest, u64)> {
-                let mut sink = Sink::open(&part, offset)?;
+                let mut sink = Sink::open(&work, offset)?;
                 while let Some(chunk) = rx.blocking_recv() {
                     sink.write(&chunk)?;
                 }
@@ -581,43 +585,51 @@ impl Stager {
                 stop = Some(Stop::Fatal(e));
                 break;
             }
-            let chunk = match resp.chunk().await {
-                Ok(Some(c)) => c,
-                Ok(None) => break,
-                Err(e) => {
-                    stop = Some(interrupted(format!(
-                        "the transfer broke after {done} of {} bytes ({})",
-                        release.size,
-                        error_chain(&e)
-                    )));
+            match fetch.next().await {
+                Ok(Frame::Data(chunk)) => {
+                    if done + chunk.len() as u64 > release.size {
+                        stop = Some(fatal(format!(
+                            "the server sent more than the advertised {} bytes; refusing it",
+                            release.size
+                        )));
+                        break;
+                    }
+                    done += chunk.len() as u64;
+                    if tx.send(chunk).await.is_err() {
+                        break; // the writer failed; its error is reported below
+                    }
+                    progress(Progress {
+                        phase: StagePhase::Downloading,
+                        done,
+                        total: release.size,
+                    });
+                }
+                Ok(Frame::Meta(m)) if m.get(INTERRUPTED).is_some() => interrupted = true,
+                Ok(Frame::Meta(_)) => {}
+                Ok(Frame::Result(Ok(_))) => break,
+                Ok(Frame::Result(Err(e))) => {
+                    stop = Some(if interrupted {
+                        Stop::Interrupted(resumable(e))
+                    } else {
+                        Stop::Fatal(e)
+                    });
                     break;
                 }
-            };
-            if done + chunk.len() as u64 > release.size {
-                stop = Some(fatal(format!(
-                    "the server sent more than the advertised {} bytes; refusing it",
-                    release.size
-                )));
-                break;
+                Err(e) => {
+                    stop = Some(Stop::Interrupted(resumable(e)));
+                    break;
+                }
             }
-            done += chunk.len() as u64;
-            if tx.send(chunk).await.is_err() {
-                break; // the writer failed; its error is reported below
-            }
-            progress(Progress {
-                phase: StagePhase::Downloading,
-                done,
-                total: release.size,
-            });
         }
         drop(tx);
+        drop(fetch);
         let written = writer
             .await
             .map_err(|e| fatal(format!("writer task failed: {e}")))?;
         let (digest, size) = written.map_err(|e| {
             Stop::Fatal(Error::from_io(
                 &e,
-                &format!("writing {}", part.display()),
+                &format!("writing {}", work.path().join(PART).display()),
                 Error::DownloadFailed,
             ))
         })?;
@@ -625,17 +637,18 @@ impl Stager {
             return Err(stop);
         }
         if size < release.size {
-            return Err(interrupted(format!(
-                "the connection closed after {size} of {} bytes",
+            return Err(Stop::Interrupted(Error::DownloadFailed(format!(
+                "downloading {version}: the connection closed after {size} of {} bytes; staging \
+                 it again resumes the download",
                 release.size
-            )));
+            ))));
         }
         Ok((digest, size))
     }
 
     async fn verify_and_commit(
         &self,
-        work: &Path,
+        work: &Dir,
         c: Checked<'_>,
         progress: &mut (dyn FnMut(Progress) + Send),
         cancel: &Cancel,
@@ -654,16 +667,19 @@ impl Stager {
             done: c.size,
             total: c.size,
         });
-        let part = work.join("binary.part");
-        let staged = work.join(BINARY_NAME);
-        fs::set_permissions(&part, fs::Permissions::from_mode(0o755))
-            .and_then(|_| fs::rename(&part, &staged))
-            .map_err(|e| {
-                Error::from_io(&e, "preparing the staged binary", Error::DownloadFailed)
-            })?;
-        let file = File::open(&staged)
-            .map_err(|e| Error::DownloadFailed(format!("cannot open {}: {e}", staged.display())))?;
-        probe::check_version(&file, c.version, &self.probe).await?;
+        let fail = io_fail("preparing the staged binary".into());
+        let part = work.open_rw(PART, false).map_err(&fail)?;
+        nix::sys::stat::fchmod(
+            part.as_fd(),
+            nix::sys::stat::Mode::from_bits_truncate(0o755),
+        )
+        .map_err(|e| fail(e.into()))?;
+        drop(part);
+        work.rename(PART, BINARY_NAME).map_err(&fail)?;
+        let file = work.open_file(BINARY_NAME).map_err(&fail)?.file;
+        // The bytes that are probed are the bytes that were hashed: same directory, never
+        // writable by anyone but root, opened without following links.
+        probe::check_version(&self.runner, &file, c.version).await?;
         cancel.check()?;
         let manifest = Manifest {
             version: c.version.to_string(),
@@ -676,25 +692,31 @@ impl Stager {
                 .duration_since(UNIX_EPOCH)
                 .map_or(0, |d| d.as_secs()),
         };
+        let workroot = self.area.work()?;
         let commit = || -> std::io::Result<()> {
-            let _ = fs::remove_file(work.join("source.json"));
+            work.remove(SOURCE)?;
             let json = serde_json::to_vec_pretty(&manifest).map_err(std::io::Error::other)?;
-            write_synced(&work.join("manifest.json"), &json)?;
-            sync_dir(work);
-            let target = self.area.version_dir(c.version);
-            match fs::remove_dir_all(&target) {
-                Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
-                _ => {}
-            }
-            fs::rename(work, &target)?;
-            sync_dir(&self.area.dir.join(".work"));
-            sync_dir(&self.area.dir);
+            work.write_atomic(MANIFEST, &json, 0o600)?;
+            let name = c.version.to_string();
+            self.area.dir.remove_tree(&name)?;
+            workroot.rename_to(&name, &self.area.dir, &name)?;
+            self.area.dir.sync();
             Ok(())
         };
         commit().map_err(|e| {
             Error::from_io(&e, "recording the staged release", Error::DownloadFailed)
         })?;
         Ok(manifest)
+    }
+}
+
+/// A helper's failure while the partial is kept: say that staging again resumes.
+fn resumable(e: Error) -> Error {
+    match e {
+        Error::DownloadFailed(m) => {
+            Error::DownloadFailed(format!("{m}; staging it again resumes the download"))
+        }
+        other => other,
     }
 }
 
@@ -716,22 +738,16 @@ struct Sink {
 }
 
 impl Sink {
-    /// Opens `path` for appending at `offset`; the existing prefix is hashed again (a partial
-    /// is never trusted), anything past `offset` is cut.
-    fn open(path: &Path, offset: u64) -> std::io::Result<Sink> {
-        let mut file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(offset == 0)
-            .mode(0o600)
-            .custom_flags(libc::O_NOFOLLOW)
-            .open(path)?;
+    /// Opens the partial for appending at `offset`; the existing prefix is hashed again (a
+    /// partial is never trusted), anything past `offset` is cut.
+    fn open(work: &Dir, offset: u64) -> std::io::Result<Sink> {
+        let mut file = work.open_rw(PART, true)?;
         let mut hasher = Sha256::new();
+        file.set_len(offset)?;
         if offset > 0 {
-            file.set_len(offset)?;
             hash_prefix(&mut file, &mut hasher, offset)?;
         }
+        file.seek(std::io::SeekFrom::Start(offset))?;
         Ok(Sink {
             file,
             hasher,
@@ -753,7 +769,6 @@ impl Sink {
 }
 
 fn hash_prefix(file: &mut File, hasher: &mut Sha256, len: u64) -> std::io::Result<()> {
-    use std::io::Seek;
     file.seek(std::io::SeekFrom::Start(0))?;
     let mut buf = vec![0u8; CHUNK];
     let mut left = len;
@@ -774,19 +789,14 @@ fn hash_prefix(file: &mut File, hasher: &mut Sha256, len: u64) -> std::io::Resul
 
 fn copy_file_into(
     mut file: File,
-    work: &Path,
+    work: &Dir,
     max: u64,
     expected: u64,
     cancel: &Cancel,
 ) -> Result<(Sha256Digest, u64)> {
     let io =
         |e: std::io::Error| Error::from_io(&e, "copying the offered file", Error::DownloadFailed);
-    fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(work)
-        .map_err(io)?;
-    let mut sink = Sink::open(&work.join("binary.part"), 0).map_err(io)?;
+    let mut sink = Sink::open(work, 0).map_err(io)?;
     let mut buf = vec![0u8; CHUNK];
     loop {
         cancel.check()?;
@@ -810,83 +820,4 @@ fn copy_file_into(
         )));
     }
     sink.finish().map_err(io)
-}
-
-/// Readies the work directory; returns the offset to resume from (0 = fresh start).
-fn prepare_work_dir(work: &Path, source: &Source) -> Result<u64> {
-    let meta_path = work.join("source.json");
-    let part = work.join("binary.part");
-    let previous: Option<Source> = fs::read(&meta_path)
-        .ok()
-        .and_then(|b| serde_json::from_slice(&b).ok());
-    let part_len = fs::symlink_metadata(&part)
-        .ok()
-        .filter(|m| m.is_file())
-        .map(|m| m.len());
-    if let (Some(prev), Some(len)) = (previous, part_len) {
-        if prev == *source && len < source.size {
-            return Ok(len);
-        }
-    }
-    discard(work);
-    let fail = |e: std::io::Error| {
-        Error::from_io(
-            &e,
-            &format!("preparing {}", work.display()),
-            Error::DownloadFailed,
-        )
-    };
-    fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(work)
-        .map_err(fail)?;
-    let json = serde_json::to_vec(source).map_err(|e| Error::DownloadFailed(e.to_string()))?;
-    write_synced(&meta_path, &json).map_err(fail)?;
-    Ok(0)
-}
-
-fn content_range_start(resp: &reqwest::Response) -> Option<u64> {
-    let v = resp
-        .headers()
-        .get(reqwest::header::CONTENT_RANGE)?
-        .to_str()
-        .ok()?;
-    let range = v.strip_prefix("bytes ")?;
-    range.split('-').next()?.trim().parse().ok()
-}
-
-fn discard(work: &Path) {
-    let _ = fs::remove_dir_all(work);
-    if let Some(parent) = work.parent() {
-        sync_dir(parent);
-    }
-}
-
-/// Writes `bytes` to `path` through a temporary file: write, fsync, rename, fsync the dir.
-pub fn write_synced(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    let tmp = path.with_extension("tmp");
-    {
-        let mut f = OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(0o600)
-            .open(&tmp)?;
-        f.write_all(bytes)?;
-        f.sync_all()?;
-    }
-    fs::rename(&tmp, path)?;
-    if let Some(parent) = path.parent() {
-        sync_dir(parent);
-    }
-    Ok(())
-}
-
-/// fsyncs a directory so renames in it are durable. Best effort: a failure here cannot undo
-/// the rename, and the next write's fsync covers it.
-pub fn sync_dir(dir: &Path) {
-    if let Ok(d) = File::open(dir) {
-        let _ = d.sync_all();
-    }
 }

@@ -1,12 +1,23 @@
-//! The update lifecycle as one explicit, persisted state machine. Its state is the D-Bus
-//! `State` property; every transition names its allowed source states. The document is
-//! written atomically (temp file, fsync, rename, fsync dir), so a restarted daemon shows the
-//! same properties.
+//! The update lifecycle as one explicit, persisted state machine, and the apply journal.
+//!
+//! The state is the D-Bus `State` property. Starting work checks its source state (work
+//! starts only at rest); coming to rest is always allowed. The document lives in
+//! `<state>/state.json`; the journal of an apply or rollback in progress lives in
+//! `<state>/journal.json`, which exists exactly while one is under way (so a boot unit can
+//! start the daemon to finish it: `ConditionPathExists=`). Both are written atomically
+//! through the state directory's descriptor (temp file, fsync, rename, fsync dir).
 
+use crate::config::OnFailure;
+use crate::dirfd::Dir;
 use crate::error::{Error, Result};
-use crate::stage::write_synced;
 use serde::{Deserialize, Serialize};
-use std::path::{Path, PathBuf};
+
+/// The state document's file name.
+pub const STATE_FILE: &str = "state.json";
+/// The journal's file name.
+pub const JOURNAL_FILE: &str = "journal.json";
+/// Largest state or journal file read.
+const MAX_DOC: u64 = 4 << 20;
 
 /// Lifecycle states, spelled as the `State` property.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
@@ -60,41 +71,35 @@ impl Lifecycle {
         )
     }
 
-    /// The source states from which `self` may be entered.
-    fn sources(self) -> &'static [Lifecycle] {
+    /// The source states from which work entering `self` may start; `None` = any (coming
+    /// to rest is always allowed: the work that ran has ended).
+    fn sources(self) -> Option<&'static [Lifecycle]> {
         use Lifecycle::*;
         match self {
-            Checking | Downloading => &[Idle, Staged, Failed],
-            Verifying => &[Downloading],
-            Staged => &[Verifying, Checking, Applying, Idle, Failed],
-            Applying => &[Staged, Failed],
-            Restarting => &[Applying, RollingBack, Idle, Failed, Staged],
-            HealthCheck => &[Restarting],
-            RollingBack => &[Applying, Restarting, HealthCheck, Idle, Staged, Failed],
-            Idle => &[
-                Checking,
-                HealthCheck,
-                Restarting,
-                RollingBack,
-                Applying,
-                Staged,
-                Failed,
-                Verifying,
-                Downloading,
-            ],
-            Failed => &[
-                Checking,
-                Downloading,
-                Verifying,
-                Applying,
-                Restarting,
-                HealthCheck,
-                RollingBack,
-                Staged,
-                Idle,
-            ],
+            Idle | Staged | Failed => None,
+            Checking | Downloading => Some(&[Idle, Staged, Failed]),
+            Verifying => Some(&[Downloading]),
+            Applying => Some(&[Staged, Failed, Verifying, Downloading]),
+            Restarting => Some(&[Applying, RollingBack]),
+            HealthCheck => Some(&[Restarting]),
+            RollingBack => Some(&[Applying, Restarting, HealthCheck, Idle, Staged, Failed]),
         }
     }
+}
+
+/// What the daemon last installed, recorded at the swap: the capabilities to keep come from
+/// here, never from a path opened again later.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(default)]
+pub struct InstalledRecord {
+    /// Where (as the unit names it, under the root prefix).
+    pub path: String,
+    /// Version.
+    pub version: String,
+    /// Base64 SHA-256.
+    pub sha256: String,
+    /// `security.capability` (base64; empty = none).
+    pub caps: String,
 }
 
 /// Everything the daemon remembers across restarts.
@@ -109,9 +114,10 @@ pub struct Persistent {
     pub staged_version: String,
     /// Version `Rollback` would restore.
     pub previous_version: String,
-    /// Highest version ever installed here (no replay of older releases).
-    pub highest_installed: String,
-    /// Versions that failed to come up; never installed automatically again.
+    /// The floor: the highest version ever committed here (it passed its health check).
+    #[serde(alias = "highest_installed")]
+    pub committed: String,
+    /// Versions that failed to come up; never installed again unless asked for by name.
     pub bad_versions: Vec<String>,
     /// Allowed newer versions from the last check, ascending.
     pub available_versions: Vec<String>,
@@ -123,24 +129,65 @@ pub struct Persistent {
     pub package_name: String,
     /// Id of the last job created, so ids keep increasing across restarts.
     pub last_job_id: u32,
-    /// The apply or rollback under way, journaled before each step (crash recovery).
-    pub pending: Option<Pending>,
+    /// What the daemon installed last.
+    pub installed: Option<InstalledRecord>,
+    /// Directories adopted (made root's) so far.
+    pub adopted: Vec<String>,
 }
 
-/// An apply or rollback in progress: what is being replaced by what, and the last step
-/// begun. Written before the step is taken.
+/// Which operation a journal belongs to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum JournalKind {
+    /// Apply (also the second half of Update and UpgradeToEnterprise).
+    #[default]
+    Apply,
+    /// Rollback to the previous version.
+    Rollback,
+}
+
+/// The step begun. Each is journaled before it is taken.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum Step {
+    /// Keeping a copy of the installed binary.
+    #[default]
+    Backup,
+    /// Writing the new binary beside the target and renaming it over.
+    Swapping,
+    /// The new binary is in place (the drop-in may not be yet).
+    Swapped,
+    /// Restarting the unit and checking its health.
+    Restarting,
+    /// The new version failed: putting the old one back (it is already marked bad).
+    Undoing,
+}
+
+impl Step {
+    /// This step, or `Swapped` if it came before: what recovery resumes from once it has
+    /// seen the new bytes in place.
+    pub fn max_swapped(self) -> Step {
+        match self {
+            Step::Backup | Step::Swapping => Step::Swapped,
+            other => other,
+        }
+    }
+}
+
+/// An apply or rollback in progress: what is being replaced by what, and the last step begun.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
 #[serde(default)]
-pub struct Pending {
-    /// `apply` or `rollback`.
-    pub kind: String,
-    /// The step begun: `backup`, `swapping`, `swapped`, `restarting`, `health-check`,
-    /// `rolling-back`.
-    pub step: String,
-    /// Version before.
+pub struct Journal {
+    /// Apply or rollback.
+    pub kind: JournalKind,
+    /// The step begun.
+    pub step: Step,
+    /// Version before, and its package.
     pub from_version: String,
-    /// Version being installed.
+    pub from_package: String,
+    /// Version being installed, and its package.
     pub to_version: String,
+    pub to_package: String,
     /// The binary the unit ran before.
     pub old_binary: String,
     /// Where the new binary goes.
@@ -156,57 +203,54 @@ pub struct Pending {
     pub dropin_after: Option<String>,
     /// `PreviousVersion` before this operation.
     pub previous_before: String,
-    /// Rollback on failure (`rollback`) or not (`keep`).
-    pub on_failure: String,
+    /// What to do when the new version does not come up.
+    pub on_failure: OnFailure,
+    /// Restart and health-check (Apply's `Restart` option).
+    pub restart: bool,
 }
 
-/// The persisted state machine, bound to its file.
+/// The persisted state machine and journal, bound to the state directory.
 #[derive(Debug)]
 pub struct StateStore {
-    path: PathBuf,
+    dir: Dir,
     doc: Persistent,
+    journal: Option<Journal>,
+}
+
+fn damaged(name: &str, dir: &Dir, e: impl std::fmt::Display) -> Error {
+    Error::InvalidArgument(format!(
+        "the {name} file {} is damaged ({e}); move it away to start afresh",
+        dir.path().join(name).display()
+    ))
+}
+
+fn read_doc<T: for<'de> Deserialize<'de>>(dir: &Dir, name: &str) -> Result<Option<T>> {
+    match dir.read(name, MAX_DOC) {
+        Ok(None) => Ok(None),
+        Ok(Some(bytes)) => serde_json::from_slice(&bytes)
+            .map(Some)
+            .map_err(|e| damaged(name, dir, e)),
+        Err(e) => Err(damaged(name, dir, e)),
+    }
 }
 
 impl StateStore {
-    /// Loads `<state_dir>/state.json`; a missing file is a fresh state. A state left in the
-    /// middle of staging or checking (the daemon stopped) is brought back to rest.
-    pub fn open(state_dir: &Path) -> Result<StateStore> {
-        let path = state_dir.join("state.json");
-        let doc = match std::fs::read(&path) {
-            Ok(bytes) => serde_json::from_slice(&bytes).map_err(|e| {
-                Error::InvalidArgument(format!(
-                    "the state file {} is damaged ({e}); move it away to start afresh",
-                    path.display()
-                ))
-            })?,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Persistent {
-                format: 1,
-                ..Persistent::default()
-            },
-            Err(e) => {
-                return Err(Error::InvalidArgument(format!(
-                    "cannot read the state file {}: {e}",
-                    path.display()
-                )))
-            }
-        };
-        let mut store = StateStore { path, doc };
-        // Interrupted work that left nothing to recover comes to rest: checks and downloads
-        // always, apply states when no operation is journaled (recovery handles the others).
-        let transient_apply = matches!(
-            store.doc.state,
-            Lifecycle::Applying
-                | Lifecycle::Restarting
-                | Lifecycle::HealthCheck
-                | Lifecycle::RollingBack
-        );
-        if matches!(
+    /// Loads the state and the journal from the state directory; missing files are a fresh
+    /// state. A state left in the middle of staging or checking (the daemon stopped) comes
+    /// back to rest; an apply state without a journal too (recovery handles the others).
+    pub fn open(dir: Dir) -> Result<StateStore> {
+        let doc = read_doc::<Persistent>(&dir, STATE_FILE)?.unwrap_or(Persistent {
+            format: 2,
+            ..Persistent::default()
+        });
+        let journal = read_doc::<Journal>(&dir, JOURNAL_FILE)?;
+        let mut store = StateStore { dir, doc, journal };
+        let interrupted = matches!(
             store.doc.state,
             Lifecycle::Checking | Lifecycle::Downloading | Lifecycle::Verifying
-        ) || (transient_apply && store.doc.pending.is_none())
-        {
-            let rest = store.resting();
-            store.doc.state = rest;
+        );
+        if interrupted || (!store.doc.state.is_resting() && store.journal.is_none()) {
+            store.doc.state = store.resting();
         }
         Ok(store)
     }
@@ -214,6 +258,16 @@ impl StateStore {
     /// The document.
     pub fn get(&self) -> &Persistent {
         &self.doc
+    }
+
+    /// The journal of the apply or rollback under way.
+    pub fn journal(&self) -> Option<&Journal> {
+        self.journal.as_ref()
+    }
+
+    /// The state directory.
+    pub fn dir(&self) -> &Dir {
+        &self.dir
     }
 
     /// Where a finished or interrupted operation comes to rest.
@@ -228,7 +282,7 @@ impl StateStore {
     /// Moves to `to` if the current state is one of its sources, then persists.
     pub fn transition(&mut self, to: Lifecycle) -> Result<()> {
         let from = self.doc.state;
-        if from != to && !to.sources().contains(&from) {
+        if from != to && to.sources().is_some_and(|s| !s.contains(&from)) {
             return Err(Error::Busy(format!(
                 "cannot go from {} to {}; another operation is under way",
                 from.as_str(),
@@ -248,37 +302,61 @@ impl StateStore {
     pub fn update(&mut self, change: impl FnOnce(&mut Persistent)) -> Result<()> {
         let mut next = self.doc.clone();
         change(&mut next);
-        let bytes = serde_json::to_vec_pretty(&next)
-            .map_err(|e| Error::InvalidArgument(format!("cannot encode state: {e}")))?;
-        write_synced(&self.path, &bytes).map_err(|e| {
-            Error::from_io(
-                &e,
-                &format!("cannot save {}", self.path.display()),
-                Error::DownloadFailed,
-            )
-        })?;
+        write_doc(&self.dir, STATE_FILE, &next)?;
         self.doc = next;
         Ok(())
     }
+
+    /// Writes the journal (before a step is taken), or removes it (`None`: the operation
+    /// ended).
+    pub fn set_journal(&mut self, journal: Option<Journal>) -> Result<()> {
+        match &journal {
+            Some(j) => write_doc(&self.dir, JOURNAL_FILE, j)?,
+            None => {
+                self.dir.remove(JOURNAL_FILE).map_err(|e| {
+                    Error::from_io(&e, "cannot remove the apply journal", Error::SwapFailed)
+                })?;
+                self.dir.sync();
+            }
+        }
+        self.journal = journal;
+        Ok(())
+    }
+}
+
+fn write_doc(dir: &Dir, name: &str, doc: &impl Serialize) -> Result<()> {
+    let bytes = serde_json::to_vec_pretty(doc)
+        .map_err(|e| Error::InvalidArgument(format!("cannot encode {name}: {e}")))?;
+    dir.write_atomic(name, &bytes, 0o600).map_err(|e| {
+        Error::from_io(
+            &e,
+            &format!("cannot save {}", dir.path().join(name).display()),
+            Error::SwapFailed,
+        )
+    })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    fn store(t: &tempfile::TempDir) -> StateStore {
+        StateStore::open(crate::dirfd::root_dir(t.path(), None, Error::SwapFailed).unwrap())
+            .unwrap()
+    }
+
     #[test]
-    fn transitions_check_their_source() {
-        let dir = tempfile::tempdir().unwrap();
-        let mut s = StateStore::open(dir.path()).unwrap();
+    fn work_starts_only_at_rest_and_always_comes_to_rest() {
+        let t = tempfile::tempdir().unwrap();
+        let mut s = store(&t);
         assert_eq!(s.get().state, Lifecycle::Idle);
-        assert_eq!(
-            s.transition(Lifecycle::Verifying).unwrap_err().name(),
-            "Busy"
-        );
-        assert_eq!(
-            s.transition(Lifecycle::Applying).unwrap_err().name(),
-            "Busy"
-        );
+        for to in [
+            Lifecycle::Verifying,
+            Lifecycle::Applying,
+            Lifecycle::HealthCheck,
+        ] {
+            assert_eq!(s.transition(to).unwrap_err().name(), "Busy", "{to:?}");
+        }
         s.transition(Lifecycle::Downloading).unwrap();
         assert_eq!(
             s.transition(Lifecycle::Checking).unwrap_err().name(),
@@ -287,13 +365,26 @@ mod tests {
         s.transition(Lifecycle::Verifying).unwrap();
         s.update(|d| d.staged_version = "4.4.5".into()).unwrap();
         s.transition(Lifecycle::Staged).unwrap();
+        // Stage then Update of the same version: the restage is a no-op, then apply.
+        s.transition(Lifecycle::Downloading).unwrap();
+        s.transition(Lifecycle::Staged).unwrap();
         s.transition(Lifecycle::Applying).unwrap();
+        assert_eq!(
+            s.transition(Lifecycle::Downloading).unwrap_err().name(),
+            "Busy"
+        );
+        s.transition(Lifecycle::Restarting).unwrap();
+        s.transition(Lifecycle::HealthCheck).unwrap();
+        s.transition(Lifecycle::RollingBack).unwrap();
+        s.transition(Lifecycle::Restarting).unwrap();
+        s.transition(Lifecycle::Failed).unwrap();
+        s.transition(Lifecycle::Checking).unwrap();
     }
 
     #[test]
     fn persisted_and_interrupted_work_comes_to_rest() {
-        let dir = tempfile::tempdir().unwrap();
-        let mut s = StateStore::open(dir.path()).unwrap();
+        let t = tempfile::tempdir().unwrap();
+        let mut s = store(&t);
         s.update(|d| {
             d.staged_version = "4.4.5".into();
             d.last_check = 42;
@@ -301,7 +392,7 @@ mod tests {
         })
         .unwrap();
         s.transition(Lifecycle::Downloading).unwrap();
-        let again = StateStore::open(dir.path()).unwrap();
+        let again = store(&t);
         assert_eq!(
             again.get().state,
             Lifecycle::Staged,
@@ -309,10 +400,40 @@ mod tests {
         );
         assert_eq!(again.get().last_check, 42);
         assert_eq!(again.get().available_versions, ["4.4.5", "4.4.6"]);
-        std::fs::write(dir.path().join("state.json"), b"{oops").unwrap();
-        assert!(StateStore::open(dir.path())
-            .unwrap_err()
-            .message()
-            .contains("damaged"));
+        std::fs::write(t.path().join(STATE_FILE), b"{oops").unwrap();
+        let e =
+            StateStore::open(crate::dirfd::root_dir(t.path(), None, Error::SwapFailed).unwrap())
+                .unwrap_err();
+        assert!(e.message().contains("damaged"), "{e}");
+    }
+
+    #[test]
+    fn the_journal_exists_exactly_while_an_operation_runs() {
+        let t = tempfile::tempdir().unwrap();
+        let mut s = store(&t);
+        s.transition(Lifecycle::Downloading).unwrap();
+        s.transition(Lifecycle::Verifying).unwrap();
+        s.transition(Lifecycle::Applying).unwrap();
+        s.set_journal(Some(Journal {
+            to_version: "4.4.5".into(),
+            step: Step::Swapped,
+            ..Journal::default()
+        }))
+        .unwrap();
+        assert!(t.path().join(JOURNAL_FILE).exists());
+        let again = store(&t);
+        assert_eq!(
+            again.get().state,
+            Lifecycle::Applying,
+            "recovery will handle it"
+        );
+        assert_eq!(again.journal().unwrap().step, Step::Swapped);
+        s.set_journal(None).unwrap();
+        assert!(!t.path().join(JOURNAL_FILE).exists());
+        assert_eq!(
+            store(&t).get().state,
+            Lifecycle::Idle,
+            "no journal: at rest"
+        );
     }
 }

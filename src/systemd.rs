@@ -25,6 +25,14 @@ trait Manager {
     fn start_unit(&self, name: &str, mode: &str) -> zbus::Result<OwnedObjectPath>;
     fn reload(&self) -> zbus::Result<()>;
     fn subscribe(&self) -> zbus::Result<()>;
+    fn stop_unit(&self, name: &str, mode: &str) -> zbus::Result<OwnedObjectPath>;
+    fn start_transient_unit(
+        &self,
+        name: &str,
+        mode: &str,
+        properties: &[(&str, zbus::zvariant::Value<'_>)],
+        aux: &[(&str, Vec<(&str, zbus::zvariant::Value<'_>)>)],
+    ) -> zbus::Result<OwnedObjectPath>;
     #[zbus(signal)]
     fn job_removed(
         &self,
@@ -238,6 +246,154 @@ pub async fn restart(
     }
 }
 
+/// The fixed properties of a helper's transient unit (see [`crate::helper`]).
+pub struct TransientProps<'a> {
+    /// `Description=`.
+    pub description: String,
+    /// `ExecStart=` argv (the first word is the executable).
+    pub argv: Vec<String>,
+    /// Who it runs as.
+    pub rights: crate::helper::Rights,
+    /// Its standard input and output.
+    pub stdin: std::os::fd::BorrowedFd<'a>,
+    pub stdout: std::os::fd::BorrowedFd<'a>,
+    /// `RuntimeMaxSec=`.
+    pub runtime_max: Duration,
+    /// `MemoryMax=`.
+    pub memory_max: u64,
+    /// `Environment=`.
+    pub env: Vec<String>,
+}
+
+/// `IPAddressDeny=` entries: IPv4 and IPv6 link-local and multicast.
+fn link_local_and_multicast() -> Vec<(i32, Vec<u8>, u32)> {
+    let v6 = |first: u8, second: u8| {
+        let mut a = vec![0u8; 16];
+        a[0] = first;
+        a[1] = second;
+        a
+    };
+    vec![
+        (libc::AF_INET, vec![169, 254, 0, 0], 16),
+        (libc::AF_INET, vec![224, 0, 0, 0], 4),
+        (libc::AF_INET6, v6(0xfe, 0x80), 10),
+        (libc::AF_INET6, v6(0xff, 0x00), 8),
+    ]
+}
+
+/// Starts a helper as a transient service with fixed properties and waits for systemd's
+/// start job. Nothing in the properties comes from a caller or the update server: the argv is
+/// this program and a fixed subcommand; requests travel through standard input.
+pub async fn start_transient(
+    conn: &zbus::Connection,
+    name: &str,
+    p: &TransientProps<'_>,
+) -> Result<()> {
+    use crate::helper::Rights;
+    use futures_util::StreamExt;
+    use zbus::zvariant::{Fd, Value};
+    let fail = |e: String| Error::InvalidArgument(format!("cannot start the helper {name}: {e}"));
+    let exec: Vec<(String, Vec<String>, bool)> = vec![(p.argv[0].clone(), p.argv.clone(), false)];
+    let mut props: Vec<(&str, Value<'_>)> = vec![
+        ("Description", Value::from(p.description.clone())),
+        ("Type", Value::from("exec")),
+        ("ExecStart", Value::from(exec)),
+        (
+            "StandardInputFileDescriptor",
+            Value::from(Fd::from(p.stdin)),
+        ),
+        (
+            "StandardOutputFileDescriptor",
+            Value::from(Fd::from(p.stdout)),
+        ),
+        ("Environment", Value::from(p.env.clone())),
+        ("CollectMode", Value::from("inactive-or-failed")),
+        (
+            "RuntimeMaxUSec",
+            Value::from(p.runtime_max.as_micros() as u64),
+        ),
+        ("MemoryMax", Value::from(p.memory_max)),
+        ("NoNewPrivileges", Value::from(true)),
+        ("CapabilityBoundingSet", Value::from(0u64)),
+        ("AmbientCapabilities", Value::from(0u64)),
+        ("ProtectSystem", Value::from("strict")),
+        ("PrivateTmp", Value::from(true)),
+        ("PrivateDevices", Value::from(true)),
+        ("ProtectKernelTunables", Value::from(true)),
+        ("ProtectKernelModules", Value::from(true)),
+        ("ProtectKernelLogs", Value::from(true)),
+        ("ProtectControlGroups", Value::from(true)),
+        ("ProtectClock", Value::from(true)),
+        ("ProtectHostname", Value::from(true)),
+        ("RestrictSUIDSGID", Value::from(true)),
+        ("RestrictRealtime", Value::from(true)),
+        ("LockPersonality", Value::from(true)),
+        ("KillMode", Value::from("control-group")),
+    ];
+    match &p.rights {
+        Rights::Sandbox => {
+            props.push(("DynamicUser", Value::from(true)));
+            props.push(("PrivateNetwork", Value::from(true)));
+            props.push(("ProtectHome", Value::from("yes")));
+        }
+        Rights::Network => {
+            props.push(("DynamicUser", Value::from(true)));
+            props.push(("ProtectHome", Value::from("yes")));
+            props.push(("IPAddressDeny", Value::from(link_local_and_multicast())));
+        }
+        Rights::CellsUser { user, group, rw } => {
+            props.push(("User", Value::from(user.clone())));
+            if !group.is_empty() {
+                props.push(("Group", Value::from(group.clone())));
+            }
+            props.push(("PrivateNetwork", Value::from(true)));
+            props.push(("ProtectHome", Value::from("read-only")));
+            if let Some(dir) = rw {
+                props.push((
+                    "ReadWritePaths",
+                    Value::from(vec![dir.display().to_string()]),
+                ));
+            }
+        }
+    }
+    let m = timed("connecting", ManagerProxy::new(conn)).await?;
+    let _ = timed("Subscribe", m.subscribe()).await;
+    let mut removed = timed("JobRemoved", m.receive_job_removed()).await?;
+    let job = timed(
+        &format!("StartTransientUnit({name})"),
+        m.start_transient_unit(name, "fail", &props, &[]),
+    )
+    .await?;
+    let wait = async {
+        while let Some(sig) = removed.next().await {
+            if let Ok(args) = sig.args() {
+                if args.job == job {
+                    return Some(args.result.clone());
+                }
+            }
+        }
+        None
+    };
+    match tokio::time::timeout(CALL_TIMEOUT, wait).await {
+        Ok(Some(r)) if r == "done" => Ok(()),
+        Ok(Some(r)) => Err(fail(format!(
+            "systemd's start job ended with '{r}' (see journalctl -u {name})"
+        ))),
+        Ok(None) => Err(fail("lost the connection to systemd".into())),
+        Err(_) => Err(fail(format!(
+            "systemd did not start it within {} s",
+            CALL_TIMEOUT.as_secs()
+        ))),
+    }
+}
+
+/// Stops a helper unit (a finished one is already gone: errors are ignored).
+pub async fn stop_transient(conn: &zbus::Connection, name: &str) {
+    if let Ok(m) = ManagerProxy::new(conn).await {
+        let _ = tokio::time::timeout(CALL_TIMEOUT, m.stop_unit(name, "replace")).await;
+    }
+}
+
 /// What "healthy" means after a restart.
 #[derive(Debug, Clone)]
 pub struct HealthCheck {
@@ -249,6 +405,34 @@ pub struct HealthCheck {
     pub url: Option<String>,
 }
 
+/// Asks the health URL through the network helper; `Ok` on a 2xx answer.
+async fn http_healthy(
+    runner: &crate::helper::Runner,
+    url: &str,
+) -> std::result::Result<(), String> {
+    use crate::helper::{Input, Rights, Task};
+    let req = crate::net::HttpGet {
+        url: url.to_string(),
+        timeout_secs: 5,
+    };
+    let task = Task {
+        command: "http-get",
+        args: Vec::new(),
+        rights: Rights::Network,
+        input: Input::Json(serde_json::to_vec(&req).unwrap_or_default()),
+        timeout: Duration::from_secs(15),
+        env: Vec::new(),
+    };
+    match runner.run(task).await {
+        Ok(v) => match v["status"].as_u64() {
+            Some(s) if (200..300).contains(&s) => Ok(()),
+            Some(s) => Err(format!("{url} answered HTTP {s}")),
+            None => Err(format!("{url}: no status")),
+        },
+        Err(e) => Err(e.message()),
+    }
+}
+
 /// Waits until `unit` is active with `MainPID` and `NRestarts` unchanged for the settle time
 /// (and, when configured, the HTTP probe answers). A restart counted after `baseline`
 /// restarts, or a failed unit, ends the wait at once.
@@ -257,12 +441,9 @@ pub async fn wait_healthy(
     unit: &str,
     check: &HealthCheck,
     baseline_restarts: u32,
+    runner: &crate::helper::Runner,
 ) -> Result<UnitFacts> {
     let started = tokio::time::Instant::now();
-    let http = reqwest::Client::builder()
-        .timeout(Duration::from_secs(5))
-        .build()
-        .map_err(|e| Error::UnitFailed(format!("cannot set up the health probe: {e}")))?;
     let mut stable: Option<(tokio::time::Instant, u32, u32)> = None;
     let mut last: String;
     loop {
@@ -282,10 +463,9 @@ pub async fn wait_healthy(
                     if since.elapsed() >= check.settle {
                         match &check.url {
                             None => return Ok(facts),
-                            Some(url) => match http.get(url).send().await {
-                                Ok(r) if r.status().is_success() => return Ok(facts),
-                                Ok(r) => last = format!("{last}; {url} answered {}", r.status()),
-                                Err(e) => last = format!("{last}; {url}: {e}"),
+                            Some(url) => match http_healthy(runner, url).await {
+                                Ok(()) => return Ok(facts),
+                                Err(e) => last = format!("{last}; {e}"),
                             },
                         }
                     }

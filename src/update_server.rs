@@ -3,15 +3,12 @@
 //! name or number, unknown keys ignored, absent = zero).
 
 use crate::error::{Error, Result};
+use crate::helper::protocol::Frame;
+use crate::helper::{Input, Rights, Runner, Task};
 use serde::de::{self, Deserializer};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::time::Duration;
-
-/// How long to wait for a TCP/TLS connection.
-pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(15);
-/// Most bytes of a check answer that are read.
-const MAX_RESPONSE_BYTES: usize = 8 << 20;
 
 /// The request body. Keys are exactly those of Cells' `UpdateRequest`; empty ones are left out.
 #[derive(Debug, Clone, Default, Serialize, PartialEq)]
@@ -64,12 +61,13 @@ pub fn goarch() -> &'static str {
     }
 }
 
-/// `Status` of a package.
+/// `Status` of a package. An absent `Status` counts as `Released`: older servers send none,
+/// and protojson leaves out the zero value; an explicit `Draft` or `Pending` is refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum PackageStatus {
-    #[default]
     Draft,
     Pending,
+    #[default]
     Released,
     /// A number or name this client does not know.
     Unknown,
@@ -151,48 +149,87 @@ pub fn endpoint(base: &str) -> Result<reqwest::Url> {
     Ok(url)
 }
 
-/// Settings of the HTTP client.
+/// Where and how the update server is asked.
 #[derive(Debug, Clone)]
-pub struct HttpSettings {
-    /// Explicit proxy URL; `None` = `CELLS_UPDATE_HTTP_PROXY`, then `HTTPS_PROXY`/`NO_PROXY`.
-    pub proxy: Option<String>,
-    /// Longest wait for one read of the body (and for a whole check request).
+pub struct ServerSettings {
+    /// The configured base URL.
+    pub url: String,
+    /// Longest a check may take.
     pub timeout: Duration,
+    /// Proxies.
+    pub proxy: crate::net::ProxySettings,
 }
 
-/// Builds the HTTP client: rustls with the system's CA store, connect and read timeouts,
-/// proxies from the settings or the environment.
-pub fn http_client(settings: &HttpSettings) -> Result<reqwest::Client> {
-    let mut builder = reqwest::Client::builder()
-        .connect_timeout(CONNECT_TIMEOUT)
-        .read_timeout(settings.timeout)
-        .user_agent(concat!("cells-updater/", env!("CARGO_PKG_VERSION")))
-        .https_only(false);
-    let explicit = settings
-        .proxy
-        .clone()
-        .or_else(|| std::env::var("CELLS_UPDATE_HTTP_PROXY").ok())
-        .filter(|p| !p.is_empty());
-    if let Some(p) = explicit {
-        let proxy = reqwest::Proxy::all(&p)
-            .map_err(|e| Error::InvalidArgument(format!("proxy {p:?} is not usable: {e}")))?
-            .no_proxy(reqwest::NoProxy::from_env());
-        builder = builder.proxy(proxy);
+impl ServerSettings {
+    /// The environment of network helpers: the proxy variables the daemon itself was given.
+    pub fn helper_env() -> Vec<String> {
+        [
+            "CELLS_UPDATE_HTTP_PROXY",
+            "HTTPS_PROXY",
+            "https_proxy",
+            "HTTP_PROXY",
+            "http_proxy",
+            "NO_PROXY",
+            "no_proxy",
+        ]
+        .iter()
+        .filter_map(|k| std::env::var(k).ok().map(|v| format!("{k}={v}")))
+        .collect()
     }
-    builder
-        .build()
-        .map_err(|e| Error::ServerError(format!("cannot set up the HTTP client: {e}")))
 }
 
-/// Asks the update server at `base` which binaries are available.
-pub async fn check(
-    client: &reqwest::Client,
-    base: &str,
+/// POSTs `request` through the network helper; returns the status and the body.
+async fn post(
+    runner: &Runner,
+    server: &ServerSettings,
     request: &UpdateRequest,
-    timeout: Duration,
+) -> Result<(u16, Vec<u8>)> {
+    let req = crate::net::CheckRequest {
+        server_url: server.url.clone(),
+        body: serde_json::to_value(request)
+            .map_err(|e| Error::InvalidArgument(format!("cannot encode the request: {e}")))?,
+        timeout_secs: server.timeout.as_secs().max(1),
+        proxy: server.proxy.clone(),
+    };
+    let task = Task {
+        command: "check",
+        args: Vec::new(),
+        rights: Rights::Network,
+        input: Input::Json(
+            serde_json::to_vec(&req).map_err(|e| Error::InvalidArgument(e.to_string()))?,
+        ),
+        timeout: server.timeout + Duration::from_secs(15),
+        env: ServerSettings::helper_env(),
+    };
+    let mut running = runner.start(task).await?;
+    let mut body = Vec::new();
+    loop {
+        match running.next().await? {
+            Frame::Data(d) => {
+                if body.len() + d.len() > crate::net::MAX_RESPONSE_BYTES {
+                    return Err(Error::ServerError(
+                        "the update server's answer is too large; refusing it".into(),
+                    ));
+                }
+                body.extend_from_slice(&d);
+            }
+            Frame::Meta(_) => {}
+            Frame::Result(r) => {
+                let status = r?["status"].as_u64().unwrap_or(0) as u16;
+                return Ok((status, body));
+            }
+        }
+    }
+}
+
+/// Asks the update server which binaries are available.
+pub async fn check(
+    runner: &Runner,
+    server: &ServerSettings,
+    request: &UpdateRequest,
 ) -> Result<UpdateResponse> {
-    let (status, bytes) = post(client, base, request, timeout).await?;
-    if status != reqwest::StatusCode::OK {
+    let (status, bytes) = post(runner, server, request).await?;
+    if status != 200 {
         return Err(Error::ServerError(server_failure(status, &bytes)));
     }
     parse_response(&bytes)
@@ -202,13 +239,12 @@ pub async fn check(
 /// key is valid; any other status is `LicenseRejected` (an unreachable server stays
 /// `ServerError`: that says nothing about the key).
 pub async fn check_license(
-    client: &reqwest::Client,
-    base: &str,
+    runner: &Runner,
+    server: &ServerSettings,
     request: &UpdateRequest,
-    timeout: Duration,
 ) -> Result<UpdateResponse> {
-    let (status, bytes) = post(client, base, request, timeout).await?;
-    if status != reqwest::StatusCode::OK {
+    let (status, bytes) = post(runner, server, request).await?;
+    if status != 200 {
         return Err(Error::LicenseRejected(format!(
             "the update server did not accept the license key ({}); nothing was changed; check \
              the key, or ask Pydio support",
@@ -219,45 +255,8 @@ pub async fn check_license(
     parse_response(&bytes)
 }
 
-async fn post(
-    client: &reqwest::Client,
-    base: &str,
-    request: &UpdateRequest,
-    timeout: Duration,
-) -> Result<(reqwest::StatusCode, Vec<u8>)> {
-    let url = endpoint(base)?;
-    let body = serde_json::to_vec(request)
-        .map_err(|e| Error::InvalidArgument(format!("cannot encode the request: {e}")))?;
-    let unreachable = |e: reqwest::Error| {
-        Error::ServerError(format!(
-            "cannot reach the update server at {url}: {}; check the network, [server] url and \
-             the proxy settings",
-            error_chain(&e)
-        ))
-    };
-    let mut resp = client
-        .post(url.clone())
-        .header(reqwest::header::CONTENT_TYPE, "application/json")
-        .timeout(timeout)
-        .body(body)
-        .send()
-        .await
-        .map_err(unreachable)?;
-    let status = resp.status();
-    let mut bytes = Vec::new();
-    while let Some(chunk) = resp.chunk().await.map_err(unreachable)? {
-        if bytes.len() + chunk.len() > MAX_RESPONSE_BYTES {
-            return Err(Error::ServerError(format!(
-                "the update server's answer is larger than {MAX_RESPONSE_BYTES} bytes; refusing it"
-            )));
-        }
-        bytes.extend_from_slice(&chunk);
-    }
-    Ok((status, bytes))
-}
-
 /// The message for a non-200 answer: the body's `Title` (and `Detail`) when present.
-pub fn server_failure(status: reqwest::StatusCode, body: &[u8]) -> String {
+pub fn server_failure(status: u16, body: &[u8]) -> String {
     #[derive(Deserialize, Default)]
     #[serde(default)]
     struct Problem {
@@ -267,33 +266,26 @@ pub fn server_failure(status: reqwest::StatusCode, body: &[u8]) -> String {
         detail: String,
     }
     let problem: Problem = serde_json::from_slice(body).unwrap_or_default();
+    // The server's words are outside text (I10): one line each, bounded.
     let mut msg = format!("the update server answered HTTP {status}");
     if !problem.title.is_empty() {
-        msg.push_str(&format!(": {}", problem.title));
+        msg.push_str(&format!(": {}", crate::text::one_line(&problem.title, 200)));
         if !problem.detail.is_empty() {
-            msg.push_str(&format!(" ({})", problem.detail));
+            msg.push_str(&format!(
+                " ({})",
+                crate::text::one_line(&problem.detail, 300)
+            ));
         }
     }
     msg.push_str("; try again later or check [server] url");
     msg
 }
 
-/// The causes of a reqwest error on one line (reqwest's Display hides the root cause).
-pub fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut parts = vec![e.to_string()];
-    let mut cur = e.source();
-    while let Some(c) = cur {
-        let s = c.to_string();
-        if !parts.iter().any(|p| p.contains(&s)) {
-            parts.push(s);
-        }
-        cur = c.source();
-    }
-    parts.join(": ")
-}
-
+/// A string field; NULs are dropped (D-Bus strings cannot carry them; I10).
 fn string<'de, D: Deserializer<'de>>(d: D) -> std::result::Result<String, D::Error> {
-    Ok(Option::<String>::deserialize(d)?.unwrap_or_default())
+    Ok(crate::text::no_nul(
+        &Option::<String>::deserialize(d)?.unwrap_or_default(),
+    ))
 }
 
 fn boolean<'de, D: Deserializer<'de>>(d: D) -> std::result::Result<bool, D::Error> {
@@ -321,7 +313,7 @@ fn int64<'de, D: Deserializer<'de>>(d: D) -> std::result::Result<i64, D::Error> 
 
 fn status<'de, D: Deserializer<'de>>(d: D) -> std::result::Result<PackageStatus, D::Error> {
     Ok(match Option::<serde_json::Value>::deserialize(d)? {
-        None | Some(serde_json::Value::Null) => PackageStatus::Draft,
+        None | Some(serde_json::Value::Null) => PackageStatus::Released,
         Some(serde_json::Value::Number(n)) => match n.as_i64() {
             Some(0) => PackageStatus::Draft,
             Some(1) => PackageStatus::Pending,
@@ -399,6 +391,17 @@ mod tests {
         assert_eq!(r.available_binaries[2].binary_size, 0);
         assert_eq!(r.available_binaries[2].status, PackageStatus::Unknown);
         assert!(parse_response(b"{}").unwrap().available_binaries.is_empty());
+        let statuses =
+            br#"{"AvailableBinaries":[{"Version":"1.0.0"},{"Status":"Draft"},{"Status":0},
+            {"Status":"Pending"},{"Status":1},{"Status":null},{"Label":"a\u0000b"}]}"#;
+        let r = parse_response(statuses).unwrap();
+        let got: Vec<PackageStatus> = r.available_binaries.iter().map(|p| p.status).collect();
+        use PackageStatus::*;
+        assert_eq!(
+            got,
+            [Released, Draft, Draft, Pending, Pending, Released, Released]
+        );
+        assert_eq!(r.available_binaries[6].label, "ab", "no NUL reaches D-Bus");
     }
 
     #[test]
@@ -414,15 +417,12 @@ mod tests {
 
     #[test]
     fn failure_message_carries_the_title() {
-        let m = server_failure(
-            reqwest::StatusCode::INTERNAL_SERVER_ERROR,
-            br#"{"Title":"Database down","Detail":"retry"}"#,
-        );
+        let m = server_failure(500, br#"{"Title":"Database down","Detail":"retry"}"#);
         assert!(
             m.contains("500") && m.contains("Database down") && m.contains("retry"),
             "{m}"
         );
-        let m = server_failure(reqwest::StatusCode::BAD_GATEWAY, b"<html>");
+        let m = server_failure(502, b"<html>");
         assert!(m.contains("502"), "{m}");
     }
 }

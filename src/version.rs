@@ -67,18 +67,19 @@ impl Ord for CellsVersion {
     }
 }
 
-/// What a candidate must beat: the installed version and the highest version ever installed
-/// here (persisted, so that replaying an old release after a rollback is still refused).
+/// What a candidate must beat: the installed version and the highest version ever committed
+/// here (persisted, so that replaying an old release after a rollback is still refused). A
+/// release is committed when it passes its health check; one that fails does not raise it.
 #[derive(Debug, Clone, Default)]
 pub struct VersionFloor {
     /// Version the managed binary reports now.
     pub installed: Option<CellsVersion>,
-    /// Highest version ever installed on this machine.
-    pub highest: Option<CellsVersion>,
+    /// Highest version ever committed on this machine.
+    pub committed: Option<CellsVersion>,
 }
 
 impl VersionFloor {
-    /// `Ok` when `candidate` is newer than both the installed and the highest-ever version,
+    /// `Ok` when `candidate` is newer than both the installed and the committed version,
     /// `Downgrade` otherwise.
     pub fn admit(&self, candidate: &CellsVersion) -> Result<()> {
         if let Some(installed) = &self.installed {
@@ -89,10 +90,10 @@ impl VersionFloor {
                 )));
             }
         }
-        if let Some(highest) = &self.highest {
-            if candidate <= highest {
+        if let Some(committed) = &self.committed {
+            if candidate <= committed {
                 return Err(Error::Downgrade(format!(
-                    "{candidate} is not newer than {highest}, the highest version ever installed here; \
+                    "{candidate} is not newer than {committed}, the highest version ever committed here; \
                      an older release is refused even when genuinely signed"
                 )));
             }
@@ -142,12 +143,12 @@ mod tests {
     fn floor_refuses_same_older_and_below_highest() {
         let floor = VersionFloor {
             installed: Some(v("4.4.2")),
-            highest: Some(v("4.4.4")),
+            committed: Some(v("4.4.4")),
         };
         assert_eq!(floor.admit(&v("4.4.2")).unwrap_err().name(), "Downgrade");
         assert_eq!(floor.admit(&v("4.4.1")).unwrap_err().name(), "Downgrade");
         let err = floor.admit(&v("4.4.3")).unwrap_err();
-        assert!(err.message().contains("highest version ever installed"));
+        assert!(err.message().contains("highest version ever committed"));
         assert!(floor.admit(&v("4.4.5")).is_ok());
         assert!(VersionFloor::default().admit(&v("0.0.1")).is_ok());
     }

@@ -1,9 +1,10 @@
 //! The version probe runs the staged binary as the unprivileged probe user, with an empty
-//! environment and no network (a fresh network namespace holds only `lo`).
+//! environment, no network (a fresh network namespace holds only `lo`) and only descriptors
+//! 0-2, through the probe helper as the daemon runs it without systemd.
 
 mod support;
 
-use cells_updater::probe::{check_version, ProbeSettings};
+use cells_updater::probe::check_version;
 use cells_updater::version::CellsVersion;
 use std::io::Write;
 use support::*;
@@ -32,14 +33,17 @@ async fn probe_is_unprivileged_with_empty_env_and_no_network() {
     .unwrap();
     let file = std::fs::File::open(&path).unwrap();
 
-    let expected = format!("{}.0.1", nobody.uid);
+    // A descriptor this process holds open (as the daemon holds received ones) must not
+    // reach the probed binary.
+    let _held = std::fs::File::open("/dev/null").unwrap();
+    let expected = format!("{}.0.1-fds.3", nobody.uid);
     check_version(
+        &fork_runner(),
         &file,
         &CellsVersion::parse(&expected).unwrap(),
-        &ProbeSettings::default(),
     )
     .await
-    .expect("probe reports uid nobody, no environment, one interface (lo)");
+    .expect("probe reports uid nobody, no environment, one interface (lo), descriptors 0-2");
 
     // Only meaningful if the host has more than `lo`: then the namespace is what hides them.
     let host_ifs = nix::net::if_::if_nameindex().unwrap().iter().count();

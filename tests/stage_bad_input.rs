@@ -148,7 +148,7 @@ const ROWS: &[Row] = &[
     Row {
         fault: Fault::ProbeHangs,
         error: "VersionMismatch",
-        says: "did not answer `version` within 3 s",
+        says: "did not answer `version` within 10 s",
         leaves_partial: false,
     },
     Row {
@@ -283,7 +283,14 @@ fn arrange(env: &mut StageEnv, fault: Fault) -> (String, Option<std::path::PathB
             env.publish("4.4.5", bytes, &k.rsa);
             let dir = env.staged_dir();
             mount_tiny_tmpfs(&dir);
-            env.stager.area.ensure().unwrap();
+            // The staging area is held by descriptor: open it again, on the tmpfs.
+            let state = cells_updater::dirfd::root_dir(
+                dir.parent().unwrap(),
+                None,
+                cells_updater::Error::SwapFailed,
+            )
+            .unwrap();
+            env.stager.area = cells_updater::stage::StagingArea::open(&state).unwrap();
             mount = Some(dir);
             "4.4.5"
         }

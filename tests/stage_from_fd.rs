@@ -145,7 +145,7 @@ async fn a_cancelled_stage_leaves_nothing() {
     let bytes = fake_cells("4.4.5", "ok");
     let (sum, sig) = sign(&bytes, &k.ec);
     let cancel = Cancel::new();
-    cancel.cancel();
+    cancel.cancel().unwrap();
     let before = snapshot(&env.staged_dir());
     let err = env
         .stager

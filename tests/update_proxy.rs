@@ -1,9 +1,11 @@
-//! The check goes through a proxy: the configured one, else `CELLS_UPDATE_HTTP_PROXY`.
-//! (One test per process: it sets an environment variable.)
+//! The check goes through a proxy: the configured one, else `CELLS_UPDATE_HTTP_PROXY` (from
+//! the daemon's environment, handed to the network helper). (One test per process: it sets
+//! an environment variable.)
 
 mod support;
 
-use cells_updater::update_server::{check, http_client, HttpSettings, UpdateRequest};
+use cells_updater::net::ProxySettings;
+use cells_updater::update_server::{check, ServerSettings, UpdateRequest};
 use std::time::Duration;
 use support::*;
 
@@ -18,14 +20,19 @@ async fn check_uses_the_configured_then_the_environment_proxy() {
     // An origin that does not resolve: only the proxy can answer.
     let origin = "http://updates.invalid/";
 
-    let client = http_client(&HttpSettings {
-        proxy: Some(format!("http://{}", proxy.addr)),
+    let runner = fork_runner();
+    let settings = |proxy: Option<String>| ServerSettings {
+        url: origin.into(),
         timeout: Duration::from_secs(5),
-    })
-    .unwrap();
-    let resp = check(&client, origin, &req, Duration::from_secs(5))
-        .await
-        .expect("via configured proxy");
+        proxy: ProxySettings { proxy },
+    };
+    let resp = check(
+        &runner,
+        &settings(Some(format!("http://{}", proxy.addr))),
+        &req,
+    )
+    .await
+    .expect("via configured proxy");
     assert_eq!(resp.available_binaries[0].version, "4.4.5");
     assert_eq!(
         proxy.requests().last().unwrap().path,
@@ -33,26 +40,14 @@ async fn check_uses_the_configured_then_the_environment_proxy() {
     );
 
     std::env::set_var("CELLS_UPDATE_HTTP_PROXY", format!("http://{}", proxy.addr));
-    let client = http_client(&HttpSettings {
-        proxy: None,
-        timeout: Duration::from_secs(5),
-    })
-    .unwrap();
     let before = proxy.requests().len();
-    check(&client, origin, &req, Duration::from_secs(5))
+    check(&runner, &settings(None), &req)
         .await
         .expect("via CELLS_UPDATE_HTTP_PROXY");
     assert_eq!(proxy.requests().len(), before + 1);
 
     std::env::remove_var("CELLS_UPDATE_HTTP_PROXY");
-    let client = http_client(&HttpSettings {
-        proxy: None,
-        timeout: Duration::from_secs(5),
-    })
-    .unwrap();
-    let err = check(&client, origin, &req, Duration::from_secs(5))
-        .await
-        .unwrap_err();
+    let err = check(&runner, &settings(None), &req).await.unwrap_err();
     assert_eq!(err.name(), "ServerError");
     assert!(
         err.message().contains("cannot reach the update server"),

@@ -120,6 +120,15 @@ pub enum Command {
     },
     /// Check a binary against the trusted keys, offline; no daemon needed.
     Verify(verify::VerifyArgs),
+    /// A helper process the daemon starts (not for people).
+    #[command(hide = true)]
+    Internal {
+        /// The helper: probe, fetch, check, http-get, license-read, license-write, cells-config.
+        command: String,
+        /// Its fixed arguments.
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
     /// Write man pages and shell completions (used by dist/install.sh).
     #[command(hide = true)]
     GenerateDocs {
@@ -150,6 +159,9 @@ pub fn main() -> ExitCode {
         }
     };
     let root = cli.root.clone().unwrap_or_else(|| PathBuf::from("/"));
+    if let Command::Internal { command, args } = &cli.command {
+        return cells_updater::helper::child::main(command, args);
+    }
     if let Command::Verify(args) = &cli.command {
         return verify::run(&root, cli.config.as_deref(), args);
     }
@@ -292,7 +304,7 @@ async fn run(cli: Cli, root: PathBuf) -> ExitCode {
                 )
                 .await
             }
-            Command::Verify(_) | Command::GenerateDocs { .. } => Ok(()),
+            Command::Verify(_) | Command::GenerateDocs { .. } | Command::Internal { .. } => Ok(()),
         }
     }
     .await;

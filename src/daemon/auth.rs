@@ -132,3 +132,51 @@ pub async fn authorize(
         (false, false, _) => Err(refuse("polkit denied it".into())),
     }
 }
+
+/// Most calls one uid that is neither root nor the Cells user may have awaiting
+/// authorization; more are refused at once, before polkit is asked.
+pub const MAX_IN_FLIGHT: usize = 8;
+
+/// Calls in flight per uid that needs polkit.
+#[derive(Debug, Default)]
+pub struct InFlight(std::sync::Mutex<HashMap<u32, usize>>);
+
+/// One call counted in [`InFlight`]; uncounted when dropped.
+pub struct InFlightGuard<'a> {
+    table: &'a InFlight,
+    uid: u32,
+}
+
+impl InFlight {
+    /// Counts a call of `uid`; `NotAuthorized` at once when it already has
+    /// [`MAX_IN_FLIGHT`] calls awaiting an answer.
+    pub fn enter(&self, uid: u32) -> Result<InFlightGuard<'_>> {
+        let mut t = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        let n = t.entry(uid).or_insert(0);
+        if *n >= MAX_IN_FLIGHT {
+            return Err(Error::NotAuthorized(format!(
+                "uid {uid} already has {MAX_IN_FLIGHT} calls awaiting authorization; refused \
+                 without asking polkit"
+            )));
+        }
+        *n += 1;
+        Ok(InFlightGuard { table: self, uid })
+    }
+
+    /// Calls in flight, all uids together (tests and the soak).
+    pub fn total(&self) -> usize {
+        self.0.lock().map(|t| t.values().sum()).unwrap_or(0)
+    }
+}
+
+impl Drop for InFlightGuard<'_> {
+    fn drop(&mut self) {
+        let mut t = self.table.0.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(n) = t.get_mut(&self.uid) {
+            *n -= 1;
+            if *n == 0 {
+                t.remove(&self.uid);
+            }
+        }
+    }
+}

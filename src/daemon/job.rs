@@ -1,11 +1,14 @@
 //! Job objects: `/com/pydio/CellsUpdater1/job/<n>`, interface `com.pydio.CellsUpdater1.Job`.
+//!
+//! A job's data lives in a [`JobHandle`] (a watch channel), outside the served D-Bus object:
+//! the object only reads it. So a caller sitting in `Cancel`'s authorization (polkit may take
+//! minutes) never holds a lock that the job's progress, or its swap and restart, would wait on.
 
+use super::auth::Action;
 use super::errors::BusError;
-use super::{emit_changes, now_us, Shared};
-use crate::daemon::auth::Action;
-use crate::stage::Cancel;
+use super::{emit_changes, now_us, Daemon};
+use crate::cancel::Cancel;
 use std::sync::Arc;
-use zbus::object_server::InterfaceRef;
 use zbus::zvariant::{OwnedObjectPath, Value};
 
 /// The Job interface name.
@@ -18,14 +21,113 @@ pub fn job_path(id: u32) -> OwnedObjectPath {
         .expect("job paths are valid object paths")
 }
 
+/// What a job does (the `Kind` property).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum JobKind {
+    /// Stage or StageFromFd.
+    Stage,
+    /// Apply.
+    Apply,
+    /// Update (stage then apply).
+    Update,
+    /// Rollback.
+    Rollback,
+    /// UpgradeToEnterprise.
+    Enterprise,
+}
+
+impl JobKind {
+    /// The property value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            JobKind::Stage => "stage",
+            JobKind::Apply => "apply",
+            JobKind::Update => "update",
+            JobKind::Rollback => "rollback",
+            JobKind::Enterprise => "enterprise",
+        }
+    }
+
+    /// The phase a job of this kind starts in.
+    pub fn first_phase(self) -> Phase {
+        match self {
+            JobKind::Apply => Phase::Swapping,
+            JobKind::Rollback => Phase::RollingBack,
+            _ => Phase::Downloading,
+        }
+    }
+}
+
+/// A job's `State`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum JobState {
+    /// Under way.
+    Running,
+    /// Ended well.
+    Succeeded,
+    /// Ended with an error.
+    Failed,
+    /// Cancelled before anything changed.
+    Cancelled,
+}
+
+impl JobState {
+    /// The property value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            JobState::Running => "running",
+            JobState::Succeeded => "succeeded",
+            JobState::Failed => "failed",
+            JobState::Cancelled => "cancelled",
+        }
+    }
+}
+
+/// A job's `Phase`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Phase {
+    /// Bytes arriving.
+    Downloading,
+    /// Checksum and signature.
+    Verifying,
+    /// The version probe.
+    Probing,
+    /// Backup and swap.
+    Swapping,
+    /// Restarting the unit.
+    Restarting,
+    /// Waiting for health.
+    HealthCheck,
+    /// Putting the previous version back.
+    RollingBack,
+    /// Finished.
+    Done,
+}
+
+impl Phase {
+    /// The property value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Phase::Downloading => "downloading",
+            Phase::Verifying => "verifying",
+            Phase::Probing => "probing",
+            Phase::Swapping => "swapping",
+            Phase::Restarting => "restarting",
+            Phase::HealthCheck => "health-check",
+            Phase::RollingBack => "rolling-back",
+            Phase::Done => "done",
+        }
+    }
+}
+
 /// A job's properties.
-#[derive(Debug, Clone, PartialEq, Default)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct JobData {
     pub id: u32,
-    pub kind: String,
+    pub kind: JobKind,
     pub version: String,
-    pub state: String,
-    pub phase: String,
+    pub state: JobState,
+    pub phase: Phase,
     pub percent: u32,
     pub bytes_done: u64,
     pub bytes_total: u64,
@@ -36,27 +138,14 @@ pub struct JobData {
 }
 
 impl JobData {
-    /// A running job of `kind` for `version`.
-    pub fn new(id: u32, kind: &str, version: &str, phase: &str) -> Self {
-        JobData {
-            id,
-            kind: kind.into(),
-            version: version.into(),
-            state: "running".into(),
-            phase: phase.into(),
-            started_at: now_us(),
-            ..Default::default()
-        }
-    }
-
     /// Every property with its value, for change detection.
     pub fn props(&self) -> Vec<(&'static str, Value<'static>)> {
         vec![
             ("Id", Value::from(self.id)),
-            ("Kind", Value::from(self.kind.clone())),
+            ("Kind", Value::from(self.kind.as_str())),
             ("Version", Value::from(self.version.clone())),
-            ("State", Value::from(self.state.clone())),
-            ("Phase", Value::from(self.phase.clone())),
+            ("State", Value::from(self.state.as_str())),
+            ("Phase", Value::from(self.phase.as_str())),
             ("Percent", Value::from(self.percent)),
             ("BytesDone", Value::from(self.bytes_done)),
             ("BytesTotal", Value::from(self.bytes_total)),
@@ -68,97 +157,152 @@ impl JobData {
     }
 }
 
-/// The served job object.
-pub struct Job {
-    /// Its properties.
-    pub data: JobData,
-    /// Set by `Cancel()`.
-    pub cancel: Cancel,
+/// A job: its data, its cancel token and what a caller needs to cancel it.
+pub struct JobHandle {
+    /// The job's number.
+    pub id: u32,
     /// The action a caller needs to cancel it.
     pub action: Action,
-    /// True once the job passed the point where it can no longer be cancelled (the swap).
-    pub committed: bool,
-    pub(super) shared: Arc<Shared>,
+    /// Set by `Cancel()`, committed at the swap.
+    pub cancel: Cancel,
+    data: tokio::sync::watch::Sender<JobData>,
+    conn: zbus::Connection,
+}
+
+impl JobHandle {
+    /// A running job of `kind` for `version`.
+    pub fn new(
+        id: u32,
+        kind: JobKind,
+        version: &str,
+        action: Action,
+        conn: zbus::Connection,
+    ) -> Self {
+        let data = JobData {
+            id,
+            kind,
+            version: version.to_string(),
+            state: JobState::Running,
+            phase: kind.first_phase(),
+            percent: 0,
+            bytes_done: 0,
+            bytes_total: 0,
+            error: String::new(),
+            message: String::new(),
+            started_at: now_us(),
+            finished_at: 0,
+        };
+        JobHandle {
+            id,
+            action,
+            cancel: Cancel::new(),
+            data: tokio::sync::watch::channel(data).0,
+            conn,
+        }
+    }
+
+    /// Its object path.
+    pub fn path(&self) -> OwnedObjectPath {
+        job_path(self.id)
+    }
+
+    /// A copy of its properties.
+    pub fn data(&self) -> JobData {
+        self.data.borrow().clone()
+    }
+
+    /// Changes its properties and emits `PropertiesChanged` for what changed. Holds no lock
+    /// across the emission.
+    pub async fn update(&self, change: impl FnOnce(&mut JobData)) {
+        let before = self.data.borrow().props();
+        self.data.send_modify(change);
+        let after = self.data.borrow().props();
+        if let Ok(emitter) = zbus::object_server::SignalEmitter::new(&self.conn, self.path()) {
+            emit_changes(&emitter, JOB_INTERFACE, &before, &after).await;
+        }
+    }
+
+    /// Sets the phase.
+    pub async fn phase(&self, phase: Phase) {
+        self.update(|d| d.phase = phase).await;
+    }
+}
+
+/// The served job object: reads the handle, never holds its data.
+pub struct JobObject {
+    pub(super) handle: Arc<JobHandle>,
+    pub(super) daemon: Arc<Daemon>,
 }
 
 #[zbus::interface(name = "com.pydio.CellsUpdater1.Job")]
-impl Job {
-    /// Asks the job to stop. Only before the swap; after it, the job finishes or rolls back.
+impl JobObject {
+    /// Asks the job to stop. Only before the swap; after it, `NotCancellable` and the job
+    /// finishes or rolls back.
     async fn cancel(&self, #[zbus(header)] hdr: zbus::message::Header<'_>) -> Result<(), BusError> {
-        self.shared.authorize(&hdr, self.action).await?;
-        if self.data.state != "running" {
+        self.daemon.authorize(&hdr, self.handle.action).await?;
+        let d = self.handle.data();
+        if d.state != JobState::Running {
             return Err(BusError::InvalidArgument(format!(
                 "job {} already {}",
-                self.data.id, self.data.state
+                d.id,
+                d.state.as_str()
             )));
         }
-        if self.committed {
-            return Err(BusError::Busy(format!(
-                "job {} is past the swap and can no longer be cancelled; it will finish or roll back",
-                self.data.id
-            )));
-        }
-        self.cancel.cancel();
-        Ok(())
+        self.handle.cancel.cancel().map_err(|e| {
+            BusError::from(crate::Error::NotCancellable(format!(
+                "job {}: {}",
+                d.id,
+                e.message()
+            )))
+        })
     }
 
     #[zbus(property)]
     fn id(&self) -> u32 {
-        self.data.id
+        self.handle.id
     }
     #[zbus(property)]
     fn kind(&self) -> String {
-        self.data.kind.clone()
+        self.handle.data().kind.as_str().into()
     }
     #[zbus(property)]
     fn version(&self) -> String {
-        self.data.version.clone()
+        self.handle.data().version
     }
     #[zbus(property)]
     fn state(&self) -> String {
-        self.data.state.clone()
+        self.handle.data().state.as_str().into()
     }
     #[zbus(property)]
     fn phase(&self) -> String {
-        self.data.phase.clone()
+        self.handle.data().phase.as_str().into()
     }
     #[zbus(property)]
     fn percent(&self) -> u32 {
-        self.data.percent
+        self.handle.data().percent
     }
     #[zbus(property)]
     fn bytes_done(&self) -> u64 {
-        self.data.bytes_done
+        self.handle.data().bytes_done
     }
     #[zbus(property)]
     fn bytes_total(&self) -> u64 {
-        self.data.bytes_total
+        self.handle.data().bytes_total
     }
     #[zbus(property)]
     fn error(&self) -> String {
-        self.data.error.clone()
+        self.handle.data().error
     }
     #[zbus(property)]
     fn message(&self) -> String {
-        self.data.message.clone()
+        self.handle.data().message
     }
     #[zbus(property)]
     fn started_at(&self) -> u64 {
-        self.data.started_at
+        self.handle.data().started_at
     }
     #[zbus(property)]
     fn finished_at(&self) -> u64 {
-        self.data.finished_at
+        self.handle.data().finished_at
     }
-}
-
-/// Changes a served job's properties and emits `PropertiesChanged` for what changed.
-pub async fn update(iface: &InterfaceRef<Job>, change: impl FnOnce(&mut JobData)) {
-    let (before, after) = {
-        let mut job = iface.get_mut().await;
-        let before = job.data.props();
-        change(&mut job.data);
-        (before, job.data.props())
-    };
-    emit_changes(iface.signal_emitter(), JOB_INTERFACE, &before, &after).await;
 }

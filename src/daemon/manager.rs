@@ -1,20 +1,17 @@
 //! The Manager object: `/com/pydio/CellsUpdater1`, `com.pydio.CellsUpdater1.Manager`.
 
-use super::apply::ApplyOptions;
 use super::auth::Action;
 use super::errors::BusError;
-use super::job;
-use super::{now_us, Shared};
+use super::job::JobKind;
+use super::jobs::{apply::Options as ApplyOptions, stage::Source, Work};
+use super::Daemon;
 use crate::error::{Error, Result};
-use crate::log;
-use crate::policy::{self, Assessed};
-use crate::stage::{Cancel, FdMetadata, Progress, Release, StagePhase};
+use crate::policy::Assessed;
+use crate::stage::FdMetadata;
 use crate::state::Lifecycle;
-use crate::update_server::{self, UpdateRequest};
-use crate::version::{CellsVersion, VersionFloor};
+use crate::version::CellsVersion;
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::Duration;
 use zbus::object_server::SignalEmitter;
 use zbus::zvariant::{ObjectPath, OwnedObjectPath, OwnedValue, Value};
 
@@ -26,9 +23,9 @@ pub const MANAGER_INTERFACE: &str = "com.pydio.CellsUpdater1.Manager";
 /// Options and metadata dictionaries as they arrive.
 type Dict = HashMap<String, OwnedValue>;
 
-/// The served Manager.
+/// The served Manager: it validates, authorizes and translates; the work is in `jobs`.
 pub struct ManagerIface {
-    pub(super) shared: Arc<Shared>,
+    pub(super) daemon: Arc<Daemon>,
 }
 
 fn dict_str(d: &Dict, key: &str) -> Result<Option<String>> {
@@ -100,11 +97,11 @@ fn release_dict(a: &Assessed) -> HashMap<String, OwnedValue> {
     d
 }
 
-impl Shared {
+impl Daemon {
     /// The Manager's properties, in contract order.
     pub(super) async fn manager_props(&self) -> Vec<(&'static str, Value<'static>)> {
         let doc = self.store.lock().await.get().clone();
-        let installed = self.installed();
+        let installed = self.installed().unwrap_or_default();
         let package = if doc.package_name.is_empty() {
             self.cfg.package.clone()
         } else {
@@ -129,270 +126,16 @@ impl Shared {
             ("PreviousVersion", Value::from(doc.previous_version)),
             ("AvailableVersions", Value::from(doc.available_versions)),
             ("LastCheck", Value::from(doc.last_check)),
-            ("LastError", Value::from(doc.last_error)),
+            (
+                "LastError",
+                Value::from(crate::text::no_nul(&doc.last_error)),
+            ),
             ("CurrentJob", Value::from(self.current_job())),
             (
                 "DaemonVersion",
                 Value::from(env!("CARGO_PKG_VERSION").to_string()),
             ),
         ]
-    }
-
-    /// Asks the update server and judges every offer against `floor` (the caller has just
-    /// probed the installed binary; it is not probed twice).
-    async fn check_now(
-        &self,
-        floor: &VersionFloor,
-        package: Option<String>,
-        channel: Option<String>,
-    ) -> Result<Vec<Assessed>> {
-        let package = match package {
-            Some(p) => p,
-            None => self.package().await,
-        };
-        let channel = channel.unwrap_or_else(|| self.cfg.channel.clone());
-        let installed = floor
-            .installed
-            .as_ref()
-            .map(|v| v.to_string())
-            .unwrap_or_default();
-        let mut request = UpdateRequest::new(&channel, &package, &installed);
-        if package == "PydioEnterprise" {
-            if let Some(key) = self.license_key().await {
-                request.license_info.insert("Key".into(), key);
-            }
-        }
-        let resp = update_server::check(
-            self.http()?,
-            &self.cfg.server_url,
-            &request,
-            self.cfg.timeout,
-        )
-        .await?;
-        let bad = self.store.lock().await.get().bad_versions.clone();
-        let ctx = policy::Context {
-            package: &package,
-            floor,
-            bad: &bad,
-            max_binary_size: self.cfg.max_binary_size,
-        };
-        let assessed: Vec<Assessed> = resp
-            .available_binaries
-            .iter()
-            .map(|p| policy::assess(p, &ctx))
-            .collect();
-        Ok(assessed)
-    }
-
-    async fn record_check(&self, assessed: &[Assessed]) -> Result<Vec<String>> {
-        let allowed: Vec<String> = policy::allowed_versions(assessed)
-            .iter()
-            .map(|v| v.to_string())
-            .collect();
-        let mut store = self.store.lock().await;
-        let before = store.get().available_versions.clone();
-        store.update(|d| {
-            d.available_versions = allowed.clone();
-            d.last_check = now_us();
-        })?;
-        Ok(allowed
-            .into_iter()
-            .filter(|v| !before.contains(v))
-            .collect())
-    }
-
-    async fn stage_work(
-        self: Arc<Self>,
-        path: &OwnedObjectPath,
-        source: StageSource,
-        cancel: &Cancel,
-    ) -> Result<String> {
-        self.store.lock().await.transition(Lifecycle::Downloading)?;
-        self.publish().await;
-        let conn = self.conn()?.clone();
-        let iface = conn
-            .object_server()
-            .interface::<_, job::Job>(path)
-            .await
-            .map_err(|e| Error::Busy(format!("job object vanished: {e}")))?;
-        // Progress flows in order (phase changes are state transitions and must not be lost)
-        // but sparsely: only phase changes and whole-percent steps are sent, so the queue holds
-        // about a hundred events at most. The reporter applies each batch and rests 100 ms, so
-        // the bus sees a bounded rate of PropertiesChanged however fast bytes arrive.
-        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<Progress>();
-        let reporter = {
-            let iface = iface.clone();
-            let shared = self.clone();
-            tokio::spawn(async move {
-                let mut phase = StagePhase::Downloading;
-                while let Some(first) = rx.recv().await {
-                    let mut last = first;
-                    let mut batch = vec![first];
-                    while let Ok(p) = rx.try_recv() {
-                        batch.push(p);
-                    }
-                    let phase_name = |p: StagePhase| match p {
-                        StagePhase::Downloading => "downloading",
-                        StagePhase::Verifying => "verifying",
-                        StagePhase::Probing => "probing",
-                    };
-                    for p in &batch {
-                        if p.phase != phase {
-                            if p.phase == StagePhase::Verifying {
-                                let _ = shared.store.lock().await.transition(Lifecycle::Verifying);
-                            }
-                            let (id, version) = {
-                                let j = iface.get().await;
-                                (j.data.id.to_string(), j.data.version.clone())
-                            };
-                            log::info(
-                                &format!("job {id}: {} {version}", phase_name(p.phase)),
-                                &[
-                                    ("JOB_ID", &id),
-                                    ("VERSION", &version),
-                                    ("PHASE", phase_name(p.phase)),
-                                ],
-                            );
-                        }
-                        phase = p.phase;
-                        last = *p;
-                    }
-                    let name = phase_name(last.phase);
-                    job::update(&iface, |d| {
-                        d.phase = name.into();
-                        d.bytes_done = last.done;
-                        d.bytes_total = last.total;
-                        d.percent = last
-                            .done
-                            .saturating_mul(100)
-                            .checked_div(last.total)
-                            .unwrap_or(0)
-                            .min(100) as u32;
-                    })
-                    .await;
-                    shared.publish().await;
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                }
-            })
-        };
-        let mut sent: Option<(StagePhase, u64)> = None;
-        let mut progress = move |p: Progress| {
-            let step = (
-                p.phase,
-                p.done.saturating_mul(100).checked_div(p.total).unwrap_or(0),
-            );
-            if sent != Some(step) {
-                sent = Some(step);
-                let _ = tx.send(p);
-            }
-        };
-        let floor = self.floor().await?;
-        let manifest = match source {
-            StageSource::Server(wanted) => {
-                let assessed = self.check_now(&floor, None, None).await?;
-                let new = self.record_check(&assessed).await?;
-                self.announce(&new).await;
-                let chosen = choose(&assessed, wanted.as_ref(), &self.cfg.server_url)?;
-                let release = Release::from_package(&chosen.package)?;
-                job::update(&iface, |d| d.version = release.version.to_string()).await;
-                self.stager
-                    .stage_release(self.http()?, &release, &floor, &mut progress, cancel)
-                    .await?
-            }
-            StageSource::File(file, meta) => {
-                let package = self.package().await;
-                self.stager
-                    .stage_from_file(file, &meta, &package, &floor, &mut progress, cancel)
-                    .await?
-            }
-        };
-        drop(progress);
-        let _ = reporter.await;
-        // Only one release stays staged: the one just verified.
-        let staged = CellsVersion::parse(&manifest.version)?;
-        for m in self.stager.area.staged() {
-            if let Ok(v) = CellsVersion::parse(&m.version) {
-                if v != staged {
-                    let _ = self.stager.area.remove(&v);
-                }
-            }
-        }
-        self.store
-            .lock()
-            .await
-            .update(|d| d.staged_version = manifest.version.clone())?;
-        Ok(format!(
-            "staged {} ({} bytes, sha256 {}, signed by key {})",
-            manifest.version,
-            manifest.size,
-            manifest.sha256,
-            crate::trust::keys_short_id(&manifest.key_id)
-        ))
-    }
-
-    async fn announce(&self, versions: &[String]) {
-        let Ok(conn) = self.conn() else { return };
-        let Ok(iface) = conn
-            .object_server()
-            .interface::<_, ManagerIface>(MANAGER_PATH)
-            .await
-        else {
-            return;
-        };
-        for v in versions {
-            let _ = ManagerIface::update_available(iface.signal_emitter(), v).await;
-            log::info(&format!("update available: {v}"), &[("VERSION", v)]);
-        }
-    }
-}
-
-/// Where a stage job gets its binary.
-enum StageSource {
-    /// The update server; `None` = the newest allowed version.
-    Server(Option<CellsVersion>),
-    /// A descriptor passed by the caller, with its metadata.
-    File(std::fs::File, FdMetadata),
-}
-
-fn choose<'a>(
-    assessed: &'a [Assessed],
-    wanted: Option<&CellsVersion>,
-    server: &str,
-) -> Result<&'a Assessed> {
-    match wanted {
-        Some(v) => {
-            let offers: Vec<&Assessed> = assessed
-                .iter()
-                .filter(|a| a.version.as_ref() == Some(v))
-                .collect();
-            if let Some(a) = offers.iter().find(|a| a.allowed) {
-                return Ok(a);
-            }
-            match offers.first() {
-                None => Err(Error::NoSuchVersion(format!(
-                    "{v} is not offered by the update server {server} for this package, channel \
-                     and architecture; run Check to see what is offered"
-                ))),
-                Some(a) if a.reason == "downgrade" => Err(Error::Downgrade(format!(
-                    "{v} is not newer than the installed or highest-ever version; use Rollback to go back"
-                ))),
-                Some(a) if a.reason == "wrong arch" || a.reason == "wrong os" => Err(Error::WrongArchitecture(format!(
-                    "{v} is offered for {}/{} only",
-                    a.package.binary_os, a.package.binary_arch
-                ))),
-                Some(a) => Err(Error::NoSuchVersion(format!(
-                    "{v} is offered but not allowed here ({})",
-                    a.reason
-                ))),
-            }
-        }
-        None => assessed
-            .iter()
-            .filter(|a| a.allowed)
-            .max_by(|a, b| a.version.cmp(&b.version))
-            .ok_or_else(|| {
-                Error::NoSuchVersion("no newer version is available; nothing to stage".into())
-            }),
     }
 }
 
@@ -423,66 +166,8 @@ fn apply_options(
         restart: dict_bool(d, "Restart")?.unwrap_or(true),
         on_failure,
         file_name: None,
-        allow_same_version: false,
+        cross_package: None,
     })
-}
-
-/// What a mutating job does.
-enum Work {
-    Stage(StageSource),
-    Apply(ApplyOptions),
-    Update(Option<CellsVersion>, ApplyOptions),
-    Rollback,
-    Enterprise(String, Option<CellsVersion>, ApplyOptions),
-}
-
-impl Shared {
-    /// Creates a job of `kind` (the single mutating-job slot) and runs `work` in it; returns
-    /// the job's path at once.
-    async fn launch(
-        self: &Arc<Self>,
-        kind: &str,
-        label: &str,
-        action: Action,
-        work: Work,
-    ) -> Result<OwnedObjectPath> {
-        let (path, cancel) = self.begin_job(kind, label, action).await?;
-        tokio::spawn(self.clone().run_job(path.clone(), work, cancel));
-        Ok(path)
-    }
-
-    /// Runs a job to its end and records it.
-    async fn run_job(self: Arc<Self>, path: OwnedObjectPath, work: Work, cancel: Cancel) {
-        let iface = match self.conn() {
-            Ok(c) => c.object_server().interface::<_, job::Job>(&path).await.ok(),
-            Err(_) => None,
-        };
-        // A Stage job comes to rest in `staged`; the others say where they end themselves.
-        let success = matches!(work, Work::Stage(_)).then_some(Lifecycle::Staged);
-        let outcome = match iface {
-            None => Err(Error::Busy("job object vanished".into())),
-            Some(iface) => match work {
-                Work::Stage(source) => self.clone().stage_work(&path, source, &cancel).await,
-                Work::Apply(o) => self.apply_work(&iface, &o).await,
-                Work::Rollback => self.rollback_work(&iface).await,
-                Work::Enterprise(key, v, o) => self.enterprise_work(&iface, &key, v, o).await,
-                Work::Update(v, o) => {
-                    let staged = self
-                        .clone()
-                        .stage_work(&path, StageSource::Server(v), &cancel)
-                        .await;
-                    match staged {
-                        Ok(_) => {
-                            let _ = self.store.lock().await.transition(Lifecycle::Staged);
-                            self.apply_work(&iface, &o).await
-                        }
-                        Err(e) => Err(e),
-                    }
-                }
-            },
-        };
-        self.conclude(&path, outcome, success).await;
-    }
 }
 
 #[zbus::interface(name = "com.pydio.CellsUpdater1.Manager")]
@@ -493,7 +178,7 @@ impl ManagerIface {
         options: Dict,
         #[zbus(header)] hdr: zbus::message::Header<'_>,
     ) -> Result<Vec<HashMap<String, OwnedValue>>, BusError> {
-        let s = &self.shared;
+        let s = &self.daemon;
         s.authorize(&hdr, Action::Check).await?;
         only_keys(&options, &["PackageName", "Channel"])?;
         let package = dict_str(&options, "PackageName")?;
@@ -516,7 +201,7 @@ impl ManagerIface {
         // A check does not disturb a running job; it only moves the state when at rest.
         let moved = {
             let mut store = s.store.lock().await;
-            let idle = s.jobs.lock().map(|j| j.running.is_none()).unwrap_or(false);
+            let idle = s.running_job().is_none();
             idle && store.get().state.is_resting() && store.transition(Lifecycle::Checking).is_ok()
         };
         s.publish().await;
@@ -551,15 +236,15 @@ impl ManagerIface {
         options: Dict,
         #[zbus(header)] hdr: zbus::message::Header<'_>,
     ) -> Result<OwnedObjectPath, BusError> {
-        let s = &self.shared;
+        let s = &self.daemon;
         s.authorize(&hdr, Action::Stage).await?;
         only_keys(&options, &[])?;
         let wanted = requested_version(&version)?;
         Ok(s.launch(
-            "stage",
+            JobKind::Stage,
             &version,
             Action::Stage,
-            Work::Stage(StageSource::Server(wanted)),
+            Work::Stage(Source::Server(wanted)),
         )
         .await?)
     }
@@ -571,7 +256,15 @@ impl ManagerIface {
         metadata: Dict,
         #[zbus(header)] hdr: zbus::message::Header<'_>,
     ) -> Result<OwnedObjectPath, BusError> {
-        let s = &self.shared;
+        // Close-on-exec at once: no child may inherit a descriptor a caller sent (zbus
+        // receives them without it), whoever the caller is.
+        let binary = std::os::fd::OwnedFd::from(binary);
+        nix::fcntl::fcntl(
+            &binary,
+            nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::FD_CLOEXEC),
+        )
+        .map_err(|e| Error::InvalidArgument(format!("cannot use the file descriptor: {e}")))?;
+        let s = &self.daemon;
         s.authorize(&hdr, Action::Stage).await?;
         only_keys(
             &metadata,
@@ -594,13 +287,13 @@ impl ManagerIface {
         CellsVersion::parse(&meta.version)?;
         crate::trust::decode_checksum(&meta.checksum)?;
         crate::trust::decode_b64("Signature", &meta.signature)?;
-        let file = std::fs::File::from(std::os::fd::OwnedFd::from(binary));
+        let file = std::fs::File::from(binary);
         let label = meta.version.clone();
         Ok(s.launch(
-            "stage",
+            JobKind::Stage,
             &label,
             Action::Stage,
-            Work::Stage(StageSource::File(file, meta)),
+            Work::Stage(Source::File(file, meta)),
         )
         .await?)
     }
@@ -611,7 +304,7 @@ impl ManagerIface {
         options: Dict,
         #[zbus(header)] hdr: zbus::message::Header<'_>,
     ) -> Result<OwnedObjectPath, BusError> {
-        let s = &self.shared;
+        let s = &self.daemon;
         s.authorize(&hdr, Action::Apply).await?;
         let opts = apply_options(&s.cfg, &options, true)?;
         let staged = s.store.lock().await.get().staged_version.clone();
@@ -621,8 +314,10 @@ impl ManagerIface {
             )
             .into());
         }
-        Ok(s.launch("apply", &staged, Action::Apply, Work::Apply(opts))
-            .await?)
+        Ok(
+            s.launch(JobKind::Apply, &staged, Action::Apply, Work::Apply(opts))
+                .await?,
+        )
     }
 
     /// Stage then Apply in one job (what the timer uses).
@@ -632,12 +327,12 @@ impl ManagerIface {
         options: Dict,
         #[zbus(header)] hdr: zbus::message::Header<'_>,
     ) -> Result<OwnedObjectPath, BusError> {
-        let s = &self.shared;
+        let s = &self.daemon;
         s.authorize(&hdr, Action::Apply).await?;
         let opts = apply_options(&s.cfg, &options, false)?;
         let wanted = requested_version(&version)?;
         Ok(s.launch(
-            "update",
+            JobKind::Update,
             &version,
             Action::Apply,
             Work::Update(wanted, opts),
@@ -651,7 +346,7 @@ impl ManagerIface {
         options: Dict,
         #[zbus(header)] hdr: zbus::message::Header<'_>,
     ) -> Result<OwnedObjectPath, BusError> {
-        let s = &self.shared;
+        let s = &self.daemon;
         s.authorize(&hdr, Action::Apply).await?;
         only_keys(&options, &[])?;
         let previous = s.store.lock().await.get().previous_version.clone();
@@ -662,7 +357,7 @@ impl ManagerIface {
             .into());
         }
         Ok(
-            s.launch("rollback", &previous, Action::Apply, Work::Rollback)
+            s.launch(JobKind::Rollback, &previous, Action::Apply, Work::Rollback)
                 .await?,
         )
     }
@@ -673,10 +368,12 @@ impl ManagerIface {
         key: String,
         #[zbus(header)] hdr: zbus::message::Header<'_>,
     ) -> Result<(), BusError> {
-        let s = &self.shared;
+        let s = &self.daemon;
         s.authorize(&hdr, Action::License).await?;
-        crate::license::validate(&key)?;
-        s.install_license_now(&key).await?;
+        let key = crate::license::validate(&key)?;
+        let at = s.license_location().await?;
+        let path = crate::license::write(&s.runner, &at, &key).await?;
+        crate::log::info(&format!("license installed at {}", path.display()), &[]);
         Ok(())
     }
 
@@ -687,14 +384,14 @@ impl ManagerIface {
         options: Dict,
         #[zbus(header)] hdr: zbus::message::Header<'_>,
     ) -> Result<OwnedObjectPath, BusError> {
-        let s = &self.shared;
+        let s = &self.daemon;
         s.authorize(&hdr, Action::Apply).await?;
         let key = crate::license::validate(&license)?;
         let opts = apply_options(&s.cfg, &options, true)?;
         let version = opts.version.clone();
         let label = version.as_ref().map(|v| v.to_string()).unwrap_or_default();
         Ok(s.launch(
-            "enterprise",
+            JobKind::Enterprise,
             &label,
             Action::Apply,
             Work::Enterprise(key, version, opts),
@@ -704,8 +401,7 @@ impl ManagerIface {
 
     /// Jobs still held (running and recently finished).
     async fn list_jobs(&self) -> Vec<OwnedObjectPath> {
-        self.shared.touch();
-        self.shared.held_jobs()
+        self.daemon.held_jobs()
     }
 
     /// `JobFinished(o job, s state, s error, s message)`.
@@ -724,27 +420,27 @@ impl ManagerIface {
 
     #[zbus(property)]
     async fn state(&self) -> String {
-        self.shared.store.lock().await.get().state.as_str().into()
+        self.daemon.store.lock().await.get().state.as_str().into()
     }
     #[zbus(property)]
     async fn installed_version(&self) -> String {
-        self.shared.installed_settled().await.version
+        self.daemon.installed_settled().await.version
     }
     #[zbus(property)]
     async fn package_name(&self) -> String {
-        self.shared.package().await
+        self.daemon.package().await
     }
     #[zbus(property)]
     async fn channel(&self) -> String {
-        self.shared.cfg.channel.clone()
+        self.daemon.cfg.channel.clone()
     }
     #[zbus(property)]
     async fn unit(&self) -> String {
-        self.shared.cfg.unit.clone()
+        self.daemon.cfg.unit.clone()
     }
     #[zbus(property)]
     async fn binary_path(&self) -> String {
-        self.shared
+        self.daemon
             .installed_settled()
             .await
             .binary
@@ -753,11 +449,11 @@ impl ManagerIface {
     }
     #[zbus(property)]
     async fn staged_version(&self) -> String {
-        self.shared.store.lock().await.get().staged_version.clone()
+        self.daemon.store.lock().await.get().staged_version.clone()
     }
     #[zbus(property)]
     async fn previous_version(&self) -> String {
-        self.shared
+        self.daemon
             .store
             .lock()
             .await
@@ -767,7 +463,7 @@ impl ManagerIface {
     }
     #[zbus(property)]
     async fn available_versions(&self) -> Vec<String> {
-        self.shared
+        self.daemon
             .store
             .lock()
             .await
@@ -777,15 +473,15 @@ impl ManagerIface {
     }
     #[zbus(property)]
     async fn last_check(&self) -> u64 {
-        self.shared.store.lock().await.get().last_check
+        self.daemon.store.lock().await.get().last_check
     }
     #[zbus(property)]
     async fn last_error(&self) -> String {
-        self.shared.store.lock().await.get().last_error.clone()
+        self.daemon.store.lock().await.get().last_error.clone()
     }
     #[zbus(property)]
     async fn current_job(&self) -> OwnedObjectPath {
-        self.shared.current_job()
+        self.daemon.current_job()
     }
     #[zbus(property)]
     async fn daemon_version(&self) -> String {

@@ -2,10 +2,13 @@
  * Tests copy it and patch two slots to make releases: the version it reports and how it
  * behaves. `version -f '{{.Version}}'` prints the bare version; `version` prints Cells'
  * label lines; `start` serves the version over HTTP (port FAKE_CELLS_PORT, default 443).
+ * `version -f '{{.PackageLabel}}'` prints the edition label (a third slot: Home or Enterprise).
  * Modes: "ok"; "hang" (version never returns); "exit" (start fails at once);
- * "introspect" (version reports "<uid>.<environment size>.<network interfaces>"). */
+ * "introspect" (version reports "<uid>.<environment size>.<network interfaces>-fds.<open
+ * descriptors>"). */
 extern char **environ;
 #include <arpa/inet.h>
+#include <dirent.h>
 #include <net/if.h>
 #include <netinet/in.h>
 #include <stdio.h>
@@ -16,6 +19,7 @@ extern char **environ;
 
 #define VMARK "@@FAKE_CELLS_VERSION@@"
 #define MMARK "@@FAKE_CELLS_MODE@@"
+#define EMARK "@@FAKE_CELLS_EDITION@@"
 /* Defaults can be set at compile time (-DFAKE_VERSION='"4.4.5"'), for scripts like the demo. */
 #ifndef FAKE_VERSION
 #define FAKE_VERSION "0.0.0"
@@ -25,6 +29,16 @@ extern char **environ;
 #endif
 volatile char version_slot[96] = VMARK FAKE_VERSION;
 volatile char mode_slot[64] = MMARK FAKE_MODE;
+volatile char edition_slot[64] = EMARK "Home";
+
+static int open_fds(void) {
+    int n = 0;
+    DIR *d = opendir("/proc/self/fd");
+    if (!d) return -1;
+    for (struct dirent *e; (e = readdir(d));) if (e->d_name[0] != '.') n++;
+    closedir(d);
+    return n - 1; /* the directory's own descriptor */
+}
 
 static void slot(volatile char *s, size_t skip, size_t cap, char *out) {
     size_t i = 0;
@@ -33,9 +47,12 @@ static void slot(volatile char *s, size_t skip, size_t cap, char *out) {
 }
 
 int main(int argc, char **argv) {
-    char version[96], mode[64];
+    char version[96], mode[64], edition[64];
     slot(version_slot, sizeof(VMARK) - 1, sizeof(version), version);
     slot(mode_slot, sizeof(MMARK) - 1, sizeof(mode), mode);
+    slot(edition_slot, sizeof(EMARK) - 1, sizeof(edition), edition);
+    const char *label = strcmp(edition, "Enterprise") == 0 ? "Pydio Cells Enterprise Distribution"
+                                                           : "Pydio Cells Home Edition";
     if (argc >= 2 && strcmp(argv[1], "version") == 0) {
         if (strcmp(mode, "hang") == 0) for (;;) pause();
         if (strcmp(mode, "introspect") == 0) {
@@ -43,15 +60,17 @@ int main(int argc, char **argv) {
             for (char **e = environ; *e; e++) nenv++;
             struct if_nameindex *ifs = if_nameindex();
             for (struct if_nameindex *i = ifs; i && i->if_index; i++) nif++;
-            snprintf(version, sizeof(version), "%u.%d.%d", (unsigned)getuid(), nenv, nif);
+            snprintf(version, sizeof(version), "%u.%d.%d-fds.%d", (unsigned)getuid(), nenv, nif,
+                     open_fds());
         }
         if (argc >= 4 && strcmp(argv[2], "-f") == 0) {
-            fputs(version, stdout); /* bare, no newline, like Go's template output */
+            /* bare, no newline, like Go's template output */
+            fputs(strstr(argv[3], "PackageLabel") ? label : version, stdout);
             return 0;
         }
-        printf("Pydio Cells Home Edition\n Version: \t%s\n Built: \t24 Feb 25 18:10 +0000\n"
+        printf("%s\n Version: \t%s\n Built: \t24 Feb 25 18:10 +0000\n"
                " Git commit: \t0000000000000000000000000000000000000000\n"
-               " OS/Arch: \tlinux/amd64\n Go version: \tgo1.22.0\n", version);
+               " OS/Arch: \tlinux/amd64\n Go version: \tgo1.22.0\n", label, version);
         return 0;
     }
     if (argc >= 2 && strcmp(argv[1], "start") == 0) {

@@ -38,6 +38,7 @@ fn run(cmd: &mut Command) -> Vec<u8> {
 
 const VMARK: &[u8] = b"@@FAKE_CELLS_VERSION@@";
 const MMARK: &[u8] = b"@@FAKE_CELLS_MODE@@";
+const EMARK: &[u8] = b"@@FAKE_CELLS_EDITION@@";
 
 /// The compiled fake Cells, built once per test binary.
 pub fn fake_cells_template() -> &'static [u8] {
@@ -66,6 +67,13 @@ pub fn fake_cells(version: &str, mode: &str) -> Vec<u8> {
     let mut bin = fake_cells_template().to_vec();
     patch(&mut bin, VMARK, version, 96);
     patch(&mut bin, MMARK, mode, 64);
+    bin
+}
+
+/// The Enterprise build of a fake Cells (its label says "Enterprise Distribution").
+pub fn fake_cells_enterprise(version: &str, mode: &str) -> Vec<u8> {
+    let mut bin = fake_cells(version, mode);
+    patch(&mut bin, EMARK, "Enterprise", 64);
     bin
 }
 
@@ -223,12 +231,20 @@ pub fn snapshot(dir: &Path) -> BTreeMap<PathBuf, Option<(u64, String)>> {
 
 // ------------------------------------------------------------------ staging environment
 
-use cells_updater::probe::ProbeSettings;
+use cells_updater::helper::Runner;
 use cells_updater::stage::{Cancel, Manifest, Release, Stager, StagingArea};
 use cells_updater::trust::TrustedKeys;
-use cells_updater::update_server::{self, HttpSettings, UpdateRequest};
+use cells_updater::update_server::{self, ServerSettings, UpdateRequest};
 use cells_updater::version::{CellsVersion, VersionFloor};
 use std::time::Duration;
+
+/// Helpers run as forks of the built binary, as they do under the daemon without systemd.
+pub fn fork_runner() -> Runner {
+    Runner::Fork {
+        exe: PathBuf::from(env!("CARGO_BIN_EXE_cells-updater")),
+        user: "nobody".into(),
+    }
+}
 
 /// A scratch root with a state dir, an installed fake Cells 4.4.2 outside the staging area,
 /// a loopback update server and a stager trusting the given public keys.
@@ -236,7 +252,7 @@ pub struct StageEnv {
     pub root: tempfile::TempDir,
     pub server: TestServer,
     pub stager: Stager,
-    pub http: reqwest::Client,
+    pub runner: Runner,
     pub floor: VersionFloor,
 }
 
@@ -246,6 +262,12 @@ impl StageEnv {
             .prefix("stage-")
             .tempdir_in(env!("CARGO_TARGET_TMPDIR"))
             .unwrap();
+        // Helpers run as nobody: they must reach the scratch tree.
+        std::fs::set_permissions(
+            root.path(),
+            std::os::unix::fs::PermissionsExt::from_mode(0o755),
+        )
+        .unwrap();
         let bin = root.path().join("opt/pydio/bin");
         std::fs::create_dir_all(&bin).unwrap();
         std::fs::write(bin.join("cells"), fake_cells("4.4.2", "ok")).unwrap();
@@ -260,29 +282,31 @@ impl StageEnv {
             std::fs::copy(k, keys_dir.join(format!("{i}.pem"))).unwrap();
         }
         let state = root.path().join("var/lib/cells-updater");
+        let state_dir =
+            cells_updater::dirfd::root_dir(&state, Some(0o700), cells_updater::Error::SwapFailed)
+                .unwrap();
+        let server = TestServer::start();
+        let runner = fork_runner();
         let stager = Stager {
-            area: StagingArea::new(&state),
+            area: StagingArea::open(&state_dir).unwrap(),
             keys: TrustedKeys::load_dir(&keys_dir).unwrap(),
-            probe: ProbeSettings {
-                timeout: Duration::from_secs(3),
-                ..ProbeSettings::default()
+            runner: runner.clone(),
+            server: ServerSettings {
+                url: server.base(),
+                timeout: Duration::from_secs(10),
+                proxy: Default::default(),
             },
             max_binary_size: 64 << 20,
+            min_rate: 64 << 10,
         };
-        stager.area.ensure().unwrap();
-        let http = update_server::http_client(&HttpSettings {
-            proxy: None,
-            timeout: Duration::from_secs(10),
-        })
-        .unwrap();
         StageEnv {
             root,
-            server: TestServer::start(),
+            server,
             stager,
-            http,
+            runner,
             floor: VersionFloor {
                 installed: Some(CellsVersion::parse("4.4.2").unwrap()),
-                highest: Some(CellsVersion::parse("4.4.2").unwrap()),
+                committed: Some(CellsVersion::parse("4.4.2").unwrap()),
             },
         }
     }
@@ -322,10 +346,9 @@ impl StageEnv {
     /// The whole pipeline: check the server, pick `version`, stage it.
     pub async fn stage(&self, version: &str) -> cells_updater::Result<Manifest> {
         let resp = update_server::check(
-            &self.http,
-            &self.server.base(),
+            &self.runner,
+            &self.stager.server,
             &UpdateRequest::new("stable", "PydioHome", "4.4.2"),
-            Duration::from_secs(10),
         )
         .await?;
         let pkg = resp
@@ -333,20 +356,14 @@ impl StageEnv {
             .iter()
             .find(|p| p.version == version)
             .unwrap_or_else(|| panic!("{version:?} not in catalog"));
-        let release = Release::from_package(pkg)?;
+        let release = Release::from_package(pkg, &self.server.base())?;
         self.stager
-            .stage_release(
-                &self.http,
-                &release,
-                &self.floor,
-                &mut |_| {},
-                &Cancel::new(),
-            )
+            .stage_release(&release, &self.floor, &mut |_| {}, &Cancel::new())
             .await
     }
 
     pub fn staged_dir(&self) -> PathBuf {
-        self.stager.area.dir().to_path_buf()
+        self.stager.area.path().to_path_buf()
     }
 
     /// Snapshot of everything under the root except the staging directory.

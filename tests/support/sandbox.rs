@@ -212,7 +212,7 @@ impl Sandbox {
         if let Some((key, list)) = enterprise {
             args.push_str(&format!(" --enterprise-key {key}"));
             for (version, mode) in list {
-                let bytes = super::fake_cells(version, mode);
+                let bytes = super::fake_cells_enterprise(version, mode);
                 let (sum, sig) = super::sign(&bytes, &k.rsa);
                 let file = format!("/srv/releases/cells-enterprise-{version}-{mode}");
                 sb.write(&file, &bytes, 0o644);

@@ -1,0 +1,236 @@
+//! The managed Cells, as the daemon learns it: the unit's facts (read from its manager, never
+//! from a caller), the binary it runs, its user and working directory, and what the installed
+//! binary reports about itself.
+
+use super::units::Units;
+use super::Daemon;
+use crate::error::{Error, Result};
+use crate::install;
+use crate::log;
+use crate::probe;
+use crate::systemd::UnitFacts;
+use crate::version::{CellsVersion, VersionFloor};
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// What the installed binary is.
+#[derive(Debug, Clone, Default)]
+pub struct Installed {
+    /// The binary the unit executes (under the root prefix).
+    pub binary: Option<PathBuf>,
+    /// The version it reports, `""` when unknown.
+    pub version: String,
+}
+
+/// The Cells service user.
+#[derive(Debug, Clone)]
+pub struct CellsUser {
+    /// Its name (`User=`).
+    pub name: String,
+    /// Its uid.
+    pub uid: u32,
+    /// The group Cells runs with (`Group=`, else the user's primary group).
+    pub group: String,
+    /// Its home directory.
+    pub home: PathBuf,
+}
+
+impl Daemon {
+    /// The managed unit's facts, when its manager can be asked.
+    pub async fn unit_facts(&self) -> Option<UnitFacts> {
+        if matches!(self.units, Units::Absent) {
+            return None;
+        }
+        match self.units.facts(&self.cfg.unit).await {
+            Ok(f) => Some(f),
+            Err(e) => {
+                log::log(
+                    log::Level::Warning,
+                    &e.message(),
+                    &[("UNIT", &self.cfg.unit)],
+                );
+                None
+            }
+        }
+    }
+
+    /// The Cells service user: `[cells] user`, else the unit's `User=`.
+    pub async fn cells_user(&self) -> Option<CellsUser> {
+        let facts = self.unit_facts().await;
+        let name = match &self.cfg.user {
+            Some(u) => u.clone(),
+            None => facts
+                .as_ref()
+                .map(|f| f.user.clone())
+                .filter(|u| !u.is_empty())?,
+        };
+        let pw = nix::unistd::User::from_name(&name).ok().flatten()?;
+        let group = facts
+            .as_ref()
+            .map(|f| f.group.clone())
+            .filter(|g| !g.is_empty())
+            .or_else(|| {
+                nix::unistd::Group::from_gid(pw.gid)
+                    .ok()
+                    .flatten()
+                    .map(|g| g.name)
+            })
+            .unwrap_or_default();
+        Some(CellsUser {
+            name,
+            uid: pw.uid.as_raw(),
+            group,
+            home: pw.dir,
+        })
+    }
+
+    /// The uid of the Cells service user.
+    pub async fn cells_uid(&self) -> Option<u32> {
+        self.cells_user().await.map(|u| u.uid)
+    }
+
+    /// The binary the unit runs: `[cells] binary`, else its `ExecStart` (under the root prefix).
+    pub async fn binary_path(&self) -> Option<PathBuf> {
+        match &self.cfg.binary {
+            Some(b) => Some(self.cfg.path(b)),
+            None => self
+                .unit_facts()
+                .await
+                .and_then(|f| f.exec_path)
+                .map(|p| self.cfg.path(&p)),
+        }
+    }
+
+    /// Opens the installed binary through its checked directory (no adoption: this only
+    /// reads) and asks it its version in the probe helper.
+    pub async fn refresh_installed(&self) -> Installed {
+        let binary = self.binary_path().await;
+        let mut version = String::new();
+        if let Some(b) = &binary {
+            match self.open_installed(b).await {
+                Ok(f) => match probe::report_version(&self.runner, &f).await {
+                    Ok(v) if CellsVersion::parse(&v).is_ok() => version = v,
+                    Ok(v) => log::log(
+                        log::Level::Warning,
+                        &format!(
+                            "{} reports {:?}, not a version",
+                            b.display(),
+                            crate::text::one_line(&v, 80)
+                        ),
+                        &[],
+                    ),
+                    Err(e) => log::log(log::Level::Warning, &e.message(), &[]),
+                },
+                Err(e) => log::log(log::Level::Warning, &e.message(), &[]),
+            }
+        }
+        let info = Installed { binary, version };
+        self.installed.send_replace(Some(info.clone()));
+        info
+    }
+
+    /// The installed binary, opened read-only through its directory's descriptor.
+    async fn open_installed(&self, binary: &std::path::Path) -> Result<std::fs::File> {
+        let cells_uid = self.cells_uid().await;
+        let binary = binary.to_path_buf();
+        tokio::task::spawn_blocking(move || {
+            let dir = install::open_binary_dir(&binary, cells_uid, false)?;
+            dir.dir.open_file(&dir.name).map(|o| o.file).map_err(|e| {
+                Error::UnitFailed(format!(
+                    "cannot open the Cells binary {}: {e}",
+                    binary.display()
+                ))
+            })
+        })
+        .await
+        .map_err(|e| Error::UnitFailed(format!("probe task failed: {e}")))?
+    }
+
+    /// The installed binary's edition label (`version -f '{{.PackageLabel}}'`).
+    pub async fn installed_label(&self) -> String {
+        let Some(b) = self.binary_path().await else {
+            return String::new();
+        };
+        match self.open_installed(&b).await {
+            Ok(f) => probe::report_label(&self.runner, &f)
+                .await
+                .unwrap_or_default(),
+            Err(_) => String::new(),
+        }
+    }
+
+    /// What is installed, waiting (10 s at most) for the probe that follows start-up, so the
+    /// first call after activation does not see "unknown".
+    pub async fn installed_settled(&self) -> Installed {
+        let mut rx = self.installed.subscribe();
+        let _ = tokio::time::timeout(Duration::from_secs(10), rx.wait_for(|i| i.is_some())).await;
+        self.installed().unwrap_or_default()
+    }
+
+    /// What is installed, as last probed.
+    pub fn installed(&self) -> Option<Installed> {
+        self.installed.borrow().clone()
+    }
+
+    /// The versions a candidate must beat: the installed one (probed now) and the floor.
+    pub async fn floor(&self) -> Result<VersionFloor> {
+        let installed = self.refresh_installed().await;
+        if installed.version.is_empty() {
+            return Err(Error::UnitFailed(format!(
+                "cannot tell which Cells version is installed ({}); check [cells] binary and that \
+                 the unit {} exists",
+                installed
+                    .binary
+                    .map_or("no binary found".to_string(), |b| b.display().to_string()),
+                self.cfg.unit
+            )));
+        }
+        let committed = CellsVersion::parse(&self.store.lock().await.get().committed).ok();
+        Ok(VersionFloor {
+            installed: CellsVersion::parse(&installed.version).ok(),
+            committed,
+        })
+    }
+
+    /// The package in use: the persisted one (after an Enterprise upgrade), else the config.
+    pub async fn package(&self) -> String {
+        let p = self.store.lock().await.get().package_name.clone();
+        if p.is_empty() {
+            self.cfg.package.clone()
+        } else {
+            p
+        }
+    }
+
+    /// Where the license lives: the working directory (the unit's CELLS_WORKING_DIR, else the
+    /// Cells user's `~/.config/pydio/cells`), and whose it is.
+    pub async fn license_location(&self) -> Result<crate::license::Location> {
+        let user = self.cells_user().await.ok_or_else(|| {
+            Error::InvalidArgument(format!(
+                "{} has no User= (and [cells] user is not set, or names no user): cannot tell \
+                 who owns the license",
+                self.cfg.unit
+            ))
+        })?;
+        let facts = self.unit_facts().await;
+        let dir =
+            crate::license::working_dir(facts.as_ref().and_then(|f| f.working_dir()), &user.home);
+        Ok(crate::license::Location {
+            dir: self.cfg.path(&dir),
+            user: user.name,
+            group: user.group,
+        })
+    }
+
+    /// The installed license key (read as the Cells user), sent with Enterprise checks.
+    pub async fn license_key(&self) -> Option<String> {
+        let at = self.license_location().await.ok()?;
+        match crate::license::read(&self.runner, &at).await {
+            Ok(k) => k,
+            Err(e) => {
+                log::log(log::Level::Warning, &e.message(), &[]);
+                None
+            }
+        }
+    }
+}

@@ -1,0 +1,120 @@
+//! UpgradeToEnterprise: the key checked by the update server, the Enterprise build of the
+//! installed version (or the `Version` option) staged and verified like any release, the key
+//! saved (only then, and as the Cells user), then applied as `cells-enterprise` with the
+//! unit's `ExecStart` pointed there. The floor and the bad list hold as for any update, and
+//! `Cancel` works until the swap.
+
+use super::stage::{refuse_bad, Reporter};
+use super::{apply, Ctx};
+use crate::error::{Error, Result};
+use crate::policy;
+use crate::stage::Release;
+use crate::state::Lifecycle;
+use crate::update_server::{self, UpdateRequest};
+use crate::version::{CellsVersion, VersionFloor};
+
+/// The package name of the Enterprise edition.
+pub const ENTERPRISE: &str = "PydioEnterprise";
+
+/// What a cross-package request sends as `CurrentVersion`: the server lists only newer
+/// versions, so Cells' own client lowers it to `max(major-1,0).max(minor-1,0).0`.
+pub fn lowered(v: &CellsVersion) -> String {
+    let (major, minor, _) = v.triple();
+    format!("{}.{}.0", major.saturating_sub(1), minor.saturating_sub(1))
+}
+
+pub(in crate::daemon) async fn run(
+    ctx: &Ctx,
+    key: &str,
+    version: Option<CellsVersion>,
+    mut opts: apply::Options,
+) -> Result<String> {
+    let d = &ctx.d;
+    let floor = d.floor().await?;
+    let installed = floor
+        .installed
+        .clone()
+        .ok_or_else(|| Error::UnitFailed("the installed version is unknown".into()))?;
+    let want = version.unwrap_or_else(|| installed.clone());
+    for v in [&floor.installed, &floor.committed].into_iter().flatten() {
+        if want < *v {
+            return Err(Error::Downgrade(format!(
+                "{want} is older than {v}, installed or committed here; the Enterprise build of \
+                 {v} or newer can be installed"
+            )));
+        }
+    }
+    refuse_bad(d, ENTERPRISE, &want).await?;
+    ctx.job.update(|j| j.version = want.to_string()).await;
+    ctx.set_state(Lifecycle::Downloading).await?;
+    let mut request = UpdateRequest::new(&d.cfg.channel, ENTERPRISE, &lowered(&installed));
+    request.license_info.insert("Key".into(), key.to_string());
+    let resp = update_server::check_license(&d.runner, &d.cfg.server_settings(), &request).await?;
+    ctx.job.cancel.check()?;
+    let bad = d.store.lock().await.get().bad_versions.clone();
+    // The lowered CurrentVersion makes the server list older releases too: judge against
+    // the real installed version (same version allowed: it is another package).
+    let any = VersionFloor::default();
+    let pctx = policy::Context {
+        package: ENTERPRISE,
+        floor: &any,
+        bad: &bad,
+        max_binary_size: d.cfg.max_binary_size,
+        server_url: &d.cfg.server_url,
+    };
+    let offer = resp
+        .available_binaries
+        .iter()
+        .map(|p| policy::assess(p, &pctx))
+        .filter(|a| a.version.as_ref().is_some_and(|v| *v >= installed))
+        .find(|a| a.version.as_ref() == Some(&want))
+        .ok_or_else(|| {
+            Error::NoSuchVersion(format!(
+                "the update server offers no Enterprise build of {want}"
+            ))
+        })?;
+    if !offer.allowed {
+        return Err(Error::NoSuchVersion(format!(
+            "the Enterprise build of {want} is not usable here ({})",
+            offer.reason
+        )));
+    }
+    let release = Release::from_package(&offer.package, &d.cfg.server_url)?;
+    let mut reporter = Reporter::start(d.clone(), ctx.job.clone());
+    let staged = d
+        .stager
+        .stage_release(&release, &any, &mut |p| reporter.report(p), &ctx.job.cancel)
+        .await;
+    reporter.finish().await;
+    let manifest = staged?;
+    {
+        let mut store = d.store.lock().await;
+        store.update(|s| s.staged_version = manifest.version.clone())?;
+        store.transition(Lifecycle::Staged)?;
+    }
+    ctx.job.cancel.check()?;
+    // Verified: now the key may be saved (as the Cells user). Enterprise Cells reads it at
+    // start, so before the restart.
+    let at = d.license_location().await?;
+    crate::license::write(&d.runner, &at, key).await?;
+    opts.version = Some(want.clone());
+    opts.file_name = Some("cells-enterprise".into());
+    opts.cross_package = Some(ENTERPRISE.into());
+    let msg = apply::run(ctx, &opts).await?;
+    Ok(format!(
+        "Pydio Cells Enterprise {want}: license saved; {msg}"
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cross_package_requests_lower_the_current_version() {
+        let v = |s| CellsVersion::parse(s).unwrap();
+        assert_eq!(lowered(&v("4.4.2")), "3.3.0");
+        assert_eq!(lowered(&v("0.0.9")), "0.0.0");
+        assert_eq!(lowered(&v("5.0.1")), "4.0.0");
+    }
+}

@@ -1,0 +1,159 @@
+//! The rollback job: the recorded previous version, its capabilities and drop-in, restarted.
+//! It is the only way back to an older version (I3), and it does not lower the floor.
+
+use super::apply::{self, binary_dir, blocking, caps_b64, restart_and_prove, target_name};
+use super::Ctx;
+use crate::daemon::job::Phase;
+use crate::error::{Error, Result};
+use crate::fcaps;
+use crate::install::{self, Backups};
+use crate::state::{InstalledRecord, Journal, JournalKind, Lifecycle, Step};
+use crate::trust;
+use std::os::fd::AsFd;
+use std::path::PathBuf;
+
+pub(in crate::daemon) async fn run(ctx: &Ctx) -> Result<String> {
+    let d = &ctx.d;
+    let doc = d.store.lock().await.get().clone();
+    if doc.previous_version.is_empty() {
+        return Err(Error::NothingStaged(
+            "there is no previous version to roll back to".into(),
+        ));
+    }
+    let state = d.state_dir().await?;
+    let previous = doc.previous_version.clone();
+    let (backup, backup_file) = blocking(move || {
+        Backups::open(&state)?.get(&previous).ok_or_else(|| {
+            Error::RollbackFailed(format!(
+                "the kept binary of {previous} is missing or damaged"
+            ))
+        })
+    })
+    .await?;
+    let backup_caps = fcaps::get(backup_file.as_fd()).map_err(|e| {
+        Error::RollbackFailed(format!("cannot read the kept binary's capabilities: {e}"))
+    })?;
+    let installed = d.refresh_installed().await;
+    let current = installed
+        .binary
+        .clone()
+        .ok_or_else(|| Error::SwapFailed("cannot tell which binary the unit runs".into()))?;
+    let cells_uid = d.cells_uid().await;
+    // Back to the path the kept binary was installed at.
+    let target = PathBuf::from(&backup.path);
+    binary_dir(&current, cells_uid, false).await?;
+    binary_dir(&target, cells_uid, false).await?;
+    let dropin_now = d.read_dropin();
+    let dropin_after = if target == current {
+        dropin_now.clone()
+    } else {
+        d.dropin_for(&target, dropin_now.clone()).await
+    };
+    ctx.job.update(|j| j.version = backup.version.clone()).await;
+    ctx.job.cancel.check()?;
+    ctx.job.cancel.commit()?;
+    ctx.set_state(Lifecycle::RollingBack).await?;
+    ctx.phase(Phase::RollingBack).await;
+    let cur_dir = binary_dir(&current, cells_uid, true).await?;
+    let adoption = apply::record_adoption(d, &cur_dir).await?;
+    let tgt_dir = binary_dir(&target, cells_uid, true).await?;
+    let now = {
+        let c = cur_dir.clone();
+        blocking(move || install::open_and_inspect(&c.dir, &c.name).map(|(_, o)| o)).await?
+    };
+    let from_package = d.package().await;
+    let mut j = Journal {
+        kind: JournalKind::Rollback,
+        step: Step::Swapping,
+        from_version: installed.version.clone(),
+        from_package,
+        to_version: backup.version.clone(),
+        to_package: if backup.package.is_empty() {
+            d.cfg.package.clone()
+        } else {
+            backup.package.clone()
+        },
+        old_binary: current.display().to_string(),
+        target: target.display().to_string(),
+        old_sha256: trust::encode_checksum(&now.sha256),
+        new_sha256: backup.sha256.clone(),
+        old_caps: caps_b64(now.caps.as_ref()),
+        new_caps: caps_b64(backup_caps.as_ref()),
+        dropin_before: dropin_now,
+        dropin_after,
+        previous_before: doc.previous_version.clone(),
+        on_failure: crate::config::OnFailure::Keep,
+        restart: true,
+    };
+    ctx.journal(Some(&j)).await?;
+    {
+        let _atomic = d.atomic.lock().await;
+        let sha = trust::decode_checksum(&backup.sha256)?;
+        let name = target_name(&target)?;
+        let t = tgt_dir.clone();
+        blocking(move || {
+            install::install(
+                &backup_file,
+                &sha,
+                &t.dir,
+                &name,
+                backup_caps.as_ref(),
+                || {},
+            )
+        })
+        .await?;
+        j.step = Step::Swapped;
+        let mut store = d.store.lock().await;
+        store.update(|s| {
+            s.previous_version.clear();
+            s.package_name = j.to_package.clone();
+            s.installed = Some(InstalledRecord {
+                path: j.target.clone(),
+                version: j.to_version.clone(),
+                sha256: j.new_sha256.clone(),
+                caps: j.new_caps.clone(),
+            });
+        })?;
+        store.set_journal(Some(j.clone()))?;
+    }
+    finish(ctx, &mut j).await.map(|m| format!("{m}{adoption}"))
+}
+
+/// After the rollback's swap: drop-in, restart, proof, then the binary it replaced goes
+/// (when it sat at another path).
+pub(in crate::daemon) async fn finish(ctx: &Ctx, j: &mut Journal) -> Result<String> {
+    let d = &ctx.d;
+    let result = async {
+        if d.read_dropin() != j.dropin_after {
+            d.put_dropin(j.dropin_after.as_deref()).await?;
+        }
+        j.step = Step::Restarting;
+        ctx.journal(Some(j)).await?;
+        ctx.set_state(Lifecycle::Restarting).await?;
+        ctx.phase(Phase::Restarting).await;
+        restart_and_prove(ctx, &j.to_version, &j.to_package).await?;
+        if j.target != j.old_binary {
+            let cells_uid = d.cells_uid().await;
+            let old = binary_dir(std::path::Path::new(&j.old_binary), cells_uid, false).await?;
+            let _ = old.dir.remove(&old.name);
+            old.dir.sync();
+        }
+        Ok::<(), Error>(())
+    }
+    .await;
+    ctx.journal(None).await?;
+    match result {
+        Ok(()) => {
+            ctx.set_state(Lifecycle::Idle).await?;
+            Ok(format!(
+                "rolled back to {} (from {}); Cells may have migrated data while {} ran",
+                j.to_version, j.from_version, j.from_version
+            ))
+        }
+        Err(e) => Err(Error::RollbackFailed(format!(
+            "{} was put back but did not come up: {}",
+            j.to_version,
+            e.message()
+        ))),
+    }
+}

@@ -1,0 +1,331 @@
+//! The stage job (Stage, StageFromFd, the first half of Update), and what asking the update
+//! server involves: the request, the verdict on every offer, `UpdateAvailable`.
+
+use super::Ctx;
+use crate::daemon::job::{JobHandle, Phase};
+use crate::daemon::{now_us, Daemon, ManagerIface, MANAGER_PATH};
+use crate::error::{Error, Result};
+use crate::log;
+use crate::policy::{self, Assessed};
+use crate::stage::{FdMetadata, Manifest, Progress, Release, StagePhase};
+use crate::state::Lifecycle;
+use crate::update_server::{self, UpdateRequest};
+use crate::version::{CellsVersion, VersionFloor};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Where a stage job gets its binary.
+pub(in crate::daemon) enum Source {
+    /// The update server; `None` = the newest allowed version.
+    Server(Option<CellsVersion>),
+    /// A descriptor passed by the caller, with its metadata.
+    File(std::fs::File, FdMetadata),
+}
+
+/// The job's message for a staged release.
+pub(in crate::daemon) fn summary(m: &Manifest) -> String {
+    format!(
+        "staged {} ({} bytes, sha256 {}, signed by key {})",
+        m.version,
+        m.size,
+        m.sha256,
+        crate::trust::keys_short_id(&m.key_id)
+    )
+}
+
+impl Daemon {
+    /// Asks the update server and judges every offer against `floor` (the caller has just
+    /// probed the installed binary; it is not probed twice).
+    pub(in crate::daemon) async fn check_now(
+        &self,
+        floor: &VersionFloor,
+        package: Option<String>,
+        channel: Option<String>,
+    ) -> Result<Vec<Assessed>> {
+        let package = match package {
+            Some(p) => p,
+            None => self.package().await,
+        };
+        let channel = channel.unwrap_or_else(|| self.cfg.channel.clone());
+        let installed = floor
+            .installed
+            .as_ref()
+            .map(|v| v.to_string())
+            .unwrap_or_default();
+        let mut request = UpdateRequest::new(&channel, &package, &installed);
+        if package == "PydioEnterprise" {
+            if let Some(key) = self.license_key().await {
+                request.license_info.insert("Key".into(), key);
+            }
+        }
+        let resp =
+            update_server::check(&self.runner, &self.cfg.server_settings(), &request).await?;
+        let bad = self.store.lock().await.get().bad_versions.clone();
+        let ctx = policy::Context {
+            package: &package,
+            floor,
+            bad: &bad,
+            max_binary_size: self.cfg.max_binary_size,
+            server_url: &self.cfg.server_url,
+        };
+        Ok(resp
+            .available_binaries
+            .iter()
+            .map(|p| policy::assess(p, &ctx))
+            .collect())
+    }
+
+    /// Records a check's result; returns the allowed versions that are new.
+    pub(in crate::daemon) async fn record_check(
+        &self,
+        assessed: &[Assessed],
+    ) -> Result<Vec<String>> {
+        let allowed: Vec<String> = policy::allowed_versions(assessed)
+            .iter()
+            .map(|v| v.to_string())
+            .collect();
+        let mut store = self.store.lock().await;
+        let before = store.get().available_versions.clone();
+        store.update(|d| {
+            d.available_versions = allowed.clone();
+            d.last_check = now_us();
+        })?;
+        Ok(allowed
+            .into_iter()
+            .filter(|v| !before.contains(v))
+            .collect())
+    }
+
+    /// Emits `UpdateAvailable` for each new allowed version.
+    pub(in crate::daemon) async fn announce(&self, versions: &[String]) {
+        let Ok(conn) = self.conn() else { return };
+        let Ok(emitter) = zbus::object_server::SignalEmitter::new(conn, MANAGER_PATH) else {
+            return;
+        };
+        for v in versions {
+            let _ = ManagerIface::update_available(&emitter, v).await;
+            log::info(&format!("update available: {v}"), &[("VERSION", v)]);
+        }
+    }
+}
+
+/// Picks the release to stage: `wanted`, or the newest allowed.
+pub(in crate::daemon) fn choose<'a>(
+    assessed: &'a [Assessed],
+    wanted: Option<&CellsVersion>,
+    server: &str,
+) -> Result<&'a Assessed> {
+    let Some(v) = wanted else {
+        return assessed
+            .iter()
+            .filter(|a| a.allowed)
+            .max_by(|a, b| a.version.cmp(&b.version))
+            .ok_or_else(|| {
+                Error::NoSuchVersion("no newer version is available; nothing to stage".into())
+            });
+    };
+    let offers: Vec<&Assessed> = assessed
+        .iter()
+        .filter(|a| a.version.as_ref() == Some(v))
+        .collect();
+    if let Some(a) = offers.iter().find(|a| a.allowed) {
+        return Ok(a);
+    }
+    match offers.first() {
+        None => Err(Error::NoSuchVersion(format!(
+            "{v} is not offered by the update server {server} for this package, channel and \
+             architecture; run Check to see what is offered"
+        ))),
+        Some(a) if a.reason == "downgrade" => Err(Error::Downgrade(format!(
+            "{v} is not newer than the installed or committed version; use Rollback to go back"
+        ))),
+        Some(a) if a.reason == "wrong arch" || a.reason == "wrong os" => Err(Error::WrongArchitecture(format!(
+            "{v} is offered for {}/{} only",
+            crate::text::one_line(&a.package.binary_os, 20),
+            crate::text::one_line(&a.package.binary_arch, 20)
+        ))),
+        Some(a) if a.reason == "not-released" => Err(Error::NoSuchVersion(format!(
+            "{v} is offered but not released (its Status is {:?}, not Released); it is never installed",
+            a.package.status
+        ))),
+        Some(a) if a.reason == "bad" => Err(Error::NoSuchVersion(format!(
+            "{v} failed its health check here before and is marked bad; it is not installed again"
+        ))),
+        Some(a) => Err(Error::NoSuchVersion(format!("{v} is offered but not allowed here ({})", a.reason))),
+    }
+}
+
+/// Forwards staging progress to the job's properties, in order (a phase change is a state
+/// change and must not be lost) but sparsely: phase changes and whole-percent steps only, so
+/// the queue holds about a hundred events at most; each batch is applied, then the reporter
+/// rests 100 ms, so the bus sees a bounded rate of `PropertiesChanged`.
+pub(in crate::daemon) struct Reporter {
+    tx: Option<tokio::sync::mpsc::UnboundedSender<Progress>>,
+    task: tokio::task::JoinHandle<()>,
+    sent: Option<(StagePhase, u64)>,
+}
+
+fn phase_of(p: StagePhase) -> Phase {
+    match p {
+        StagePhase::Downloading => Phase::Downloading,
+        StagePhase::Verifying => Phase::Verifying,
+        StagePhase::Probing => Phase::Probing,
+    }
+}
+
+impl Reporter {
+    pub(in crate::daemon) fn start(d: Arc<Daemon>, job: Arc<JobHandle>) -> Reporter {
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<Progress>();
+        let task = tokio::spawn(async move {
+            let mut phase = StagePhase::Downloading;
+            while let Some(first) = rx.recv().await {
+                let mut batch = vec![first];
+                while let Ok(p) = rx.try_recv() {
+                    batch.push(p);
+                }
+                let mut last = first;
+                for p in &batch {
+                    if p.phase != phase {
+                        if p.phase == StagePhase::Verifying {
+                            let _ = d.store.lock().await.transition(Lifecycle::Verifying);
+                        }
+                        let data = job.data();
+                        log::info(
+                            &format!(
+                                "job {}: {} {}",
+                                job.id,
+                                phase_of(p.phase).as_str(),
+                                data.version
+                            ),
+                            &[
+                                ("JOB_ID", &job.id.to_string()),
+                                ("VERSION", &data.version),
+                                ("PHASE", phase_of(p.phase).as_str()),
+                            ],
+                        );
+                    }
+                    phase = p.phase;
+                    last = *p;
+                }
+                job.update(|d| {
+                    d.phase = phase_of(last.phase);
+                    d.bytes_done = last.done;
+                    d.bytes_total = last.total;
+                    d.percent = last
+                        .done
+                        .saturating_mul(100)
+                        .checked_div(last.total)
+                        .unwrap_or(0)
+                        .min(100) as u32;
+                })
+                .await;
+                d.publish().await;
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        });
+        Reporter {
+            tx: Some(tx),
+            task,
+            sent: None,
+        }
+    }
+
+    /// Queues a progress report (dropped unless the phase or the whole percent changed).
+    pub(in crate::daemon) fn report(&mut self, p: Progress) {
+        let step = (
+            p.phase,
+            p.done.saturating_mul(100).checked_div(p.total).unwrap_or(0),
+        );
+        if self.sent != Some(step) {
+            self.sent = Some(step);
+            if let Some(tx) = &self.tx {
+                let _ = tx.send(p);
+            }
+        }
+    }
+
+    /// Waits until every report reached the job.
+    pub(in crate::daemon) async fn finish(mut self) {
+        self.tx = None;
+        let _ = (&mut self.task).await;
+    }
+}
+
+/// Stages one release (from the server or a descriptor) and keeps it as the only staged one.
+pub(in crate::daemon) async fn run(ctx: &Ctx, source: Source) -> Result<Manifest> {
+    let d = &ctx.d;
+    ctx.set_state(Lifecycle::Downloading).await?;
+    let mut reporter = Reporter::start(d.clone(), ctx.job.clone());
+    let floor = d.floor().await?;
+    let cancel = &ctx.job.cancel;
+    let result = match source {
+        Source::Server(wanted) => {
+            let assessed = d.check_now(&floor, None, None).await?;
+            let new = d.record_check(&assessed).await?;
+            d.announce(&new).await;
+            let chosen = choose(&assessed, wanted.as_ref(), &d.cfg.server_url)?;
+            let release = Release::from_package(&chosen.package, &d.cfg.server_url)?;
+            ctx.job
+                .update(|j| j.version = release.version.to_string())
+                .await;
+            d.stager
+                .stage_release(&release, &floor, &mut |p| reporter.report(p), cancel)
+                .await
+        }
+        Source::File(file, meta) => {
+            let package = d.package().await;
+            if let Ok(v) = CellsVersion::parse(&meta.version) {
+                let p = if meta.package.is_empty() {
+                    package.clone()
+                } else {
+                    meta.package.clone()
+                };
+                refuse_bad(d, &p, &v).await?;
+            }
+            d.stager
+                .stage_from_file(
+                    file,
+                    &meta,
+                    &package,
+                    &floor,
+                    &mut |p| reporter.report(p),
+                    cancel,
+                )
+                .await
+        }
+    };
+    reporter.finish().await;
+    let manifest = result?;
+    // Only one release stays staged: the one just verified.
+    let staged = CellsVersion::parse(&manifest.version)?;
+    for m in d.stager.area.staged() {
+        if let Ok(v) = CellsVersion::parse(&m.version) {
+            if v != staged {
+                let _ = d.stager.area.remove(&v);
+            }
+        }
+    }
+    {
+        let mut store = d.store.lock().await;
+        store.update(|s| s.staged_version = manifest.version.clone())?;
+        store.transition(Lifecycle::Staged)?;
+    }
+    d.publish().await;
+    Ok(manifest)
+}
+
+/// A version that failed its health check here is not staged again.
+pub(in crate::daemon) async fn refuse_bad(
+    d: &Daemon,
+    package: &str,
+    v: &CellsVersion,
+) -> Result<()> {
+    let bad = d.store.lock().await.get().bad_versions.clone();
+    if policy::is_bad(&bad, package, v) {
+        return Err(Error::NoSuchVersion(format!(
+            "{package} {v} failed its health check here before and is marked bad; it is not \
+             installed again"
+        )));
+    }
+    Ok(())
+}

@@ -1,0 +1,378 @@
+//! Helper processes (privilege separation). What the root daemon must not do itself runs in a
+//! separate process with fixed, lesser rights, and talks back through a pipe:
+//! - `probe`: runs a Cells binary, passed as its standard input and executed from that
+//!   descriptor, as a dynamic user without network, capabilities or new privileges;
+//! - `fetch`, `check`, `http-get`: the network, as a dynamic user without capabilities;
+//! - `license-read`, `license-write`, `cells-config`: the Cells user's own files, as that user.
+//!
+//! Under systemd each helper is a transient unit started over systemd's D-Bus API with fixed,
+//! hard-coded properties (starting units is root-equivalent, so only these code paths do it,
+//! and no property comes from a caller or the update server). Without systemd (tests on a
+//! private bus, a workstation) a forked child drops to the same rights by hand. Both speak
+//! the framed protocol of [`protocol`] on standard output; the helper side is [`child`].
+
+pub mod child;
+pub mod protocol;
+
+use crate::error::{Error, Result};
+use protocol::Frame;
+use std::fs::File;
+use std::os::fd::{AsFd, OwnedFd};
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+use tokio::io::AsyncWriteExt;
+use tokio::time::Instant;
+
+/// Memory a helper may use.
+const HELPER_MEMORY_MAX: u64 = 512 << 20;
+
+/// How helpers are started.
+#[derive(Clone, Debug)]
+pub enum Runner {
+    /// Transient units, through systemd on this system-bus connection.
+    Systemd(zbus::Connection),
+    /// Forked children of `exe` (this program: `/proc/self/exe` in the daemon, the built
+    /// binary in library tests).
+    Fork {
+        /// The cells-updater executable.
+        exe: PathBuf,
+        /// Stand-in for `DynamicUser=yes` (`[daemon] probe_user`).
+        user: String,
+    },
+}
+
+/// The rights a helper runs with.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Rights {
+    /// A dynamic user, no capabilities, no network (the version probe).
+    Sandbox,
+    /// A dynamic user, no capabilities, the network without link-local and multicast
+    /// addresses (update-server check, downloads, the HTTP health probe).
+    Network,
+    /// The Cells service user and group, to read and write its own files; `rw` is the only
+    /// directory it may write.
+    CellsUser {
+        /// `User=` of the Cells unit.
+        user: String,
+        /// Its group.
+        group: String,
+        /// The directory it may write, if any.
+        rw: Option<PathBuf>,
+    },
+}
+
+/// What a helper reads on its standard input.
+#[derive(Debug)]
+pub enum Input {
+    /// A request document (JSON), written to a pipe.
+    Json(Vec<u8>),
+    /// A file (the probe: the binary to run).
+    File(File),
+}
+
+/// One helper to run.
+#[derive(Debug)]
+pub struct Task {
+    /// The `cells-updater internal` subcommand.
+    pub command: &'static str,
+    /// Its fixed arguments.
+    pub args: Vec<String>,
+    /// The rights it runs with.
+    pub rights: Rights,
+    /// Its standard input.
+    pub input: Input,
+    /// Longest it may run; it is stopped then.
+    pub timeout: Duration,
+    /// Extra environment (`NAME=value`; proxies for network helpers).
+    pub env: Vec<String>,
+}
+
+/// A started helper.
+pub struct Running {
+    out: tokio::net::unix::pipe::Receiver,
+    deadline: Instant,
+    what: String,
+    stop: Option<Stop>,
+    feeder: Option<tokio::task::JoinHandle<()>>,
+}
+
+enum Stop {
+    Unit(zbus::Connection, String),
+    Child(tokio::process::Child),
+}
+
+/// The executable helpers run: this very program.
+fn myself() -> Result<PathBuf> {
+    let exe = std::env::current_exe()
+        .map_err(|e| Error::InvalidArgument(format!("cannot find this program: {e}")))?;
+    // A package upgrade may have replaced the file under a running daemon.
+    let s = exe.to_string_lossy();
+    Ok(match s.strip_suffix(" (deleted)") {
+        Some(p) => PathBuf::from(p),
+        None => exe,
+    })
+}
+
+fn pipe() -> Result<(OwnedFd, OwnedFd)> {
+    nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
+        .map_err(|e| Error::InvalidArgument(format!("cannot make a pipe: {e}")))
+}
+
+static SERIAL: AtomicU64 = AtomicU64::new(0);
+
+impl Runner {
+    /// Starts `task`; its output is read from the returned handle.
+    pub async fn start(&self, mut task: Task) -> Result<Running> {
+        let (out_r, out_w) = pipe()?;
+        let input = std::mem::replace(&mut task.input, Input::Json(Vec::new()));
+        let (stdin, feed) = match input {
+            Input::File(f) => (OwnedFd::from(f), None),
+            Input::Json(bytes) => {
+                let (r, w) = pipe()?;
+                (r, Some((w, bytes)))
+            }
+        };
+        let what = format!("the {} helper", task.command);
+        let stop = match self {
+            Runner::Systemd(conn) => {
+                let name = format!(
+                    "cells-updater-{}-{}-{}.service",
+                    task.command,
+                    std::process::id(),
+                    SERIAL.fetch_add(1, Ordering::Relaxed)
+                );
+                let mut argv = vec![
+                    myself()?.to_string_lossy().to_string(),
+                    "internal".to_string(),
+                    task.command.to_string(),
+                ];
+                argv.extend(task.args.iter().cloned());
+                let props = crate::systemd::TransientProps {
+                    description: format!("cells-updater {} helper", task.command),
+                    argv,
+                    rights: task.rights.clone(),
+                    stdin: stdin.as_fd(),
+                    stdout: out_w.as_fd(),
+                    runtime_max: task.timeout + Duration::from_secs(5),
+                    memory_max: HELPER_MEMORY_MAX,
+                    env: task.env.clone(),
+                };
+                crate::systemd::start_transient(conn, &name, &props).await?;
+                Stop::Unit(conn.clone(), name)
+            }
+            Runner::Fork { exe, user } => {
+                let child = spawn_child(
+                    &task,
+                    exe,
+                    user,
+                    stdin,
+                    out_w.try_clone().map_err(|e| {
+                        Error::InvalidArgument(format!("cannot duplicate a pipe: {e}"))
+                    })?,
+                )?;
+                Stop::Child(child)
+            }
+        };
+        // Only the helper keeps the write end: its exit is our end of file.
+        drop(out_w);
+        let out = tokio::net::unix::pipe::Receiver::from_owned_fd(out_r)
+            .map_err(|e| Error::InvalidArgument(format!("cannot read {what}: {e}")))?;
+        let feeder = feed.map(|(w, bytes)| {
+            tokio::spawn(async move {
+                if let Ok(mut tx) = tokio::net::unix::pipe::Sender::from_owned_fd(w) {
+                    let _ = tx.write_all(&bytes).await;
+                }
+            })
+        });
+        Ok(Running {
+            out,
+            deadline: Instant::now() + task.timeout,
+            what,
+            stop: Some(stop),
+            feeder,
+        })
+    }
+
+    /// Runs `task` to its result (no data frames expected).
+    pub async fn run(&self, task: Task) -> Result<serde_json::Value> {
+        let mut r = self.start(task).await?;
+        match r.next().await? {
+            Frame::Result(res) => res,
+            Frame::Meta(_) | Frame::Data(_) => Err(Error::InvalidArgument(format!(
+                "{} sent unexpected data",
+                r.what
+            ))),
+        }
+    }
+}
+
+impl Running {
+    /// The next frame; an error when the helper ends without a result or runs out of time.
+    pub async fn next(&mut self) -> Result<Frame> {
+        let read = protocol::read_frame(&mut self.out);
+        match tokio::time::timeout_at(self.deadline, read).await {
+            Err(_) => Err(Error::InvalidArgument(format!(
+                "{} did not finish in time and was stopped",
+                self.what
+            ))),
+            Ok(Err(e)) => Err(Error::InvalidArgument(format!("{}: {e}", self.what))),
+            Ok(Ok(None)) => Err(Error::InvalidArgument(format!(
+                "{} ended without a result (see journalctl -t cells-updater)",
+                self.what
+            ))),
+            Ok(Ok(Some(f))) => Ok(f),
+        }
+    }
+
+    /// Moves the deadline (a download's own deadline is known only once it starts).
+    pub fn extend_to(&mut self, deadline: Instant) {
+        self.deadline = deadline;
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        if let Some(f) = self.feeder.take() {
+            f.abort();
+        }
+        match self.stop.take() {
+            Some(Stop::Unit(conn, name)) => {
+                // A finished unit is already gone; stopping it again is harmless.
+                if let Ok(handle) = tokio::runtime::Handle::try_current() {
+                    handle.spawn(async move {
+                        crate::systemd::stop_transient(&conn, &name).await;
+                    });
+                }
+            }
+            Some(Stop::Child(mut child)) => {
+                if let Some(pid) = child.id() {
+                    let _ = nix::sys::signal::killpg(
+                        nix::unistd::Pid::from_raw(pid as i32),
+                        nix::sys::signal::Signal::SIGKILL,
+                    );
+                }
+                let _ = child.start_kill();
+                if let Ok(handle) = tokio::runtime::Handle::try_current() {
+                    handle.spawn(async move {
+                        let _ = child.wait().await;
+                    });
+                }
+            }
+            None => {}
+        }
+    }
+}
+
+/// Identity a forked helper switches to, resolved before fork (lookups are not fork-safe).
+#[derive(Clone, Copy)]
+struct Identity {
+    uid: libc::uid_t,
+    gid: libc::gid_t,
+    /// The helper must have no network: a new network namespace.
+    no_network: bool,
+}
+
+fn lookup(user: &str, group: Option<&str>) -> Result<(u32, u32)> {
+    let pw = nix::unistd::User::from_name(user)
+        .ok()
+        .flatten()
+        .ok_or_else(|| Error::InvalidArgument(format!("the user {user:?} does not exist")))?;
+    let gid = match group.filter(|g| !g.is_empty()) {
+        Some(g) => nix::unistd::Group::from_name(g)
+            .ok()
+            .flatten()
+            .ok_or_else(|| Error::InvalidArgument(format!("the group {g:?} does not exist")))?
+            .gid
+            .as_raw(),
+        None => pw.gid.as_raw(),
+    };
+    Ok((pw.uid.as_raw(), gid))
+}
+
+fn spawn_child(
+    task: &Task,
+    exe: &std::path::Path,
+    stand_in: &str,
+    stdin: OwnedFd,
+    stdout: OwnedFd,
+) -> Result<tokio::process::Child> {
+    let root = nix::unistd::geteuid().is_root();
+    let (uid, gid) = match &task.rights {
+        Rights::Sandbox | Rights::Network => lookup(stand_in, None)?,
+        Rights::CellsUser { user, group, .. } => lookup(user, Some(group))?,
+    };
+    if root && uid == 0 {
+        return Err(Error::InvalidArgument(format!(
+            "{} must not run as root; set [daemon] probe_user and the unit's User=",
+            task.command
+        )));
+    }
+    let id = Identity {
+        uid,
+        gid,
+        no_network: task.rights == Rights::Sandbox,
+    };
+    // /proc/self/exe reaches this program whatever the permissions of its directories.
+    let mut cmd = tokio::process::Command::new(exe);
+    cmd.arg0("cells-updater")
+        .arg("internal")
+        .arg(task.command)
+        .args(&task.args)
+        .env_clear()
+        .envs(task.env.iter().filter_map(|kv| kv.split_once('=')))
+        .current_dir("/")
+        .stdin(Stdio::from(stdin))
+        .stdout(Stdio::from(stdout))
+        .stderr(Stdio::inherit())
+        .process_group(0)
+        .kill_on_drop(true);
+    // SAFETY: the closure only makes async-signal-safe system calls and allocates nothing.
+    unsafe {
+        cmd.pre_exec(move || isolate(id, root));
+    }
+    cmd.spawn().map_err(|e| {
+        Error::InvalidArgument(format!("cannot start the {} helper: {e}", task.command))
+    })
+}
+
+/// In the forked child, before exec: only 0-2 survive exec, no new privileges, the lesser
+/// identity, and for the probe no network.
+fn isolate(id: Identity, root: bool) -> std::io::Result<()> {
+    let check = |r: libc::c_long| {
+        if r == -1 {
+            Err(std::io::Error::last_os_error())
+        } else {
+            Ok(())
+        }
+    };
+    // SAFETY: plain system calls on this (child) process.
+    unsafe {
+        // Every descriptor but 0-2 closes at exec, whatever the daemon had open (received
+        // file descriptors included).
+        check(libc::syscall(
+            libc::SYS_close_range,
+            3u32,
+            u32::MAX,
+            libc::CLOSE_RANGE_CLOEXEC,
+        ))?;
+        check(libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0).into())?;
+        check(libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0).into())?;
+        if root {
+            // With CAP_SYS_ADMIN a plain network namespace; otherwise one owned by a new user
+            // namespace after the drop.
+            let netns = id.no_network && libc::unshare(libc::CLONE_NEWNET) == 0;
+            let groups = [id.gid];
+            check(libc::setgroups(1, groups.as_ptr()).into())?;
+            check(libc::setresgid(id.gid, id.gid, id.gid).into())?;
+            check(libc::setresuid(id.uid, id.uid, id.uid).into())?;
+            if id.no_network && !netns {
+                check(libc::unshare(libc::CLONE_NEWUSER | libc::CLONE_NEWNET).into())?;
+            }
+        } else if id.no_network {
+            check(libc::unshare(libc::CLONE_NEWUSER | libc::CLONE_NEWNET).into())?;
+        }
+    }
+    Ok(())
+}

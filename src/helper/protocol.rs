@@ -1,0 +1,132 @@
+//! The helpers' framed protocol on their standard output: one tag byte, a big-endian `u32`
+//! length, the payload. `D` carries data (a download's bytes), `M` one JSON document of
+//! metadata, `R` the result: `{"ok": …}` or `{"error": "<ErrorName>", "message": "…"}`. A
+//! helper that ends without `R` has failed. Frames are bounded, so a confused or hostile
+//! helper cannot make the daemon allocate without limit.
+
+use crate::error::{Error, Result};
+use std::io::Write;
+use tokio::io::{AsyncRead, AsyncReadExt};
+
+/// Largest payload of one frame.
+pub const MAX_FRAME: usize = 1 << 20;
+/// Size of the data frames a helper sends.
+pub const DATA_CHUNK: usize = 256 * 1024;
+
+const TAG_DATA: u8 = b'D';
+const TAG_META: u8 = b'M';
+const TAG_RESULT: u8 = b'R';
+
+/// One frame as read by the daemon.
+#[derive(Debug)]
+pub enum Frame {
+    /// Bytes.
+    Data(Vec<u8>),
+    /// Metadata.
+    Meta(serde_json::Value),
+    /// The helper's result; nothing follows.
+    Result(Result<serde_json::Value>),
+}
+
+fn write_frame<W: Write + ?Sized>(w: &mut W, tag: u8, payload: &[u8]) -> std::io::Result<()> {
+    let len = u32::try_from(payload.len())
+        .ok()
+        .filter(|l| *l as usize <= MAX_FRAME)
+        .ok_or_else(|| std::io::Error::other("frame too large"))?;
+    let mut head = [0u8; 5];
+    head[0] = tag;
+    head[1..].copy_from_slice(&len.to_be_bytes());
+    w.write_all(&head)?;
+    w.write_all(payload)
+}
+
+/// Sends bytes.
+pub fn send_data<W: Write + ?Sized>(w: &mut W, bytes: &[u8]) -> std::io::Result<()> {
+    write_frame(w, TAG_DATA, bytes)
+}
+
+/// Sends a metadata document.
+pub fn send_meta<W: Write + ?Sized>(w: &mut W, meta: &serde_json::Value) -> std::io::Result<()> {
+    write_frame(w, TAG_META, meta.to_string().as_bytes())
+}
+
+/// Sends the result, then flushes.
+pub fn send_result<W: Write + ?Sized>(
+    w: &mut W,
+    r: &Result<serde_json::Value>,
+) -> std::io::Result<()> {
+    let doc = match r {
+        Ok(v) => serde_json::json!({ "ok": v }),
+        Err(e) => serde_json::json!({ "error": e.name(), "message": e.message() }),
+    };
+    write_frame(w, TAG_RESULT, doc.to_string().as_bytes())?;
+    w.flush()
+}
+
+/// Reads the next frame; `None` at the end of the stream.
+pub async fn read_frame(r: &mut (impl AsyncRead + Unpin)) -> std::io::Result<Option<Frame>> {
+    let mut head = [0u8; 5];
+    match r.read_exact(&mut head).await {
+        Ok(_) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(None),
+        Err(e) => return Err(e),
+    }
+    let len = u32::from_be_bytes([head[1], head[2], head[3], head[4]]) as usize;
+    if len > MAX_FRAME {
+        return Err(std::io::Error::other(format!(
+            "a frame of {len} bytes is larger than {MAX_FRAME}"
+        )));
+    }
+    let mut payload = vec![0u8; len];
+    r.read_exact(&mut payload).await?;
+    let json = |p: &[u8]| {
+        serde_json::from_slice::<serde_json::Value>(p)
+            .map_err(|e| std::io::Error::other(format!("malformed frame: {e}")))
+    };
+    Ok(Some(match head[0] {
+        TAG_DATA => Frame::Data(payload),
+        TAG_META => Frame::Meta(json(&payload)?),
+        TAG_RESULT => {
+            let doc = json(&payload)?;
+            Frame::Result(match (doc.get("ok"), doc.get("error")) {
+                (Some(v), _) => Ok(v.clone()),
+                (None, Some(serde_json::Value::String(name))) => Err(Error::from_name(
+                    name,
+                    crate::text::no_nul(doc["message"].as_str().unwrap_or("")),
+                )),
+                _ => return Err(std::io::Error::other("malformed result frame")),
+            })
+        }
+        other => {
+            return Err(std::io::Error::other(format!(
+                "unknown frame tag {other:#04x}"
+            )))
+        }
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn frames_round_trip_and_bounds_hold() {
+        let mut buf = Vec::new();
+        send_meta(&mut buf, &serde_json::json!({"status": 200})).unwrap();
+        send_data(&mut buf, b"abc").unwrap();
+        send_result(&mut buf, &Err(Error::DownloadFailed("cut".into()))).unwrap();
+        let mut r = &buf[..];
+        assert!(
+            matches!(read_frame(&mut r).await.unwrap(), Some(Frame::Meta(m)) if m["status"] == 200)
+        );
+        assert!(matches!(read_frame(&mut r).await.unwrap(), Some(Frame::Data(d)) if d == b"abc"));
+        match read_frame(&mut r).await.unwrap() {
+            Some(Frame::Result(Err(e))) => assert_eq!(e, Error::DownloadFailed("cut".into())),
+            other => panic!("{other:?}"),
+        }
+        assert!(read_frame(&mut r).await.unwrap().is_none());
+        let huge = [b'D', 0xff, 0xff, 0xff, 0xff];
+        assert!(read_frame(&mut &huge[..]).await.is_err());
+        assert!(send_data(&mut Vec::new(), &vec![0; MAX_FRAME + 1]).is_err());
+    }
+}

@@ -1,0 +1,534 @@
+//! The network, as the helpers use it (the root daemon itself opens no socket but D-Bus).
+//!
+//! Rules a hostile update server cannot bend:
+//! - a `BinaryURL` is https, or http only when the configured server URL is http on the same
+//!   host; redirects never change host or scheme;
+//! - no link-local, multicast or unspecified address, whether written in the URL or resolved
+//!   from a name; loopback only when the configured server itself is on loopback;
+//! - a download has an overall deadline from its size and a minimum rate, never more bytes
+//!   than advertised, and a per-read timeout.
+
+use crate::error::{Error, Result};
+use crate::helper::protocol;
+use serde::{Deserialize, Serialize};
+use std::io::Write;
+use std::net::{IpAddr, SocketAddr};
+use std::time::Duration;
+
+/// How long to wait for a TCP/TLS connection.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(15);
+/// Most bytes of a check answer that are read.
+pub const MAX_RESPONSE_BYTES: usize = 8 << 20;
+/// A download may take at least this long, however small.
+pub const MIN_DOWNLOAD_DEADLINE: Duration = Duration::from_secs(60);
+/// Most redirects followed.
+const MAX_REDIRECTS: usize = 5;
+
+/// Runs a future to completion on a small runtime of its own (helpers are short programs).
+pub fn run_blocking<T>(f: impl std::future::Future<Output = Result<T>>) -> Result<T> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| Error::InvalidArgument(format!("cannot start the async runtime: {e}")))?
+        .block_on(f)
+}
+
+fn forbidden(ip: IpAddr, allow_loopback: bool) -> Option<&'static str> {
+    let v6_link_local = |v: &std::net::Ipv6Addr| v.segments()[0] & 0xffc0 == 0xfe80;
+    match ip {
+        IpAddr::V4(v) if v.is_link_local() => Some("link-local"),
+        IpAddr::V4(v) if v.is_multicast() || v.is_broadcast() => Some("multicast"),
+        IpAddr::V4(v) if v.is_unspecified() => Some("unspecified"),
+        IpAddr::V4(v) if v.is_loopback() && !allow_loopback => Some("loopback"),
+        IpAddr::V6(v) if v6_link_local(&v) => Some("link-local"),
+        IpAddr::V6(v) if v.is_multicast() => Some("multicast"),
+        IpAddr::V6(v) if v.is_unspecified() => Some("unspecified"),
+        IpAddr::V6(v) if v.is_loopback() && !allow_loopback => Some("loopback"),
+        IpAddr::V6(v) => v
+            .to_ipv4_mapped()
+            .and_then(|m| forbidden(IpAddr::V4(m), allow_loopback)),
+        _ => None,
+    }
+}
+
+fn host_is_loopback(url: &reqwest::Url) -> bool {
+    match url.host() {
+        Some(url::Host::Ipv4(v)) => v.is_loopback(),
+        Some(url::Host::Ipv6(v)) => v.is_loopback(),
+        Some(url::Host::Domain(d)) => d.eq_ignore_ascii_case("localhost"),
+        None => false,
+    }
+}
+
+/// What addresses the update server (and the binaries it points to) may be reached at.
+#[derive(Debug, Clone, Copy)]
+pub struct AddrPolicy {
+    /// Loopback is allowed only when the configured server is on loopback.
+    pub allow_loopback: bool,
+}
+
+impl AddrPolicy {
+    /// The policy for a configured server URL.
+    pub fn for_server(server: &reqwest::Url) -> Self {
+        AddrPolicy {
+            allow_loopback: host_is_loopback(server),
+        }
+    }
+
+    fn check_url(&self, url: &reqwest::Url) -> std::result::Result<(), String> {
+        let ip = match url.host() {
+            Some(url::Host::Ipv4(v)) => IpAddr::V4(v),
+            Some(url::Host::Ipv6(v)) => IpAddr::V6(v),
+            Some(url::Host::Domain(_)) => return Ok(()),
+            None => return Err(format!("{url} has no host")),
+        };
+        match forbidden(ip, self.allow_loopback) {
+            Some(kind) => Err(format!("{url} points to a {kind} address ({ip})")),
+            None => Ok(()),
+        }
+    }
+}
+
+/// Checks a release's `BinaryURL` against the configured server URL (see the module rules).
+pub fn check_binary_url(raw: &str, server: &str) -> Result<reqwest::Url> {
+    let refuse = |why: String| {
+        Error::DownloadFailed(format!(
+            "the update server's BinaryURL is refused: {why}; nothing was downloaded"
+        ))
+    };
+    let server = reqwest::Url::parse(server)
+        .map_err(|e| Error::InvalidArgument(format!("[server] url {server:?}: {e}")))?;
+    let url =
+        reqwest::Url::parse(raw).map_err(|e| refuse(format!("{raw:?} is not a URL ({e})")))?;
+    match url.scheme() {
+        "https" => {}
+        "http" if server.scheme() == "http" && url.host_str() == server.host_str() => {}
+        "http" => {
+            return Err(refuse(format!(
+                "{url} is plain http; only https is accepted, or http on the configured \
+                 server's own host when that server is http"
+            )))
+        }
+        other => return Err(refuse(format!("{url} uses the scheme {other:?}"))),
+    }
+    if !url.username().is_empty() || url.password().is_some() {
+        return Err(refuse(format!("{url} carries credentials")));
+    }
+    AddrPolicy::for_server(&server)
+        .check_url(&url)
+        .map_err(refuse)?;
+    Ok(url)
+}
+
+/// Resolves names, then drops every address the policy forbids.
+struct FilteringResolver(AddrPolicy);
+
+impl reqwest::dns::Resolve for FilteringResolver {
+    fn resolve(&self, name: reqwest::dns::Name) -> reqwest::dns::Resolving {
+        let policy = self.0;
+        Box::pin(async move {
+            let host = name.as_str().to_string();
+            let all: Vec<SocketAddr> = tokio::net::lookup_host((host.as_str(), 0)).await?.collect();
+            let kept: Vec<SocketAddr> = all
+                .iter()
+                .copied()
+                .filter(|a| forbidden(a.ip(), policy.allow_loopback).is_none())
+                .collect();
+            if kept.is_empty() {
+                let why = all
+                    .first()
+                    .and_then(|a| forbidden(a.ip(), policy.allow_loopback))
+                    .unwrap_or("no");
+                return Err(
+                    format!("{host} resolves only to {why} addresses, which are refused").into(),
+                );
+            }
+            Ok(Box::new(kept.into_iter()) as reqwest::dns::Addrs)
+        })
+    }
+}
+
+/// Proxy settings handed to a network helper.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct ProxySettings {
+    /// Explicit proxy URL; `None` = `CELLS_UPDATE_HTTP_PROXY`, then `HTTPS_PROXY`/`NO_PROXY`.
+    pub proxy: Option<String>,
+}
+
+/// The HTTP client of a helper: rustls with the system's CA store, timeouts, proxies, the
+/// address policy and a redirect policy that never leaves the original host and scheme.
+pub fn client(
+    proxy: &ProxySettings,
+    read_timeout: Duration,
+    policy: AddrPolicy,
+) -> Result<reqwest::Client> {
+    let redirect = reqwest::redirect::Policy::custom(|attempt| {
+        let Some(first) = attempt.previous().first().cloned() else {
+            return attempt.follow();
+        };
+        if attempt.previous().len() > MAX_REDIRECTS {
+            return attempt.error(format!("more than {MAX_REDIRECTS} redirects"));
+        }
+        let next = attempt.url();
+        if next.scheme() != first.scheme() || next.host_str() != first.host_str() {
+            let msg =
+                format!("a redirect from {first} to {next} leaves the original host or scheme");
+            return attempt.error(msg);
+        }
+        attempt.follow()
+    });
+    let mut builder = reqwest::Client::builder()
+        .connect_timeout(CONNECT_TIMEOUT)
+        .read_timeout(read_timeout)
+        .user_agent(concat!("cells-updater/", env!("CARGO_PKG_VERSION")))
+        .redirect(redirect)
+        .dns_resolver(std::sync::Arc::new(FilteringResolver(policy)));
+    let explicit = proxy
+        .proxy
+        .clone()
+        .or_else(|| std::env::var("CELLS_UPDATE_HTTP_PROXY").ok())
+        .filter(|p| !p.is_empty());
+    if let Some(p) = explicit {
+        let proxy = reqwest::Proxy::all(&p)
+            .map_err(|e| Error::InvalidArgument(format!("proxy {p:?} is not usable: {e}")))?
+            .no_proxy(reqwest::NoProxy::from_env());
+        builder = builder.proxy(proxy);
+    }
+    builder
+        .build()
+        .map_err(|e| Error::ServerError(format!("cannot set up the HTTP client: {e}")))
+}
+
+/// The causes of a reqwest error on one line (reqwest's Display hides the root cause).
+pub fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut parts = vec![e.to_string()];
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        let s = c.to_string();
+        if !parts.iter().any(|p| p.contains(&s)) {
+            parts.push(s);
+        }
+        cur = c.source();
+    }
+    parts.join(": ")
+}
+
+/// A download: `fetch`'s request.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct FetchRequest {
+    /// The binary's URL (checked again here).
+    pub url: String,
+    /// The configured server URL the rules are relative to.
+    pub server_url: String,
+    /// Bytes already held (resume with `Range`); 0 = from the start.
+    pub offset: u64,
+    /// The advertised size: never more bytes than this.
+    pub size: u64,
+    /// Minimum rate, bytes per second: the deadline is `max(60 s, size / rate)`.
+    pub min_rate: u64,
+    /// Longest silence between two reads.
+    pub read_timeout_secs: u64,
+    /// Proxies.
+    pub proxy: ProxySettings,
+}
+
+impl FetchRequest {
+    /// The overall deadline of this download.
+    pub fn deadline(&self) -> Duration {
+        let by_rate =
+            Duration::from_secs(self.size.saturating_sub(self.offset) / self.min_rate.max(1));
+        by_rate.max(MIN_DOWNLOAD_DEADLINE)
+    }
+}
+
+/// What `fetch` says before the bytes: where they start.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct FetchStart {
+    /// The first byte's offset (0, or the requested offset when resuming).
+    pub start: u64,
+}
+
+/// Sent before a failed fetch's result when the failure is an interruption (network, server
+/// 5xx, deadline): the partial file is worth keeping for a resumed attempt.
+pub const INTERRUPTED: &str = "interrupted";
+
+/// `fetch`: GET the binary (with `Range` when resuming) and stream it as data frames.
+pub async fn fetch(req: FetchRequest, out: &mut impl Write) -> Result<serde_json::Value> {
+    let started = tokio::time::Instant::now();
+    let deadline = started + req.deadline();
+    let url = check_binary_url(&req.url, &req.server_url)?;
+    let server = reqwest::Url::parse(&req.server_url)
+        .map_err(|e| Error::InvalidArgument(format!("[server] url: {e}")))?;
+    let http = client(
+        &req.proxy,
+        Duration::from_secs(req.read_timeout_secs.max(1)),
+        AddrPolicy::for_server(&server),
+    )?;
+    let interrupted = |out: &mut dyn Write, e: Error| {
+        let _ = protocol::send_meta(out, &serde_json::json!({ INTERRUPTED: true }));
+        e
+    };
+    let fail = |what: String| Error::DownloadFailed(format!("downloading {url}: {what}"));
+    let work = async {
+        let mut get = http.get(url.clone());
+        if req.offset > 0 {
+            get = get.header(reqwest::header::RANGE, format!("bytes={}-", req.offset));
+        }
+        let mut resp = match get.send().await {
+            Ok(r) => r,
+            Err(e) if e.is_redirect() || e.is_builder() => return Err(fail(error_chain(&e))),
+            Err(e) => return Err(interrupted(out, fail(error_chain(&e)))),
+        };
+        let status = resp.status();
+        let start = match status {
+            reqwest::StatusCode::OK => 0,
+            reqwest::StatusCode::PARTIAL_CONTENT if req.offset > 0 => {
+                match content_range_start(&resp) {
+                    Some(s) if s == req.offset => s,
+                    _ => return Err(fail("the server answered an unexpected range".into())),
+                }
+            }
+            s if s.is_server_error() => {
+                return Err(interrupted(
+                    out,
+                    fail(format!("the server answered HTTP {s}")),
+                ))
+            }
+            s => return Err(fail(format!("the server answered HTTP {s}"))),
+        };
+        if let Some(len) = resp.content_length() {
+            if start + len > req.size {
+                return Err(fail(format!(
+                    "the server announces {} bytes but {} were advertised; refusing it",
+                    start + len,
+                    req.size
+                )));
+            }
+        }
+        protocol::send_meta(out, &serde_json::json!(FetchStart { start }))
+            .map_err(|e| fail(format!("cannot pass the bytes on: {e}")))?;
+        let mut done = start;
+        loop {
+            let chunk = match resp.chunk().await {
+                Ok(Some(c)) => c,
+                Ok(None) => break,
+                Err(e) => {
+                    return Err(interrupted(
+                        out,
+                        fail(format!(
+                            "the transfer broke after {done} of {} bytes ({})",
+                            req.size,
+                            error_chain(&e)
+                        )),
+                    ))
+                }
+            };
+            if done + chunk.len() as u64 > req.size {
+                return Err(fail(format!(
+                    "the server sent more than the advertised {} bytes; refusing it",
+                    req.size
+                )));
+            }
+            done += chunk.len() as u64;
+            for piece in chunk.chunks(protocol::DATA_CHUNK) {
+                protocol::send_data(out, piece)
+                    .map_err(|e| fail(format!("cannot pass the bytes on: {e}")))?;
+            }
+        }
+        if done < req.size {
+            return Err(interrupted(
+                out,
+                fail(format!(
+                    "the connection closed after {done} of {} bytes",
+                    req.size
+                )),
+            ));
+        }
+        Ok(serde_json::json!({ "bytes": done - start }))
+    };
+    match tokio::time::timeout_at(deadline, work).await {
+        Ok(r) => r,
+        Err(_) => Err(interrupted(
+            out,
+            fail(format!(
+                "it did not finish within {} s (at least {} bytes/s are required; raise [server] \
+                 min_download_rate's limit or check the network)",
+                req.deadline().as_secs(),
+                req.min_rate
+            )),
+        )),
+    }
+}
+
+fn content_range_start(resp: &reqwest::Response) -> Option<u64> {
+    let v = resp
+        .headers()
+        .get(reqwest::header::CONTENT_RANGE)?
+        .to_str()
+        .ok()?;
+    let range = v.strip_prefix("bytes ")?;
+    range.split('-').next()?.trim().parse().ok()
+}
+
+/// A check: `check`'s request.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct CheckRequest {
+    /// The configured server URL.
+    pub server_url: String,
+    /// The `UpdateRequest` body.
+    pub body: serde_json::Value,
+    /// Longest the whole request may take.
+    pub timeout_secs: u64,
+    /// Proxies.
+    pub proxy: ProxySettings,
+}
+
+/// `check`: POST the update request; the answer's body goes out as data frames, its status
+/// in the result.
+pub async fn post_check(req: CheckRequest, out: &mut impl Write) -> Result<serde_json::Value> {
+    let url = crate::update_server::endpoint(&req.server_url)?;
+    let timeout = Duration::from_secs(req.timeout_secs.max(1));
+    let http = client(&req.proxy, timeout, AddrPolicy::for_server(&url))?;
+    let unreachable = |e: reqwest::Error| {
+        Error::ServerError(format!(
+            "cannot reach the update server at {url}: {}; check the network, [server] url and \
+             the proxy settings",
+            error_chain(&e)
+        ))
+    };
+    let work = async {
+        let mut resp = http
+            .post(url.clone())
+            .header(reqwest::header::CONTENT_TYPE, "application/json")
+            .body(req.body.to_string())
+            .send()
+            .await
+            .map_err(unreachable)?;
+        let status = resp.status();
+        let mut total = 0usize;
+        while let Some(chunk) = resp.chunk().await.map_err(unreachable)? {
+            total += chunk.len();
+            if total > MAX_RESPONSE_BYTES {
+                return Err(Error::ServerError(format!(
+                    "the update server's answer is larger than {MAX_RESPONSE_BYTES} bytes; refusing it"
+                )));
+            }
+            for piece in chunk.chunks(protocol::DATA_CHUNK) {
+                protocol::send_data(out, piece)
+                    .map_err(|e| Error::ServerError(format!("cannot pass the answer on: {e}")))?;
+            }
+        }
+        Ok(serde_json::json!({ "status": status.as_u16() }))
+    };
+    tokio::time::timeout(timeout, work)
+        .await
+        .unwrap_or_else(|_| {
+            Err(Error::ServerError(format!(
+                "the update server at {url} did not answer within {} s; try again later",
+                timeout.as_secs()
+            )))
+        })
+}
+
+/// The HTTP health probe: `http-get`'s request.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct HttpGet {
+    /// The configured `[policy] health_url`.
+    pub url: String,
+    /// Longest the request may take.
+    pub timeout_secs: u64,
+}
+
+/// `http-get`: GET the health URL; the result carries the status.
+pub async fn http_get(req: HttpGet) -> Result<serde_json::Value> {
+    let url = reqwest::Url::parse(&req.url)
+        .map_err(|e| Error::InvalidArgument(format!("health_url {:?}: {e}", req.url)))?;
+    let timeout = Duration::from_secs(req.timeout_secs.max(1));
+    // The admin configured this URL; loopback is where Cells usually answers.
+    let http = client(
+        &ProxySettings::default(),
+        timeout,
+        AddrPolicy {
+            allow_loopback: true,
+        },
+    )?;
+    match tokio::time::timeout(timeout, http.get(url.clone()).send()).await {
+        Ok(Ok(r)) => Ok(serde_json::json!({ "status": r.status().as_u16() })),
+        Ok(Err(e)) => Err(Error::UnitFailed(format!("{url}: {}", error_chain(&e)))),
+        Err(_) => Err(Error::UnitFailed(format!(
+            "{url} did not answer within {} s",
+            timeout.as_secs()
+        ))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn binary_urls_follow_the_rules() {
+        let ok = [
+            (
+                "https://download.pydio.com/cells",
+                "https://updatecells.pydio.com/",
+            ),
+            ("http://127.0.0.1:8080/bin/x", "http://127.0.0.1:8080/"),
+            ("https://[2001:db8::1]/x", "https://updatecells.pydio.com/"),
+        ];
+        for (u, s) in ok {
+            check_binary_url(u, s).unwrap_or_else(|e| panic!("{u}: {e}"));
+        }
+        let bad = [
+            ("file:///etc/shadow", "https://u/", "scheme"),
+            (
+                "http://download.pydio.com/cells",
+                "https://u/",
+                "plain http",
+            ),
+            (
+                "http://other.host/x",
+                "http://127.0.0.1:8080/",
+                "plain http",
+            ),
+            (
+                "https://169.254.169.254/latest/meta-data",
+                "https://u/",
+                "link-local",
+            ),
+            ("https://[fe80::1]/x", "https://u/", "link-local"),
+            ("https://224.0.0.1/x", "https://u/", "multicast"),
+            (
+                "https://127.0.0.1/x",
+                "https://updatecells.pydio.com/",
+                "loopback",
+            ),
+            ("https://0.0.0.0/x", "https://u/", "unspecified"),
+            ("https://[::ffff:169.254.1.1]/x", "https://u/", "link-local"),
+            ("https://user:pw@h/x", "https://u/", "credentials"),
+            ("gopher://h/x", "https://u/", "scheme"),
+            ("not a url", "https://u/", "not a URL"),
+        ];
+        for (u, s, why) in bad {
+            let e = check_binary_url(u, s).unwrap_err();
+            assert_eq!(e.name(), "DownloadFailed", "{u}");
+            assert!(e.message().contains(why), "{u}: {e}");
+        }
+    }
+
+    #[test]
+    fn deadline_follows_size_and_rate() {
+        let mut r = FetchRequest {
+            url: String::new(),
+            server_url: String::new(),
+            offset: 0,
+            size: 64 << 20,
+            min_rate: 64 << 10,
+            read_timeout_secs: 60,
+            proxy: ProxySettings::default(),
+        };
+        assert_eq!(r.deadline(), Duration::from_secs(1024));
+        r.size = 1000;
+        assert_eq!(r.deadline(), MIN_DOWNLOAD_DEADLINE);
+    }
+}
