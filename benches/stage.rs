@@ -92,6 +92,7 @@ fn child_stage() {
             },
             max_binary_size: 1 << 30,
             min_rate: 64 << 10,
+            min_deadline: Duration::from_secs(60),
         };
         let release = Release {
             version: cells_updater::version::CellsVersion::parse("9.9.9").unwrap(),

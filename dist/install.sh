@@ -43,7 +43,7 @@ install -d -m 0755 "$(d "$sysconfdir/cells-updater")" "$(d "$sysconfdir/cells-up
   "$(d "$sysconfdir/cells-updater/config.d")"
 
 install -m 0755 "$binary" "$(d "$bindir/cells-updater")"
-for u in cells-updater.service cells-updater-check.service cells-updater-check.timer; do
+for u in cells-updater.service cells-updater-check.service cells-updater-check.timer cells-updater-recover.service; do
   sed "s|@BINDIR@|$bindir|g" "$here/$u" > "$(d "$unitdir/$u")"
   chmod 0644 "$(d "$unitdir/$u")"
 done
@@ -65,6 +65,9 @@ chmod 0644 "$(d "$prefix/share/man/man8/cells-updater.8.gz")" "$(d "$prefix/shar
 install -m 0644 "$docs/completions/cells-updater.bash" "$(d "$prefix/share/bash-completion/completions/cells-updater")"
 install -m 0644 "$docs/completions/_cells-updater" "$(d "$prefix/share/zsh/vendor-completions/_cells-updater")"
 install -m 0644 "$docs/completions/cells-updater.fish" "$(d "$prefix/share/fish/vendor_completions.d/cells-updater.fish")"
+
+# The daemon writes cells.service's drop-in here (its unit may write nothing else in /etc).
+install -d -m 0755 "$(d "$sysconfdir/systemd/system/cells.service.d")"
 
 if [ ! -e "$(d "$sysconfdir/cells-updater/config.toml")" ]; then
   install -m 0644 "$here/config.toml" "$(d "$sysconfdir/cells-updater/config.toml")"

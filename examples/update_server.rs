@@ -5,6 +5,11 @@
 //!   update_server --listen 127.0.0.1:8080 \
 //!       --release VERSION FILE CHECKSUM_B64 SIGNATURE_B64 ... \
 //!       [--enterprise-key KEY --enterprise-release VERSION FILE CHECKSUM_B64 SIGNATURE_B64 ...]
+//!       [--slow-ms N]   (binaries in 64 KiB pieces, N ms apart: a slow mirror)
+//!       [--error-title TEXT]   (every check answers HTTP 503 with this Title)
+//!       [--log-requests FILE]  (every request body appended to FILE, one per line)
+//!
+//! Like the real server, it lists only versions newer than the request's CurrentVersion.
 //!
 //! PydioEnterprise checks get the Enterprise releases when `LicenseInfo.Key` is KEY, and
 //! HTTP 403 with a Title otherwise.
@@ -19,9 +24,21 @@ fn main() {
     let mut enterprise = Vec::new();
     let mut entries = Vec::new();
     let mut binaries = Vec::new();
+    let mut delivery = http::Delivery::Normal;
+    let mut error_title = None;
+    let mut log = None;
     while let Some(a) = args.next() {
         match a.as_str() {
             "--listen" => listen = args.next().expect("--listen ADDR"),
+            "--slow-ms" => {
+                let ms = args.next().expect("--slow-ms N").parse().expect("a number");
+                delivery = http::Delivery::Slow {
+                    chunk: 64 << 10,
+                    delay_ms: ms,
+                };
+            }
+            "--error-title" => error_title = Some(args.next().expect("--error-title TEXT")),
+            "--log-requests" => log = Some(args.next().expect("--log-requests FILE")),
             "--enterprise-key" => enterprise_key = Some(args.next().expect("--enterprise-key KEY")),
             "--release" | "--enterprise-release" => {
                 let is_enterprise = a == "--enterprise-release";
@@ -54,13 +71,23 @@ fn main() {
         }
     }
     let server = http::TestServer::start_on(&listen);
-    for (name, bytes) in binaries {
-        server.put_binary(&name, bytes, http::Delivery::Normal);
+    server.only_newer();
+    if let Some(f) = log {
+        server.log_to(std::path::Path::new(&f));
     }
-    server.set_catalog(
-        200,
-        serde_json::json!({"Channel": "stable", "AvailableBinaries": entries}).to_string(),
-    );
+    for (name, bytes) in binaries {
+        server.put_binary(&name, bytes, delivery.clone());
+    }
+    match &error_title {
+        Some(title) => server.set_catalog(
+            503,
+            serde_json::json!({"Title": title, "Detail": "try later"}).to_string(),
+        ),
+        None => server.set_catalog(
+            200,
+            serde_json::json!({"Channel": "stable", "AvailableBinaries": entries}).to_string(),
+        ),
+    }
     if let Some(key) = enterprise_key {
         server.set_enterprise(
             &key,

@@ -224,8 +224,10 @@ pub struct FetchRequest {
     pub offset: u64,
     /// The advertised size: never more bytes than this.
     pub size: u64,
-    /// Minimum rate, bytes per second: the deadline is `max(60 s, size / rate)`.
+    /// Minimum rate, bytes per second: the deadline is `max(min_deadline, size / rate)`.
     pub min_rate: u64,
+    /// The shortest deadline, seconds (60 in production).
+    pub min_deadline_secs: u64,
     /// Longest silence between two reads.
     pub read_timeout_secs: u64,
     /// Proxies.
@@ -237,7 +239,7 @@ impl FetchRequest {
     pub fn deadline(&self) -> Duration {
         let by_rate =
             Duration::from_secs(self.size.saturating_sub(self.offset) / self.min_rate.max(1));
-        by_rate.max(MIN_DOWNLOAD_DEADLINE)
+        by_rate.max(Duration::from_secs(self.min_deadline_secs.max(1)))
     }
 }
 
@@ -524,6 +526,7 @@ mod tests {
             offset: 0,
             size: 64 << 20,
             min_rate: 64 << 10,
+            min_deadline_secs: 60,
             read_timeout_secs: 60,
             proxy: ProxySettings::default(),
         };

@@ -271,8 +271,10 @@ pub struct Stager {
     pub server: ServerSettings,
     /// Largest binary accepted, bytes.
     pub max_binary_size: u64,
-    /// A download must average at least this many bytes per second.
+    /// A download must average at least this many bytes per second…
     pub min_rate: u64,
+    /// …and may take at least this long (60 s in production).
+    pub min_deadline: Duration,
 }
 
 /// Why a download stopped early, and whether its partial file is worth keeping.
@@ -531,6 +533,7 @@ impl Stager {
             offset: resume_from,
             size: release.size,
             min_rate: self.min_rate,
+            min_deadline_secs: self.min_deadline.as_secs(),
             read_timeout_secs: self.server.timeout.as_secs().max(1),
             proxy: self.server.proxy.clone(),
         };

@@ -102,6 +102,31 @@ impl VersionFloor {
     }
 }
 
+impl VersionFloor {
+    /// The rule for another package's build (Home → Enterprise): the installed version
+    /// itself is allowed (the same version, the other edition); anything else must be newer
+    /// than the installed version and not below the committed floor.
+    pub fn admit_cross(&self, candidate: &CellsVersion) -> Result<()> {
+        if self.installed.as_ref() == Some(candidate) {
+            return Ok(());
+        }
+        for (v, what) in [
+            (&self.installed, "the installed version"),
+            (&self.committed, "the highest version ever committed here"),
+        ] {
+            if let Some(v) = v {
+                if candidate < v {
+                    return Err(Error::Downgrade(format!(
+                        "{candidate} is older than {v}, {what}; the other edition of the \
+                         installed version, or of a newer one, can be installed"
+                    )));
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -151,5 +176,21 @@ mod tests {
         assert!(err.message().contains("highest version ever committed"));
         assert!(floor.admit(&v("4.4.5")).is_ok());
         assert!(VersionFloor::default().admit(&v("0.0.1")).is_ok());
+        // Another edition: the installed version itself, or the floor and above.
+        let rolled_back = VersionFloor {
+            installed: Some(v("4.4.5")),
+            committed: Some(v("4.4.7")),
+        };
+        assert!(rolled_back.admit_cross(&v("4.4.5")).is_ok());
+        assert!(rolled_back.admit_cross(&v("4.4.7")).is_ok());
+        assert!(rolled_back.admit_cross(&v("4.4.8")).is_ok());
+        assert_eq!(
+            rolled_back.admit_cross(&v("4.4.6")).unwrap_err().name(),
+            "Downgrade"
+        );
+        assert_eq!(
+            rolled_back.admit_cross(&v("4.4.4")).unwrap_err().name(),
+            "Downgrade"
+        );
     }
 }

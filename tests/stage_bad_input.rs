@@ -1,4 +1,6 @@
-//! Bad input is refused with a specific error, and nothing changes on disk (I2, I3, I6, I8).
+//! Bad input is refused with a specific error, and nothing changes on disk (I2, I3, I6, I8),
+//! including what a hostile update server may try: redirects to another host, link-local or
+//! `file://` URLs, a body that stalls.
 //! Each row: the fault, the error name, a phrase the message must carry, and what the staging
 //! directory may hold afterwards (only a resumable partial, and only after a network cut).
 
@@ -27,6 +29,10 @@ enum Fault {
     ProbeHangs,
     TinyFilesystem,
     NoTrustedKey,
+    RedirectToOtherHost,
+    LinkLocalUrl,
+    FileUrl,
+    StalledBody,
 }
 
 struct Row {
@@ -37,6 +43,30 @@ struct Row {
 }
 
 const ROWS: &[Row] = &[
+    Row {
+        fault: Fault::RedirectToOtherHost,
+        error: "DownloadFailed",
+        says: "leaves the original host or scheme",
+        leaves_partial: false,
+    },
+    Row {
+        fault: Fault::LinkLocalUrl,
+        error: "DownloadFailed",
+        says: "points to a link-local address (169.254.169.254)",
+        leaves_partial: false,
+    },
+    Row {
+        fault: Fault::FileUrl,
+        error: "DownloadFailed",
+        says: "uses the scheme \"file\"",
+        leaves_partial: false,
+    },
+    Row {
+        fault: Fault::StalledBody,
+        error: "DownloadFailed",
+        says: "did not finish within 2 s",
+        leaves_partial: true,
+    },
     Row {
         fault: Fault::CorruptByte,
         error: "ChecksumMismatch",
@@ -292,6 +322,54 @@ fn arrange(env: &mut StageEnv, fault: Fault) -> (String, Option<std::path::PathB
             .unwrap();
             env.stager.area = cells_updater::stage::StagingArea::open(&state).unwrap();
             mount = Some(dir);
+            "4.4.5"
+        }
+        Fault::RedirectToOtherHost => {
+            let bytes = good();
+            let (sum, sig) = sign(&bytes, &k.rsa);
+            let elsewhere = format!("http://127.0.0.2:{}/bin/elsewhere", env.server.addr.port());
+            env.server
+                .put_binary("elsewhere", bytes.clone(), Delivery::Normal);
+            env.publish_with(
+                "4.4.5",
+                bytes,
+                &sum,
+                &sig,
+                Delivery::Redirect(elsewhere),
+                false,
+            );
+            "4.4.5"
+        }
+        Fault::LinkLocalUrl | Fault::FileUrl => {
+            let bytes = good();
+            let (sum, sig) = sign(&bytes, &k.rsa);
+            let url = if matches!(fault, Fault::FileUrl) {
+                "file:///etc/shadow"
+            } else {
+                "https://169.254.169.254/latest/meta-data"
+            };
+            let entry = package_json("4.4.5", url, bytes.len(), &sum, &sig, false);
+            env.server.set_catalog(
+                200,
+                serde_json::json!({"AvailableBinaries": [entry]}).to_string(),
+            );
+            "4.4.5"
+        }
+        Fault::StalledBody => {
+            // One piece, then silence: the deadline (here 2 s) ends it, not a read timeout.
+            env.stager.min_deadline = std::time::Duration::from_secs(2);
+            env.stager.min_rate = 1 << 30;
+            env.publish_with(
+                "4.4.5",
+                good(),
+                &sign(&good(), &k.rsa).0,
+                &sign(&good(), &k.rsa).1,
+                Delivery::Slow {
+                    chunk: 4096,
+                    delay_ms: 1500,
+                },
+                false,
+            );
             "4.4.5"
         }
         Fault::NoTrustedKey => {

@@ -129,7 +129,11 @@ pub fn exit(result: Result<(), Failure>) -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(f) => {
-            eprintln!("cells-updater: {}", f.message);
+            // The message may carry the update server's or a binary's words (I10).
+            eprintln!(
+                "cells-updater: {}",
+                cells_updater::text::multi_line(&f.message)
+            );
             ExitCode::from(f.code)
         }
     }

@@ -20,6 +20,8 @@ pub struct Installed {
     pub binary: Option<PathBuf>,
     /// The version it reports, `""` when unknown.
     pub version: String,
+    /// Why the version is unknown (an unsafe directory, a binary that does not answer).
+    pub problem: Option<Error>,
 }
 
 /// The Cells service user.
@@ -105,26 +107,30 @@ impl Daemon {
     /// reads) and asks it its version in the probe helper.
     pub async fn refresh_installed(&self) -> Installed {
         let binary = self.binary_path().await;
-        let mut version = String::new();
+        let mut info = Installed {
+            binary: binary.clone(),
+            ..Installed::default()
+        };
         if let Some(b) = &binary {
-            match self.open_installed(b).await {
-                Ok(f) => match probe::report_version(&self.runner, &f).await {
-                    Ok(v) if CellsVersion::parse(&v).is_ok() => version = v,
-                    Ok(v) => log::log(
-                        log::Level::Warning,
-                        &format!(
-                            "{} reports {:?}, not a version",
-                            b.display(),
-                            crate::text::one_line(&v, 80)
-                        ),
-                        &[],
-                    ),
-                    Err(e) => log::log(log::Level::Warning, &e.message(), &[]),
-                },
-                Err(e) => log::log(log::Level::Warning, &e.message(), &[]),
+            let reported = match self.open_installed(b).await {
+                Ok(f) => probe::report_version(&self.runner, &f).await,
+                Err(e) => Err(e),
+            };
+            match reported {
+                Ok(v) if CellsVersion::parse(&v).is_ok() => info.version = v,
+                Ok(v) => {
+                    info.problem = Some(Error::UnitFailed(format!(
+                        "{} reports {:?}, not a version",
+                        b.display(),
+                        crate::text::one_line(&v, 80)
+                    )))
+                }
+                Err(e) => info.problem = Some(e),
+            }
+            if let Some(e) = &info.problem {
+                log::log(log::Level::Warning, &e.message(), &[]);
             }
         }
-        let info = Installed { binary, version };
         self.installed.send_replace(Some(info.clone()));
         info
     }
@@ -175,6 +181,9 @@ impl Daemon {
     /// The versions a candidate must beat: the installed one (probed now) and the floor.
     pub async fn floor(&self) -> Result<VersionFloor> {
         let installed = self.refresh_installed().await;
+        if let Some(e) = installed.problem {
+            return Err(e);
+        }
         if installed.version.is_empty() {
             return Err(Error::UnitFailed(format!(
                 "cannot tell which Cells version is installed ({}); check [cells] binary and that \
@@ -222,15 +231,11 @@ impl Daemon {
         })
     }
 
-    /// The installed license key (read as the Cells user), sent with Enterprise checks.
-    pub async fn license_key(&self) -> Option<String> {
-        let at = self.license_location().await.ok()?;
-        match crate::license::read(&self.runner, &at).await {
-            Ok(k) => k,
-            Err(e) => {
-                log::log(log::Level::Warning, &e.message(), &[]);
-                None
-            }
-        }
+    /// The installed license key (read as the Cells user), sent with Enterprise checks;
+    /// `None` when there is no license file, an error when there is one that cannot be used
+    /// (a link, a FIFO, not the Cells user's, not text).
+    pub async fn license_key(&self) -> Result<Option<String>> {
+        let at = self.license_location().await?;
+        crate::license::read(&self.runner, &at).await
     }
 }

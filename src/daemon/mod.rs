@@ -329,6 +329,7 @@ pub async fn run(cfg: Config, bus: Bus) -> anyhow::Result<()> {
     check_capabilities()?;
     let state_dir = crate::dirfd::root_dir(&cfg.state_dir(), Some(0o700), Error::SwapFailed)
         .map_err(|e| anyhow::anyhow!(e.message()))?;
+    crate::failpoint::set_mark_dir(&cfg.state_dir());
     let store =
         StateStore::open(state_dir.try_clone()?).map_err(|e| anyhow::anyhow!(e.message()))?;
     let area = StagingArea::open(&state_dir).map_err(|e| anyhow::anyhow!(e.message()))?;
@@ -371,6 +372,7 @@ pub async fn run(cfg: Config, bus: Bus) -> anyhow::Result<()> {
             server: cfg.server_settings(),
             max_binary_size: cfg.max_binary_size,
             min_rate: cfg.min_download_rate,
+            min_deadline: crate::net::MIN_DOWNLOAD_DEADLINE,
         },
         runner,
         units,

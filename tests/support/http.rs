@@ -20,6 +20,8 @@ pub enum Delivery {
     TooLongWithLength { extra: usize },
     /// The whole body in `chunk`-byte pieces, `delay_ms` apart (a slow mirror).
     Slow { chunk: usize, delay_ms: u64 },
+    /// `302 Found` to this URL.
+    Redirect(String),
 }
 
 /// A recorded request.
@@ -39,6 +41,31 @@ struct ServerState {
     enterprise: Option<(String, Vec<u8>)>,
     binaries: HashMap<String, (Arc<Vec<u8>>, Delivery)>,
     requests: Vec<Request>,
+    /// Like the real server: list only versions newer than the request's CurrentVersion.
+    only_newer: bool,
+    /// Append every request body (one line each) to this file.
+    log: Option<std::path::PathBuf>,
+}
+
+/// The catalog as the real server filters it: entries newer than `current` only.
+fn newer_than(catalog: &[u8], current: &str) -> Vec<u8> {
+    let parse = |s: &str| semver::Version::parse(s.strip_prefix('v').unwrap_or(s)).ok();
+    let Some(current) = parse(current) else {
+        return catalog.to_vec();
+    };
+    let mut doc: serde_json::Value = match serde_json::from_slice(catalog) {
+        Ok(d) => d,
+        Err(_) => return catalog.to_vec(),
+    };
+    if let Some(list) = doc["AvailableBinaries"].as_array_mut() {
+        list.retain(|p| {
+            p["Version"]
+                .as_str()
+                .and_then(parse)
+                .is_some_and(|v| v > current)
+        });
+    }
+    doc.to_string().into_bytes()
 }
 
 /// A real HTTP/1.1 server on 127.0.0.1, one thread per connection, `Connection: close`.
@@ -106,6 +133,16 @@ impl TestServer {
     pub fn requests(&self) -> Vec<Request> {
         self.state.lock().unwrap().requests.clone()
     }
+
+    /// Lists only versions newer than the request's CurrentVersion, as the real server does.
+    pub fn only_newer(&self) {
+        self.state.lock().unwrap().only_newer = true;
+    }
+
+    /// Appends every request body to `file`, one line each.
+    pub fn log_to(&self, file: &std::path::Path) {
+        self.state.lock().unwrap().log = Some(file.to_path_buf());
+    }
 }
 
 fn serve(conn: TcpStream, state: &Mutex<ServerState>) -> std::io::Result<()> {
@@ -150,14 +187,32 @@ fn serve(conn: TcpStream, state: &Mutex<ServerState>) -> std::io::Result<()> {
     let (status, payload, delivery) = {
         let mut s = state.lock().unwrap();
         s.requests.push(req.clone());
+        if let Some(log) = &s.log {
+            if let Ok(mut f) = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(log)
+            {
+                let _ = f.write_all(&req.body);
+                let _ = f.write_all(b"\n");
+            }
+        }
         let asked: serde_json::Value = serde_json::from_slice(&req.body).unwrap_or_default();
+        let current = asked["CurrentVersion"].as_str().unwrap_or("").to_string();
+        let filter = |catalog: &[u8]| {
+            if s.only_newer {
+                newer_than(catalog, &current)
+            } else {
+                catalog.to_vec()
+            }
+        };
         if req.method == "POST"
             && route == "/a/update-server/"
             && asked["PackageName"] == "PydioEnterprise"
         {
             match &s.enterprise {
                 Some((key, catalog)) if asked["LicenseInfo"]["Key"] == key.as_str() => {
-                    (200, Arc::new(catalog.clone()), Delivery::Normal)
+                    (200, Arc::new(filter(catalog)), Delivery::Normal)
                 }
                 _ => (
                     403,
@@ -169,11 +224,12 @@ fn serve(conn: TcpStream, state: &Mutex<ServerState>) -> std::io::Result<()> {
                 ),
             }
         } else if req.method == "POST" && route == "/a/update-server/" {
-            (
-                s.catalog_status,
-                Arc::new(s.catalog_body.clone()),
-                Delivery::Normal,
-            )
+            let body = if s.catalog_status == 200 {
+                filter(&s.catalog_body)
+            } else {
+                s.catalog_body.clone()
+            };
+            (s.catalog_status, Arc::new(body), Delivery::Normal)
         } else if let Some(name) = route.strip_prefix("/bin/") {
             match s.binaries.get_mut(name) {
                 Some((bytes, delivery)) => {
@@ -259,6 +315,12 @@ fn serve(conn: TcpStream, state: &Mutex<ServerState>) -> std::io::Result<()> {
                 out.flush()?;
                 std::thread::sleep(std::time::Duration::from_millis(delay_ms));
             }
+        }
+        Delivery::Redirect(to) => {
+            write!(
+                out,
+                "HTTP/1.1 302 Found\r\nLocation: {to}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+            )?;
         }
         Delivery::TooLongNoLength { extra } => {
             write!(out, "HTTP/1.1 200 OK\r\nConnection: close\r\n\r\n")?;

@@ -62,6 +62,16 @@ fn patch(bin: &mut [u8], mark: &[u8], value: &str, cap: usize) {
     bin[at + value.len()] = 0;
 }
 
+/// `tests/support/<name>.c` compiled once per test binary; returns the executable's path.
+pub fn c_tool(name: &str) -> PathBuf {
+    let out = scratch().join(name);
+    if !out.exists() {
+        let src = Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("tests/support/{name}.c"));
+        run(Command::new("cc").args(["-O1", "-o"]).arg(&out).arg(&src));
+    }
+    out
+}
+
 /// A fake Cells binary reporting `version`, behaving as `mode` ("ok", "hang", "exit").
 pub fn fake_cells(version: &str, mode: &str) -> Vec<u8> {
     let mut bin = fake_cells_template().to_vec();
@@ -298,6 +308,7 @@ impl StageEnv {
             },
             max_binary_size: 64 << 20,
             min_rate: 64 << 10,
+            min_deadline: Duration::from_secs(60),
         };
         StageEnv {
             root,

@@ -143,6 +143,7 @@ impl Sandbox {
         self.sh(
             "/src/dist/install.sh --binary /src/target/debug/cells-updater --prefix /usr >/dev/null \
              && systemctl daemon-reload \
+             && systemctl enable cells-updater-recover.service 2>/dev/null \
              && busctl call org.freedesktop.DBus /org/freedesktop/DBus org.freedesktop.DBus ReloadConfig",
         );
     }
@@ -221,9 +222,8 @@ impl Sandbox {
                 ));
             }
         }
-        sb.sh(&format!(
-            "systemd-run --quiet --unit=update-server /src/target/debug/examples/update_server --listen 127.0.0.1:8080{args}"
-        ));
+        sb.write("/srv/update-server.args", args.as_bytes(), 0o644);
+        sb.serve("");
         sb.write(
             "/etc/cells-updater/config.d/50-test.toml",
             b"[server]\nurl = \"http://127.0.0.1:8080/\"\n[policy]\nhealth_settle = \"2s\"\nhealth_timeout = \"30s\"\n",
@@ -235,6 +235,34 @@ impl Sandbox {
             "curl -s -X POST -d '{}' http://127.0.0.1:8080/a/update-server/ | grep -q AvailableBinaries",
         );
         sb
+    }
+}
+
+impl Sandbox {
+    /// Adds a release (`bytes` signed by the test key) to the update server's catalog; the
+    /// next [`Sandbox::serve`] offers it.
+    pub fn add_release(&self, version: &str, bytes: &[u8]) {
+        let (sum, sig) = super::sign(bytes, &super::keys().rsa);
+        let file = format!("/srv/releases/cells-{version}-extra");
+        self.write(&file, bytes, 0o644);
+        let mut args = std::fs::read_to_string(self.path("/srv/update-server.args")).unwrap();
+        args.push_str(&format!(" --release {version} {file} {sum} {sig}"));
+        self.write("/srv/update-server.args", args.as_bytes(), 0o644);
+    }
+
+    /// (Re)starts the container's update server with its releases and `extra` flags
+    /// (`--slow-ms N`, `--error-title TEXT`).
+    pub fn serve(&self, extra: &str) {
+        self.sh(&format!(
+            "systemctl stop update-server.service 2>/dev/null; systemctl reset-failed update-server.service 2>/dev/null; \
+             systemd-run --quiet --unit=update-server /src/target/debug/examples/update_server \
+             --listen 127.0.0.1:8080 $(cat /srv/update-server.args) {extra}"
+        ));
+        self.wait_for(
+            Duration::from_secs(5),
+            "the update server",
+            "curl -s -o /dev/null http://127.0.0.1:8080/ ",
+        );
     }
 }
 

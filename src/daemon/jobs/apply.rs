@@ -227,17 +227,7 @@ pub(in crate::daemon) async fn run(ctx: &Ctx, opts: &Options) -> Result<String> 
     let floor = d.floor().await?;
     match &opts.cross_package {
         None => floor.admit(&staged)?,
-        Some(_) => {
-            let below = [&floor.installed, &floor.committed]
-                .into_iter()
-                .flatten()
-                .find(|v| staged < **v);
-            if let Some(v) = below {
-                return Err(Error::Downgrade(format!(
-                    "{staged} is older than {v}, installed or committed here"
-                )));
-            }
-        }
+        Some(_) => floor.admit_cross(&staged)?,
     }
     super::stage::refuse_bad(
         d,
@@ -521,12 +511,14 @@ pub(in crate::daemon) async fn undo(ctx: &Ctx, j: &mut Journal) -> Result<()> {
         store.transition(Lifecycle::RollingBack)?;
     }
     d.publish().await;
+    failpoint::hit("undo-after-mark");
     let old_binary = PathBuf::from(&j.old_binary);
     let target = PathBuf::from(&j.target);
     let cells_uid = d.cells_uid().await;
     if target == old_binary {
         put_back_old(d, j).await?;
     }
+    failpoint::hit("undo-after-restore");
     if d.read_dropin() != j.dropin_before {
         d.put_dropin(j.dropin_before.as_deref()).await?;
     }

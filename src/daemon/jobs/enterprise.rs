@@ -36,14 +36,7 @@ pub(in crate::daemon) async fn run(
         .clone()
         .ok_or_else(|| Error::UnitFailed("the installed version is unknown".into()))?;
     let want = version.unwrap_or_else(|| installed.clone());
-    for v in [&floor.installed, &floor.committed].into_iter().flatten() {
-        if want < *v {
-            return Err(Error::Downgrade(format!(
-                "{want} is older than {v}, installed or committed here; the Enterprise build of \
-                 {v} or newer can be installed"
-            )));
-        }
-    }
+    floor.admit_cross(&want)?;
     refuse_bad(d, ENTERPRISE, &want).await?;
     ctx.job.update(|j| j.version = want.to_string()).await;
     ctx.set_state(Lifecycle::Downloading).await?;

@@ -54,7 +54,7 @@ impl Daemon {
             .unwrap_or_default();
         let mut request = UpdateRequest::new(&channel, &package, &installed);
         if package == "PydioEnterprise" {
-            if let Some(key) = self.license_key().await {
+            if let Some(key) = self.license_key().await? {
                 request.license_info.insert("Key".into(), key);
             }
         }
