@@ -22,12 +22,55 @@ pub fn rootfs() -> PathBuf {
 pub struct Sandbox {
     dir: PathBuf,
     pub leader: u32,
+    /// For a container whose disk survives a power cut: the overlay it boots from.
+    persistent: Option<PathBuf>,
     _guard: MutexGuard<'static, ()>,
 }
 
 impl Sandbox {
     /// Boots a container named `name` (a fresh overlay over the cached rootfs).
     pub fn up(name: &str) -> Sandbox {
+        let mut sb = Self::prepare(name, None);
+        sb.boot();
+        sb
+    }
+
+    /// Boots a container whose disk survives a power cut: a host overlay of the cached rootfs
+    /// with its own upper directory, booted read-write (`--volatile=overlay` would start every
+    /// boot from the clean rootfs, and a reboot test could not fail).
+    pub fn up_persistent(name: &str) -> Sandbox {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("target/sandbox")
+            .join(name);
+        let merged = dir.join("merged");
+        let _ = Command::new(script()).arg("down").arg(&dir).output();
+        let _ = Command::new("umount").arg(&merged).output();
+        let _ = std::fs::remove_dir_all(&dir);
+        for d in ["upper", "work", "merged"] {
+            std::fs::create_dir_all(dir.join(d)).unwrap();
+        }
+        let out = Command::new("mount")
+            .args(["-t", "overlay", "overlay", "-o"])
+            .arg(format!(
+                "lowerdir={},upperdir={},workdir={}",
+                rootfs().display(),
+                dir.join("upper").display(),
+                dir.join("work").display()
+            ))
+            .arg(&merged)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "overlay mount: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let mut sb = Self::prepare(name, Some(merged));
+        sb.boot();
+        sb
+    }
+
+    fn prepare(name: &str, persistent: Option<PathBuf>) -> Sandbox {
         let guard = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
         assert!(
             nix::unistd::geteuid().is_root(),
@@ -38,14 +81,27 @@ impl Sandbox {
             .join(name);
         std::fs::create_dir_all(&dir).unwrap();
         let _ = Command::new(script()).arg("down").arg(&dir).output();
-        let out = Command::new(script())
-            .arg("up")
-            .arg(&dir)
+        Sandbox {
+            dir,
+            leader: 0,
+            persistent,
+            _guard: guard,
+        }
+    }
+
+    fn boot(&mut self) {
+        let mut cmd = Command::new(script());
+        cmd.arg("up")
+            .arg(&self.dir)
             .arg("--")
-            .arg(format!("--bind-ro={}:/src", env!("CARGO_MANIFEST_DIR")))
-            .env("SANDBOX_ROOTFS", rootfs())
-            .output()
-            .unwrap();
+            .arg(format!("--bind-ro={}:/src", env!("CARGO_MANIFEST_DIR")));
+        match &self.persistent {
+            Some(merged) => cmd
+                .env("SANDBOX_ROOTFS", merged)
+                .env("SANDBOX_PERSIST", "1"),
+            None => cmd.env("SANDBOX_ROOTFS", rootfs()),
+        };
+        let out = cmd.output().unwrap();
         assert!(
             out.status.success(),
             "sandbox up failed: {}",
@@ -53,20 +109,28 @@ impl Sandbox {
         );
         let env = Command::new(script())
             .arg("env")
-            .arg(&dir)
+            .arg(&self.dir)
             .output()
             .unwrap();
         let text = String::from_utf8_lossy(&env.stdout);
-        let leader = text
+        self.leader = text
             .lines()
             .find_map(|l| l.strip_prefix("export SANDBOX_LEADER="))
             .and_then(|v| v.trim().parse().ok())
             .expect("sandbox leader pid");
-        Sandbox {
-            dir,
-            leader,
-            _guard: guard,
-        }
+    }
+
+    /// Cuts the power: SIGKILL to the container's PID 1 (the kernel kills everything in it,
+    /// no clean shutdown), then boots it again from the same disk. The host's page cache
+    /// survives, so this proves recovery at boot, not fsync durability.
+    pub fn power_cut_and_boot(&mut self) {
+        assert!(self.persistent.is_some(), "a power cut needs up_persistent");
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(self.leader as i32),
+            nix::sys::signal::Signal::SIGKILL,
+        );
+        let _ = Command::new(script()).arg("down").arg(&self.dir).output();
+        self.boot();
     }
 
     /// Runs a command inside as root.
@@ -189,11 +253,36 @@ impl Sandbox {
         releases: &[(&str, &str)],
         enterprise: Option<(&str, &[(&str, &str)])>,
     ) -> Sandbox {
+        Self::cells_host_on(Sandbox::up(name), releases, enterprise)
+    }
+
+    /// [`Sandbox::cells_host`] on a container whose disk survives a power cut; the update
+    /// server and Cells are started at boot.
+    pub fn cells_host_persistent(name: &str, releases: &[(&str, &str)]) -> Sandbox {
+        let sb = Self::cells_host_on(Sandbox::up_persistent(name), releases, None);
+        sb.write(
+            "/etc/systemd/system/update-server.service",
+            b"[Service]\nExecStart=/bin/sh -c 'exec /src/target/debug/examples/update_server \
+              --listen 127.0.0.1:8080 $(cat /srv/update-server.args)'\n\n[Install]\n\
+              WantedBy=multi-user.target\n",
+            0o644,
+        );
+        sb.sh(
+            "systemctl stop update-server.service; systemctl reset-failed update-server.service; \
+             systemctl daemon-reload && systemctl enable --now update-server.service",
+        );
+        sb
+    }
+
+    fn cells_host_on(
+        sb: Sandbox,
+        releases: &[(&str, &str)],
+        enterprise: Option<(&str, &[(&str, &str)])>,
+    ) -> Sandbox {
         let server = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
             .join("target/debug/examples/update_server");
         assert!(server.exists(), "cargo test builds examples/update_server");
         let k = super::keys();
-        let sb = Sandbox::up(name);
         sb.install_build();
         sb.install_fake_cells("4.4.2", &[&k.rsa_pkcs1_pub]);
         sb.sh("setcap cap_net_bind_service=+ep /opt/pydio/bin/cells && systemctl enable --now cells.service");
@@ -269,5 +358,8 @@ impl Sandbox {
 impl Drop for Sandbox {
     fn drop(&mut self) {
         let _ = Command::new(script()).arg("down").arg(&self.dir).output();
+        if let Some(merged) = &self.persistent {
+            let _ = Command::new("umount").arg(merged).output();
+        }
     }
 }
