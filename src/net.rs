@@ -155,12 +155,14 @@ pub struct ProxySettings {
     pub proxy: Option<String>,
 }
 
-/// The HTTP client of a helper: rustls with the system's CA store, timeouts, proxies, the
+/// The HTTP client of a helper: rustls with the system's CA store (loaded only for `tls`:
+/// plain http never needs it, and redirects never change the scheme), timeouts, proxies, the
 /// address policy and a redirect policy that never leaves the original host and scheme.
 pub fn client(
     proxy: &ProxySettings,
     read_timeout: Duration,
     policy: AddrPolicy,
+    tls: bool,
 ) -> Result<reqwest::Client> {
     let redirect = reqwest::redirect::Policy::custom(|attempt| {
         let Some(first) = attempt.previous().first().cloned() else {
@@ -182,6 +184,7 @@ pub fn client(
         .read_timeout(read_timeout)
         .user_agent(concat!("cells-updater/", env!("CARGO_PKG_VERSION")))
         .redirect(redirect)
+        .tls_built_in_root_certs(tls)
         .dns_resolver(std::sync::Arc::new(FilteringResolver(policy)));
     let explicit = proxy
         .proxy
@@ -265,6 +268,7 @@ pub async fn fetch(req: FetchRequest, out: &mut impl Write) -> Result<serde_json
         &req.proxy,
         Duration::from_secs(req.read_timeout_secs.max(1)),
         AddrPolicy::for_server(&server),
+        url.scheme() == "https",
     )?;
     let interrupted = |out: &mut dyn Write, e: Error| {
         let _ = protocol::send_meta(out, &serde_json::json!({ INTERRUPTED: true }));
@@ -390,7 +394,12 @@ pub struct CheckRequest {
 pub async fn post_check(req: CheckRequest, out: &mut impl Write) -> Result<serde_json::Value> {
     let url = crate::update_server::endpoint(&req.server_url)?;
     let timeout = Duration::from_secs(req.timeout_secs.max(1));
-    let http = client(&req.proxy, timeout, AddrPolicy::for_server(&url))?;
+    let http = client(
+        &req.proxy,
+        timeout,
+        AddrPolicy::for_server(&url),
+        url.scheme() == "https",
+    )?;
     let unreachable = |e: reqwest::Error| {
         Error::ServerError(format!(
             "cannot reach the update server at {url}: {}; check the network, [server] url and \
@@ -453,6 +462,7 @@ pub async fn http_get(req: HttpGet) -> Result<serde_json::Value> {
         AddrPolicy {
             allow_loopback: true,
         },
+        url.scheme() == "https",
     )?;
     match tokio::time::timeout(timeout, http.get(url.clone()).send()).await {
         Ok(Ok(r)) => Ok(serde_json::json!({ "status": r.status().as_u16() })),

@@ -79,7 +79,7 @@ impl Lifecycle {
             Idle | Staged | Failed => None,
             Checking | Downloading => Some(&[Idle, Staged, Failed]),
             Verifying => Some(&[Downloading]),
-            Applying => Some(&[Staged, Failed, Verifying, Downloading]),
+            Applying => Some(&[Staged, Idle, Failed, Verifying, Downloading]),
             Restarting => Some(&[Applying, RollingBack]),
             HealthCheck => Some(&[Restarting]),
             RollingBack => Some(&[Applying, Restarting, HealthCheck, Idle, Staged, Failed]),

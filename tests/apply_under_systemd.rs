@@ -56,9 +56,9 @@ fn update_by_the_cells_user_keeps_the_capability_and_rollback_restores() {
         "same path: no drop-in"
     );
 
-    // The same version again is refused: it is not newer.
+    // The same version again: the server lists only newer versions, so it is not offered.
     let (ok, _, err) = sb.try_sh("cells-updater update 4.4.5");
-    assert!(!ok && err.contains("Error.Downgrade"), "{err}");
+    assert!(!ok && err.contains("Error.NoSuchVersion"), "{err}");
 
     // Rollback puts 4.4.2 back, with its capability.
     let (ok, out, err) = sb.try_sh("cells-updater rollback");

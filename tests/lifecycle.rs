@@ -416,3 +416,16 @@ fn a_leading_v_is_compared_as_a_version() {
     assert_eq!(sb.sh("curl -sf http://127.0.0.1:443/").trim(), "v4.4.9");
     assert_eq!(prop(&sb, "State"), "idle", "no spurious rollback");
 }
+
+#[test]
+fn stage_now_then_update_the_same_version() {
+    // The README's "stage now, apply in the maintenance window", and the timer's check --auto
+    // when the release it picks was staged earlier: the restage is a no-op, then the apply.
+    let sb = Sandbox::cells_host("stage-then-update", &[("4.4.3", "ok")]);
+    as_pydio(&sb, "cells-updater stage 4.4.3");
+    assert_eq!(prop(&sb, "State"), "staged");
+    as_pydio(&sb, "cells-updater update 4.4.3");
+    serves(&sb, "4.4.3");
+    assert_eq!(prop(&sb, "State"), "idle");
+    assert_eq!(prop(&sb, "StagedVersion"), "");
+}

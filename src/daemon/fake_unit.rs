@@ -14,6 +14,8 @@ use std::time::{Duration, Instant};
 
 /// The supervisor.
 pub struct Supervisor {
+    /// Where the child's pid is kept.
+    pid_file: PathBuf,
     /// The binary, under the root prefix.
     binary: PathBuf,
     /// The binary as the "unit" names it.
@@ -38,13 +40,36 @@ impl Supervisor {
     pub fn from_env(cfg: &Config) -> Option<Arc<Supervisor>> {
         let port = std::env::var("CELLS_UPDATER_FAKE_UNIT").ok()?;
         let exec_path = cfg.binary.clone()?;
+        // A Cells left by a daemon that was killed (a file-capable binary loses its
+        // parent-death signal at exec) is stopped first, so the port is free.
+        let pid_file = cfg.state_dir().join("fake-unit.pid");
+        if let Some(pid) = std::fs::read_to_string(&pid_file)
+            .ok()
+            .and_then(|p| p.trim().parse::<i32>().ok())
+        {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+            let deadline = Instant::now() + Duration::from_secs(5);
+            while std::path::Path::new(&format!("/proc/{pid}")).exists()
+                && Instant::now() < deadline
+            {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+        }
         let s = Arc::new(Supervisor {
+            pid_file,
             binary: cfg.path(&exec_path),
             exec_path,
             user: cfg.user.clone().unwrap_or_else(|| "nobody".into()),
             port,
             inner: Mutex::new(Inner::default()),
         });
+        // Like an enabled service: Cells runs when its manager comes up.
+        let _ = s.start_child();
+        let me = s.clone();
+        tokio::spawn(async move { me.supervise(0).await });
         Some(s)
     }
 
@@ -54,14 +79,9 @@ impl Supervisor {
 
     /// The unit's facts, as systemd would report them.
     pub fn facts(&self) -> UnitFacts {
-        let mut i = self.lock();
-        if let Some(c) = i.child.as_mut() {
-            if let Ok(Some(_)) = c.try_wait() {
-                i.child = None;
-                i.pid = 0;
-            }
-        }
-        let active = i.child.is_some();
+        let i = self.lock();
+        // The supervisor reaps the child; here it only looks.
+        let active = i.child.is_some() && i.pid != 0;
         UnitFacts {
             name: "cells.service".into(),
             exec_path: Some(self.exec_path.clone()),
@@ -90,13 +110,23 @@ impl Supervisor {
             .ok()
             .flatten()
             .ok_or_else(|| Error::UnitFailed(format!("no user {}", self.user)))?;
-        tokio::process::Command::new(&self.binary)
-            .arg("start")
+        let mut cmd = tokio::process::Command::new(&self.binary);
+        cmd.arg("start")
             .env_clear()
             .env("FAKE_CELLS_PORT", &self.port)
             .uid(pw.uid.as_raw())
-            .gid(pw.gid.as_raw())
-            .stdin(std::process::Stdio::null())
+            .gid(pw.gid.as_raw());
+        // SAFETY: prctl is async-signal-safe. Cells goes with its manager, as a unit goes with
+        // systemd (the runtime's thread that forks lives as long as the daemon).
+        unsafe {
+            cmd.pre_exec(|| {
+                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0) == -1 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+        cmd.stdin(std::process::Stdio::null())
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null())
             .kill_on_drop(true)
@@ -129,6 +159,7 @@ impl Supervisor {
         let child = self.spawn()?;
         let mut i = self.lock();
         i.pid = child.id().unwrap_or(0);
+        let _ = std::fs::write(&self.pid_file, i.pid.to_string());
         i.child = Some(child);
         i.starts.push(Instant::now());
         Ok(())

@@ -317,6 +317,42 @@ pub fn check_capabilities() -> anyhow::Result<()> {
     Ok(())
 }
 
+/// At start-up, the staging area and the state agree: a release staged by a job that a crash
+/// interrupted before it was recorded (or after it was installed) goes; a recorded one whose
+/// files are gone is forgotten.
+fn reconcile_staging(store: &mut StateStore, area: &StagingArea) {
+    let recorded = store.get().staged_version.clone();
+    let mut found = false;
+    for m in area.staged() {
+        if m.version == recorded {
+            found = true;
+        } else if let Ok(v) = crate::version::CellsVersion::parse(&m.version) {
+            log::info(
+                &format!(
+                    "removing {} from the staging area: it is not recorded as staged",
+                    m.version
+                ),
+                &[],
+            );
+            let _ = area.remove(&v);
+        }
+    }
+    if !recorded.is_empty() && !found {
+        log::log(
+            log::Level::Warning,
+            &format!("the staged files of {recorded} are gone; it is no longer staged"),
+            &[],
+        );
+        let rest_staged = store.get().state == crate::state::Lifecycle::Staged;
+        let _ = store.update(|d| {
+            d.staged_version.clear();
+            if rest_staged {
+                d.state = crate::state::Lifecycle::Idle;
+            }
+        });
+    }
+}
+
 /// True when systemd is the service manager here (`sd_booted`).
 fn systemd_booted() -> bool {
     std::path::Path::new("/run/systemd/system").is_dir()
@@ -333,6 +369,8 @@ pub async fn run(cfg: Config, bus: Bus) -> anyhow::Result<()> {
     let store =
         StateStore::open(state_dir.try_clone()?).map_err(|e| anyhow::anyhow!(e.message()))?;
     let area = StagingArea::open(&state_dir).map_err(|e| anyhow::anyhow!(e.message()))?;
+    let mut store = store;
+    reconcile_staging(&mut store, &area);
     let keys = TrustedKeys::load_dir(&cfg.keys_dir()).map_err(|e| anyhow::anyhow!(e.message()))?;
     if keys.is_empty() {
         log::log(

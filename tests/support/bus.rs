@@ -168,6 +168,17 @@ pub struct DaemonProc {
 impl DaemonProc {
     /// Starts `cells-updater daemon` and waits (10 s at most) until it owns its name.
     pub fn start(bus: &PrivateBus, root: &Path) -> DaemonProc {
+        Self::start_with_env(bus, root, &[])
+    }
+
+    /// SIGKILL, as `kill -9`; waits for the process to be gone.
+    pub fn kill9(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// [`DaemonProc::start`] with extra environment variables.
+    pub fn start_with_env(bus: &PrivateBus, root: &Path, env: &[(&str, &str)]) -> DaemonProc {
         let log = root.join(format!(
             "daemon-{}.log",
             std::time::SystemTime::now()
@@ -179,6 +190,7 @@ impl DaemonProc {
             .args(["--bus-address", &bus.address, "--root"])
             .arg(root)
             .arg("daemon")
+            .envs(env.iter().copied())
             .stderr(std::fs::File::create(&log).unwrap())
             .spawn()
             .unwrap();

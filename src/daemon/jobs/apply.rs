@@ -447,7 +447,7 @@ async fn commit(ctx: &Ctx, j: &Journal) -> Result<()> {
         })?;
         store.set_journal(None)?;
     }
-    ctx.set_state(Lifecycle::Idle).await
+    ctx.rest().await
 }
 
 /// After the swap something failed: roll back (or keep, as configured) and report.

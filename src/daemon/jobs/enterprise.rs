@@ -80,11 +80,7 @@ pub(in crate::daemon) async fn run(
         .await;
     reporter.finish().await;
     let manifest = staged?;
-    {
-        let mut store = d.store.lock().await;
-        store.update(|s| s.staged_version = manifest.version.clone())?;
-        store.transition(Lifecycle::Staged)?;
-    }
+    super::stage::record_staged(d, &manifest).await?;
     ctx.job.cancel.check()?;
     // Verified: now the key may be saved (as the Cells user). Enterprise Cells reads it at
     // start, so before the restart.

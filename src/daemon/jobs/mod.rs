@@ -40,6 +40,12 @@ impl Ctx {
         Ok(())
     }
 
+    /// Comes to rest: `staged` when a release is staged, else `idle`.
+    pub async fn rest(&self) -> Result<()> {
+        let rest = self.d.store.lock().await.resting();
+        self.set_state(rest).await
+    }
+
     /// Writes (or clears) the apply journal.
     pub async fn journal(&self, j: Option<&Journal>) -> Result<()> {
         self.d.store.lock().await.set_journal(j.cloned())

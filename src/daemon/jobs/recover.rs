@@ -62,8 +62,7 @@ async fn nothing_swapped(ctx: &Ctx, j: &Journal) -> Result<String> {
         }
     }
     ctx.journal(None).await?;
-    let rest = d.store.lock().await.resting();
-    ctx.set_state(rest).await?;
+    ctx.rest().await?;
     Ok(format!(
         "an interrupted {} of {} had not swapped the binary; nothing was changed, {} still runs",
         match j.kind {

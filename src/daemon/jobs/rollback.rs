@@ -144,7 +144,7 @@ pub(in crate::daemon) async fn finish(ctx: &Ctx, j: &mut Journal) -> Result<Stri
     ctx.journal(None).await?;
     match result {
         Ok(()) => {
-            ctx.set_state(Lifecycle::Idle).await?;
+            ctx.rest().await?;
             Ok(format!(
                 "rolled back to {} (from {}); Cells may have migrated data while {} ran",
                 j.to_version, j.from_version, j.from_version

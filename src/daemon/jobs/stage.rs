@@ -178,10 +178,21 @@ impl Reporter {
         let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<Progress>();
         let task = tokio::spawn(async move {
             let mut phase = StagePhase::Downloading;
+            let mut closed = false;
             while let Some(first) = rx.recv().await {
+                // Whatever arrives within 100 ms of the last report joins this batch; the end
+                // of the stream ends the wait at once.
+                let until = tokio::time::Instant::now() + Duration::from_millis(100);
                 let mut batch = vec![first];
-                while let Ok(p) = rx.try_recv() {
-                    batch.push(p);
+                loop {
+                    match tokio::time::timeout_at(until, rx.recv()).await {
+                        Ok(Some(p)) => batch.push(p),
+                        Ok(None) => {
+                            closed = true;
+                            break;
+                        }
+                        Err(_) => break,
+                    }
                 }
                 let mut last = first;
                 for p in &batch {
@@ -220,7 +231,9 @@ impl Reporter {
                 })
                 .await;
                 d.publish().await;
-                tokio::time::sleep(Duration::from_millis(100)).await;
+                if closed {
+                    break;
+                }
             }
         });
         Reporter {
@@ -296,7 +309,19 @@ pub(in crate::daemon) async fn run(ctx: &Ctx, source: Source) -> Result<Manifest
     };
     reporter.finish().await;
     let manifest = result?;
-    // Only one release stays staged: the one just verified.
+    record_staged(d, &manifest).await?;
+    Ok(manifest)
+}
+
+/// Records `manifest` as the one staged release, then removes the others: a crash in between
+/// leaves a recorded release and strays that the start-up reconciliation removes, never
+/// nothing.
+pub(in crate::daemon) async fn record_staged(d: &Daemon, manifest: &Manifest) -> Result<()> {
+    {
+        let mut store = d.store.lock().await;
+        store.update(|s| s.staged_version = manifest.version.clone())?;
+        store.transition(Lifecycle::Staged)?;
+    }
     let staged = CellsVersion::parse(&manifest.version)?;
     for m in d.stager.area.staged() {
         if let Ok(v) = CellsVersion::parse(&m.version) {
@@ -305,13 +330,8 @@ pub(in crate::daemon) async fn run(ctx: &Ctx, source: Source) -> Result<Manifest
             }
         }
     }
-    {
-        let mut store = d.store.lock().await;
-        store.update(|s| s.staged_version = manifest.version.clone())?;
-        store.transition(Lifecycle::Staged)?;
-    }
     d.publish().await;
-    Ok(manifest)
+    Ok(())
 }
 
 /// A version that failed its health check here is not staged again.
