@@ -6,6 +6,7 @@
 //!       --release VERSION FILE CHECKSUM_B64 SIGNATURE_B64 ... \
 //!       [--enterprise-key KEY --enterprise-release VERSION FILE CHECKSUM_B64 SIGNATURE_B64 ...]
 //!       [--slow-ms N]   (binaries in 64 KiB pieces, N ms apart: a slow mirror)
+//!       [--slow VERSION ...]  (with --slow-ms: only these versions are slow)
 //!       [--error-title TEXT]   (every check answers HTTP 503 with this Title)
 //!       [--log-requests FILE]  (every request body appended to FILE, one per line)
 //!
@@ -27,6 +28,7 @@ fn main() {
     let mut delivery = http::Delivery::Normal;
     let mut error_title = None;
     let mut log = None;
+    let mut slow_only: Vec<String> = Vec::new();
     while let Some(a) = args.next() {
         match a.as_str() {
             "--listen" => listen = args.next().expect("--listen ADDR"),
@@ -38,6 +40,7 @@ fn main() {
                 };
             }
             "--error-title" => error_title = Some(args.next().expect("--error-title TEXT")),
+            "--slow" => slow_only.push(args.next().expect("--slow VERSION")),
             "--log-requests" => log = Some(args.next().expect("--log-requests FILE")),
             "--enterprise-key" => enterprise_key = Some(args.next().expect("--enterprise-key KEY")),
             "--release" | "--enterprise-release" => {
@@ -62,7 +65,7 @@ fn main() {
                 } else {
                     entries.push(entry);
                 }
-                binaries.push((name, bytes));
+                binaries.push((version, name, bytes));
             }
             other => {
                 eprintln!("update_server: unknown argument {other}");
@@ -75,8 +78,13 @@ fn main() {
     if let Some(f) = log {
         server.log_to(std::path::Path::new(&f));
     }
-    for (name, bytes) in binaries {
-        server.put_binary(&name, bytes, delivery.clone());
+    for (version, name, bytes) in binaries {
+        let d = if slow_only.is_empty() || slow_only.contains(&version) {
+            delivery.clone()
+        } else {
+            http::Delivery::Normal
+        };
+        server.put_binary(&name, bytes, d);
     }
     match &error_title {
         Some(title) => server.set_catalog(

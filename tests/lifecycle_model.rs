@@ -16,7 +16,7 @@ mod support;
 
 use cells_updater::version::CellsVersion;
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 use support::bus::*;
 use support::*;
@@ -73,19 +73,24 @@ struct Model {
     previous: Option<String>,
     bad: BTreeSet<String>,
     floor: String,
+    /// The update server lists only versions newer than the installed one (the real server
+    /// does; the private-bus world's server lists everything, to test the daemon's own
+    /// refusal).
+    filtering: bool,
 }
 
 /// What a call must give: success, or this error name.
 type Outcome = Result<(), &'static str>;
 
 impl Model {
-    fn new() -> Model {
+    fn new(filtering: bool) -> Model {
         Model {
             installed: "4.4.2".into(),
             staged: None,
             previous: None,
             bad: BTreeSet::new(),
             floor: "4.4.2".into(),
+            filtering,
         }
     }
 
@@ -102,6 +107,9 @@ impl Model {
         let Some(kind) = Self::kind(version) else {
             return Err("NoSuchVersion");
         };
+        if self.filtering && v(version) <= v(&self.installed) {
+            return Err("NoSuchVersion");
+        }
         if self.bad.contains(version) {
             return Err("NoSuchVersion");
         }
@@ -251,113 +259,23 @@ fn signed(version: &str) -> &'static Signed {
     &all[version]
 }
 
-/// One isolated world: a scratch root, a private bus, the daemon, the update server.
-struct World {
-    env: StageEnv,
-    bus: PrivateBus,
-    daemon: Option<DaemonProc>,
-    port: u16,
-    files: BTreeMap<String, PathBuf>,
-    /// SHA-256 of every binary that may be installed, by version.
-    genuine: BTreeMap<String, String>,
+/// A connection to the daemon's bus, from the test: calls and properties with zbus (busctl
+/// prints only an error's message; the model compares error names).
+struct Bus {
     rt: tokio::runtime::Runtime,
     conn: zbus::Connection,
 }
 
-fn sha_hex(b: &[u8]) -> String {
-    use sha2::{Digest, Sha256};
-    Sha256::digest(b)
-        .iter()
-        .map(|x| format!("{x:02x}"))
-        .collect()
-}
-
-impl World {
-    fn new() -> World {
-        let k = keys();
-        let env = StageEnv::new(&[&k.rsa_pkcs1_pub]);
-        let port = {
-            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-            l.local_addr().unwrap().port()
-        };
-        let cells = env.root.path().join("opt/pydio/bin/cells");
-        let mut genuine = BTreeMap::new();
-        genuine.insert(
-            "4.4.2".to_string(),
-            sha_hex(&std::fs::read(&cells).unwrap()),
-        );
-        let f = std::fs::File::open(&cells).unwrap();
-        cells_updater::fcaps::set(
-            std::os::fd::AsFd::as_fd(&f),
-            Some(&cells_updater::fcaps::FileCaps::net_bind_service()),
-        )
-        .unwrap();
-        let mut entries = Vec::new();
-        for (version, kind) in CATALOG {
-            let r = signed(version);
-            let name = format!("cells-{version}");
-            let delivery = if *kind == Kind::Slow {
-                Delivery::Slow {
-                    chunk: 64 << 10,
-                    delay_ms: 60,
-                }
-            } else {
-                Delivery::Normal
-            };
-            env.server.put_binary(&name, r.bytes.clone(), delivery);
-            genuine.insert(version.to_string(), sha_hex(&r.bytes));
-            entries.push(package_json(
-                version,
-                &env.server.binary_url(&name),
-                r.bytes.len(),
-                &r.sum,
-                &r.sig,
-                false,
-            ));
-        }
-        env.server.set_catalog(
-            200,
-            serde_json::json!({ "AvailableBinaries": entries }).to_string(),
-        );
-        let mut files = BTreeMap::new();
-        for (version, good) in FILES {
-            let mut bytes = signed(version).bytes.clone();
-            if *good {
-                genuine.insert(version.to_string(), sha_hex(&bytes));
-            } else {
-                // Tampered after signing.
-                let n = bytes.len();
-                bytes[n - 1] ^= 0xff;
-            }
-            let path = env.root.path().join(format!("offered-{version}"));
-            std::fs::write(&path, &bytes).unwrap();
-            files.insert(version.to_string(), path);
-        }
-        env.write_daemon_config("[policy]\nhealth_settle = \"100ms\"\nhealth_timeout = \"10s\"\n");
-        let bus = PrivateBus::start();
+impl Bus {
+    fn connect(address: &str) -> Bus {
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
             .unwrap();
         let conn = rt
-            .block_on(
-                zbus::connection::Builder::address(bus.address.as_str())
-                    .unwrap()
-                    .build(),
-            )
+            .block_on(zbus::connection::Builder::address(address).unwrap().build())
             .unwrap();
-        let mut w = World {
-            env,
-            bus,
-            daemon: None,
-            port,
-            files,
-            genuine,
-            rt,
-            conn,
-        };
-        w.start();
-        w
+        Bus { rt, conn }
     }
 
     /// A property of `path`'s `iface`, as text (strings and object paths) or a number.
@@ -387,23 +305,8 @@ impl World {
         self.prop(MANAGER, MANAGER_IFACE, name)
     }
 
-    fn start(&mut self) {
-        self.daemon = Some(DaemonProc::start_with_env(
-            &self.bus,
-            self.env.root.path(),
-            &[("CELLS_UPDATER_FAKE_UNIT", &self.port.to_string())],
-        ));
-        wait_until(Duration::from_secs(30), "the daemon at rest", || {
-            self.at_rest()
-        });
-    }
-
-    fn at_rest(&self) -> bool {
-        self.mprop("CurrentJob") == "/" && !self.mprop("InstalledVersion").is_empty()
-    }
-
-    /// Calls a Manager method with zbus (an independent client would print only the
-    /// message; the model compares error names). `version` is the `s` argument, if any.
+    /// Calls a Manager method; `version` is the `s` argument, if any. The job's path, or the
+    /// short error name.
     fn call(&self, method: &str, version: Option<&str>) -> Result<Option<String>, String> {
         use std::collections::HashMap;
         use zbus::zvariant::Value;
@@ -437,40 +340,208 @@ impl World {
         })
     }
 
-    fn job_prop(&self, job: &str, prop: &str) -> String {
-        self.prop(job, JOB_IFACE, prop)
+    fn cancel(&self, job: &str) {
+        let _ = self.rt.block_on(self.conn.call_method(
+            Some(DEST),
+            job,
+            Some(JOB_IFACE),
+            "Cancel",
+            &(),
+        ));
     }
 
     /// Waits for `job`; the short error name, or `None` on success.
     fn wait_job(&self, job: &str) -> Option<String> {
-        let deadline = Instant::now() + Duration::from_secs(60);
-        while self.job_prop(job, "State") == "running" {
+        let deadline = Instant::now() + Duration::from_secs(90);
+        while self.prop(job, JOB_IFACE, "State") == "running" {
             assert!(Instant::now() < deadline, "job {job} never ended");
             std::thread::sleep(Duration::from_millis(20));
         }
-        let e = self.job_prop(job, "Error");
+        let e = self.prop(job, JOB_IFACE, "Error");
         (!e.is_empty()).then(|| e.rsplit('.').next().unwrap_or_default().to_string())
     }
 
     /// Runs a job-making call to its end: `Ok` or the error name (of the call or the job).
     fn job(&self, method: &str, version: Option<&str>) -> Result<(), String> {
-        match self.call(method, version) {
-            Err(e) => Err(e),
-            Ok(Some(job)) => match self.wait_job(&job) {
+        match self.call(method, version)? {
+            Some(job) => match self.wait_job(&job) {
                 None => Ok(()),
                 Some(e) => Err(e),
             },
-            Ok(None) => Err("no job".into()),
+            None => Err("no job".into()),
         }
+    }
+
+    fn at_rest(&self) -> bool {
+        self.mprop("CurrentJob") == "/" && !self.mprop("InstalledVersion").is_empty()
+    }
+}
+
+/// Where a sequence runs: a private bus with a stand-in unit, or a real systemd.
+trait Host {
+    fn bus(&self) -> &Bus;
+    /// Offers `version`'s file with StageFromFd (through the project's CLI).
+    fn stage_file(&self, version: &str) -> Result<(), String>;
+    /// kill -9 the daemon, and have it back at rest.
+    fn kill_and_restart(&mut self);
+    /// The path the host's root is reachable at from the test.
+    fn root(&self) -> PathBuf;
+    /// What the running Cells serves.
+    fn served(&self) -> Option<String>;
+    /// SHA-256 of every binary that may be installed, by version.
+    fn genuine(&self) -> &BTreeMap<String, String>;
+    /// The end of the daemon's log.
+    fn log_tail(&self) -> String;
+    /// Whether the update server lists only newer versions.
+    fn filtering(&self) -> bool;
+}
+
+fn sha_hex(b: &[u8]) -> String {
+    use sha2::{Digest, Sha256};
+    Sha256::digest(b)
+        .iter()
+        .map(|x| format!("{x:02x}"))
+        .collect()
+}
+
+/// SHA-256 of the releases that may be installed: 4.4.2 and the genuine ones.
+fn genuine_hashes(installed: &[u8]) -> BTreeMap<String, String> {
+    let mut g = BTreeMap::new();
+    g.insert("4.4.2".to_string(), sha_hex(installed));
+    for (version, kind) in CATALOG {
+        if *kind != Kind::BadSignature {
+            g.insert(version.to_string(), sha_hex(&signed(version).bytes));
+        }
+    }
+    for (version, good) in FILES {
+        if *good {
+            g.insert(version.to_string(), sha_hex(&signed(version).bytes));
+        }
+    }
+    g
+}
+
+/// The bytes of `version`'s offered file (the tampered one altered after signing).
+fn offered_bytes(version: &str) -> Vec<u8> {
+    let good = FILES
+        .iter()
+        .find(|(f, _)| *f == version)
+        .map(|(_, g)| *g)
+        .unwrap();
+    let mut bytes = signed(version).bytes.clone();
+    if !good {
+        let n = bytes.len();
+        bytes[n - 1] ^= 0xff;
+    }
+    bytes
+}
+
+/// One isolated world on a private bus: a scratch root, the daemon with forked helpers and
+/// the stand-in unit, the update server.
+struct World {
+    env: StageEnv,
+    bus: PrivateBus,
+    daemon: Option<DaemonProc>,
+    port: u16,
+    files: BTreeMap<String, PathBuf>,
+    genuine: BTreeMap<String, String>,
+    client: Bus,
+}
+
+impl World {
+    fn new() -> World {
+        let k = keys();
+        let env = StageEnv::new(&[&k.rsa_pkcs1_pub]);
+        let port = {
+            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            l.local_addr().unwrap().port()
+        };
+        let cells = env.root.path().join("opt/pydio/bin/cells");
+        let genuine = genuine_hashes(&std::fs::read(&cells).unwrap());
+        let f = std::fs::File::open(&cells).unwrap();
+        cells_updater::fcaps::set(
+            std::os::fd::AsFd::as_fd(&f),
+            Some(&cells_updater::fcaps::FileCaps::net_bind_service()),
+        )
+        .unwrap();
+        let mut entries = Vec::new();
+        for (version, kind) in CATALOG {
+            let r = signed(version);
+            let name = format!("cells-{version}");
+            let delivery = if *kind == Kind::Slow {
+                Delivery::Slow {
+                    chunk: 64 << 10,
+                    delay_ms: 60,
+                }
+            } else {
+                Delivery::Normal
+            };
+            env.server.put_binary(&name, r.bytes.clone(), delivery);
+            entries.push(package_json(
+                version,
+                &env.server.binary_url(&name),
+                r.bytes.len(),
+                &r.sum,
+                &r.sig,
+                false,
+            ));
+        }
+        env.server.set_catalog(
+            200,
+            serde_json::json!({ "AvailableBinaries": entries }).to_string(),
+        );
+        let mut files = BTreeMap::new();
+        for (version, _) in FILES {
+            let path = env.root.path().join(format!("offered-{version}"));
+            std::fs::write(&path, offered_bytes(version)).unwrap();
+            files.insert(version.to_string(), path);
+        }
+        env.write_daemon_config("[policy]\nhealth_settle = \"100ms\"\nhealth_timeout = \"10s\"\n");
+        let bus = PrivateBus::start();
+        let client = Bus::connect(&bus.address);
+        let mut w = World {
+            env,
+            bus,
+            daemon: None,
+            port,
+            files,
+            genuine,
+            client,
+        };
+        w.start();
+        w
+    }
+
+    fn start(&mut self) {
+        self.daemon = Some(DaemonProc::start_with_env(
+            &self.bus,
+            self.env.root.path(),
+            &[("CELLS_UPDATER_FAKE_UNIT", &self.port.to_string())],
+        ));
+        wait_until(Duration::from_secs(30), "the daemon at rest", || {
+            self.client.at_rest()
+        });
+    }
+}
+
+impl Host for World {
+    fn bus(&self) -> &Bus {
+        &self.client
     }
 
     fn stage_file(&self, version: &str) -> Result<(), String> {
         let r = signed(version);
-        let (sum, sig) = (r.sum.as_str(), r.sig.as_str());
         let out = std::process::Command::new(env!("CARGO_BIN_EXE_cells-updater"))
             .args(["--bus-address", &self.bus.address, "stage", "--file"])
             .arg(&self.files[version])
-            .args(["--version", version, "--checksum", sum, "--signature", sig])
+            .args([
+                "--version",
+                version,
+                "--checksum",
+                &r.sum,
+                "--signature",
+                &r.sig,
+            ])
             .output()
             .unwrap();
         if out.status.success() {
@@ -480,167 +551,286 @@ impl World {
         }
     }
 
-    /// Performs `op`; `Ok`/`Err(name)` as the daemon answered.
-    fn perform(&mut self, op: &Op) -> Result<(), String> {
-        match op {
-            Op::Check => self.call("Check", None).map(|_| ()),
-            Op::Stage(x) => self.job("Stage", Some(x)),
-            Op::StageCancel(x) => {
-                let job = match self.call("Stage", Some(x)) {
-                    Ok(Some(j)) => j,
-                    Ok(None) => return Err("no job".into()),
-                    Err(e) => return Err(e),
-                };
-                let _ = self.rt.block_on(self.conn.call_method(
-                    Some(DEST),
-                    job.as_str(),
-                    Some(JOB_IFACE),
-                    "Cancel",
-                    &(),
-                ));
-                match self.wait_job(&job) {
-                    None => Ok(()),
-                    Some(e) => Err(e),
-                }
-            }
-            Op::StageFile(x) => self.stage_file(x),
-            Op::Apply => self.job("Apply", None),
-            Op::Update(x) => self.job("Update", Some(x)),
-            Op::Rollback => self.job("Rollback", None),
-            Op::KillDuringUpdate(x, ms) => {
-                let _ = self.call("Update", Some(x));
-                std::thread::sleep(Duration::from_millis(*ms));
-                let mut d = self.daemon.take().unwrap();
-                d.kill9();
-                drop(d);
-                self.start();
-                Ok(())
-            }
-        }
+    fn kill_and_restart(&mut self) {
+        let mut d = self.daemon.take().unwrap();
+        d.kill9();
+        drop(d);
+        self.start();
     }
 
-    /// The daemon's view, the disk and the running Cells against `m`.
-    fn check(&self, m: &Model) -> Vec<String> {
-        let mut p = Vec::new();
-        let s = |k: &str| self.mprop(k);
-        if s("CurrentJob") != "/" {
-            p.push(format!("CurrentJob is {}", s("CurrentJob")));
-        }
-        if !["idle", "staged", "failed"].contains(&s("State").as_str()) {
-            p.push(format!("State {} at rest", s("State")));
-        }
-        if s("InstalledVersion") != m.installed {
-            p.push(format!(
-                "InstalledVersion {} (model {})",
-                s("InstalledVersion"),
-                m.installed
-            ));
-        }
-        if s("StagedVersion") != m.staged.clone().unwrap_or_default() {
-            p.push(format!(
-                "StagedVersion {:?} (model {:?})",
-                s("StagedVersion"),
-                m.staged
-            ));
-        }
-        if s("PreviousVersion") != m.previous.clone().unwrap_or_default() {
-            p.push(format!(
-                "PreviousVersion {:?} (model {:?})",
-                s("PreviousVersion"),
-                m.previous
-            ));
-        }
-        // I1, I2: a complete, genuine binary, the one the model says.
-        let cells = self.env.root.path().join("opt/pydio/bin/cells");
-        match std::fs::read(&cells) {
-            Err(e) => p.push(format!("the binary is missing: {e}")),
-            Ok(bytes) => {
-                let h = sha_hex(&bytes);
-                match self.genuine.iter().find(|(_, g)| **g == h) {
-                    None => p.push("the installed binary is not a genuine release".into()),
-                    Some((ver, _)) if *ver != m.installed => p.push(format!(
-                        "the binary on disk is {ver}, the model says {}",
-                        m.installed
-                    )),
-                    _ => {}
-                }
-            }
-        }
-        // I4: the capability is kept.
-        let f = std::fs::File::open(&cells);
-        let caps = f.ok().and_then(|f| {
-            cells_updater::fcaps::get(std::os::fd::AsFd::as_fd(&f))
-                .ok()
-                .flatten()
-        });
-        if caps.map(|c| c.to_string()).as_deref() != Some("cap_net_bind_service=ep") {
-            p.push(format!("capabilities {caps:?}"));
-        }
-        // The running Cells is the installed one.
-        let served = http_get(self.port);
-        if served.as_deref() != Some(m.installed.as_str()) {
-            p.push(format!("Cells serves {served:?}, model {}", m.installed));
-        }
-        if self
-            .env
-            .root
-            .path()
-            .join("var/lib/cells-updater/journal.json")
-            .exists()
-        {
-            p.push("the apply journal is left".into());
-        }
-        let staged: Vec<String> = self
-            .env
-            .stager
-            .area
-            .staged()
-            .into_iter()
-            .map(|m| m.version)
-            .collect();
-        let want: Vec<String> = m.staged.iter().cloned().collect();
-        if staged != want {
-            p.push(format!("staging area holds {staged:?}, model {want:?}"));
-        }
-        if Path::new(&cells)
-            .with_file_name(".cells.cells-updater-new")
-            .exists()
-        {
-            p.push("a temporary file is left".into());
-        }
-        p
+    fn root(&self) -> PathBuf {
+        self.env.root.path().to_path_buf()
     }
 
-    /// The end of the daemon's log, when MODEL_DEBUG is set.
+    fn served(&self) -> Option<String> {
+        http_get(self.port)
+    }
+
+    fn genuine(&self) -> &BTreeMap<String, String> {
+        &self.genuine
+    }
+
+    fn filtering(&self) -> bool {
+        false
+    }
+
     fn log_tail(&self) -> String {
-        if std::env::var_os("MODEL_DEBUG").is_none() {
-            return String::new();
-        }
         let log = self
             .daemon
             .as_ref()
             .map(|d| d.log_text())
             .unwrap_or_default();
         let lines: Vec<&str> = log.lines().collect();
-        format!(
-            "\n--- daemon log\n{}",
-            lines[lines.len().saturating_sub(40)..].join("\n")
-        )
+        lines[lines.len().saturating_sub(40)..].join("\n")
+    }
+}
+
+/// The same on a real systemd: one container, reset between sequences.
+struct SystemdWorld {
+    sb: support::sandbox::Sandbox,
+    genuine: BTreeMap<String, String>,
+    client: Bus,
+}
+
+impl SystemdWorld {
+    fn new() -> SystemdWorld {
+        let sb = support::sandbox::Sandbox::cells_host("model", &[]);
+        for (version, kind) in CATALOG {
+            let r = signed(version);
+            sb.add_release_signed(version, &r.bytes, &r.sum, &r.sig);
+            if *kind == Kind::Slow {
+                let mut args = std::fs::read_to_string(sb.path("/srv/update-server.args")).unwrap();
+                args.push_str(&format!(" --slow {version}"));
+                sb.write("/srv/update-server.args", args.as_bytes(), 0o644);
+            }
+        }
+        sb.serve("--slow-ms 60");
+        for (version, _) in FILES {
+            sb.write(
+                &format!("/srv/offered-{version}"),
+                &offered_bytes(version),
+                0o644,
+            );
+        }
+        sb.write(
+            "/etc/cells-updater/config.d/60-model.toml",
+            b"[policy]\nhealth_settle = \"300ms\"\nhealth_timeout = \"20s\"\n",
+            0o644,
+        );
+        sb.sh("cp -a /opt/pydio/bin/cells /srv/cells-4.4.2.orig && systemctl restart cells-updater.service");
+        let genuine = genuine_hashes(&std::fs::read(sb.path("/srv/cells-4.4.2.orig")).unwrap());
+        let client = Bus::connect(&format!(
+            "unix:path=/proc/{}/root/run/dbus/system_bus_socket",
+            sb.leader
+        ));
+        let w = SystemdWorld {
+            sb,
+            genuine,
+            client,
+        };
+        w.wait_at_rest();
+        w
     }
 
-    /// Reads the model back from the daemon when it is one of `allowed` (after a kill).
-    fn observe(&self, allowed: &[Model]) -> Option<Model> {
-        let s = |k: &str| self.mprop(k);
-        let opt = |x: String| (!x.is_empty()).then_some(x);
-        allowed
-            .iter()
-            .find(|m| {
-                m.installed == s("InstalledVersion")
-                    && m.staged == opt(s("StagedVersion"))
-                    && m.previous == opt(s("PreviousVersion"))
-            })
-            .cloned()
+    fn wait_at_rest(&self) {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while !self.client.at_rest() {
+            assert!(Instant::now() < deadline, "the daemon did not come to rest");
+            std::thread::sleep(Duration::from_millis(50));
+        }
     }
+
+    /// Back to the start: Cells 4.4.2 with its capability, no state, no drop-in.
+    fn reset(&self) {
+        self.sb.sh(
+            "systemctl stop cells-updater.service; rm -rf /var/lib/cells-updater/* \
+             /etc/systemd/system/cells.service.d/50-cells-updater.conf /opt/pydio/bin/cells-enterprise; \
+             cp -a /srv/cells-4.4.2.orig /opt/pydio/bin/.reset && mv /opt/pydio/bin/.reset /opt/pydio/bin/cells \
+             && setcap cap_net_bind_service=+ep /opt/pydio/bin/cells \
+             && systemctl daemon-reload && systemctl restart cells.service && systemctl start cells-updater.service",
+        );
+        self.sb.wait_for(
+            Duration::from_secs(10),
+            "Cells 4.4.2",
+            "curl -sf http://127.0.0.1:443/ | grep -qx 4.4.2",
+        );
+        self.wait_at_rest();
+    }
+}
+
+impl Host for SystemdWorld {
+    fn bus(&self) -> &Bus {
+        &self.client
+    }
+
+    fn stage_file(&self, version: &str) -> Result<(), String> {
+        let r = signed(version);
+        let (ok, _, err) = self.sb.try_sh(&format!(
+            "runuser -u pydio -- cells-updater stage --file /srv/offered-{version} --version {version} \
+             --checksum {} --signature {}",
+            r.sum, r.sig
+        ));
+        if ok {
+            Ok(())
+        } else {
+            Err(call_error(&err))
+        }
+    }
+
+    fn kill_and_restart(&mut self) {
+        self.sb.sh("systemctl kill -s KILL cells-updater.service");
+        // Restart=on-failure brings it back; recovery runs at start.
+        std::thread::sleep(Duration::from_millis(500));
+        self.sb.wait_for(
+            Duration::from_secs(30),
+            "the daemon to be back",
+            "systemctl is-active -q cells-updater.service",
+        );
+        self.wait_at_rest();
+    }
+
+    fn root(&self) -> PathBuf {
+        self.sb.path("/")
+    }
+
+    fn served(&self) -> Option<String> {
+        let (ok, out, _) = self.sb.try_sh("curl -sf http://127.0.0.1:443/");
+        ok.then(|| out.trim().to_string())
+    }
+
+    fn genuine(&self) -> &BTreeMap<String, String> {
+        &self.genuine
+    }
+
+    fn filtering(&self) -> bool {
+        true
+    }
+
+    fn log_tail(&self) -> String {
+        self.sb
+            .sh("journalctl -u cells-updater --no-pager -o cat | tail -n 40")
+    }
+}
+
+fn perform(h: &mut dyn Host, op: &Op) -> Result<(), String> {
+    match op {
+        Op::Check => h.bus().call("Check", None).map(|_| ()),
+        Op::Stage(x) => h.bus().job("Stage", Some(x)),
+        Op::StageCancel(x) => {
+            let job = match h.bus().call("Stage", Some(x))? {
+                Some(j) => j,
+                None => return Err("no job".into()),
+            };
+            h.bus().cancel(&job);
+            match h.bus().wait_job(&job) {
+                None => Ok(()),
+                Some(e) => Err(e),
+            }
+        }
+        Op::StageFile(x) => h.stage_file(x),
+        Op::Apply => h.bus().job("Apply", None),
+        Op::Update(x) => h.bus().job("Update", Some(x)),
+        Op::Rollback => h.bus().job("Rollback", None),
+        Op::KillDuringUpdate(x, ms) => {
+            let _ = h.bus().call("Update", Some(x));
+            std::thread::sleep(Duration::from_millis(*ms));
+            h.kill_and_restart();
+            Ok(())
+        }
+    }
+}
+
+/// The daemon's view, the disk and the running Cells against `m`.
+fn check(h: &dyn Host, m: &Model) -> Vec<String> {
+    let mut p = Vec::new();
+    let s = |k: &str| h.bus().mprop(k);
+    if s("CurrentJob") != "/" {
+        p.push(format!("CurrentJob is {}", s("CurrentJob")));
+    }
+    if !["idle", "staged", "failed"].contains(&s("State").as_str()) {
+        p.push(format!("State {} at rest", s("State")));
+    }
+    for (prop, want) in [
+        ("InstalledVersion", Some(m.installed.clone())),
+        ("StagedVersion", m.staged.clone()),
+        ("PreviousVersion", m.previous.clone()),
+    ] {
+        if s(prop) != want.clone().unwrap_or_default() {
+            p.push(format!("{prop} {:?} (model {want:?})", s(prop)));
+        }
+    }
+    // I1, I2: a complete, genuine binary, the one the model says.
+    let root = h.root();
+    let cells = root.join("opt/pydio/bin/cells");
+    match std::fs::read(&cells) {
+        Err(e) => p.push(format!("the binary is missing: {e}")),
+        Ok(bytes) => {
+            let hash = sha_hex(&bytes);
+            match h.genuine().iter().find(|(_, g)| **g == hash) {
+                None => p.push("the installed binary is not a genuine release".into()),
+                Some((ver, _)) if *ver != m.installed => p.push(format!(
+                    "the binary on disk is {ver}, the model says {}",
+                    m.installed
+                )),
+                _ => {}
+            }
+        }
+    }
+    // I4: the capability is kept.
+    let caps = std::fs::File::open(&cells).ok().and_then(|f| {
+        cells_updater::fcaps::get(std::os::fd::AsFd::as_fd(&f))
+            .ok()
+            .flatten()
+    });
+    if caps.map(|c| c.to_string()).as_deref() != Some("cap_net_bind_service=ep") {
+        p.push(format!("capabilities {caps:?}"));
+    }
+    // The running Cells is the installed one.
+    let served = h.served();
+    if served.as_deref() != Some(m.installed.as_str()) {
+        p.push(format!("Cells serves {served:?}, model {}", m.installed));
+    }
+    let state = root.join("var/lib/cells-updater");
+    if state.join("journal.json").exists() {
+        p.push("the apply journal is left".into());
+    }
+    let mut staged: Vec<String> = std::fs::read_dir(state.join("staged"))
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter(|e| e.path().join("manifest.json").exists())
+        .map(|e| e.file_name().to_string_lossy().to_string())
+        .collect();
+    staged.sort();
+    let want: Vec<String> = m.staged.iter().cloned().collect();
+    if staged != want {
+        p.push(format!("staging area holds {staged:?}, model {want:?}"));
+    }
+    if cells.with_file_name(".cells.cells-updater-new").exists() {
+        p.push("a temporary file is left".into());
+    }
+    p
+}
+
+/// Reads the model back from the daemon when it is one of `allowed` (after a kill).
+fn observe(h: &dyn Host, allowed: &[Model]) -> Option<Model> {
+    let s = |k: &str| h.bus().mprop(k);
+    let opt = |x: String| (!x.is_empty()).then_some(x);
+    allowed
+        .iter()
+        .find(|m| {
+            m.installed == s("InstalledVersion")
+                && m.staged == opt(s("StagedVersion"))
+                && m.previous == opt(s("PreviousVersion"))
+        })
+        .cloned()
+}
+
+fn log_tail(h: &dyn Host) -> String {
+    if std::env::var_os("MODEL_DEBUG").is_none() {
+        return String::new();
+    }
+    format!("\n--- daemon log\n{}", h.log_tail())
 }
 
 /// The short error name in the CLI's words (`cells-updater: <D-Bus name>: <message>`).
@@ -665,16 +855,20 @@ fn http_get(port: u16) -> Option<String> {
 
 /// Runs one sequence in a fresh world; the first problem, with the step it came at.
 fn run(ops: &[Op]) -> Result<(), String> {
-    let mut w = World::new();
-    let mut m = Model::new();
-    let problems = w.check(&m);
+    run_on(&mut World::new(), ops)
+}
+
+/// Runs one sequence on `w` (at its starting state).
+fn run_on(w: &mut dyn Host, ops: &[Op]) -> Result<(), String> {
+    let mut m = Model::new(w.filtering());
+    let problems = check(w, &m);
     if !problems.is_empty() {
         return Err(format!("before any step: {problems:?}"));
     }
     for (i, op) in ops.iter().enumerate() {
         let before = m.clone();
         let expected = m.step(op);
-        let got = w.perform(op);
+        let got = perform(w, op);
         match (&expected, &got) {
             // Restaging what is staged is a no-op that may end before the Cancel lands.
             (Some(Err("Cancelled")), Ok(())) if matches!(op, Op::StageCancel(x) if before.staged.as_deref() == Some(*x)) =>
@@ -684,7 +878,7 @@ fn run(ops: &[Op]) -> Result<(), String> {
                 if want != *got {
                     return Err(format!(
                         "step {i} {op:?}: got {got:?}, model says {want:?}{}",
-                        w.log_tail()
+                        log_tail(w)
                     ));
                 }
             }
@@ -693,13 +887,13 @@ fn run(ops: &[Op]) -> Result<(), String> {
                     unreachable!()
                 };
                 let allowed = before.after_kill(x);
-                match w.observe(&allowed) {
+                match observe(w, &allowed) {
                     Some(seen) => {
                         m = seen;
                         // A broken release the recovery found unhealthy is marked bad.
                         if Model::kind(x) == Some(Kind::Broken)
                             && m.installed != *x
-                            && w.mprop("LastError").contains("marked bad")
+                            && w.bus().mprop("LastError").contains("marked bad")
                         {
                             m.bad.insert(x.to_string());
                         }
@@ -707,7 +901,7 @@ fn run(ops: &[Op]) -> Result<(), String> {
                     None => {
                         return Err(format!(
                             "step {i} {op:?}: after the kill the daemon shows {} {} {}, which is none of {allowed:?}",
-                            w.mprop("InstalledVersion"), w.mprop("StagedVersion"), w.mprop("PreviousVersion")
+                            w.bus().mprop("InstalledVersion"), w.bus().mprop("StagedVersion"), w.bus().mprop("PreviousVersion")
                         ))
                     }
                 }
@@ -718,11 +912,11 @@ fn run(ops: &[Op]) -> Result<(), String> {
                 return Err(format!("step {i} {op:?}: Busy while nothing ran"));
             }
         }
-        let problems = w.check(&m);
+        let problems = check(w, &m);
         if !problems.is_empty() {
             return Err(format!(
                 "after step {i} {op:?}: {problems:?}{}",
-                w.log_tail()
+                log_tail(w)
             ));
         }
     }
@@ -834,6 +1028,48 @@ fn the_lifecycle_agrees_with_its_model() {
         started.elapsed().as_secs_f64()
     );
     assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+#[test]
+fn the_lifecycle_agrees_with_its_model_on_real_systemd() {
+    // Fewer, on one container reset between sequences.
+    let n: usize = std::env::var("MODEL_SYSTEMD_SEQUENCES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(20);
+    let seed: u64 = 0x5eed ^ 0xface;
+    let mut rng = seed;
+    let mut w = SystemdWorld::new();
+    let started = Instant::now();
+    let mut steps = 0;
+    let mut failures = Vec::new();
+    for k in 0..n {
+        let len = 1 + (gen_len(&mut rng) % 12) as usize;
+        let ops = gen(&mut rng, len);
+        steps += ops.len();
+        if k > 0 {
+            w.reset();
+        }
+        if let Err(e) = run_on(&mut w, &ops) {
+            failures.push(format!(
+                "sequence {k} (seed {seed}): {ops:?}
+  {e}"
+            ));
+            break;
+        }
+    }
+    eprintln!(
+        "model on real systemd: {n} sequences, {steps} steps, {:.0} s",
+        started.elapsed().as_secs_f64()
+    );
+    assert!(
+        failures.is_empty(),
+        "{}",
+        failures.join(
+            "
+"
+        )
+    );
 }
 
 fn gen_len(rng: &mut u64) -> u64 {

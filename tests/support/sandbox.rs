@@ -332,6 +332,11 @@ impl Sandbox {
     /// next [`Sandbox::serve`] offers it.
     pub fn add_release(&self, version: &str, bytes: &[u8]) {
         let (sum, sig) = super::sign(bytes, &super::keys().rsa);
+        self.add_release_signed(version, bytes, &sum, &sig);
+    }
+
+    /// [`Sandbox::add_release`] with a given checksum and signature.
+    pub fn add_release_signed(&self, version: &str, bytes: &[u8], sum: &str, sig: &str) {
         let file = format!("/srv/releases/cells-{version}-extra");
         self.write(&file, bytes, 0o644);
         let mut args = std::fs::read_to_string(self.path("/srv/update-server.args")).unwrap();
