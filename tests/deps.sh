@@ -9,15 +9,23 @@ cd "$(dirname "$0")/.."
 # mount/umount and setpriv (util-linux), a private dbus-daemon (dbus), the independent D-Bus
 # clients busctl (systemd) and gdbus (libglib2.0-bin), getcap/setcap (libcap2-bin), systemd-nspawn (systemd-container) and
 # debootstrap; for the packages: lintian, rpm (its query tool), binutils (strip), dpkg-dev
-# (dpkg-shlibdeps for cargo-deb). No recommends: with them, libnss-mymachines would rewrite
-# nsswitch.conf.
+# (dpkg-shlibdeps for cargo-deb); the Go toolchain and godbus for the Go client's test;
+# promtool (prometheus) to check the metrics file. No recommends: with them,
+# libnss-mymachines would rewrite nsswitch.conf.
 pkgs=(gcc libc6-dev openssl util-linux ca-certificates dbus libglib2.0-bin systemd libcap2-bin
-      systemd-container debootstrap lintian rpm binutils dpkg-dev)
+      systemd-container debootstrap lintian rpm binutils dpkg-dev golang-go golang-dbus-dev
+      prometheus)
 missing=()
 for p in "${pkgs[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
 if [ ${#missing[@]} -gt 0 ]; then
+  mkdir -p target
   apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}"
+  # Packages whose services must not start here (prometheus: only its promtool is used).
+  printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d && chmod +x /usr/sbin/policy-rc.d
+  trap 'rm -f /usr/sbin/policy-rc.d' EXIT
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" \
+    >target/apt.log 2>&1 || { tail -n 20 target/apt.log >&2; exit 1; }
+  echo "installed ${missing[*]} (log: target/apt.log)"
 fi
 
 # The rootfs (cached under target/sandbox; about a minute when cold), rebuilt when the package

@@ -1,0 +1,123 @@
+//! The Go client (clients/go/cellsupdater, godbus) drives the real daemon on a private bus:
+//! Check, typed errors at call time and at a job's end, Update followed with progress,
+//! Rollback. The daemon's unit is the stand-in supervisor (`fake-unit`), so the update
+//! really restarts a Cells.
+#![cfg(feature = "fake-unit")]
+
+mod support;
+
+use std::path::Path;
+use support::bus::*;
+use support::*;
+
+#[test]
+fn the_go_client_drives_the_daemon() {
+    let k = keys();
+    let env = StageEnv::new(&[&k.rsa_pkcs1_pub]);
+    let mut entries = Vec::new();
+    for (version, mode, slow) in [
+        ("4.4.1", "ok", false),
+        ("4.4.5", "ok", true),
+        ("4.4.6", "exit", false),
+    ] {
+        let mut bytes = fake_cells(version, mode);
+        if slow {
+            bytes.resize(2 << 20, 0x22);
+        }
+        let (sum, sig) = sign(&bytes, &k.rsa);
+        let name = format!("cells-{version}");
+        let delivery = if slow {
+            Delivery::Slow {
+                chunk: 64 << 10,
+                delay_ms: 40,
+            }
+        } else {
+            Delivery::Normal
+        };
+        env.server.put_binary(&name, bytes.clone(), delivery);
+        entries.push(package_json(
+            version,
+            &env.server.binary_url(&name),
+            bytes.len(),
+            &sum,
+            &sig,
+            false,
+        ));
+    }
+    env.server.set_catalog(
+        200,
+        serde_json::json!({ "AvailableBinaries": entries }).to_string(),
+    );
+    let cells = env.root.path().join("opt/pydio/bin/cells");
+    let f = std::fs::File::open(&cells).unwrap();
+    cells_updater::fcaps::set(
+        std::os::fd::AsFd::as_fd(&f),
+        Some(&cells_updater::fcaps::FileCaps::net_bind_service()),
+    )
+    .unwrap();
+    env.write_daemon_config("[policy]\nhealth_settle = \"200ms\"\nhealth_timeout = \"10s\"\n");
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let bus = PrivateBus::start();
+    let _d = DaemonProc::start_with_env(
+        &bus,
+        env.root.path(),
+        &[("CELLS_UPDATER_FAKE_UNIT", &port.to_string())],
+    );
+
+    // An offline GOPATH: the package, and godbus from Debian's golang-dbus-dev.
+    let gopath = env.root.path().join("gopath");
+    let pkg = gopath.join("src/github.com/pydio/cells-updater/clients/go");
+    std::fs::create_dir_all(&pkg).unwrap();
+    std::os::unix::fs::symlink(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("clients/go/cellsupdater"),
+        pkg.join("cellsupdater"),
+    )
+    .unwrap();
+    let go = |args: &[&str]| {
+        std::process::Command::new("go")
+            .args(args)
+            .current_dir(pkg.join("cellsupdater"))
+            // Inside GOPATH by its link (the real path is outside, where GOPATH mode would
+            // not resolve godbus's /v5 import): go takes the working directory from PWD.
+            .env("PWD", pkg.join("cellsupdater"))
+            .env("GO111MODULE", "off")
+            .env("GOPATH", format!("{}:/usr/share/gocode", gopath.display()))
+            .env(
+                "GOCACHE",
+                Path::new(env!("CARGO_TARGET_TMPDIR")).join("go-cache"),
+            )
+            .env("GOFLAGS", "")
+            .env("CELLS_UPDATER_BUS_ADDRESS", &bus.address)
+            .output()
+            .expect("go (Debian's golang-go, installed by tests/deps.sh)")
+    };
+    let vet = go(&["vet", "."]);
+    assert!(
+        vet.status.success(),
+        "go vet: {}",
+        String::from_utf8_lossy(&vet.stderr)
+    );
+    let fmt = std::process::Command::new("gofmt")
+        .arg("-l")
+        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("clients/go/cellsupdater"))
+        .output()
+        .unwrap();
+    assert!(
+        fmt.stdout.is_empty(),
+        "gofmt: {}",
+        String::from_utf8_lossy(&fmt.stdout)
+    );
+    let out = go(&["test", "-count=1", "-v", "."]);
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    eprintln!("{text}");
+    assert!(out.status.success(), "go test failed:\n{text}");
+    assert!(text.contains("--- PASS: TestAgainstTheDaemon"), "{text}");
+}
