@@ -85,14 +85,14 @@ fn child_stage() {
             area: StagingArea::open(&state).unwrap(),
             keys: TrustedKeys::load_files(&[PathBuf::from(var("BENCH_KEY"))]).unwrap(),
             runner: fork_runner(),
-            server: cells_updater::update_server::ServerSettings {
-                url: format!("{}/", url.origin().ascii_serialization()),
-                timeout: Duration::from_secs(30),
-                proxy: Default::default(),
-            },
             max_binary_size: 1 << 30,
             min_rate: 64 << 10,
             min_deadline: Duration::from_secs(60),
+        };
+        let server = cells_updater::update_server::ServerSettings {
+            url: format!("{}/", url.origin().ascii_serialization()),
+            timeout: Duration::from_secs(30),
+            proxy: Default::default(),
         };
         let release = Release {
             version: cells_updater::version::CellsVersion::parse("9.9.9").unwrap(),
@@ -103,7 +103,13 @@ fn child_stage() {
             size: var("BENCH_SIZE").parse().unwrap(),
         };
         stager
-            .stage_release(&release, &Default::default(), &mut |_| {}, &Cancel::new())
+            .stage_release(
+                &server,
+                &release,
+                &Default::default(),
+                &mut |_| {},
+                &Cancel::new(),
+            )
             .await
             .expect("stage");
     });

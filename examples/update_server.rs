@@ -9,6 +9,8 @@
 //!       [--slow VERSION ...]  (with --slow-ms: only these versions are slow)
 //!       [--error-title TEXT]   (every check answers HTTP 503 with this Title)
 //!       [--log-requests FILE]  (every request body appended to FILE, one per line)
+//!       [--age VERSION SECONDS ...]  (that release's ReleaseDate is SECONDS before now)
+//!       [--changelog VERSION FILE ...]  (that release's ChangeLog is FILE's text)
 //!
 //! Like the real server, it lists only versions newer than the request's CurrentVersion.
 //!
@@ -29,6 +31,8 @@ fn main() {
     let mut error_title = None;
     let mut log = None;
     let mut slow_only: Vec<String> = Vec::new();
+    let mut ages: Vec<(String, i64)> = Vec::new();
+    let mut changelogs: Vec<(String, String)> = Vec::new();
     while let Some(a) = args.next() {
         match a.as_str() {
             "--listen" => listen = args.next().expect("--listen ADDR"),
@@ -42,6 +46,21 @@ fn main() {
             "--error-title" => error_title = Some(args.next().expect("--error-title TEXT")),
             "--slow" => slow_only.push(args.next().expect("--slow VERSION")),
             "--log-requests" => log = Some(args.next().expect("--log-requests FILE")),
+            "--age" => ages.push((
+                args.next().expect("--age VERSION"),
+                args.next()
+                    .expect("--age VERSION SECONDS")
+                    .parse()
+                    .expect("seconds"),
+            )),
+            "--changelog" => {
+                let v = args.next().expect("--changelog VERSION");
+                let f = args.next().expect("--changelog VERSION FILE");
+                changelogs.push((
+                    v,
+                    std::fs::read_to_string(&f).unwrap_or_else(|e| panic!("{f}: {e}")),
+                ));
+            }
             "--enterprise-key" => enterprise_key = Some(args.next().expect("--enterprise-key KEY")),
             "--release" | "--enterprise-release" => {
                 let is_enterprise = a == "--enterprise-release";
@@ -71,6 +90,18 @@ fn main() {
                 eprintln!("update_server: unknown argument {other}");
                 std::process::exit(2);
             }
+        }
+    }
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64);
+    for e in entries.iter_mut().chain(enterprise.iter_mut()) {
+        let v = e["Version"].as_str().unwrap_or_default().to_string();
+        if let Some((_, age)) = ages.iter().find(|(a, _)| *a == v) {
+            e["ReleaseDate"] = serde_json::Value::from(now - age);
+        }
+        if let Some((_, text)) = changelogs.iter().find(|(c, _)| *c == v) {
+            e["ChangeLog"] = serde_json::Value::from(text.as_str());
         }
     }
     let server = http::TestServer::start_on(&listen);

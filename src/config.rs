@@ -87,6 +87,23 @@ pub struct Config {
     pub health_timeout: Duration,
     /// `[policy] keep_versions`.
     pub keep_versions: u32,
+    /// `[policy] windows`: when `check --auto` may apply (empty: any time).
+    pub windows: Vec<String>,
+    /// `[policy] timezone` of the windows; `None` = the host's.
+    pub timezone: Option<String>,
+    /// `[policy] min_release_age`: automatic installs skip younger releases.
+    pub min_release_age: Duration,
+    /// `[policy] check_interval`: `check --auto` asks the server at most this often.
+    pub check_interval: Duration,
+    /// `[server] trust_vendor_keys`: trust the keys shipped in [`VENDOR_KEYS_DIR`].
+    pub trust_vendor_keys: bool,
+    /// `[server] follow_cells_config`: follow the update URL and channel in Cells' own
+    /// `pydio.json` (explicit `[server] url`/`channel` win).
+    pub follow_cells_config: bool,
+    /// Whether `[server] url` was set in a file (it then wins over Cells' own setting).
+    pub server_url_set: bool,
+    /// Whether `[server] channel` was set in a file.
+    pub channel_set: bool,
     /// `[daemon] state_dir` (absolute, before the root prefix).
     pub state_dir: PathBuf,
     /// `[daemon] idle_exit`; zero = never.
@@ -94,6 +111,10 @@ pub struct Config {
     /// `[daemon] probe_user`.
     pub probe_user: String,
 }
+
+/// Where the package puts the publishers' keys (Pydio's), trusted unless
+/// `[server] trust_vendor_keys = false`.
+pub const VENDOR_KEYS_DIR: &str = "/usr/share/cells-updater/keys.d";
 
 /// Default location of the main file.
 pub const DEFAULT_CONFIG: &str = "/etc/cells-updater/config.toml";
@@ -120,6 +141,14 @@ impl Default for Config {
             health_settle: Duration::from_secs(10),
             health_timeout: Duration::from_secs(90),
             keep_versions: 2,
+            windows: Vec::new(),
+            timezone: None,
+            min_release_age: Duration::ZERO,
+            check_interval: Duration::from_secs(86_400),
+            trust_vendor_keys: true,
+            follow_cells_config: true,
+            server_url_set: false,
+            channel_set: false,
             state_dir: PathBuf::from("/var/lib/cells-updater"),
             idle_exit: Duration::from_secs(300),
             probe_user: "nobody".into(),
@@ -155,6 +184,8 @@ struct ServerSection {
     timeout: Option<String>,
     max_binary_size: Option<i64>,
     min_download_rate: Option<i64>,
+    trust_vendor_keys: Option<bool>,
+    follow_cells_config: Option<bool>,
 }
 
 #[derive(Deserialize)]
@@ -167,6 +198,10 @@ struct PolicySection {
     health_settle: Option<String>,
     health_timeout: Option<String>,
     keep_versions: Option<i64>,
+    windows: Option<Vec<String>>,
+    timezone: Option<String>,
+    min_release_age: Option<String>,
+    check_interval: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -241,10 +276,12 @@ impl Config {
                     return Err(bad("[server] url", format!("{v:?} must be http or https")));
                 }
                 self.server_url = v;
+                self.server_url_set = true;
             }
             if let Some(v) = s.channel {
                 one_of(&v, &["stable", "dev"]).map_err(|w| bad("[server] channel", w))?;
                 self.channel = v;
+                self.channel_set = true;
             }
             if let Some(v) = s.package {
                 one_of(&v, &["PydioHome", "PydioEnterprise"])
@@ -274,6 +311,12 @@ impl Config {
                     ));
                 }
                 self.min_download_rate = v as u64;
+            }
+            if let Some(v) = s.trust_vendor_keys {
+                self.trust_vendor_keys = v;
+            }
+            if let Some(v) = s.follow_cells_config {
+                self.follow_cells_config = v;
             }
         }
         if let Some(p) = doc.policy {
@@ -336,6 +379,31 @@ impl Config {
                 }
                 self.keep_versions = v as u32;
             }
+            if let Some(v) = p.windows {
+                for w in &v {
+                    crate::schedule::Window::parse(w).map_err(|e| bad("[policy] windows", e))?;
+                }
+                self.windows = v;
+            }
+            if let Some(v) = p.timezone {
+                if !v.is_empty() {
+                    jiff::tz::TimeZone::get(&v).map_err(|e| {
+                        bad(
+                            "[policy] timezone",
+                            format!("{v:?} is not a time zone ({e})"),
+                        )
+                    })?;
+                }
+                self.timezone = (!v.is_empty()).then_some(v);
+            }
+            if let Some(v) = p.min_release_age {
+                self.min_release_age =
+                    parse_duration(&v).map_err(|w| bad("[policy] min_release_age", w))?;
+            }
+            if let Some(v) = p.check_interval {
+                self.check_interval =
+                    positive(&v).map_err(|w| bad("[policy] check_interval", w))?;
+            }
         }
         if let Some(d) = doc.daemon {
             if let Some(v) = d.state_dir {
@@ -376,6 +444,26 @@ impl Config {
                 proxy: self.proxy.clone(),
             },
         }
+    }
+
+    /// The windows as a schedule (checked when the configuration was read).
+    pub fn schedule(&self) -> Result<crate::schedule::Schedule, ConfigError> {
+        crate::schedule::Schedule::parse(&self.windows, self.timezone.as_deref())
+            .map_err(|e| ConfigError(format!("[policy] windows: {e}")))
+    }
+
+    /// The vendor keys directory, under the root prefix.
+    pub fn vendor_keys_dir(&self) -> PathBuf {
+        self.path(Path::new(VENDOR_KEYS_DIR))
+    }
+
+    /// Every directory whose keys are trusted: `[server] keys_dir`, then the vendor's.
+    pub fn trusted_key_dirs(&self) -> Vec<PathBuf> {
+        let mut dirs = vec![self.keys_dir()];
+        if self.trust_vendor_keys {
+            dirs.push(self.vendor_keys_dir());
+        }
+        dirs
     }
 
     /// The trusted keys directory, under the root prefix.
@@ -560,6 +648,10 @@ mod dist_tests {
             .collect();
         let mut cfg = Config::default();
         cfg.apply(&uncommented, "dist/config.toml").unwrap();
+        // Written out, url and channel count as set; their values are the defaults.
+        assert!(cfg.server_url_set && cfg.channel_set);
+        cfg.server_url_set = false;
+        cfg.channel_set = false;
         assert_eq!(format!("{cfg:?}"), format!("{:?}", Config::default()));
         let keys = [
             "unit",
@@ -580,6 +672,12 @@ mod dist_tests {
             "health_settle",
             "health_timeout",
             "keep_versions",
+            "windows",
+            "timezone",
+            "min_release_age",
+            "check_interval",
+            "trust_vendor_keys",
+            "follow_cells_config",
             "state_dir",
             "idle_exit",
             "probe_user",

@@ -5,17 +5,21 @@
 //! - [`cells_config`]: Cells' own update settings in `pydio.json` (read as the Cells user).
 //! - [`config`]: `/etc/cells-updater/config.toml` + `config.d/*.toml`, defaults, root prefix.
 //! - [`daemon`]: the bus name, Manager and Job objects, authorization, jobs, sd-notify, idle exit.
+//! - [`doctor`]: `cells-updater doctor` and `config`: the host inspected as the daemon sees it.
 //! - [`dirfd`]: file work as root through directory descriptors, never following links (I9).
 //! - [`error`]: typed errors, one per D-Bus error name of the contract.
 //! - [`failpoint`]: named crash points for the recovery tests (cargo feature `failpoints`).
 //! - [`fcaps`]: file capabilities (the `security.capability` xattr), set and read through an fd.
 //! - [`helper`]: helper processes with lesser rights (probe, network, the Cells user's files).
+//! - [`host`]: the Cells user, binary and working directory, from the config and the unit.
 //! - [`install`]: the atomic swap and the kept binaries for Rollback.
 //! - [`license`]: the Enterprise license file.
 //! - [`log`]: journal entries with fields under systemd, stderr otherwise.
 //! - [`net`]: the download rules and the HTTP client the network helper uses.
 //! - [`policy`]: which offered releases are allowed, and what `check --auto` may install.
 //! - [`probe`]: ELF check and the `version` run of a Cells binary, in the probe helper.
+//! - [`schedule`]: maintenance windows in a time zone (when `check --auto` may apply).
+//! - [`settings`]: the update-server settings in force, and where each comes from.
 //! - [`stage`]: download or copy into the staging area, verified while streaming.
 //! - [`state`]: the persisted lifecycle state machine and the apply journal.
 //! - [`systemd`]: unit facts, restart and health, drop-ins, transient units, over D-Bus.
@@ -28,16 +32,20 @@ pub mod cells_config;
 pub mod config;
 pub mod daemon;
 pub mod dirfd;
+pub mod doctor;
 pub mod error;
 pub mod failpoint;
 pub mod fcaps;
 pub mod helper;
+pub mod host;
 pub mod install;
 pub mod license;
 pub mod log;
 pub mod net;
 pub mod policy;
 pub mod probe;
+pub mod schedule;
+pub mod settings;
 pub mod stage;
 pub mod state;
 pub mod systemd;

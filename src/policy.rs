@@ -19,6 +19,14 @@ pub struct Context<'a> {
     pub max_binary_size: u64,
     /// The configured server URL (the download rules are relative to it).
     pub server_url: &'a str,
+    /// Now, unix seconds (for the release age).
+    pub now: i64,
+    /// `[policy] min_release_age`.
+    pub min_age: std::time::Duration,
+    /// The hold's pin: releases above it are held.
+    pub pin: Option<CellsVersion>,
+    /// `Force`: the admin goes past the pin and the release age.
+    pub force: bool,
 }
 
 /// One offered package with the verdict.
@@ -31,13 +39,18 @@ pub struct Assessed {
     /// True when it may be staged.
     pub allowed: bool,
     /// Why not: `invalid`, `not-released`, `wrong package`, `wrong os`, `wrong arch`,
-    /// `too large`, `downgrade`, `bad`; `""` when allowed.
+    /// `too large`, `bad`, `downgrade`, `held` (above the pin), `too-new`; `""` when allowed.
     pub reason: String,
+    /// For `too-new`: when it becomes eligible (unix seconds).
+    pub eligible_at: Option<i64>,
 }
 
 /// Judges one offer.
 pub fn assess(p: &Package, ctx: &Context<'_>) -> Assessed {
     let version = CellsVersion::parse(&p.version).ok();
+    // An unknown release date (0: older servers) cannot be judged young.
+    let eligible_at = (p.release_date > 0 && !ctx.min_age.is_zero())
+        .then(|| p.release_date.saturating_add(ctx.min_age.as_secs() as i64));
     let reason = if version.is_none() || Release::from_package(p, ctx.server_url).is_err() {
         "invalid"
     } else if p.status != PackageStatus::Released {
@@ -62,6 +75,15 @@ pub fn assess(p: &Package, ctx: &Context<'_>) -> Assessed {
         .is_some_and(|v| ctx.floor.admit(v).is_err())
     {
         "downgrade"
+    } else if !ctx.force
+        && version
+            .as_ref()
+            .zip(ctx.pin.as_ref())
+            .is_some_and(|(v, pin)| v > pin)
+    {
+        "held"
+    } else if !ctx.force && eligible_at.is_some_and(|at| at > ctx.now) {
+        "too-new"
     } else {
         ""
     };
@@ -70,6 +92,7 @@ pub fn assess(p: &Package, ctx: &Context<'_>) -> Assessed {
         version,
         allowed: reason.is_empty(),
         reason: reason.to_string(),
+        eligible_at: (reason == "too-new").then_some(eligible_at).flatten(),
     }
 }
 
@@ -153,9 +176,28 @@ mod tests {
             bad: &bad,
             max_binary_size: 1000,
             server_url: "https://updatecells.pydio.com/",
+            now: 1_800_000_000,
+            min_age: std::time::Duration::from_secs(3 * 86_400),
+            pin: Some(v("4.5.0")),
+            force: false,
         };
         let rows = [
             (pkg("4.4.5"), ""),
+            (pkg("4.5.1"), "held"),
+            (
+                Package {
+                    release_date: 1_800_000_000 - 3600,
+                    ..pkg("4.4.5")
+                },
+                "too-new",
+            ),
+            (
+                Package {
+                    release_date: 1_800_000_000 - 4 * 86_400,
+                    ..pkg("4.4.5")
+                },
+                "",
+            ),
             (pkg("4.4.1"), "downgrade"),
             (pkg("4.4.7"), "bad"),
             (pkg("4.4.8"), ""),
@@ -222,6 +264,20 @@ mod tests {
             assert_eq!(a.reason, reason, "{p:?}");
             assert_eq!(a.allowed, reason.is_empty());
         }
+        let young = Package {
+            release_date: 1_800_000_000 - 3600,
+            ..pkg("4.4.5")
+        };
+        assert_eq!(
+            assess(&young, &ctx).eligible_at,
+            Some(1_800_000_000 - 3600 + 3 * 86_400),
+            "says when it becomes eligible"
+        );
+        let forced = Context {
+            force: true,
+            ..ctx.clone()
+        };
+        assert!(assess(&young, &forced).allowed && assess(&pkg("4.5.1"), &forced).allowed);
     }
 
     #[test]

@@ -220,10 +220,32 @@ impl StagingArea {
     pub fn remove(&self, v: &CellsVersion) -> Result<()> {
         let name = v.to_string();
         let fail = io_fail(format!("cannot remove the staged {name}"));
+        // The manifest goes first: a removal cut short never leaves a version that looks
+        // staged with half its files.
+        if let Ok(vdir) = self.dir.subdir(&name, None) {
+            vdir.remove(MANIFEST).map_err(&fail)?;
+            vdir.sync();
+        }
         self.dir.remove_tree(&name).map_err(&fail)?;
         self.work()?.remove_tree(&name).map_err(&fail)?;
         self.dir.sync();
         Ok(())
+    }
+
+    /// Removes everything in the staging area but `keep`'s files and the partial downloads
+    /// (what a crash left: a version not recorded as staged, or one half removed); returns
+    /// the names removed.
+    pub fn remove_all_but(&self, keep: &str) -> Vec<String> {
+        let mut removed = Vec::new();
+        for e in self.dir.entries().unwrap_or_default() {
+            if e != keep && e != WORK && self.dir.remove_tree(&e).is_ok() {
+                removed.push(e);
+            }
+        }
+        if !removed.is_empty() {
+            self.dir.sync();
+        }
+        removed
     }
 
     /// Removes every partial download but the one of `keep`.
@@ -267,8 +289,6 @@ pub struct Stager {
     pub keys: TrustedKeys,
     /// How helpers (network, probe) run.
     pub runner: Runner,
-    /// The update server the download rules are relative to.
-    pub server: ServerSettings,
     /// Largest binary accepted, bytes.
     pub max_binary_size: u64,
     /// A download must average at least this many bytes per second…
@@ -290,6 +310,7 @@ impl Stager {
     /// Staging a version that is already staged with the same checksum is a no-op.
     pub async fn stage_release(
         &self,
+        server: &ServerSettings,
         release: &Release,
         floor: &VersionFloor,
         progress: &mut (dyn FnMut(Progress) + Send),
@@ -321,7 +342,7 @@ impl Stager {
             .flatten()
             .map_or(0, |s| s.st_size as u64);
         let result = self
-            .download(release, work.clone(), resume_from, progress, cancel)
+            .download(server, release, work.clone(), resume_from, progress, cancel)
             .await;
         let (digest, size) = match result {
             Ok(r) => r,
@@ -511,6 +532,7 @@ impl Stager {
 
     async fn download(
         &self,
+        server: &ServerSettings,
         release: &Release,
         work: Arc<Dir>,
         resume_from: u64,
@@ -529,13 +551,13 @@ impl Stager {
             .map_err(Stop::Fatal)?;
         let req = FetchRequest {
             url: release.url.to_string(),
-            server_url: self.server.url.clone(),
+            server_url: server.url.clone(),
             offset: resume_from,
             size: release.size,
             min_rate: self.min_rate,
             min_deadline_secs: self.min_deadline.as_secs(),
-            read_timeout_secs: self.server.timeout.as_secs().max(1),
-            proxy: self.server.proxy.clone(),
+            read_timeout_secs: server.timeout.as_secs().max(1),
+            proxy: server.proxy.clone(),
         };
         let task = Task {
             command: "fetch",

@@ -133,6 +133,21 @@ pub struct Persistent {
     pub installed: Option<InstalledRecord>,
     /// Directories adopted (made root's) so far.
     pub adopted: Vec<String>,
+    /// The admin's hold, when there is one.
+    pub hold: Option<HoldRecord>,
+}
+
+/// A hold (apt's `hold`, teleport's `pin`): automatic installs stop, or stay at or below a
+/// version; explicit updates need `Force`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(default)]
+pub struct HoldRecord {
+    /// Why, in the admin's words.
+    pub reason: String,
+    /// The pin: automatic installs stay at or below it; `""` = a full hold.
+    pub version: String,
+    /// Since when, µs since the epoch.
+    pub since: u64,
 }
 
 /// Which operation a journal belongs to.
@@ -352,7 +367,7 @@ mod tests {
         assert_eq!(s.get().state, Lifecycle::Idle);
         for to in [
             Lifecycle::Verifying,
-            Lifecycle::Applying,
+            Lifecycle::Restarting,
             Lifecycle::HealthCheck,
         ] {
             assert_eq!(s.transition(to).unwrap_err().name(), "Busy", "{to:?}");

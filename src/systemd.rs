@@ -58,6 +58,66 @@ trait Unit {
     fn drop_in_paths(&self) -> zbus::Result<Vec<String>>;
     #[zbus(property)]
     fn asserts(&self) -> zbus::Result<Vec<(String, bool, bool, String, i32)>>;
+    #[zbus(property)]
+    fn unit_file_state(&self) -> zbus::Result<String>;
+}
+
+#[zbus::proxy(
+    interface = "org.freedesktop.systemd1.Timer",
+    default_service = "org.freedesktop.systemd1"
+)]
+trait Timer {
+    #[zbus(property, name = "NextElapseUSecRealtime")]
+    fn next_elapse_usec_realtime(&self) -> zbus::Result<u64>;
+}
+
+/// What `cells-updater doctor` reports about a timer.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct TimerFacts {
+    /// `LoadState`.
+    pub load_state: String,
+    /// `UnitFileState` (`enabled`, `disabled`, …).
+    pub unit_file_state: String,
+    /// `ActiveState`.
+    pub active_state: String,
+    /// The next elapse, µs since the epoch (0 = none scheduled).
+    pub next_elapse_us: u64,
+}
+
+/// Reads a timer's facts from systemd on `conn`.
+pub async fn timer_facts(conn: &zbus::Connection, timer: &str) -> Result<TimerFacts> {
+    let manager = timed("connecting", ManagerProxy::new(conn)).await?;
+    let path = timed(&format!("LoadUnit({timer})"), manager.load_unit(timer)).await?;
+    let bad_path = |e: zbus::Error| Error::UnitFailed(format!("systemd: unit path: {e}"));
+    let u = timed(
+        "unit",
+        UnitProxy::builder(conn)
+            .path(path.clone())
+            .map_err(bad_path)?
+            .build(),
+    )
+    .await?;
+    let load_state = timed("LoadState", u.load_state()).await?;
+    if load_state != "loaded" {
+        return Ok(TimerFacts {
+            load_state,
+            ..TimerFacts::default()
+        });
+    }
+    let t = timed(
+        "timer",
+        TimerProxy::builder(conn)
+            .path(path)
+            .map_err(bad_path)?
+            .build(),
+    )
+    .await?;
+    Ok(TimerFacts {
+        load_state,
+        unit_file_state: timed("UnitFileState", u.unit_file_state()).await?,
+        active_state: timed("ActiveState", u.active_state()).await?,
+        next_elapse_us: timed("NextElapseUSecRealtime", t.next_elapse_usec_realtime()).await?,
+    })
 }
 
 #[zbus::proxy(

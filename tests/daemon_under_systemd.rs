@@ -90,7 +90,7 @@ fn service_lifecycle_under_real_systemd() {
     );
     assert_eq!(
         sb.unit_prop("cells-updater-check.timer", "RandomizedDelayUSec"),
-        "1h"
+        "1min"
     );
 
     // A bad key stops startup, and the journal names the file and the key.

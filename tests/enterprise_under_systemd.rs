@@ -23,7 +23,7 @@ fn enterprise_upgrade_saves_the_license_and_points_the_unit_at_the_new_binary() 
     let sb = Sandbox::cells_host_full(
         "enterprise",
         &[],
-        Some(("GOOD-KEY-123", &[("4.4.2", "enterprise")])),
+        Some(("GOOD-KEY-123", &[("4.4.2", "ok"), ("4.4.3", "ok")])),
     );
     let before = snapshot(&sb);
 
@@ -114,11 +114,12 @@ fn enterprise_upgrade_saves_the_license_and_points_the_unit_at_the_new_binary() 
     );
 
     // Later checks are Enterprise checks carrying the saved key (the server answers 403
-    // without it).
+    // without it), and offer the next Enterprise release.
     let (ok, out, err) = sb.try_sh("cells-updater check --json");
     assert!(ok, "{out}{err}");
     let doc: serde_json::Value = serde_json::from_str(&out).unwrap();
     assert_eq!(doc["releases"][0]["PackageName"], "PydioEnterprise");
+    assert_eq!(doc["releases"][0]["Version"], "4.4.3");
 
     // The Cells user may replace the license.
     sb.sh(&format!(

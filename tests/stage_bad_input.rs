@@ -423,7 +423,10 @@ async fn every_bad_input_is_refused_and_changes_nothing() {
         let staged_after = snapshot(&env.staged_dir());
         let outside_after = env.outside();
         if let Some(dir) = mount {
-            let _ = std::process::Command::new("umount").arg(&dir).status();
+            let _ = std::process::Command::new("umount")
+                .arg("--lazy")
+                .arg(&dir)
+                .status();
         }
         let row_name = format!("{:?}", row.fault);
         match result {

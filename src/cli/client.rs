@@ -42,6 +42,8 @@ pub trait Manager {
     ) -> zbus::Result<OwnedObjectPath>;
     fn rollback(&self, options: HashMap<&str, Value<'_>>) -> zbus::Result<OwnedObjectPath>;
     fn install_license(&self, key: &str) -> zbus::Result<()>;
+    fn hold(&self, reason: &str, options: HashMap<&str, Value<'_>>) -> zbus::Result<()>;
+    fn release(&self) -> zbus::Result<()>;
     fn upgrade_to_enterprise(
         &self,
         license: &str,
@@ -116,7 +118,7 @@ impl Failure {
             message,
         }
     }
-    fn failed(message: String) -> Self {
+    pub(super) fn failed(message: String) -> Self {
         Failure {
             code: EXIT_FAILED,
             message,
@@ -183,23 +185,7 @@ fn props_to_json(
 
 /// `YYYY-MM-DD HH:MM:SS UTC` for µs since the epoch.
 fn format_time(us: u64) -> String {
-    if us == 0 {
-        return "never".into();
-    }
-    let secs = us / 1_000_000;
-    let days = (secs / 86_400) as i64;
-    let (h, m, s) = (secs % 86_400 / 3600, secs % 3600 / 60, secs % 60);
-    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let mo = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(mo <= 2);
-    format!("{y:04}-{mo:02}-{d:02} {h:02}:{m:02}:{s:02} UTC")
+    cells_updater::schedule::format_us(us)
 }
 
 fn get_str(p: &HashMap<String, OwnedValue>, k: &str) -> String {
@@ -266,7 +252,35 @@ pub async fn status(conn: &zbus::Connection, json: bool) -> Result<(), Failure> 
         ),
         ("Available", or_dash(avail.join(", "))),
         ("Last check", format_time(last_check)),
-        ("Last error", or_dash(get_str(&all, "LastError"))),
+        (
+            "Hold",
+            match (get_str(&all, "Hold"), get_str(&all, "HoldVersion")) {
+                (h, _) if h.is_empty() => "-".to_string(),
+                (h, v) if v.is_empty() => cells_updater::text::one_line(&h, 120),
+                (h, v) => format!("pinned at {v} ({})", cells_updater::text::one_line(&h, 100)),
+            },
+        ),
+        (
+            "Next window",
+            match all
+                .get("NextWindow")
+                .and_then(|v| u64::try_from(v).ok())
+                .unwrap_or(0)
+            {
+                0 => "any time (no [policy] windows)".to_string(),
+                t if t <= cells_updater::daemon::now_us() => {
+                    format!("open now (since {})", format_time(t))
+                }
+                t => format_time(t),
+            },
+        ),
+        (
+            "Last error",
+            or_dash(cells_updater::text::one_line(
+                &get_str(&all, "LastError"),
+                300,
+            )),
+        ),
         ("Current job", or_dash(get_str(&all, "CurrentJob"))),
         ("Daemon version", get_str(&all, "DaemonVersion")),
     ];
@@ -276,15 +290,87 @@ pub async fn status(conn: &zbus::Connection, json: bool) -> Result<(), Failure> 
     Ok(())
 }
 
+/// What `check --auto` goes by (from the configuration).
+pub struct Auto {
+    /// `[policy] auto`.
+    pub policy: cells_updater::config::AutoPolicy,
+    /// `[policy] windows` and `timezone`.
+    pub schedule: cells_updater::schedule::Schedule,
+    /// `[policy] check_interval`.
+    pub check_interval: Duration,
+}
+
+fn bool_of(p: &HashMap<String, OwnedValue>, k: &str) -> bool {
+    p.get(k)
+        .and_then(|v| bool::try_from(v).ok())
+        .unwrap_or(false)
+}
+
+fn u64_of(p: &HashMap<String, OwnedValue>, k: &str) -> u64 {
+    p.get(k).and_then(|v| u64::try_from(v).ok()).unwrap_or(0)
+}
+
+async fn manager_props(conn: &zbus::Connection) -> Result<HashMap<String, OwnedValue>, Failure> {
+    let props = zbus::fdo::PropertiesProxy::builder(conn)
+        .destination("com.pydio.CellsUpdater1")?
+        .path("/com/pydio/CellsUpdater1")?
+        .build()
+        .await?;
+    let iface =
+        zbus::names::InterfaceName::from_static_str_unchecked("com.pydio.CellsUpdater1.Manager");
+    Ok(props.get_all(iface).await.map_err(zbus::Error::from)?)
+}
+
+/// Prints the releases for a person: a table, each with its label and the first lines of
+/// its changelog (all made inert: the update server wrote them).
+fn print_releases(releases: &[HashMap<String, OwnedValue>]) {
+    if releases.is_empty() {
+        println!("The update server offers no release for this installation.");
+        return;
+    }
+    println!(
+        "{:<14} {:<8} {:<14} {:>10}  LABEL",
+        "VERSION", "ALLOWED", "REASON", "SIZE MiB"
+    );
+    for r in releases {
+        let inert = |k: &str, max| cells_updater::text::one_line(&get_str(r, k), max);
+        let mut reason = or_dash(inert("Reason", 40));
+        if let Some(at) = r.get("EligibleAt").and_then(|v| i64::try_from(v).ok()) {
+            reason = format!(
+                "{reason} (eligible {})",
+                format_time(at.max(0) as u64 * 1_000_000)
+            );
+        }
+        println!(
+            "{:<14} {:<8} {:<14} {:>10.1}  {}",
+            inert("Version", 40),
+            if bool_of(r, "Allowed") { "yes" } else { "no" },
+            reason,
+            u64_of(r, "Size") as f64 / 1048576.0,
+            inert("Label", 80)
+        );
+        let log = cells_updater::text::multi_line(&get_str(r, "ChangeLog"));
+        for line in log.lines().filter(|l| !l.trim().is_empty()).take(2) {
+            println!("    {}", cells_updater::text::one_line(line.trim(), 96));
+        }
+    }
+}
+
 /// `check [--json] [--auto]`.
-pub async fn check(
-    conn: &zbus::Connection,
-    json: bool,
-    auto: Option<cells_updater::config::AutoPolicy>,
-) -> Result<(), Failure> {
+pub async fn check(conn: &zbus::Connection, json: bool, auto: Option<Auto>) -> Result<(), Failure> {
     let manager = ManagerProxy::new(conn).await?;
-    let releases = manager.check(HashMap::new()).await?;
-    if json {
+    let props = manager_props(conn).await?;
+    let now_us = cells_updater::daemon::now_us();
+    // The timer runs every 15 minutes; the update server is asked once per check interval.
+    let due = auto.as_ref().is_none_or(|a| {
+        now_us.saturating_sub(u64_of(&props, "LastCheck")) >= a.check_interval.as_micros() as u64
+    });
+    let releases = if due {
+        manager.check(HashMap::new()).await?
+    } else {
+        Vec::new()
+    };
+    if json && auto.is_none() {
         let list: Vec<serde_json::Value> = releases
             .iter()
             .map(|r| serde_json::Value::Object(props_to_json(r)))
@@ -293,78 +379,144 @@ pub async fn check(
             "{}",
             serde_json::json!({"format": JSON_FORMAT, "releases": list})
         );
-    } else if releases.is_empty() {
-        println!("The update server offers no release for this installation.");
-    } else {
+    } else if due && !json {
+        print_releases(&releases);
+    } else if !json {
         println!(
-            "{:<14} {:<8} {:<14} {:>10}  LABEL",
-            "VERSION", "ALLOWED", "REASON", "SIZE MiB"
+            "Last check {}; the next one is due after [policy] check_interval.",
+            format_time(u64_of(&props, "LastCheck"))
         );
-        for r in &releases {
-            let size = r
-                .get("Size")
-                .and_then(|v| u64::try_from(v).ok())
-                .unwrap_or(0);
-            let allowed = r
-                .get("Allowed")
-                .and_then(|v| bool::try_from(v).ok())
-                .unwrap_or(false);
-            println!(
-                "{:<14} {:<8} {:<14} {:>10.1}  {}",
-                get_str(r, "Version"),
-                if allowed { "yes" } else { "no" },
-                or_dash(get_str(r, "Reason")),
-                size as f64 / 1048576.0,
-                get_str(r, "Label")
-            );
-        }
     }
-    let Some(policy) = auto else { return Ok(()) };
-    let installed = {
-        let props = zbus::fdo::PropertiesProxy::builder(conn)
-            .destination("com.pydio.CellsUpdater1")?
-            .path("/com/pydio/CellsUpdater1")?
-            .build()
-            .await?;
-        let iface = zbus::names::InterfaceName::from_static_str_unchecked(
-            "com.pydio.CellsUpdater1.Manager",
-        );
-        let v = props
-            .get(iface, "InstalledVersion")
-            .await
-            .map_err(zbus::Error::from)?;
-        String::try_from(v).unwrap_or_default()
+    let Some(auto) = auto else { return Ok(()) };
+    let say = |text: String| {
+        if json {
+            println!(
+                "{}",
+                serde_json::json!({"format": JSON_FORMAT, "auto": text})
+            );
+        } else {
+            println!("{text}");
+        }
     };
+    let hold = get_str(&props, "Hold");
+    if !hold.is_empty() && get_str(&props, "HoldVersion").is_empty() {
+        say(format!(
+            "Held ({}): nothing is installed automatically.",
+            cells_updater::text::one_line(&hold, 200)
+        ));
+        return Ok(());
+    }
+    let installed = get_str(&props, "InstalledVersion");
     let installed = cells_updater::version::CellsVersion::parse(&installed).map_err(|_| {
         Failure::failed(format!(
             "the installed version is unknown ({installed:?}); not updating"
         ))
     })?;
-    let newest = releases
+    let fits = |v: &cells_updater::version::CellsVersion| {
+        cells_updater::policy::auto_allows(auto.policy, &installed, v)
+    };
+    // Allowed already means: newer than the floor, not bad, released, under the pin, old
+    // enough. The auto policy then says how far.
+    // Not due: the allowed versions of the last check stand in for the server's answer.
+    let offered = if due {
+        releases
+            .iter()
+            .filter(|r| bool_of(r, "Allowed"))
+            .map(|r| get_str(r, "Version"))
+            .collect::<Vec<_>>()
+    } else {
+        props
+            .get("AvailableVersions")
+            .and_then(|v| <Vec<String>>::try_from(v.try_clone().ok()?).ok())
+            .unwrap_or_default()
+    };
+    let offered = offered
         .iter()
-        .filter(|r| {
-            r.get("Allowed")
-                .and_then(|v| bool::try_from(v).ok())
-                .unwrap_or(false)
-        })
-        .filter_map(|r| cells_updater::version::CellsVersion::parse(&get_str(r, "Version")).ok())
-        .filter(|v| cells_updater::policy::auto_allows(policy, &installed, v))
+        .filter_map(|v| cells_updater::version::CellsVersion::parse(v).ok())
+        .filter(fits)
         .max();
-    match newest {
-        None => {
-            if !json {
-                println!("Auto policy: nothing to install.");
+    let staged = cells_updater::version::CellsVersion::parse(&get_str(&props, "StagedVersion"))
+        .ok()
+        .filter(fits);
+    let Some(target) = offered.or(staged.clone()) else {
+        say("Auto policy: nothing to install.".into());
+        return Ok(());
+    };
+    let now = jiff::Timestamp::now();
+    if auto.schedule.allows(now) {
+        say(format!("Auto policy allows {target}: updating."));
+        let path = if staged.as_ref() == Some(&target) {
+            let mut o: HashMap<&str, Value<'_>> = HashMap::new();
+            o.insert("Version", Value::from(target.to_string()));
+            manager.apply(o).await?
+        } else {
+            manager.update(&target.to_string(), HashMap::new()).await?
+        };
+        return follow(conn, &manager, path, json).await;
+    }
+    if staged.as_ref() != Some(&target) {
+        say(format!("Auto policy allows {target}: staging it now."));
+        let path = manager.stage(&target.to_string(), HashMap::new()).await?;
+        follow(conn, &manager, path, json).await?;
+    }
+    let next = auto.schedule.next(now).map_or_else(
+        || "-".to_string(),
+        |(s, _)| format_time(s.as_microsecond().max(0) as u64),
+    );
+    say(format!(
+        "{target} is staged; it will be applied in the next maintenance window, {next} ({}).",
+        auto.schedule.tz_name()
+    ));
+    Ok(())
+}
+
+/// `changelog VERSION`: the release's full changelog, made inert.
+pub async fn changelog(conn: &zbus::Connection, version: &str) -> Result<(), Failure> {
+    let manager = ManagerProxy::new(conn).await?;
+    let releases = manager.check(HashMap::new()).await?;
+    let r = releases
+        .iter()
+        .find(|r| get_str(r, "Version") == version)
+        .ok_or_else(|| {
+            Failure::failed(format!("the update server offers no release {version:?}"))
+        })?;
+    println!(
+        "{} {}",
+        cells_updater::text::one_line(&get_str(r, "Version"), 40),
+        cells_updater::text::one_line(&get_str(r, "Label"), 120)
+    );
+    println!();
+    println!(
+        "{}",
+        cells_updater::text::multi_line(&get_str(r, "ChangeLog"))
+    );
+    Ok(())
+}
+
+/// `hold [--reason TEXT] [--version V]` and `unhold`.
+pub async fn hold(
+    conn: &zbus::Connection,
+    hold: Option<(String, Option<String>)>,
+) -> Result<(), Failure> {
+    let manager = ManagerProxy::new(conn).await?;
+    match hold {
+        Some((reason, version)) => {
+            let mut o: HashMap<&str, Value<'_>> = HashMap::new();
+            if let Some(v) = &version {
+                o.insert("Version", Value::from(v.as_str()));
             }
-            Ok(())
+            manager.hold(&reason, o).await?;
+            match version {
+                Some(v) => println!("Automatic installs are pinned at or below {v}."),
+                None => println!("Updates are held: nothing is installed automatically, and Update/Apply need --force."),
+            }
         }
-        Some(v) => {
-            if !json {
-                println!("Auto policy allows {v}: updating.");
-            }
-            let path = manager.update(&v.to_string(), HashMap::new()).await?;
-            follow(conn, &manager, path, json).await
+        None => {
+            manager.release().await?;
+            println!("The hold is released.");
         }
     }
+    Ok(())
 }
 
 /// Which mutating method to call.
@@ -379,8 +531,9 @@ pub enum Mutation {
     },
     Apply {
         restart: bool,
+        force: bool,
     },
-    Update(String),
+    Update(String, bool),
     Rollback,
     Enterprise {
         license: String,
@@ -414,14 +567,23 @@ pub async fn mutate(conn: &zbus::Connection, what: Mutation, json: bool) -> Resu
                 .stage_from_fd(zbus::zvariant::Fd::from(file.as_fd()), meta)
                 .await?
         }
-        Mutation::Apply { restart } => {
+        Mutation::Apply { restart, force } => {
             let mut o: HashMap<&str, Value<'_>> = HashMap::new();
             if !restart {
                 o.insert("Restart", Value::from(false));
             }
+            if force {
+                o.insert("Force", Value::from(true));
+            }
             manager.apply(o).await?
         }
-        Mutation::Update(v) => manager.update(&v, HashMap::new()).await?,
+        Mutation::Update(v, force) => {
+            let mut o: HashMap<&str, Value<'_>> = HashMap::new();
+            if force {
+                o.insert("Force", Value::from(true));
+            }
+            manager.update(&v, o).await?
+        }
         Mutation::Rollback => manager.rollback(HashMap::new()).await?,
         Mutation::Enterprise { license, version } => {
             let mut o: HashMap<&str, Value<'_>> = HashMap::new();

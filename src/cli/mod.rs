@@ -2,6 +2,7 @@
 
 mod client;
 mod docs;
+mod inspect;
 mod verify;
 
 use clap::{Parser, Subcommand};
@@ -96,11 +97,34 @@ pub enum Command {
         /// Swap only; do not restart the unit.
         #[arg(long)]
         no_restart: bool,
+        /// Go past a hold or its pin (the journal records it).
+        #[arg(long)]
+        force: bool,
     },
     /// Stage then apply (newest allowed when VERSION is omitted).
     Update {
         /// Version to install.
         version: Option<String>,
+        /// Go past a hold, its pin and [policy] min_release_age (the journal records it).
+        #[arg(long)]
+        force: bool,
+    },
+    /// Hold automatic installs (and make Update/Apply need --force); with --version, pin them
+    /// at or below that version instead.
+    Hold {
+        /// Why (shown by status).
+        #[arg(long, value_name = "TEXT")]
+        reason: Option<String>,
+        /// Pin: automatic installs stay at or below this version.
+        #[arg(long, value_name = "V")]
+        version: Option<String>,
+    },
+    /// Release the hold.
+    Unhold,
+    /// Print a release's full changelog.
+    Changelog {
+        /// The version.
+        version: String,
     },
     /// Put the previous binary back and restart.
     Rollback,
@@ -117,6 +141,24 @@ pub enum Command {
         /// Enterprise version to install (default: the installed version).
         #[arg(long, value_name = "V")]
         version: Option<String>,
+    },
+    /// Show the update server, channel and trusted keys in force, each with its source (as
+    /// root).
+    Config {
+        /// One JSON document on stdout.
+        #[arg(long)]
+        json: bool,
+        /// Print the public key found in Cells' pydio.json (reported, never trusted), to
+        /// review and put in /etc/cells-updater/keys.d if you set it yourself.
+        #[arg(long)]
+        cells_key: bool,
+    },
+    /// Inspect this host: one line per check (ok, warn, FAIL) with the fix; exit 1 when a
+    /// check fails (as root).
+    Doctor {
+        /// One JSON document on stdout.
+        #[arg(long)]
+        json: bool,
     },
     /// Check a binary against the trusted keys, offline; no daemon needed.
     Verify(verify::VerifyArgs),
@@ -206,6 +248,22 @@ async fn run(cli: Cli, root: PathBuf) -> ExitCode {
         cli.command,
         Command::Status { json: true } | Command::Check { json: true, .. }
     );
+    match cli.command {
+        Command::Doctor { json } => {
+            return match load_config(&root, cli.config.as_deref()) {
+                Ok(cfg) => inspect::doctor(cfg, json).await,
+                Err(f) => exit(Err(f)),
+            }
+        }
+        Command::Config { json, cells_key } => {
+            let r = match load_config(&root, cli.config.as_deref()) {
+                Ok(cfg) => inspect::config(cfg, json, cells_key).await,
+                Err(f) => Err(f),
+            };
+            return exit(r);
+        }
+        _ => {}
+    }
     let result = async {
         match cli.command {
             Command::Daemon => {
@@ -223,13 +281,32 @@ async fn run(cli: Cli, root: PathBuf) -> ExitCode {
             }
             Command::Status { json } => client::status(&client::connect(bus).await?, json).await,
             Command::Check { json, auto } => {
-                let policy = if auto {
-                    Some(load_config(&root, cli.config.as_deref())?.auto)
+                let auto = if auto {
+                    let cfg = load_config(&root, cli.config.as_deref())?;
+                    Some(client::Auto {
+                        policy: cfg.auto,
+                        schedule: cfg.schedule().map_err(|e| Failure {
+                            code: EXIT_FAILED,
+                            message: e.to_string(),
+                        })?,
+                        check_interval: cfg.check_interval,
+                    })
                 } else {
                     None
                 };
-                client::check(&client::connect(bus).await?, json, policy).await
+                client::check(&client::connect(bus).await?, json, auto).await
             }
+            Command::Changelog { version } => {
+                client::changelog(&client::connect(bus).await?, &version).await
+            }
+            Command::Hold { reason, version } => {
+                client::hold(
+                    &client::connect(bus).await?,
+                    Some((reason.unwrap_or_default(), version)),
+                )
+                .await
+            }
+            Command::Unhold => client::hold(&client::connect(bus).await?, None).await,
             Command::Stage {
                 version,
                 file: Some(path),
@@ -265,20 +342,21 @@ async fn run(cli: Cli, root: PathBuf) -> ExitCode {
                 )
                 .await
             }
-            Command::Apply { no_restart } => {
+            Command::Apply { no_restart, force } => {
                 client::mutate(
                     &client::connect(bus).await?,
                     Mutation::Apply {
                         restart: !no_restart,
+                        force,
                     },
                     json,
                 )
                 .await
             }
-            Command::Update { version } => {
+            Command::Update { version, force } => {
                 client::mutate(
                     &client::connect(bus).await?,
-                    Mutation::Update(version.unwrap_or_default()),
+                    Mutation::Update(version.unwrap_or_default(), force),
                     json,
                 )
                 .await
@@ -304,7 +382,11 @@ async fn run(cli: Cli, root: PathBuf) -> ExitCode {
                 )
                 .await
             }
-            Command::Verify(_) | Command::GenerateDocs { .. } | Command::Internal { .. } => Ok(()),
+            Command::Verify(_)
+            | Command::GenerateDocs { .. }
+            | Command::Internal { .. }
+            | Command::Doctor { .. }
+            | Command::Config { .. } => Ok(()),
         }
     }
     .await;

@@ -33,7 +33,7 @@ pub fn run(root: &Path, config: Option<&Path>, args: &VerifyArgs) -> ExitCode {
                 return ExitCode::from(EXIT_USAGE);
             }
         };
-        TrustedKeys::load_dir(&cfg.keys_dir())
+        TrustedKeys::load_dirs(&cfg.trusted_key_dirs())
     } else {
         TrustedKeys::load_files(&args.keys)
     };

@@ -24,18 +24,7 @@ pub struct Installed {
     pub problem: Option<Error>,
 }
 
-/// The Cells service user.
-#[derive(Debug, Clone)]
-pub struct CellsUser {
-    /// Its name (`User=`).
-    pub name: String,
-    /// Its uid.
-    pub uid: u32,
-    /// The group Cells runs with (`Group=`, else the user's primary group).
-    pub group: String,
-    /// Its home directory.
-    pub home: PathBuf,
-}
+pub use crate::host::CellsUser;
 
 impl Daemon {
     /// The managed unit's facts, when its manager can be asked.
@@ -59,31 +48,7 @@ impl Daemon {
     /// The Cells service user: `[cells] user`, else the unit's `User=`.
     pub async fn cells_user(&self) -> Option<CellsUser> {
         let facts = self.unit_facts().await;
-        let name = match &self.cfg.user {
-            Some(u) => u.clone(),
-            None => facts
-                .as_ref()
-                .map(|f| f.user.clone())
-                .filter(|u| !u.is_empty())?,
-        };
-        let pw = nix::unistd::User::from_name(&name).ok().flatten()?;
-        let group = facts
-            .as_ref()
-            .map(|f| f.group.clone())
-            .filter(|g| !g.is_empty())
-            .or_else(|| {
-                nix::unistd::Group::from_gid(pw.gid)
-                    .ok()
-                    .flatten()
-                    .map(|g| g.name)
-            })
-            .unwrap_or_default();
-        Some(CellsUser {
-            name,
-            uid: pw.uid.as_raw(),
-            group,
-            home: pw.dir,
-        })
+        crate::host::cells_user(&self.cfg, facts.as_ref())
     }
 
     /// The uid of the Cells service user.
@@ -93,14 +58,11 @@ impl Daemon {
 
     /// The binary the unit runs: `[cells] binary`, else its `ExecStart` (under the root prefix).
     pub async fn binary_path(&self) -> Option<PathBuf> {
-        match &self.cfg.binary {
-            Some(b) => Some(self.cfg.path(b)),
-            None => self
-                .unit_facts()
-                .await
-                .and_then(|f| f.exec_path)
-                .map(|p| self.cfg.path(&p)),
+        if self.cfg.binary.is_some() {
+            return crate::host::binary_path(&self.cfg, None);
         }
+        let facts = self.unit_facts().await;
+        crate::host::binary_path(&self.cfg, facts.as_ref())
     }
 
     /// Opens the installed binary through its checked directory (no adoption: this only
@@ -211,24 +173,10 @@ impl Daemon {
         }
     }
 
-    /// Where the license lives: the working directory (the unit's CELLS_WORKING_DIR, else the
-    /// Cells user's `~/.config/pydio/cells`), and whose it is.
+    /// Where the license lives: the working directory, and whose it is.
     pub async fn license_location(&self) -> Result<crate::license::Location> {
-        let user = self.cells_user().await.ok_or_else(|| {
-            Error::InvalidArgument(format!(
-                "{} has no User= (and [cells] user is not set, or names no user): cannot tell \
-                 who owns the license",
-                self.cfg.unit
-            ))
-        })?;
         let facts = self.unit_facts().await;
-        let dir =
-            crate::license::working_dir(facts.as_ref().and_then(|f| f.working_dir()), &user.home);
-        Ok(crate::license::Location {
-            dir: self.cfg.path(&dir),
-            user: user.name,
-            group: user.group,
-        })
+        crate::host::working_dir(&self.cfg, facts.as_ref())
     }
 
     /// The installed license key (read as the Cells user), sent with Enterprise checks;

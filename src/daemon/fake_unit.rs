@@ -14,8 +14,6 @@ use std::time::{Duration, Instant};
 
 /// The supervisor.
 pub struct Supervisor {
-    /// Where the child's pid is kept.
-    pid_file: PathBuf,
     /// The binary, under the root prefix.
     binary: PathBuf,
     /// The binary as the "unit" names it.
@@ -41,25 +39,11 @@ impl Supervisor {
         let port = std::env::var("CELLS_UPDATER_FAKE_UNIT").ok()?;
         let exec_path = cfg.binary.clone()?;
         // A Cells left by a daemon that was killed (a file-capable binary loses its
-        // parent-death signal at exec) is stopped first, so the port is free.
-        let pid_file = cfg.state_dir().join("fake-unit.pid");
-        if let Some(pid) = std::fs::read_to_string(&pid_file)
-            .ok()
-            .and_then(|p| p.trim().parse::<i32>().ok())
-        {
-            let _ = nix::sys::signal::kill(
-                nix::unistd::Pid::from_raw(pid),
-                nix::sys::signal::Signal::SIGKILL,
-            );
-            let deadline = Instant::now() + Duration::from_secs(5);
-            while std::path::Path::new(&format!("/proc/{pid}")).exists()
-                && Instant::now() < deadline
-            {
-                std::thread::sleep(Duration::from_millis(10));
-            }
-        }
+        // parent-death signal at exec) is stopped first, so the port is free. It is found by
+        // the port in its environment: a pid file would miss a child killed between fork
+        // and the write, as systemd's cgroup would not.
+        kill_leftovers(&port);
         let s = Arc::new(Supervisor {
-            pid_file,
             binary: cfg.path(&exec_path),
             exec_path,
             user: cfg.user.clone().unwrap_or_else(|| "nobody".into()),
@@ -159,7 +143,6 @@ impl Supervisor {
         let child = self.spawn()?;
         let mut i = self.lock();
         i.pid = child.id().unwrap_or(0);
-        let _ = std::fs::write(&self.pid_file, i.pid.to_string());
         i.child = Some(child);
         i.starts.push(Instant::now());
         Ok(())
@@ -240,4 +223,36 @@ impl Supervisor {
 
     /// `Reload`: nothing to read again.
     pub fn reload(&self) {}
+}
+
+/// SIGKILLs every process whose environment holds `FAKE_CELLS_PORT=<port>` and waits (5 s at
+/// most) for them to go.
+fn kill_leftovers(port: &str) {
+    let marker = format!("FAKE_CELLS_PORT={port}");
+    let mut pids = Vec::new();
+    for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|p| p.parse::<i32>().ok())
+        else {
+            continue;
+        };
+        let Ok(env) = std::fs::read(entry.path().join("environ")) else {
+            continue;
+        };
+        if env.split(|b| *b == 0).any(|v| v == marker.as_bytes()) {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+            pids.push(pid);
+        }
+    }
+    let deadline = Instant::now() + Duration::from_secs(5);
+    for pid in pids {
+        while std::path::Path::new(&format!("/proc/{pid}")).exists() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
 }

@@ -94,6 +94,9 @@ fn release_dict(a: &Assessed) -> HashMap<String, OwnedValue> {
     d.insert("Allowed".into(), ov(Value::from(a.allowed)));
     d.insert("Reason".into(), ov(Value::from(a.reason.clone())));
     d.insert("IsPatch".into(), ov(Value::from(p.is_patch)));
+    if let Some(at) = a.eligible_at {
+        d.insert("EligibleAt".into(), ov(Value::from(at)));
+    }
     d
 }
 
@@ -111,7 +114,7 @@ impl Daemon {
             ("State", Value::from(doc.state.as_str().to_string())),
             ("InstalledVersion", Value::from(installed.version)),
             ("PackageName", Value::from(package)),
-            ("Channel", Value::from(self.cfg.channel.clone())),
+            ("Channel", Value::from(self.channel())),
             ("Unit", Value::from(self.cfg.unit.clone())),
             (
                 "BinaryPath",
@@ -132,6 +135,25 @@ impl Daemon {
             ),
             ("CurrentJob", Value::from(self.current_job())),
             (
+                "Hold",
+                Value::from(
+                    doc.hold
+                        .as_ref()
+                        .map(|h| h.reason.clone())
+                        .unwrap_or_default(),
+                ),
+            ),
+            (
+                "HoldVersion",
+                Value::from(
+                    doc.hold
+                        .as_ref()
+                        .map(|h| h.version.clone())
+                        .unwrap_or_default(),
+                ),
+            ),
+            ("NextWindow", Value::from(self.next_window())),
+            (
                 "DaemonVersion",
                 Value::from(env!("CARGO_PKG_VERSION").to_string()),
             ),
@@ -144,7 +166,7 @@ fn apply_options(
     d: &Dict,
     allow_version: bool,
 ) -> Result<ApplyOptions> {
-    let mut keys = vec!["Restart", "OnFailure"];
+    let mut keys = vec!["Restart", "OnFailure", "Force"];
     if allow_version {
         keys.push("Version");
     }
@@ -167,7 +189,51 @@ fn apply_options(
         on_failure,
         file_name: None,
         cross_package: None,
+        force: dict_bool(d, "Force")?.unwrap_or(false),
     })
+}
+
+impl Daemon {
+    /// The hold's pin, if any.
+    pub(super) async fn pin(&self) -> Option<CellsVersion> {
+        let hold = self.store.lock().await.get().hold.clone()?;
+        CellsVersion::parse(&hold.version).ok()
+    }
+
+    /// The start of the maintenance window open now, or of the next one (µs since the
+    /// epoch); 0 when no window is configured.
+    pub(super) fn next_window(&self) -> u64 {
+        let now = jiff::Timestamp::now();
+        self.schedule
+            .next(now)
+            .map_or(0, |(start, _)| start.as_microsecond().max(0) as u64)
+    }
+
+    /// An explicit Apply or Update while a (full) hold is set: `Held`, unless `Force`, which
+    /// the journal records.
+    async fn check_hold(&self, force: bool, what: &str) -> Result<()> {
+        let hold = self.store.lock().await.get().hold.clone();
+        let Some(h) = hold else { return Ok(()) };
+        if force {
+            crate::log::log(
+                crate::log::Level::Warning,
+                &format!(
+                    "{what} forced past the hold ({})",
+                    crate::text::one_line(&h.reason, 200)
+                ),
+                &[("HOLD", &crate::text::one_line(&h.reason, 200))],
+            );
+            return Ok(());
+        }
+        if h.version.is_empty() {
+            return Err(Error::Held(format!(
+                "updates are held ({}); run `cells-updater unhold` (Release), or pass Force to \
+                 go past the hold",
+                crate::text::one_line(&h.reason, 200)
+            )));
+        }
+        Ok(())
+    }
 }
 
 #[zbus::interface(name = "com.pydio.CellsUpdater1.Manager")]
@@ -206,7 +272,7 @@ impl ManagerIface {
         };
         s.publish().await;
         let result = match s.floor().await {
-            Ok(floor) => s.check_now(&floor, package, channel).await,
+            Ok(floor) => s.check_now(&floor, package, channel, false).await,
             Err(e) => Err(e),
         };
         let new = match &result {
@@ -238,13 +304,14 @@ impl ManagerIface {
     ) -> Result<OwnedObjectPath, BusError> {
         let s = &self.daemon;
         s.authorize(&hdr, Action::Stage).await?;
-        only_keys(&options, &[])?;
+        only_keys(&options, &["Force"])?;
         let wanted = requested_version(&version)?;
+        let force = dict_bool(&options, "Force")?.unwrap_or(false);
         Ok(s.launch(
             JobKind::Stage,
             &version,
             Action::Stage,
-            Work::Stage(Source::Server(wanted)),
+            Work::Stage(Source::Server(wanted, force)),
         )
         .await?)
     }
@@ -314,6 +381,16 @@ impl ManagerIface {
             )
             .into());
         }
+        s.check_hold(opts.force, &format!("Apply of {staged}"))
+            .await?;
+        if let (Some(pin), Ok(v)) = (s.pin().await, CellsVersion::parse(&staged)) {
+            if v > pin && !opts.force {
+                return Err(Error::NoSuchVersion(format!(
+                    "{v} is held above the pin {pin}; pass Force to apply it anyway"
+                ))
+                .into());
+            }
+        }
         Ok(
             s.launch(JobKind::Apply, &staged, Action::Apply, Work::Apply(opts))
                 .await?,
@@ -331,6 +408,8 @@ impl ManagerIface {
         s.authorize(&hdr, Action::Apply).await?;
         let opts = apply_options(&s.cfg, &options, false)?;
         let wanted = requested_version(&version)?;
+        s.check_hold(opts.force, &format!("Update to {version:?}"))
+            .await?;
         Ok(s.launch(
             JobKind::Update,
             &version,
@@ -399,6 +478,70 @@ impl ManagerIface {
         .await?)
     }
 
+    /// Holds automatic installs (apt's `hold`); with option `Version`, pins them at or below
+    /// it. An explicit Update or Apply while held needs `Force`. Persisted.
+    async fn hold(
+        &self,
+        reason: String,
+        options: Dict,
+        #[zbus(header)] hdr: zbus::message::Header<'_>,
+    ) -> Result<(), BusError> {
+        let s = &self.daemon;
+        s.authorize(&hdr, Action::Apply).await?;
+        only_keys(&options, &["Version"])?;
+        let reason = crate::text::no_nul(reason.trim());
+        if reason.chars().count() > 1024 {
+            return Err(Error::InvalidArgument(
+                "the hold's reason is longer than 1024 characters".into(),
+            )
+            .into());
+        }
+        let pin = dict_str(&options, "Version")?
+            .map(|v| CellsVersion::parse(&v))
+            .transpose()?;
+        let record = crate::state::HoldRecord {
+            reason: if reason.is_empty() {
+                "held by an admin".into()
+            } else {
+                reason
+            },
+            version: pin.as_ref().map(|v| v.to_string()).unwrap_or_default(),
+            since: super::now_us(),
+        };
+        crate::log::info(
+            &match &pin {
+                Some(v) => format!(
+                    "automatic installs pinned at or below {v}: {}",
+                    crate::text::one_line(&record.reason, 200)
+                ),
+                None => format!(
+                    "updates held: {}",
+                    crate::text::one_line(&record.reason, 200)
+                ),
+            },
+            &[("HOLD", &crate::text::one_line(&record.reason, 200))],
+        );
+        s.store.lock().await.update(|d| d.hold = Some(record))?;
+        s.publish().await;
+        Ok(())
+    }
+
+    /// Releases the hold (and the pin).
+    async fn release(
+        &self,
+        #[zbus(header)] hdr: zbus::message::Header<'_>,
+    ) -> Result<(), BusError> {
+        let s = &self.daemon;
+        s.authorize(&hdr, Action::Apply).await?;
+        let had = s.store.lock().await.get().hold.is_some();
+        if had {
+            s.store.lock().await.update(|d| d.hold = None)?;
+            crate::log::info("hold released", &[]);
+            s.publish().await;
+        }
+        Ok(())
+    }
+
     /// Jobs still held (running and recently finished).
     async fn list_jobs(&self) -> Vec<OwnedObjectPath> {
         self.daemon.held_jobs()
@@ -432,7 +575,7 @@ impl ManagerIface {
     }
     #[zbus(property)]
     async fn channel(&self) -> String {
-        self.daemon.cfg.channel.clone()
+        self.daemon.channel_settled().await
     }
     #[zbus(property)]
     async fn unit(&self) -> String {
@@ -482,6 +625,34 @@ impl ManagerIface {
     #[zbus(property)]
     async fn current_job(&self) -> OwnedObjectPath {
         self.daemon.current_job()
+    }
+    #[zbus(property, name = "Hold")]
+    async fn hold_reason(&self) -> String {
+        self.daemon
+            .store
+            .lock()
+            .await
+            .get()
+            .hold
+            .as_ref()
+            .map(|h| h.reason.clone())
+            .unwrap_or_default()
+    }
+    #[zbus(property)]
+    async fn hold_version(&self) -> String {
+        self.daemon
+            .store
+            .lock()
+            .await
+            .get()
+            .hold
+            .as_ref()
+            .map(|h| h.version.clone())
+            .unwrap_or_default()
+    }
+    #[zbus(property)]
+    async fn next_window(&self) -> u64 {
+        self.daemon.next_window()
     }
     #[zbus(property)]
     async fn daemon_version(&self) -> String {

@@ -76,6 +76,10 @@ pub struct Daemon {
     in_flight: auth::InFlight,
     /// The system bus for polkit, when the daemon serves another bus (tests).
     polkit_bus: tokio::sync::OnceCell<Option<zbus::Connection>>,
+    /// `[policy] windows`.
+    schedule: crate::schedule::Schedule,
+    /// The update-server settings in force, as last learnt (Cells' pydio.json may change).
+    effective: StdMutex<Option<crate::settings::Effective>>,
 }
 
 impl Daemon {
@@ -322,20 +326,16 @@ pub fn check_capabilities() -> anyhow::Result<()> {
 /// files are gone is forgotten.
 fn reconcile_staging(store: &mut StateStore, area: &StagingArea) {
     let recorded = store.get().staged_version.clone();
-    let mut found = false;
-    for m in area.staged() {
-        if m.version == recorded {
-            found = true;
-        } else if let Ok(v) = crate::version::CellsVersion::parse(&m.version) {
-            log::info(
-                &format!(
-                    "removing {} from the staging area: it is not recorded as staged",
-                    m.version
-                ),
-                &[],
-            );
-            let _ = area.remove(&v);
-        }
+    let found = area.staged().iter().any(|m| m.version == recorded);
+    let keep = if found { recorded.as_str() } else { "" };
+    for name in area.remove_all_but(keep) {
+        log::info(
+            &format!(
+                "removed {} from the staging area: it was not recorded as staged",
+                crate::text::one_line(&name, 80)
+            ),
+            &[],
+        );
     }
     if !recorded.is_empty() && !found {
         log::log(
@@ -371,17 +371,23 @@ pub async fn run(cfg: Config, bus: Bus) -> anyhow::Result<()> {
     let area = StagingArea::open(&state_dir).map_err(|e| anyhow::anyhow!(e.message()))?;
     let mut store = store;
     reconcile_staging(&mut store, &area);
-    let keys = TrustedKeys::load_dir(&cfg.keys_dir()).map_err(|e| anyhow::anyhow!(e.message()))?;
+    let keys = TrustedKeys::load_dirs(&cfg.trusted_key_dirs())
+        .map_err(|e| anyhow::anyhow!(e.message()))?;
     if keys.is_empty() {
         log::log(
             log::Level::Warning,
             &format!(
                 "no trusted key in {}; staging will be refused until one is installed",
-                cfg.keys_dir().display()
+                cfg.trusted_key_dirs()
+                    .iter()
+                    .map(|d| d.display().to_string())
+                    .collect::<Vec<_>>()
+                    .join(" or ")
             ),
             &[],
         );
     }
+    let schedule = cfg.schedule()?;
     let builder = match &bus {
         Bus::System => zbus::connection::Builder::system()?,
         Bus::Address(a) => zbus::connection::Builder::address(a.as_str())?,
@@ -407,7 +413,6 @@ pub async fn run(cfg: Config, bus: Bus) -> anyhow::Result<()> {
             area,
             keys,
             runner: runner.clone(),
-            server: cfg.server_settings(),
             max_binary_size: cfg.max_binary_size,
             min_rate: cfg.min_download_rate,
             min_deadline: crate::net::MIN_DOWNLOAD_DEADLINE,
@@ -424,6 +429,8 @@ pub async fn run(cfg: Config, bus: Bus) -> anyhow::Result<()> {
         emitted: Mutex::new(Vec::new()),
         in_flight: auth::InFlight::default(),
         polkit_bus: tokio::sync::OnceCell::new(),
+        schedule,
+        effective: StdMutex::new(None),
     });
     let _ = daemon.conn.set(conn.clone());
     conn.object_server()
@@ -453,6 +460,7 @@ pub async fn run(cfg: Config, bus: Bus) -> anyhow::Result<()> {
             Some(job) => d.clone().run_recovery(job).await,
             None => {
                 d.refresh_installed().await;
+                d.effective_server().await;
                 d.publish().await;
             }
         }

@@ -86,6 +86,20 @@ impl TrustedKeys {
         Self::load_files(&paths)
     }
 
+    /// Every `*.pem` of each directory, in order (the admin's `/etc` keys, then the
+    /// vendor's), the same key once.
+    pub fn load_dirs(dirs: &[PathBuf]) -> Result<Self> {
+        let mut keys: Vec<TrustedKey> = Vec::new();
+        for d in dirs {
+            for k in Self::load_dir(d)?.keys {
+                if !keys.iter().any(|have| have.id == k.id) {
+                    keys.push(k);
+                }
+            }
+        }
+        Ok(Self { keys })
+    }
+
     /// Keys from the given PEM files.
     pub fn load_files(paths: &[PathBuf]) -> Result<Self> {
         let mut keys = Vec::new();
@@ -223,6 +237,16 @@ fn pem_blocks(text: &str) -> Vec<(String, String)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn pydios_published_key_parses_with_its_known_id() {
+        // The key Cells embeds (UpdateDefaultPublicKey): a PKCS#1 body under a PUBLIC KEY
+        // label, as the package ships it for the vendor keys directory.
+        let keys = parse_pem_keys(include_str!("../../dist/keys/pydio.pem"), "pydio.pem").unwrap();
+        assert_eq!(keys.len(), 1);
+        assert!(keys[0].id.starts_with("87e83f48c1a0a720"), "{}", keys[0].id);
+        assert_eq!(keys[0].algorithm(), "rsa-2048");
+    }
 
     #[test]
     fn pem_blocks_are_found_among_noise() {

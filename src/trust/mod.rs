@@ -3,7 +3,7 @@
 
 mod keys;
 
-pub use keys::{short_id as keys_short_id, KeyKind, TrustedKey, TrustedKeys};
+pub use keys::{parse_pem_keys, short_id as keys_short_id, KeyKind, TrustedKey, TrustedKeys};
 
 use crate::error::{Error, Result};
 use base64::engine::general_purpose::STANDARD as B64;

@@ -261,6 +261,8 @@ pub fn fork_runner() -> Runner {
 pub struct StageEnv {
     pub root: tempfile::TempDir,
     pub server: TestServer,
+    /// The update server the pipeline asks (the test server).
+    pub settings: ServerSettings,
     pub stager: Stager,
     pub runner: Runner,
     pub floor: VersionFloor,
@@ -301,17 +303,17 @@ impl StageEnv {
             area: StagingArea::open(&state_dir).unwrap(),
             keys: TrustedKeys::load_dir(&keys_dir).unwrap(),
             runner: runner.clone(),
-            server: ServerSettings {
-                url: server.base(),
-                timeout: Duration::from_secs(10),
-                proxy: Default::default(),
-            },
             max_binary_size: 64 << 20,
             min_rate: 64 << 10,
             min_deadline: Duration::from_secs(60),
         };
         StageEnv {
             root,
+            settings: ServerSettings {
+                url: server.base(),
+                timeout: Duration::from_secs(10),
+                proxy: Default::default(),
+            },
             server,
             stager,
             runner,
@@ -358,7 +360,7 @@ impl StageEnv {
     pub async fn stage(&self, version: &str) -> cells_updater::Result<Manifest> {
         let resp = update_server::check(
             &self.runner,
-            &self.stager.server,
+            &self.settings,
             &UpdateRequest::new("stable", "PydioHome", "4.4.2"),
         )
         .await?;
@@ -369,7 +371,13 @@ impl StageEnv {
             .unwrap_or_else(|| panic!("{version:?} not in catalog"));
         let release = Release::from_package(pkg, &self.server.base())?;
         self.stager
-            .stage_release(&release, &self.floor, &mut |_| {}, &Cancel::new())
+            .stage_release(
+                &self.settings,
+                &release,
+                &self.floor,
+                &mut |_| {},
+                &Cancel::new(),
+            )
             .await
     }
 

@@ -40,6 +40,8 @@ pub(in crate::daemon) struct Options {
     /// The package of the staged release when it differs from the installed one (Enterprise):
     /// the same version may then be installed.
     pub cross_package: Option<String>,
+    /// Past a hold, its pin and the release age.
+    pub force: bool,
 }
 
 /// Runs blocking file work off the async runtime.

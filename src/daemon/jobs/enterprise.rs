@@ -40,9 +40,11 @@ pub(in crate::daemon) async fn run(
     refuse_bad(d, ENTERPRISE, &want).await?;
     ctx.job.update(|j| j.version = want.to_string()).await;
     ctx.set_state(Lifecycle::Downloading).await?;
-    let mut request = UpdateRequest::new(&d.cfg.channel, ENTERPRISE, &lowered(&installed));
+    let server = d.effective_server().await;
+    let mut request = UpdateRequest::new(&server.channel, ENTERPRISE, &lowered(&installed));
     request.license_info.insert("Key".into(), key.to_string());
-    let resp = update_server::check_license(&d.runner, &d.cfg.server_settings(), &request).await?;
+    let settings = d.server_settings(&server);
+    let resp = update_server::check_license(&d.runner, &settings, &request).await?;
     ctx.job.cancel.check()?;
     let bad = d.store.lock().await.get().bad_versions.clone();
     // The lowered CurrentVersion makes the server list older releases too: judge against
@@ -53,7 +55,11 @@ pub(in crate::daemon) async fn run(
         floor: &any,
         bad: &bad,
         max_binary_size: d.cfg.max_binary_size,
-        server_url: &d.cfg.server_url,
+        server_url: &server.url,
+        now: jiff::Timestamp::now().as_second(),
+        min_age: std::time::Duration::ZERO,
+        pin: None,
+        force: true,
     };
     let offer = resp
         .available_binaries
@@ -72,11 +78,17 @@ pub(in crate::daemon) async fn run(
             offer.reason
         )));
     }
-    let release = Release::from_package(&offer.package, &d.cfg.server_url)?;
+    let release = Release::from_package(&offer.package, &server.url)?;
     let mut reporter = Reporter::start(d.clone(), ctx.job.clone());
     let staged = d
         .stager
-        .stage_release(&release, &any, &mut |p| reporter.report(p), &ctx.job.cancel)
+        .stage_release(
+            &settings,
+            &release,
+            &any,
+            &mut |p| reporter.report(p),
+            &ctx.job.cancel,
+        )
         .await;
     reporter.finish().await;
     let manifest = staged?;

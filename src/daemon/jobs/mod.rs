@@ -145,7 +145,7 @@ impl Daemon {
             Work::Apply(o) => apply::run(&ctx, &o).await,
             Work::Rollback => rollback::run(&ctx).await,
             Work::Enterprise(key, v, o) => enterprise::run(&ctx, &key, v, o).await,
-            Work::Update(v, o) => match stage::run(&ctx, stage::Source::Server(v)).await {
+            Work::Update(v, o) => match stage::run(&ctx, stage::Source::Server(v, o.force)).await {
                 Ok(m) => {
                     let o = apply::Options {
                         version: CellsVersion::parse(&m.version).ok(),

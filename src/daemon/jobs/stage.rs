@@ -16,8 +16,9 @@ use std::time::Duration;
 
 /// Where a stage job gets its binary.
 pub(in crate::daemon) enum Source {
-    /// The update server; `None` = the newest allowed version.
-    Server(Option<CellsVersion>),
+    /// The update server; `None` = the newest allowed version; `true`: past the pin and
+    /// the release age (`Force`).
+    Server(Option<CellsVersion>, bool),
     /// A descriptor passed by the caller, with its metadata.
     File(std::fs::File, FdMetadata),
 }
@@ -41,12 +42,14 @@ impl Daemon {
         floor: &VersionFloor,
         package: Option<String>,
         channel: Option<String>,
+        force: bool,
     ) -> Result<Vec<Assessed>> {
         let package = match package {
             Some(p) => p,
             None => self.package().await,
         };
-        let channel = channel.unwrap_or_else(|| self.cfg.channel.clone());
+        let server = self.effective_server().await;
+        let channel = channel.unwrap_or_else(|| server.channel.clone());
         let installed = floor
             .installed
             .as_ref()
@@ -58,21 +61,88 @@ impl Daemon {
                 request.license_info.insert("Key".into(), key);
             }
         }
-        let resp =
-            update_server::check(&self.runner, &self.cfg.server_settings(), &request).await?;
+        let settings = self.server_settings(&server);
+        let resp = update_server::check(&self.runner, &settings, &request).await?;
         let bad = self.store.lock().await.get().bad_versions.clone();
         let ctx = policy::Context {
             package: &package,
             floor,
             bad: &bad,
             max_binary_size: self.cfg.max_binary_size,
-            server_url: &self.cfg.server_url,
+            server_url: &server.url,
+            now: jiff::Timestamp::now().as_second(),
+            min_age: self.cfg.min_release_age,
+            pin: self.pin().await,
+            force,
         };
         Ok(resp
             .available_binaries
             .iter()
             .map(|p| policy::assess(p, &ctx))
             .collect())
+    }
+
+    /// The update server's settings in force: explicit settings, else Cells' own pydio.json
+    /// (read as the Cells user), else the defaults.
+    pub(in crate::daemon) async fn effective_server(&self) -> crate::settings::Effective {
+        let cells = if self.cfg.follow_cells_config {
+            self.cells_settings().await
+        } else {
+            None
+        };
+        let e = crate::settings::effective(&self.cfg, cells.as_ref());
+        if let Ok(mut cached) = self.effective.lock() {
+            *cached = Some(e.clone());
+        }
+        e
+    }
+
+    /// The channel in force, learnt now when it was not yet.
+    pub(in crate::daemon) async fn channel_settled(&self) -> String {
+        let known = self.effective.lock().ok().is_some_and(|e| e.is_some());
+        if known {
+            self.channel()
+        } else {
+            self.effective_server().await.channel
+        }
+    }
+
+    /// The channel in force, as last learnt (the configured one until then).
+    pub(in crate::daemon) fn channel(&self) -> String {
+        self.effective
+            .lock()
+            .ok()
+            .and_then(|e| e.as_ref().map(|e| e.channel.clone()))
+            .unwrap_or_else(|| self.cfg.channel.clone())
+    }
+
+    /// What Cells' pydio.json says about updates, when it can be read.
+    pub(in crate::daemon) async fn cells_settings(
+        &self,
+    ) -> Option<crate::cells_config::CellsUpdateSettings> {
+        let at = self.license_location().await.ok()?;
+        match crate::cells_config::read(&self.runner, &at.dir, &at.user, &at.group).await {
+            Ok(s) => s,
+            Err(e) => {
+                log::log(
+                    log::Level::Warning,
+                    &format!("Cells' pydio.json is not followed: {}", e.message()),
+                    &[],
+                );
+                None
+            }
+        }
+    }
+
+    /// The update server as helpers reach it.
+    pub(in crate::daemon) fn server_settings(
+        &self,
+        e: &crate::settings::Effective,
+    ) -> update_server::ServerSettings {
+        update_server::ServerSettings {
+            url: e.url.clone(),
+            ..self.cfg.server_settings()
+        }
     }
 
     /// Records a check's result; returns the allowed versions that are new.
@@ -147,6 +217,16 @@ pub(in crate::daemon) fn choose<'a>(
         Some(a) if a.reason == "not-released" => Err(Error::NoSuchVersion(format!(
             "{v} is offered but not released (its Status is {:?}, not Released); it is never installed",
             a.package.status
+        ))),
+        Some(a) if a.reason == "held" => Err(Error::Held(format!(
+            "{v} is held: above the pin set with Hold; release the hold, or pass Force"
+        ))),
+        Some(a) if a.reason == "too-new" => Err(Error::NoSuchVersion(format!(
+            "{v} is too new: [policy] min_release_age makes it eligible at {}; pass Force to \
+             take it now",
+            a.eligible_at
+                .and_then(|t| jiff::Timestamp::from_second(t).ok())
+                .map_or_else(|| "a later date".to_string(), |t| t.to_string())
         ))),
         Some(a) if a.reason == "bad" => Err(Error::NoSuchVersion(format!(
             "{v} failed its health check here before and is marked bad; it is not installed again"
@@ -272,17 +352,24 @@ pub(in crate::daemon) async fn run(ctx: &Ctx, source: Source) -> Result<Manifest
     let floor = d.floor().await?;
     let cancel = &ctx.job.cancel;
     let result = match source {
-        Source::Server(wanted) => {
-            let assessed = d.check_now(&floor, None, None).await?;
+        Source::Server(wanted, force) => {
+            let assessed = d.check_now(&floor, None, None, force).await?;
             let new = d.record_check(&assessed).await?;
             d.announce(&new).await;
-            let chosen = choose(&assessed, wanted.as_ref(), &d.cfg.server_url)?;
-            let release = Release::from_package(&chosen.package, &d.cfg.server_url)?;
+            let server = d.effective_server().await;
+            let chosen = choose(&assessed, wanted.as_ref(), &server.url)?;
+            let release = Release::from_package(&chosen.package, &server.url)?;
             ctx.job
                 .update(|j| j.version = release.version.to_string())
                 .await;
             d.stager
-                .stage_release(&release, &floor, &mut |p| reporter.report(p), cancel)
+                .stage_release(
+                    &d.server_settings(&server),
+                    &release,
+                    &floor,
+                    &mut |p| reporter.report(p),
+                    cancel,
+                )
                 .await
         }
         Source::File(file, meta) => {

@@ -1,0 +1,125 @@
+//! The effective update-server settings and where each comes from: an explicit
+//! cells-updater setting wins; else Cells' own `pydio.json` (when `follow_cells_config`);
+//! else the default. A key found in `pydio.json` is reported, never trusted: the file is the
+//! Cells user's, and trusting it would let a compromised Cells have root install its own
+//! binary (and raise the floor above every genuine release).
+
+use crate::cells_config::CellsUpdateSettings;
+use crate::config::Config;
+use std::fmt;
+
+/// Where a setting comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Source {
+    /// cells-updater's built-in default.
+    Default,
+    /// `/etc/cells-updater/config.toml` or `config.d`.
+    Config,
+    /// Cells' own `pydio.json`.
+    Cells,
+}
+
+impl fmt::Display for Source {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Source::Default => "default",
+            Source::Config => "/etc/cells-updater",
+            Source::Cells => "Cells' pydio.json",
+        })
+    }
+}
+
+/// The settings in force.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Effective {
+    /// The update server's base URL.
+    pub url: String,
+    /// Where it comes from.
+    pub url_source: Source,
+    /// `stable` or `dev`.
+    pub channel: String,
+    /// Where it comes from.
+    pub channel_source: Source,
+    /// A public key found in `pydio.json` (PEM), reported only.
+    pub cells_key: Option<String>,
+}
+
+/// The settings in force for `cfg`, given what `pydio.json` holds (if it was read).
+pub fn effective(cfg: &Config, cells: Option<&CellsUpdateSettings>) -> Effective {
+    let cells = cells.filter(|_| cfg.follow_cells_config);
+    let cells_url = cells
+        .and_then(|c| c.url.clone())
+        .filter(|u| reqwest::Url::parse(u).is_ok_and(|u| matches!(u.scheme(), "http" | "https")));
+    let (url, url_source) = match (cfg.server_url_set, cells_url) {
+        (true, _) => (cfg.server_url.clone(), Source::Config),
+        (false, Some(u)) => (u, Source::Cells),
+        (false, None) => (cfg.server_url.clone(), Source::Default),
+    };
+    let cells_channel = cells
+        .and_then(|c| c.channel.clone())
+        .filter(|c| matches!(c.as_str(), "stable" | "dev"));
+    let (channel, channel_source) = match (cfg.channel_set, cells_channel) {
+        (true, _) => (cfg.channel.clone(), Source::Config),
+        (false, Some(c)) => (c, Source::Cells),
+        (false, None) => (cfg.channel.clone(), Source::Default),
+    };
+    Effective {
+        url,
+        url_source,
+        channel,
+        channel_source,
+        cells_key: cells.and_then(|c| c.public_key.clone()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn explicit_settings_win_over_cells_which_wins_over_defaults() {
+        let cells = CellsUpdateSettings {
+            url: Some("https://mirror.example/".into()),
+            channel: Some("dev".into()),
+            public_key: Some("PEM".into()),
+        };
+        let mut cfg = Config::default();
+        let e = effective(&cfg, Some(&cells));
+        assert_eq!(
+            (e.url.as_str(), e.url_source),
+            ("https://mirror.example/", Source::Cells)
+        );
+        assert_eq!(
+            (e.channel.as_str(), e.channel_source),
+            ("dev", Source::Cells)
+        );
+        assert_eq!(e.cells_key.as_deref(), Some("PEM"));
+        cfg.apply("[server]\nurl = \"https://explicit.example/\"\n", "t")
+            .unwrap();
+        let e = effective(&cfg, Some(&cells));
+        assert_eq!(
+            (e.url.as_str(), e.url_source),
+            ("https://explicit.example/", Source::Config)
+        );
+        assert_eq!(e.channel_source, Source::Cells);
+        cfg.apply("[server]\nfollow_cells_config = false\n", "t")
+            .unwrap();
+        let e = effective(&cfg, Some(&cells));
+        assert_eq!(
+            (e.channel.as_str(), e.channel_source),
+            ("stable", Source::Default)
+        );
+        assert_eq!(e.cells_key, None);
+        // Nonsense in pydio.json is not followed.
+        let odd = CellsUpdateSettings {
+            url: Some("ftp://x/".into()),
+            channel: Some("nightly".into()),
+            public_key: None,
+        };
+        let e = effective(&Config::default(), Some(&odd));
+        assert_eq!(
+            (e.url_source, e.channel_source),
+            (Source::Default, Source::Default)
+        );
+    }
+}
