@@ -52,6 +52,14 @@ install -m 0644 "$here/com.pydio.CellsUpdater1.service" "$(d "$prefix/share/dbus
 install -m 0644 "$here/com.pydio.cellsupdater.policy" "$(d "$prefix/share/polkit-1/actions/com.pydio.cellsupdater.policy")"
 install -m 0644 "$here/50-cells-updater.rules.example" "$(d "$prefix/share/doc/cells-updater/50-cells-updater.rules.example")"
 install -m 0644 "$here/config.toml" "$(d "$prefix/share/doc/cells-updater/config.toml")"
+# The interface XML (for code generators and readers), and the contract and design in words.
+install -d -m 0755 "$(d "$prefix/share/dbus-1/interfaces")"
+for x in "$here"/interfaces/*.xml; do
+  install -m 0644 "$x" "$(d "$prefix/share/dbus-1/interfaces/$(basename "$x")")"
+done
+for m in "$here"/../docs/*.md; do
+  install -m 0644 "$m" "$(d "$prefix/share/doc/cells-updater/$(basename "$m")")"
+done
 # Pydio's update-signing key (the one Cells embeds), trusted unless trust_vendor_keys = false.
 install -d -m 0755 "$(d "$prefix/share/cells-updater/keys.d")"
 install -m 0644 "$here/keys/pydio.pem" "$(d "$prefix/share/cells-updater/keys.d/pydio.pem")"

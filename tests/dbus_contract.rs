@@ -100,6 +100,8 @@ fn introspection_lists_every_member_of_the_contract() {
         (".Check", "a{sv}", "aa{sv}"),
         (".InstallLicense", "s", "-"),
         (".ListJobs", "-", "ao"),
+        (".Hold", "sa{sv}", "-"),
+        (".Release", "-", "-"),
         (".Rollback", "a{sv}", "o"),
         (".Stage", "sa{sv}", "o"),
         (".StageFromFd", "ha{sv}", "o"),
@@ -127,6 +129,9 @@ fn introspection_lists_every_member_of_the_contract() {
         ("LastError", "s"),
         ("CurrentJob", "o"),
         ("DaemonVersion", "s"),
+        ("Hold", "s"),
+        ("HoldVersion", "s"),
+        ("NextWindow", "t"),
     ];
     for (name, sig) in want_props {
         let dotted = format!(".{name}");
@@ -181,6 +186,98 @@ fn introspection_lists_every_member_of_the_contract() {
             "job property {name} {sig} missing: {j:?}"
         );
     }
+    // The interface XML the packages install says exactly what the daemon introspects.
+    for (file, path, iface) in [
+        (
+            "com.pydio.CellsUpdater1.Manager.xml",
+            MANAGER,
+            MANAGER_IFACE,
+        ),
+        ("com.pydio.CellsUpdater1.Job.xml", job.as_str(), JOB_IFACE),
+    ] {
+        let shipped = std::fs::read_to_string(
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("dist/interfaces")
+                .join(file),
+        )
+        .unwrap();
+        let live = bus.busctl(&["introspect", "--xml-interface", DEST, path]);
+        let live = String::from_utf8_lossy(&live.stdout);
+        let (want, got) = (xml_members(&shipped, iface), xml_members(&live, iface));
+        assert!(!want.is_empty());
+        assert_eq!(want, got, "{file} differs from the live introspection");
+        // Every member, argument and the interface itself carries its documentation.
+        let elements = shipped.matches("<method ").count()
+            + shipped.matches("<signal ").count()
+            + shipped.matches("<property ").count()
+            + shipped.matches("<arg ").count()
+            + shipped.matches("<interface ").count();
+        assert_eq!(
+            shipped.matches("org.gtk.GDBus.DocString").count(),
+            elements,
+            "{file}: an element without its DocString"
+        );
+    }
+}
+
+/// The members of `iface` in introspection XML, one normalized line each (argument names,
+/// comments and annotations aside), sorted.
+fn xml_members(xml: &str, iface: &str) -> Vec<String> {
+    let mut text = xml.to_string();
+    while let Some(a) = text.find("<!--") {
+        let b = text[a..].find("-->").map_or(text.len(), |b| a + b + 3);
+        text.replace_range(a..b, "");
+    }
+    let attr = |tag: &str, name: &str| -> String {
+        let key = format!(" {name}=\"");
+        tag.find(&key)
+            .map(|i| {
+                let rest = &tag[i + key.len()..];
+                rest[..rest.find('"').unwrap_or(rest.len())].to_string()
+            })
+            .unwrap_or_default()
+    };
+    let mut out = Vec::new();
+    let mut inside = false;
+    let mut current: Option<String> = None;
+    for tag in text.split('<').skip(1) {
+        let tag = &tag[..tag.find('>').unwrap_or(tag.len())];
+        let self_closing = tag.ends_with('/');
+        let tag = format!(" {}", tag.trim_end_matches('/'));
+        let kind = tag.split_whitespace().next().unwrap_or("").to_string();
+        match kind.as_str() {
+            "interface" => inside = attr(&tag, "name") == iface,
+            "/interface" => inside = false,
+            _ if !inside => {}
+            "method" | "signal" => {
+                current = Some(format!("{kind} {}", attr(&tag, "name")));
+                if self_closing {
+                    out.extend(current.take());
+                }
+            }
+            "arg" => {
+                if let Some(c) = current.as_mut() {
+                    let dir = attr(&tag, "direction");
+                    let dir = if dir.is_empty() && c.starts_with("method") {
+                        "in".into()
+                    } else {
+                        dir
+                    };
+                    c.push_str(&format!(" {dir}:{}", attr(&tag, "type")));
+                }
+            }
+            "/method" | "/signal" => out.extend(current.take()),
+            "property" => out.push(format!(
+                "property {} {} {}",
+                attr(&tag, "name"),
+                attr(&tag, "type"),
+                attr(&tag, "access")
+            )),
+            _ => {}
+        }
+    }
+    out.sort();
+    out
 }
 
 #[test]

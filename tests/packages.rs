@@ -47,6 +47,10 @@ const EXPECTED_FILES: &[&str] = &[
     "/usr/share/man/man5/cells-updater.conf.5.gz",
     "/usr/share/bash-completion/completions/cells-updater",
     "/usr/share/fish/vendor_completions.d/cells-updater.fish",
+    "/usr/share/dbus-1/interfaces/com.pydio.CellsUpdater1.Manager.xml",
+    "/usr/share/dbus-1/interfaces/com.pydio.CellsUpdater1.Job.xml",
+    "/usr/share/cells-updater/keys.d/pydio.pem",
+    "/usr/share/doc/cells-updater/dbus-api.md",
 ];
 
 #[test]
