@@ -110,7 +110,13 @@ pub struct Config {
     pub idle_exit: Duration,
     /// `[daemon] probe_user`.
     pub probe_user: String,
+    /// `[daemon] metrics_file` (absolute, before the root prefix); `None` = no metrics.
+    pub metrics_file: Option<PathBuf>,
 }
+
+/// Where the Prometheus textfile goes by default: the node_exporter textfile collector's
+/// directory on Debian (written only when that directory exists).
+pub const DEFAULT_METRICS_FILE: &str = "/var/lib/prometheus/node-exporter/cells-updater.prom";
 
 /// Where the package puts the publishers' keys (Pydio's), trusted unless
 /// `[server] trust_vendor_keys = false`.
@@ -152,6 +158,7 @@ impl Default for Config {
             state_dir: PathBuf::from("/var/lib/cells-updater"),
             idle_exit: Duration::from_secs(300),
             probe_user: "nobody".into(),
+            metrics_file: Some(PathBuf::from(DEFAULT_METRICS_FILE)),
         }
     }
 }
@@ -210,6 +217,7 @@ struct DaemonSection {
     state_dir: Option<String>,
     idle_exit: Option<String>,
     probe_user: Option<String>,
+    metrics_file: Option<String>,
 }
 
 impl Config {
@@ -420,6 +428,17 @@ impl Config {
                     ));
                 }
                 self.probe_user = v;
+            }
+            if let Some(v) = d.metrics_file {
+                self.metrics_file = if v.is_empty() {
+                    None
+                } else {
+                    let p = absolute(&v).map_err(|w| bad("[daemon] metrics_file", w))?;
+                    if p.file_name().is_none() {
+                        return Err(bad("[daemon] metrics_file", format!("{v:?} names no file")));
+                    }
+                    Some(p)
+                };
             }
         }
         Ok(())
@@ -681,6 +700,7 @@ mod dist_tests {
             "state_dir",
             "idle_exit",
             "probe_user",
+            "metrics_file",
         ];
         for k in keys {
             assert!(

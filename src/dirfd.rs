@@ -45,6 +45,11 @@ pub enum Owners {
     Root,
     /// Root, or this uid (the Cells user), whose directories are adopted before any change.
     Adoptable(u32),
+    /// Anyone: only for a directory where root creates a file exclusively and renames it
+    /// over its name (the metrics textfile, whose parent Debian gives to `prometheus`). The
+    /// walk still never follows a link, and neither step opens an existing file, so the
+    /// directory's owner can only make root write that file into a directory of their own.
+    Any,
 }
 
 /// A checked chain: the last directory open, and the directories still to adopt.
@@ -106,6 +111,9 @@ enum Verdict {
 }
 
 fn judge(path: &Path, st: &FileStat, owners: Owners) -> Result<Verdict> {
+    if matches!(owners, Owners::Any) {
+        return Ok(Verdict::Safe);
+    }
     let me = nix::unistd::geteuid().as_raw();
     let writable_by_others = st.st_mode & 0o022 != 0 && st.st_mode & 0o1000 == 0;
     if st.st_uid == 0 || st.st_uid == me {

@@ -15,6 +15,7 @@
 //! - [`install`]: the atomic swap and the kept binaries for Rollback.
 //! - [`license`]: the Enterprise license file.
 //! - [`log`]: journal entries with fields under systemd, stderr otherwise.
+//! - [`metrics`]: the Prometheus textfile for node_exporter.
 //! - [`net`]: the download rules and the HTTP client the network helper uses.
 //! - [`policy`]: which offered releases are allowed, and what `check --auto` may install.
 //! - [`probe`]: ELF check and the `version` run of a Cells binary, in the probe helper.
@@ -41,6 +42,7 @@ pub mod host;
 pub mod install;
 pub mod license;
 pub mod log;
+pub mod metrics;
 pub mod net;
 pub mod policy;
 pub mod probe;

@@ -135,6 +135,22 @@ pub struct Persistent {
     pub adopted: Vec<String>,
     /// The admin's hold, when there is one.
     pub hold: Option<HoldRecord>,
+    /// Counters for the metrics.
+    pub counters: Counters,
+}
+
+/// What happened here over time (the metrics' counters).
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(default)]
+pub struct Counters {
+    /// Updates (Apply, Update, UpgradeToEnterprise) that succeeded.
+    pub updates_succeeded: u64,
+    /// Updates that failed (cancelled ones are not counted).
+    pub updates_failed: u64,
+    /// Rollbacks: automatic after a failed health check, and requested.
+    pub rollbacks: u64,
+    /// The last successful update, µs since the epoch.
+    pub last_update: u64,
 }
 
 /// A hold (apt's `hold`, teleport's `pin`): automatic installs stop, or stay at or below a

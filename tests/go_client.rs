@@ -14,59 +14,14 @@ use support::*;
 fn the_go_client_drives_the_daemon() {
     let k = keys();
     let env = StageEnv::new(&[&k.rsa_pkcs1_pub]);
-    let mut entries = Vec::new();
-    for (version, mode, slow) in [
+    env.offer(&[
         ("4.4.1", "ok", false),
         ("4.4.5", "ok", true),
         ("4.4.6", "exit", false),
-    ] {
-        let mut bytes = fake_cells(version, mode);
-        if slow {
-            bytes.resize(2 << 20, 0x22);
-        }
-        let (sum, sig) = sign(&bytes, &k.rsa);
-        let name = format!("cells-{version}");
-        let delivery = if slow {
-            Delivery::Slow {
-                chunk: 64 << 10,
-                delay_ms: 40,
-            }
-        } else {
-            Delivery::Normal
-        };
-        env.server.put_binary(&name, bytes.clone(), delivery);
-        entries.push(package_json(
-            version,
-            &env.server.binary_url(&name),
-            bytes.len(),
-            &sum,
-            &sig,
-            false,
-        ));
-    }
-    env.server.set_catalog(
-        200,
-        serde_json::json!({ "AvailableBinaries": entries }).to_string(),
-    );
-    let cells = env.root.path().join("opt/pydio/bin/cells");
-    let f = std::fs::File::open(&cells).unwrap();
-    cells_updater::fcaps::set(
-        std::os::fd::AsFd::as_fd(&f),
-        Some(&cells_updater::fcaps::FileCaps::net_bind_service()),
-    )
-    .unwrap();
+    ]);
     env.write_daemon_config("[policy]\nhealth_settle = \"200ms\"\nhealth_timeout = \"10s\"\n");
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
     let bus = PrivateBus::start();
-    let _d = DaemonProc::start_with_env(
-        &bus,
-        env.root.path(),
-        &[("CELLS_UPDATER_FAKE_UNIT", &port.to_string())],
-    );
+    let _d = env.start_fake_unit_daemon(&bus);
 
     // An offline GOPATH: the package, and godbus from Debian's golang-dbus-dev.
     let gopath = env.root.path().join("gopath");

@@ -11,7 +11,8 @@ use std::time::Duration;
 use support::sandbox::Sandbox;
 
 const GET: &str = "busctl get-property com.pydio.CellsUpdater1 /com/pydio/CellsUpdater1 com.pydio.CellsUpdater1.Manager";
-const CALL: &str = "busctl call com.pydio.CellsUpdater1 /com/pydio/CellsUpdater1 com.pydio.CellsUpdater1.Manager";
+const CALL: &str =
+    "busctl call com.pydio.CellsUpdater1 /com/pydio/CellsUpdater1 com.pydio.CellsUpdater1.Manager";
 
 /// A Manager property, unquoted (`s "4.4.2"` → `4.4.2`, `t 12` → `12`).
 fn prop(sb: &Sandbox, name: &str) -> String {
@@ -151,7 +152,10 @@ fn hold_and_pin_stop_automatic_installs_and_survive_a_restart() {
     assert_eq!(served(&sb), "4.4.3");
     let (ok, _, err) = sb.try_sh(&format!("{CALL} Update 'sa{{sv}}' 4.4.4 0"));
     assert!(!ok);
-    assert!(err.contains("updates are held (freeze for the audit)"), "{err}");
+    assert!(
+        err.contains("updates are held (freeze for the audit)"),
+        "{err}"
+    );
     let (ok, _, err) = sb.try_sh("cells-updater update 4.4.4");
     assert!(!ok);
     assert!(err.contains("com.pydio.CellsUpdater1.Error.Held"), "{err}");

@@ -80,6 +80,8 @@ pub struct Daemon {
     schedule: crate::schedule::Schedule,
     /// The update-server settings in force, as last learnt (Cells' pydio.json may change).
     effective: StdMutex<Option<crate::settings::Effective>>,
+    /// The metrics last written.
+    metrics_written: Mutex<Option<String>>,
 }
 
 impl Daemon {
@@ -167,6 +169,57 @@ impl Daemon {
         drop(emitted);
         let status = crate::text::one_line(&self.status_line().await, 200);
         let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Status(&status)]);
+        self.write_metrics().await;
+    }
+
+    /// Rewrites the metrics textfile when what it says changed.
+    async fn write_metrics(&self) {
+        let Some(path) = self.cfg.metrics_file.as_ref().map(|p| self.cfg.path(p)) else {
+            return;
+        };
+        let doc = self.store.lock().await.get().clone();
+        let snapshot = crate::metrics::Snapshot {
+            installed_version: self.installed().map(|i| i.version).unwrap_or_default(),
+            package: if doc.package_name.is_empty() {
+                self.cfg.package.clone()
+            } else {
+                doc.package_name.clone()
+            },
+            channel: self.channel(),
+            state: doc.state.as_str().to_string(),
+            last_check_us: doc.last_check,
+            last_update_us: doc.counters.last_update,
+            updates_succeeded: doc.counters.updates_succeeded,
+            updates_failed: doc.counters.updates_failed,
+            rollbacks: doc.counters.rollbacks,
+            available: doc.available_versions.last().cloned().unwrap_or_default(),
+            held: doc.hold.is_some(),
+        };
+        let text = crate::metrics::render(&snapshot);
+        let mut last = self.metrics_written.lock().await;
+        if last.as_deref() == Some(text.as_str()) {
+            return;
+        }
+        let written = tokio::task::spawn_blocking({
+            let text = text.clone();
+            move || crate::metrics::write(&path, &text)
+        })
+        .await;
+        // Written or not, the same text is not tried (nor warned about) again.
+        *last = Some(text);
+        match written {
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => log::log(
+                log::Level::Warning,
+                &format!("metrics not written: {}", e.message()),
+                &[],
+            ),
+            Err(e) => log::log(
+                log::Level::Warning,
+                &format!("metrics not written: {e}"),
+                &[],
+            ),
+        }
     }
 
     async fn status_line(&self) -> String {
@@ -431,6 +484,7 @@ pub async fn run(cfg: Config, bus: Bus) -> anyhow::Result<()> {
         polkit_bus: tokio::sync::OnceCell::new(),
         schedule,
         effective: StdMutex::new(None),
+        metrics_written: Mutex::new(None),
     });
     let _ = daemon.conn.set(conn.clone());
     conn.object_server()

@@ -399,6 +399,63 @@ impl StageEnv {
 pub mod bus;
 
 impl StageEnv {
+    /// Offers `(version, mode, slow)` releases signed by the test key (a slow one is 2 MiB,
+    /// sent in 64 KiB pieces 40 ms apart).
+    pub fn offer(&self, releases: &[(&str, &str, bool)]) {
+        let mut entries = Vec::new();
+        for (version, mode, slow) in releases {
+            let mut bytes = fake_cells(version, mode);
+            if *slow {
+                bytes.resize(2 << 20, 0x22);
+            }
+            let (sum, sig) = sign(&bytes, &keys().rsa);
+            let name = format!("cells-{version}");
+            let delivery = if *slow {
+                Delivery::Slow {
+                    chunk: 64 << 10,
+                    delay_ms: 40,
+                }
+            } else {
+                Delivery::Normal
+            };
+            self.server.put_binary(&name, bytes.clone(), delivery);
+            entries.push(package_json(
+                version,
+                &self.server.binary_url(&name),
+                bytes.len(),
+                &sum,
+                &sig,
+                false,
+            ));
+        }
+        self.server.set_catalog(
+            200,
+            serde_json::json!({ "AvailableBinaries": entries }).to_string(),
+        );
+    }
+
+    /// Gives the installed Cells its capability and starts the daemon on `bus` with the
+    /// stand-in unit (`fake-unit`), so updates really restart a Cells.
+    pub fn start_fake_unit_daemon(&self, bus: &bus::PrivateBus) -> bus::DaemonProc {
+        let cells = self.root.path().join("opt/pydio/bin/cells");
+        let f = std::fs::File::open(&cells).unwrap();
+        cells_updater::fcaps::set(
+            std::os::fd::AsFd::as_fd(&f),
+            Some(&cells_updater::fcaps::FileCaps::net_bind_service()),
+        )
+        .unwrap();
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        bus::DaemonProc::start_with_env(
+            bus,
+            self.root.path(),
+            &[("CELLS_UPDATER_FAKE_UNIT", &port.to_string())],
+        )
+    }
+
     /// Writes the daemon's configuration under the root: the fake Cells as the binary, `daemon`
     /// (uid 1) as the Cells user, this env's update server, no idle exit.
     pub fn write_daemon_config(&self, extra: &str) {

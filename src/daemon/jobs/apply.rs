@@ -541,6 +541,7 @@ pub(in crate::daemon) async fn undo(ctx: &Ctx, j: &mut Journal) -> Result<()> {
             caps: j.old_caps.clone(),
         });
         s.package_name = j.from_package.clone();
+        s.counters.rollbacks += 1;
     })?;
     store.set_journal(None)?;
     Ok(())

@@ -202,7 +202,20 @@ impl Daemon {
             let _atomic = self.atomic.lock().await;
             let mut store = self.store.lock().await;
             let rest = store.resting();
-            let recorded = match &outcome {
+            let kind = job.data().kind;
+            let counted = store.update(|d| {
+                let c = &mut d.counters;
+                match (kind, &outcome) {
+                    (JobKind::Rollback, Ok(_)) => c.rollbacks += 1,
+                    (JobKind::Stage | JobKind::Rollback, _) | (_, Err(Error::Cancelled(_))) => {}
+                    (_, Ok(_)) => {
+                        c.updates_succeeded += 1;
+                        c.last_update = now_us();
+                    }
+                    (_, Err(_)) => c.updates_failed += 1,
+                }
+            });
+            let recorded = counted.and_then(|_| match &outcome {
                 Ok(_) => store
                     .update(|d| d.last_error.clear())
                     .and_then(|_| match success {
@@ -217,7 +230,7 @@ impl Daemon {
                         .update(|d| d.last_error = msg)
                         .and_then(|_| store.transition(Lifecycle::Failed))
                 }
-            };
+            });
             if let Err(e) = recorded {
                 log::log(
                     log::Level::Error,
