@@ -242,3 +242,60 @@ fn rpm_lists_the_files_and_its_scriptlets() {
         "/etc/cells-updater/config.toml"
     );
 }
+
+#[test]
+fn rpm_installs_activates_and_erases_in_a_booted_container() {
+    let rpm = one("target/generate-rpm", "rpm");
+    let inside = format!(
+        "/src/{}",
+        rpm.strip_prefix(env!("CARGO_MANIFEST_DIR"))
+            .unwrap()
+            .display()
+    );
+    let sb = Sandbox::up("rpm");
+    // Debian's rpm database knows nothing of dbus and systemd, which dpkg installed.
+    sb.sh(&format!("rpm -i --nodeps {inside}"));
+    let listed = sb.sh("rpm -ql cells-updater");
+    for f in EXPECTED_FILES {
+        assert!(
+            listed.lines().any(|l| l == *f),
+            "{f} not installed:\n{listed}"
+        );
+    }
+    // %post ran under the booted systemd: the timer is enabled and running.
+    assert_eq!(
+        sb.unit_prop("cells-updater-check.timer", "UnitFileState"),
+        "enabled"
+    );
+    assert_eq!(
+        sb.unit_prop("cells-updater-check.timer", "ActiveState"),
+        "active"
+    );
+    // D-Bus activation on the first call.
+    assert_ne!(
+        sb.unit_prop("cells-updater.service", "ActiveState"),
+        "active"
+    );
+    sb.sh("busctl introspect com.pydio.CellsUpdater1 /com/pydio/CellsUpdater1 >/dev/null");
+    assert_eq!(
+        sb.unit_prop("cells-updater.service", "ActiveState"),
+        "active"
+    );
+    assert!(sb.sh("cells-updater status").contains("Daemon version:"));
+    assert_eq!(
+        sb.sh("man -w cells-updater").trim(),
+        "/usr/share/man/man8/cells-updater.8.gz"
+    );
+    assert!(sb
+        .sh("cat /usr/share/dbus-1/interfaces/com.pydio.CellsUpdater1.Manager.xml")
+        .contains("<interface name=\"com.pydio.CellsUpdater1.Manager\">"));
+    // Erase: %preun stops the daemon and the timer; nothing of ours is left running.
+    sb.sh("rpm -e cells-updater");
+    let (running, _, _) = sb.try_sh("pgrep -x cells-updater");
+    assert!(!running, "a daemon is still running after rpm -e");
+    assert!(!sb.path("/usr/bin/cells-updater").exists());
+    assert_ne!(
+        sb.unit_prop("cells-updater-check.timer", "ActiveState"),
+        "active"
+    );
+}

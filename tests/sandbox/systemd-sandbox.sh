@@ -11,7 +11,7 @@
 #
 # Environment knobs (all optional):
 #   SANDBOX_SUITE=bookworm          Debian suite for debootstrap
-#   SANDBOX_PACKAGES=...            --include list (default systemd,systemd-sysv,dbus,libcap2-bin,libpam-systemd,polkitd)
+#   SANDBOX_PACKAGES=...            --include list (default: PKGS below; rpm is there to install our rpm for real)
 #   SANDBOX_MIRROR=URL              default: first URI for SUITE found in /etc/apt/sources.list{,.d/*}
 #   SANDBOX_ROOTFS=PATH             share one cached rootfs between several DIRs (default DIR/rootfs)
 #   SANDBOX_PERSIST=1               boot the rootfs read-write (default: --volatile=overlay, i.e.
@@ -23,7 +23,7 @@
 set -euo pipefail
 
 SUITE=${SANDBOX_SUITE:-bookworm}
-PKGS=${SANDBOX_PACKAGES:-systemd,systemd-sysv,dbus,libcap2-bin,libpam-systemd,polkitd,curl,ca-certificates,man-db}
+PKGS=${SANDBOX_PACKAGES:-systemd,systemd-sysv,dbus,libcap2-bin,libpam-systemd,polkitd,curl,ca-certificates,man-db,rpm}
 BOOT_TIMEOUT=${SANDBOX_BOOT_TIMEOUT:-60}
 STOP_TIMEOUT=${SANDBOX_STOP_TIMEOUT:-20}
 INNER_PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
