@@ -531,39 +531,24 @@ fn positive(v: &str) -> Result<Duration, String> {
 /// Parses a systemd-style duration: `90s`, `5min`, `1h 30min`, `250ms`, or a bare number of
 /// seconds. `"0"` is zero.
 pub fn parse_duration(v: &str) -> Result<Duration, String> {
-    let err = || format!("{v:?} is not a duration (examples: 90s, 5min, 1h, 250ms)");
+    let err = |why: String| {
+        format!("{v:?} is not a duration (examples: 90s, 5min, 1h 30m, 250ms, 3d){why}")
+    };
     let s = v.trim();
-    if s.is_empty() {
-        return Err(err());
+    // A bare number is seconds, as systemd reads it.
+    if !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()) {
+        return s
+            .parse::<u64>()
+            .map(Duration::from_secs)
+            .map_err(|_| err(String::new()));
     }
-    let mut total = Duration::ZERO;
-    let mut rest = s;
-    while !rest.is_empty() {
-        rest = rest.trim_start();
-        let digits = rest
-            .find(|c: char| !c.is_ascii_digit())
-            .unwrap_or(rest.len());
-        if digits == 0 {
-            return Err(err());
-        }
-        let n: u64 = rest[..digits].parse().map_err(|_| err())?;
-        rest = rest[digits..].trim_start();
-        let unit_len = rest
-            .find(|c: char| !c.is_ascii_alphabetic())
-            .unwrap_or(rest.len());
-        let unit = &rest[..unit_len];
-        rest = &rest[unit_len..];
-        let ms: u64 = match unit {
-            "" | "s" | "sec" | "second" | "seconds" => 1000,
-            "ms" | "msec" => 1,
-            "m" | "min" | "minute" | "minutes" => 60_000,
-            "h" | "hr" | "hour" | "hours" => 3_600_000,
-            "d" | "day" | "days" => 86_400_000,
-            _ => return Err(err()),
-        };
-        total += Duration::from_millis(n.checked_mul(ms).ok_or_else(err)?);
-    }
-    Ok(total)
+    // jiff's "friendly" format (also ISO 8601); days count as 24 hours, months and years
+    // have no fixed length and are refused.
+    let span: jiff::Span = s.parse().map_err(|e| err(format!(": {e}")))?;
+    let d = span
+        .to_duration(jiff::SpanRelativeTo::days_are_24_hours())
+        .map_err(|e| err(format!(": {e}")))?;
+    Duration::try_from(d).map_err(|_| err(": it is negative".into()))
 }
 
 #[cfg(test)]
@@ -578,7 +563,9 @@ mod tests {
         assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
         assert_eq!(parse_duration("0"), Ok(Duration::ZERO));
         assert_eq!(parse_duration("12"), Ok(Duration::from_secs(12)));
-        for bad in ["", "s", "5 parsecs", "-1s", "1.5s"] {
+        assert_eq!(parse_duration("3d"), Ok(Duration::from_secs(3 * 86_400)));
+        assert_eq!(parse_duration("1.5s"), Ok(Duration::from_millis(1500)));
+        for bad in ["", "s", "5 parsecs", "-1s", "1mo", "2 years"] {
             assert!(parse_duration(bad).is_err(), "{bad}");
         }
     }

@@ -4,7 +4,7 @@
 use super::{EXIT_FAILED, EXIT_UNREACHABLE};
 use futures_util::StreamExt;
 use std::collections::HashMap;
-use std::io::{IsTerminal, Write};
+use std::io::IsTerminal;
 use std::process::ExitCode;
 use std::time::Duration;
 use zbus::zvariant::{OwnedObjectPath, OwnedValue, Value};
@@ -686,18 +686,30 @@ async fn follow_with(
     }
 }
 
-/// A progress bar on a terminal, plain lines otherwise, JSON lines with `--json`.
+/// A progress bar on a terminal (indicatif), plain lines otherwise, JSON lines with `--json`.
 struct Progress {
     json: bool,
-    tty: bool,
+    bar: Option<indicatif::ProgressBar>,
     last: String,
 }
 
 impl Progress {
     fn new(json: bool) -> Self {
+        let bar = (!json && std::io::stderr().is_terminal()).then(|| {
+            let bar = indicatif::ProgressBar::with_draw_target(
+                Some(100),
+                indicatif::ProgressDrawTarget::stderr(),
+            );
+            if let Ok(style) =
+                indicatif::ProgressStyle::with_template("{prefix} [{bar:25}] {pos:>3}%  {msg}")
+            {
+                bar.set_style(style.progress_chars("#>."));
+            }
+            bar
+        });
         Progress {
             json,
-            tty: !json && std::io::stderr().is_terminal(),
+            bar,
             last: String::new(),
         }
     }
@@ -720,25 +732,23 @@ impl Progress {
             .unwrap_or(0);
         let phase = get_str(p, "Phase");
         let version = get_str(p, "Version");
-        if self.tty {
-            let filled = (percent.min(100) / 4) as usize;
-            eprint!(
-                "\r{} {:<13} [{}{}] {:>3}%  {:.1}/{:.1} MiB ",
-                get_str(p, "Kind"),
-                format!("{version}:"),
-                "#".repeat(filled),
-                ".".repeat(25 - filled),
-                percent,
-                done as f64 / 1048576.0,
-                total as f64 / 1048576.0
-            );
-            let _ = std::io::stderr().flush();
-        } else {
-            // Plain lines: one per phase and per 10 % step.
-            let key = format!("{phase} {}", percent / 10);
-            if key != self.last {
-                eprintln!("{} {version}: {phase} {percent}%", get_str(p, "Kind"));
-                self.last = key;
+        match &self.bar {
+            Some(bar) => {
+                bar.set_prefix(format!("{} {version}:", get_str(p, "Kind")));
+                bar.set_position(u64::from(percent.min(100)));
+                bar.set_message(format!(
+                    "{phase}  {:.1}/{:.1} MiB",
+                    done as f64 / 1048576.0,
+                    total as f64 / 1048576.0
+                ));
+            }
+            None => {
+                // Plain lines: one per phase and per 10 % step.
+                let key = format!("{phase} {}", percent / 10);
+                if key != self.last {
+                    eprintln!("{} {version}: {phase} {percent}%", get_str(p, "Kind"));
+                    self.last = key;
+                }
             }
         }
     }
@@ -750,8 +760,8 @@ impl Progress {
         message: &str,
         path: &OwnedObjectPath,
     ) -> Result<(), Failure> {
-        if self.tty {
-            eprintln!();
+        if let Some(bar) = &self.bar {
+            bar.finish();
         }
         if self.json {
             println!(

@@ -268,8 +268,8 @@ impl Drop for Running {
 /// Identity a forked helper switches to, resolved before fork (lookups are not fork-safe).
 #[derive(Clone, Copy)]
 struct Identity {
-    uid: libc::uid_t,
-    gid: libc::gid_t,
+    uid: u32,
+    gid: u32,
     /// The helper must have no network: a new network namespace.
     no_network: bool,
 }
@@ -338,41 +338,41 @@ fn spawn_child(
 }
 
 /// In the forked child, before exec: only 0-2 survive exec, no new privileges, the lesser
-/// identity, and for the probe no network.
+/// identity, and for the probe no network. nix's wrappers are thin system calls: no
+/// allocation, async-signal-safe.
 fn isolate(id: Identity, root: bool) -> std::io::Result<()> {
-    let check = |r: libc::c_long| {
-        if r == -1 {
-            Err(std::io::Error::last_os_error())
-        } else {
-            Ok(())
-        }
-    };
-    // SAFETY: plain system calls on this (child) process.
-    unsafe {
-        // Every descriptor but 0-2 closes at exec, whatever the daemon had open (received
-        // file descriptors included).
-        check(libc::syscall(
+    use nix::sched::{unshare, CloneFlags};
+    use nix::unistd::{setgroups, setresgid, setresuid, Gid, Uid};
+    // Every descriptor but 0-2 closes at exec, whatever the daemon had open (received file
+    // descriptors included). nix has no close_range wrapper.
+    // SAFETY: a plain system call on this (child) process's descriptor table.
+    let r = unsafe {
+        libc::syscall(
             libc::SYS_close_range,
             3u32,
             u32::MAX,
             libc::CLOSE_RANGE_CLOEXEC,
-        ))?;
-        check(libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0).into())?;
-        check(libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0).into())?;
-        if root {
-            // With CAP_SYS_ADMIN a plain network namespace; otherwise one owned by a new user
-            // namespace after the drop.
-            let netns = id.no_network && libc::unshare(libc::CLONE_NEWNET) == 0;
-            let groups = [id.gid];
-            check(libc::setgroups(1, groups.as_ptr()).into())?;
-            check(libc::setresgid(id.gid, id.gid, id.gid).into())?;
-            check(libc::setresuid(id.uid, id.uid, id.uid).into())?;
-            if id.no_network && !netns {
-                check(libc::unshare(libc::CLONE_NEWUSER | libc::CLONE_NEWNET).into())?;
-            }
-        } else if id.no_network {
-            check(libc::unshare(libc::CLONE_NEWUSER | libc::CLONE_NEWNET).into())?;
+        )
+    };
+    if r == -1 {
+        return Err(std::io::Error::last_os_error());
+    }
+    nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL)?;
+    nix::sys::prctl::set_no_new_privs()?;
+    let isolated_net = CloneFlags::CLONE_NEWUSER | CloneFlags::CLONE_NEWNET;
+    if root {
+        // With CAP_SYS_ADMIN a plain network namespace; otherwise one owned by a new user
+        // namespace after the drop.
+        let netns = id.no_network && unshare(CloneFlags::CLONE_NEWNET).is_ok();
+        let (uid, gid) = (Uid::from_raw(id.uid), Gid::from_raw(id.gid));
+        setgroups(&[gid])?;
+        setresgid(gid, gid, gid)?;
+        setresuid(uid, uid, uid)?;
+        if id.no_network && !netns {
+            unshare(isolated_net)?;
         }
+    } else if id.no_network {
+        unshare(isolated_net)?;
     }
     Ok(())
 }
