@@ -446,6 +446,9 @@ async fn commit(ctx: &Ctx, j: &Journal) -> Result<()> {
             let floor = std::cmp::max(CellsVersion::parse(&s.committed).ok(), Some(to.clone()));
             s.committed = floor.map(|v| v.to_string()).unwrap_or_default();
             s.package_name = j.to_package.clone();
+            // What is now installed (or older) is no longer available.
+            s.available_versions
+                .retain(|v| CellsVersion::parse(v).is_ok_and(|v| v > to));
         })?;
         store.set_journal(None)?;
     }

@@ -218,7 +218,7 @@ pub(in crate::daemon) fn choose<'a>(
             "{v} is offered but not released (its Status is {:?}, not Released); it is never installed",
             a.package.status
         ))),
-        Some(a) if a.reason == "held" => Err(Error::Held(format!(
+        Some(a) if a.reason == "held" => Err(Error::NoSuchVersion(format!(
             "{v} is held: above the pin set with Hold; release the hold, or pass Force"
         ))),
         Some(a) if a.reason == "too-new" => Err(Error::NoSuchVersion(format!(
