@@ -4,7 +4,8 @@
 # a systemd container boots; a fake Cells 4.4.2 serves on :443 as user pydio; a local update
 # server offers releases signed with openssl; cells-updater, installed with dist/install.sh
 # and activated over D-Bus, updates Cells to 4.4.5 keeping cap_net_bind_service, refuses a
-# tampered binary, and rolls back a broken 4.4.6 by itself.
+# tampered binary, and rolls back a broken 4.4.6 by itself. Setup output goes to
+# target/demo/setup.log.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$PWD
@@ -21,14 +22,18 @@ served() { sbx curl -s http://127.0.0.1:443/ || true; }
 caps() { sbx getcap /opt/pydio/bin/cells | awk '{print $2}'; }
 [ "$(id -u)" = 0 ] || { echo "run the demo as root (it boots systemd-nspawn)" >&2; exit 1; }
 
-bold "Installing what the demo needs (packages, cached Debian rootfs)"
-tests/deps.sh
-
-bold "Building cells-updater and the demo's update server"
-cargo build --locked --quiet --bin cells-updater --example update_server
+bold "Setup: packages, a cached Debian rootfs, the build (output in target/demo/setup.log)"
+mkdir -p "$work"
+t0=$(date +%s)
+if ! { tests/deps.sh && cargo build --locked --bin cells-updater --example update_server; } \
+     >"$work/setup.log" 2>&1; then
+  tail -n 30 "$work/setup.log" >&2
+  echo "setup failed; the whole log is $work/setup.log" >&2
+  exit 1
+fi
+echo "ready in $(( $(date +%s) - t0 )) s"
 
 bold "Making Cells releases (fake binaries) and signing them with openssl (RSA-2048, PKCS#1 v1.5)"
-mkdir -p "$work"
 cc -O1 -DFAKE_VERSION='"4.4.2"' -o "$work/cells-4.4.2" tests/support/fake-cells.c
 cc -O1 -DFAKE_VERSION='"4.4.5"' -o "$work/cells-4.4.5" tests/support/fake-cells.c
 # 4.4.6 answers `version` but exits at `start`: a release that does not come up.
@@ -48,11 +53,15 @@ show "systemctl is-system-running; systemd --version | head -1"
 
 bold "Installing cells-updater with dist/install.sh (unit, timer, D-Bus policy and activation, polkit)"
 show "/src/dist/install.sh --binary /src/target/debug/cells-updater --prefix /usr && systemctl daemon-reload && systemctl reload dbus && systemctl enable --now cells-updater-check.timer 2>/dev/null"
-sbx bash -c "install -m 0644 /src/target/demo/pydio.pub.pem /etc/cells-updater/keys.d/pydio.pem"
+# The demo's releases are signed by a local key, as a mirror's would be: trust it beside
+# Pydio's own key (shipped as a vendor key). node_exporter's textfile directory, for metrics.
+sbx bash -c "install -m 0644 /src/target/demo/pydio.pub.pem /etc/cells-updater/keys.d/demo-mirror.pem
+  mkdir -p /var/lib/prometheus/node-exporter"
 
-bold "A Cells 4.4.2 server: user pydio, cells.service without AmbientCapabilities, port 443 through setcap"
+bold "A Cells 4.4.2 server as Pydio's guide sets it up: user pydio owns /opt/pydio, cells.service without AmbientCapabilities, port 443 through setcap"
 sbx bash -c "useradd --system --home-dir /var/cells --create-home pydio; mkdir -p /opt/pydio/bin
   install -m 0755 /src/target/demo/cells-4.4.2 /opt/pydio/bin/cells
+  chown -R pydio:pydio /opt/pydio
   setcap cap_net_bind_service=+ep /opt/pydio/bin/cells
   cat > /etc/systemd/system/cells.service <<'UNIT'
 [Unit]
@@ -71,7 +80,7 @@ TimeoutStopSec=5
 WantedBy=multi-user.target
 UNIT
   systemctl daemon-reload && systemctl enable --now cells.service"
-show "getcap /opt/pydio/bin/cells; sleep 0.3; echo \"cells answers on :443 -> \$(curl -s http://127.0.0.1:443/)\""
+show "getcap /opt/pydio/bin/cells; stat -c '%U:%G %a %n' /opt/pydio /opt/pydio/bin; sleep 0.3; echo \"cells answers on :443 -> \$(curl -s http://127.0.0.1:443/)\""
 
 bold "A local update server offering 4.4.5 (signed above)"
 sbx systemd-run --quiet --unit=demo-update-server /src/target/debug/examples/update_server \
@@ -84,6 +93,9 @@ sleep 0.5
 bold "cells-updater status (the first call activates the daemon over D-Bus)"
 show "systemctl is-active cells-updater.service || true; cells-updater status; systemctl show -p StatusText --value cells-updater.service"
 
+bold "cells-updater doctor: is this host ready? (one line per check, with the fix)"
+show "cells-updater doctor"
+
 bold "cells-updater check, as the Cells user pydio (allowed: it is cells.service's User=)"
 show "runuser -u pydio -- cells-updater check"
 
@@ -91,12 +103,17 @@ bold "A tampered binary offered by file descriptor is refused"
 sbx bash -c "cp /src/target/demo/cells-4.4.5 /tmp/tampered && printf X | dd of=/tmp/tampered bs=1 seek=4000 conv=notrunc 2>/dev/null"
 show "cells-updater stage --file /tmp/tampered --version 4.4.5 --checksum $(sum "$work/cells-4.4.5") --signature $(sig "$work/cells-4.4.5") || echo \"(exit status \$?)\""
 
+bold "An admin holds updates (a change freeze): an explicit update needs --force"
+show "cells-updater hold --reason 'change freeze until Monday'; runuser -u pydio -- cells-updater update 4.4.5 || echo \"(exit status \$?)\""
+show "cells-updater unhold"
+
 bold "cells-updater update, as pydio: download, verify, probe, swap, setcap, restart, health-check"
 show "runuser -u pydio -- cells-updater update 4.4.5"
 show "echo \"cells answers on :443 -> \$(curl -s http://127.0.0.1:443/)\"; getcap /opt/pydio/bin/cells; stat -c '%U:%G %a %n' /opt/pydio/bin/cells"
 expect "version served on :443" 4.4.5 "$(served)"
 expect "file capability" cap_net_bind_service=ep "$(caps)"
 expect "owner and mode" "root:root 755" "$(sbx stat -c '%U:%G %a' /opt/pydio/bin/cells)"
+expect "binary directory adopted: pydio can no longer replace its binary" "root:root 755" "$(sbx stat -c '%U:%G %a' /opt/pydio/bin)"
 show "cells-updater status"
 
 bold "A broken 4.4.6 (exits at start) is published; the update rolls itself back"
@@ -112,7 +129,12 @@ expect "file capability after the rollback" cap_net_bind_service=ep "$(caps)"
 show "cells-updater check"
 show "cells-updater status"
 
+bold "Metrics for node_exporter's textfile collector (checked with promtool)"
+show "cat /var/lib/prometheus/node-exporter/cells-updater.prom"
+sbx cat /var/lib/prometheus/node-exporter/cells-updater.prom | promtool check metrics \
+  && echo "  [ok] promtool check metrics: no problem found"
+
 bold "The journal (structured fields: JOB_ID, VERSION)"
 show "journalctl -u cells-updater.service --no-pager -o cat | tail -n 14"
 
-bold "Done: 4.4.2 -> 4.4.5 with its capability kept, a tampered binary refused, a broken 4.4.6 rolled back."
+bold "Done: 4.4.2 -> 4.4.5 with its capability kept, a tampered binary refused, a hold honoured, a broken 4.4.6 rolled back."

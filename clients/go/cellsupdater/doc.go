@@ -11,7 +11,7 @@
 //	if err != nil { return err }
 //	defer c.Close()
 //	releases, err := c.Check(ctx, nil)
-//	job, err := c.Update(ctx, "4.4.5")
+//	job, err := c.Update(ctx, "4.4.5", nil)
 //	res, err := job.Follow(ctx, func(p cellsupdater.Progress) { log.Printf("%s %d%%", p.Phase, p.Percent) })
 //	if errors.Is(err, cellsupdater.ErrUnitFailed) { /* rolled back; the release is marked bad */ }
 //
