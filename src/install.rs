@@ -109,9 +109,17 @@ pub fn inspect(f: &File, what: &str) -> Result<OnDisk> {
 /// Opens `name` in `dir` (a regular file, never through a link) and inspects it.
 pub fn open_and_inspect(dir: &Dir, name: &str) -> Result<(File, OnDisk)> {
     let what = dir.path().join(name).display().to_string();
-    let opened = dir
-        .open_file(name)
-        .map_err(|e| swap_err(&e, &format!("cannot open {what}")))?;
+    let opened = dir.open_file(name).map_err(|e| {
+        if e.kind() == std::io::ErrorKind::InvalidInput {
+            // A link or a special file where the binary should be (I9).
+            Error::UnsafePath(format!(
+                "{e}; cells-updater never acts through a link: put the Cells binary itself \
+                 at {what}; the installed binary was left as it was"
+            ))
+        } else {
+            swap_err(&e, &format!("cannot open {what}"))
+        }
+    })?;
     let on_disk = inspect(&opened.file, &what)?;
     Ok((opened.file, on_disk))
 }

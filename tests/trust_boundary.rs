@@ -320,11 +320,19 @@ fn symlink_race_on_the_binary_leaks_nothing_and_moves_no_capability() {
             "200 swaps",
             "test \"$(cat /tmp/race-count 2>/dev/null || echo 0)\" -ge 200",
         );
-        // The Cells user asks, a few times if it must: an attempt that meets the link fails.
-        for _ in 0..5 {
-            let _ = sb.try_sh(&format!(
+        // The Cells user asks, as often as it must: an attempt that meets the link is refused
+        // as UnsafePath, with nothing changed; one that does not adopts the directory.
+        let mut attempts = Vec::new();
+        for _ in 0..40 {
+            let (ok, out, err) = sb.try_sh(&format!(
                 "runuser -u pydio -- timeout 120 cells-updater {what}"
             ));
+            let text = format!("{out}{err}");
+            assert!(
+                ok || text.contains("Error.UnsafePath"),
+                "{what} under the race failed otherwise: {text}"
+            );
+            attempts.push(text);
             if sb.sh("stat -c %U /opt/pydio/bin").trim() == "root" {
                 break;
             }
@@ -336,6 +344,7 @@ fn symlink_race_on_the_binary_leaks_nothing_and_moves_no_capability() {
             &format!("! systemctl is-active -q race-{round}.service"),
         );
         let swaps: u64 = sb.sh("cat /tmp/race-count").trim().parse().unwrap();
+        eprintln!("{what}: {swaps} swaps, {} attempt(s): {attempts:#?}", attempts.len());
         // Put the binary back if the race left the link in its place (root can: the
         // directory is root's now), and drop the link.
         sb.sh(

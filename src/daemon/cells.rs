@@ -104,10 +104,19 @@ impl Daemon {
         tokio::task::spawn_blocking(move || {
             let dir = install::open_binary_dir(&binary, cells_uid, false)?;
             dir.dir.open_file(&dir.name).map(|o| o.file).map_err(|e| {
-                Error::UnitFailed(format!(
-                    "cannot open the Cells binary {}: {e}",
-                    binary.display()
-                ))
+                if e.kind() == std::io::ErrorKind::InvalidInput {
+                    // A link or a special file where the unit's binary should be (I9).
+                    Error::UnsafePath(format!(
+                        "{e}; cells-updater reads the Cells binary only as a regular file, \
+                         never through a link: put the binary itself at {}",
+                        binary.display()
+                    ))
+                } else {
+                    Error::UnitFailed(format!(
+                        "cannot open the Cells binary {}: {e}",
+                        binary.display()
+                    ))
+                }
             })
         })
         .await
