@@ -92,6 +92,7 @@ pub async fn timer_facts(conn: &zbus::Connection, timer: &str) -> Result<TimerFa
     let u = timed(
         "unit",
         UnitProxy::builder(conn)
+            .cache_properties(zbus::proxy::CacheProperties::No)
             .path(path.clone())
             .map_err(bad_path)?
             .build(),
@@ -107,6 +108,7 @@ pub async fn timer_facts(conn: &zbus::Connection, timer: &str) -> Result<TimerFa
     let t = timed(
         "timer",
         TimerProxy::builder(conn)
+            .cache_properties(zbus::proxy::CacheProperties::No)
             .path(path)
             .map_err(bad_path)?
             .build(),
@@ -202,6 +204,7 @@ pub async fn unit_facts(conn: &zbus::Connection, unit: &str) -> Result<UnitFacts
     let u = timed(
         "unit",
         UnitProxy::builder(conn)
+            .cache_properties(zbus::proxy::CacheProperties::No)
             .path(path.clone())
             .map_err(bad_path)?
             .build(),
@@ -210,6 +213,7 @@ pub async fn unit_facts(conn: &zbus::Connection, unit: &str) -> Result<UnitFacts
     let s = timed(
         "service",
         ServiceProxy::builder(conn)
+            .cache_properties(zbus::proxy::CacheProperties::No)
             .path(path)
             .map_err(bad_path)?
             .build(),
@@ -558,21 +562,36 @@ pub fn dropin_path(unit: &str) -> PathBuf {
     ))
 }
 
-/// Quotes one ExecStart word the way systemd parses it.
+/// Quotes one ExecStart word the way systemd parses it: specifiers (`%`) and variables
+/// (`$`) doubled, and in double quotes, backslash, quote and control characters C-escaped,
+/// so the word can neither split, expand nor end the line.
 fn quote_word(w: &str) -> String {
-    let escaped = w
-        .replace('\\', "\\\\")
-        .replace('"', "\\\"")
-        .replace('%', "%%")
-        .replace('$', "$$");
     if !w.is_empty()
         && w.chars()
-            .all(|c| c.is_ascii_alphanumeric() || "/._-=:,+@%$".contains(c))
+            .all(|c| c.is_ascii_alphanumeric() || "/._-=:,+@".contains(c))
     {
-        escaped
-    } else {
-        format!("\"{escaped}\"")
+        return w.to_string();
     }
+    let mut out = String::from("\"");
+    for c in w.chars() {
+        match c {
+            '\\' => out.push_str("\\\\"),
+            '"' => out.push_str("\\\""),
+            '%' => out.push_str("%%"),
+            '$' => out.push_str("$$"),
+            '\n' => out.push_str("\\n"),
+            '\t' => out.push_str("\\t"),
+            c if c.is_control() => {
+                let mut buf = [0u8; 4];
+                for b in c.encode_utf8(&mut buf).bytes() {
+                    out.push_str(&format!("\\x{b:02x}"));
+                }
+            }
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
 }
 
 /// The drop-in that points `unit` at `binary`, keeping the original arguments; with
@@ -582,15 +601,37 @@ pub fn render_dropin(
     binary: &Path,
     args: &[String],
     assert_executable: bool,
-) -> String {
+) -> Result<String> {
+    let path = binary.display().to_string();
+    if !binary.is_absolute()
+        || path.contains('\0')
+        || args.iter().any(|a| a.contains('\0'))
+        || unit.chars().any(|c| c.is_control())
+    {
+        return Err(Error::SwapFailed(format!(
+            "cannot point {} at {:?}: a unit's command line holds no NUL and starts with an \
+             absolute path",
+            crate::text::one_line(unit, 80),
+            crate::text::one_line(&path, 200)
+        )));
+    }
     let mut out = format!(
         "# Managed by cells-updater: it points {unit} at the Cells binary it installed.\n\
          # cells-updater rewrites or removes this file; do not edit it.\n"
     );
     if assert_executable {
+        // A condition's value is a plain path (specifiers expanded, no quoting), so it must
+        // hold nothing a unit file reads otherwise: no control character, no backslash (a
+        // line continuation at the end), no whitespace at the ends (trimmed).
+        if path.chars().any(|c| c.is_control() || c == '\\') || path.trim() != path {
+            return Err(Error::SwapFailed(format!(
+                "cannot write AssertFileIsExecutable= for {:?}: rename the binary's directory",
+                crate::text::one_line(&path, 200)
+            )));
+        }
         out.push_str(&format!(
             "\n[Unit]\nAssertFileIsExecutable=\nAssertFileIsExecutable={}\n",
-            quote_word(&binary.display().to_string())
+            path.replace('%', "%%")
         ));
     }
     let mut line = quote_word(&binary.display().to_string());
@@ -599,7 +640,7 @@ pub fn render_dropin(
         line.push_str(&quote_word(a));
     }
     out.push_str(&format!("\n[Service]\nExecStart=\nExecStart={line}\n"));
-    out
+    Ok(out)
 }
 
 #[cfg(test)]
@@ -614,7 +655,8 @@ mod tests {
             Path::new("/opt/pydio/bin/cells-enterprise"),
             &["start".to_string()],
             true,
-        );
+        )
+        .unwrap();
         assert_eq!(got, include_str!("../tests/golden/50-cells-updater.conf"));
     }
 
@@ -623,13 +665,23 @@ mod tests {
         let got = render_dropin(
             "cells.service",
             Path::new("/opt/my cells/cells"),
-            &["--log=%h".into(), "a$b".into(), "".into()],
+            &[
+                "--log=%h".into(),
+                "a$b".into(),
+                "".into(),
+                "two\nlines\u{7f}".into(),
+            ],
             false,
-        );
+        )
+        .unwrap();
         assert!(
-            got.ends_with("ExecStart=\"/opt/my cells/cells\" --log=%%h a$$b \"\"\n"),
+            got.ends_with(
+                "ExecStart=\"/opt/my cells/cells\" \"--log=%%h\" \"a$$b\" \"\" \"two\\nlines\\x7f\"\n"
+            ),
             "{got}"
         );
         assert!(!got.contains("[Unit]"));
+        assert!(render_dropin("cells.service", Path::new("/x\0"), &[], false).is_err());
+        assert!(render_dropin("cells.service", Path::new("rel"), &[], false).is_err());
     }
 }

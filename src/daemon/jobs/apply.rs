@@ -130,7 +130,7 @@ impl Daemon {
         &self,
         target: &Path,
         current: Option<String>,
-    ) -> Option<String> {
+    ) -> Result<Option<String>> {
         let facts = self.unit_facts().await;
         let unit_target =
             PathBuf::from("/").join(target.strip_prefix(&self.cfg.root).unwrap_or(target));
@@ -143,16 +143,17 @@ impl Daemon {
                 if !names_other {
                     // ExecStart already names it: through our drop-in (keep it) or the unit
                     // file itself (then no drop-in is needed).
-                    return current;
+                    return Ok(current);
                 }
-                Some(systemd::render_dropin(
+                systemd::render_dropin(
                     &self.cfg.unit,
                     &unit_target,
                     &f.exec_args,
                     !f.assert_executable.is_empty(),
-                ))
+                )
+                .map(Some)
             }
-            None => current,
+            None => Ok(current),
         }
     }
 
@@ -255,7 +256,7 @@ pub(in crate::daemon) async fn run(ctx: &Ctx, opts: &Options) -> Result<String> 
         None => old_binary.clone(),
     };
     let dropin_before = d.read_dropin();
-    let dropin_after = d.dropin_for(&target, dropin_before.clone()).await;
+    let dropin_after = d.dropin_for(&target, dropin_before.clone()).await?;
     ctx.job.cancel.check()?;
     // The point of no return: from here on Cancel is refused and the job finishes or undoes.
     ctx.job.cancel.commit()?;
@@ -381,7 +382,7 @@ pub(in crate::daemon) async fn record_adoption(d: &Daemon, bin: &BinaryDir) -> R
         .map(|p| p.display().to_string())
         .collect();
     let msg = format!(
-        " {} now belong{} to root (they belonged to the Cells user): Cells can no longer \
+        ". {} now belong{} to root (they belonged to the Cells user): Cells can no longer \
          overwrite its own binary, which is the point of cells-updater.",
         list.join(" and "),
         if list.len() == 1 { "s" } else { "" }

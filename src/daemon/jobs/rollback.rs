@@ -47,7 +47,7 @@ pub(in crate::daemon) async fn run(ctx: &Ctx) -> Result<String> {
     let dropin_after = if target == current {
         dropin_now.clone()
     } else {
-        d.dropin_for(&target, dropin_now.clone()).await
+        d.dropin_for(&target, dropin_now.clone()).await?
     };
     ctx.job.update(|j| j.version = backup.version.clone()).await;
     ctx.job.cancel.check()?;
@@ -65,7 +65,17 @@ pub(in crate::daemon) async fn run(ctx: &Ctx) -> Result<String> {
     let mut j = Journal {
         kind: JournalKind::Rollback,
         step: Step::Swapping,
-        from_version: installed.version.clone(),
+        // When the probe could not tell (a binary that does not start), the version the
+        // daemon recorded for this very file.
+        from_version: if installed.version.is_empty() {
+            doc.installed
+                .as_ref()
+                .filter(|r| r.sha256 == trust::encode_checksum(&now.sha256))
+                .map(|r| r.version.clone())
+                .unwrap_or_default()
+        } else {
+            installed.version.clone()
+        },
         from_package,
         to_version: backup.version.clone(),
         to_package: if backup.package.is_empty() {
@@ -145,9 +155,14 @@ pub(in crate::daemon) async fn finish(ctx: &Ctx, j: &mut Journal) -> Result<Stri
     match result {
         Ok(()) => {
             ctx.rest().await?;
+            let from = if j.from_version.is_empty() {
+                "a version its binary did not report"
+            } else {
+                &j.from_version
+            };
             Ok(format!(
-                "rolled back to {} (from {}); Cells may have migrated data while {} ran",
-                j.to_version, j.from_version, j.from_version
+                "rolled back to {} (from {from}); Cells may have migrated data while {from} ran",
+                j.to_version
             ))
         }
         Err(e) => Err(Error::RollbackFailed(format!(
