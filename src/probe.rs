@@ -59,7 +59,12 @@ pub fn check_elf(file: &File) -> Result<()> {
     let n = file
         .read_at(&mut h, 0)
         .map_err(|e| Error::WrongArchitecture(format!("cannot read the binary's header: {e}")))?;
-    if n < h.len() || h[..4] != *b"\x7fELF" {
+    check_elf_header(&h[..n])
+}
+
+/// The check of [`check_elf`] on the first bytes of a file (20 are enough).
+pub fn check_elf_header(h: &[u8]) -> Result<()> {
+    if h.len() < 20 || h[..4] != *b"\x7fELF" {
         return Err(Error::WrongArchitecture(
             "the file is not an ELF executable, so it cannot be a Cells binary for Linux; \
              check the release you asked for"

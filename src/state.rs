@@ -240,6 +240,82 @@ pub struct Journal {
     pub restart: bool,
 }
 
+impl Journal {
+    /// Checks a journal read back from disk before recovery acts on it: versions and
+    /// packages that parse, absolute paths in one directory, hashes and capabilities that
+    /// decode. A damaged journal is a clear error, never a recovery guessed from nonsense.
+    pub fn check(&self) -> Result<()> {
+        let bad = |what: String| {
+            Err(Error::InvalidArgument(format!(
+                "the apply journal is damaged ({what}); nothing was changed. Move \
+                 /var/lib/cells-updater/journal.json away after checking the Cells binary by hand"
+            )))
+        };
+        for v in [&self.from_version, &self.to_version] {
+            if crate::version::CellsVersion::parse(v).is_err() {
+                return bad(format!("version {:?}", crate::text::one_line(v, 40)));
+            }
+        }
+        for p in [&self.from_package, &self.to_package] {
+            if !matches!(p.as_str(), "PydioHome" | "PydioEnterprise") {
+                return bad(format!("package {:?}", crate::text::one_line(p, 40)));
+            }
+        }
+        let (old, target) = (
+            std::path::Path::new(&self.old_binary),
+            std::path::Path::new(&self.target),
+        );
+        for p in [old, target] {
+            let plain = p.components().all(|c| {
+                matches!(
+                    c,
+                    std::path::Component::RootDir | std::path::Component::Normal(_)
+                )
+            });
+            if !p.is_absolute()
+                || !plain
+                || p.file_name().is_none()
+                || p.as_os_str().as_encoded_bytes().contains(&0)
+            {
+                return bad(format!(
+                    "path {:?}",
+                    crate::text::one_line(&p.display().to_string(), 80)
+                ));
+            }
+        }
+        if old.parent() != target.parent() {
+            return bad("the old and new binaries are not in one directory".into());
+        }
+        for h in [&self.old_sha256, &self.new_sha256] {
+            if !h.is_empty() && crate::trust::decode_checksum(h).is_err() {
+                return bad(format!("hash {:?}", crate::text::one_line(h, 60)));
+            }
+        }
+        for c in [&self.old_caps, &self.new_caps] {
+            let decoded = crate::trust::decode_b64("caps", c)
+                .ok()
+                .and_then(|b| crate::fcaps::FileCaps::decode(&b).ok());
+            if !c.is_empty() && decoded.is_none() {
+                return bad(format!("capabilities {:?}", crate::text::one_line(c, 60)));
+            }
+        }
+        for d in [&self.dropin_before, &self.dropin_after]
+            .into_iter()
+            .flatten()
+        {
+            if d.contains('\0') || d.len() > 64 * 1024 {
+                return bad("a drop-in that is not a unit file".into());
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Parses a persisted document (`state.json`, `journal.json`) from its bytes.
+pub fn parse_doc<T: for<'de> Deserialize<'de>>(bytes: &[u8]) -> std::result::Result<T, String> {
+    serde_json::from_slice(bytes).map_err(|e| e.to_string())
+}
+
 /// The persisted state machine and journal, bound to the state directory.
 #[derive(Debug)]
 pub struct StateStore {
@@ -258,7 +334,7 @@ fn damaged(name: &str, dir: &Dir, e: impl std::fmt::Display) -> Error {
 fn read_doc<T: for<'de> Deserialize<'de>>(dir: &Dir, name: &str) -> Result<Option<T>> {
     match dir.read(name, MAX_DOC) {
         Ok(None) => Ok(None),
-        Ok(Some(bytes)) => serde_json::from_slice(&bytes)
+        Ok(Some(bytes)) => parse_doc(&bytes)
             .map(Some)
             .map_err(|e| damaged(name, dir, e)),
         Err(e) => Err(damaged(name, dir, e)),

@@ -17,8 +17,11 @@ impl CellsVersion {
     pub fn parse(s: &str) -> Result<Self> {
         let body = s.strip_prefix('v').unwrap_or(s);
         semver::Version::parse(body).map(CellsVersion).map_err(|_| {
+            // Quoted with escapes (control characters stay inert, I10), at most 80 characters.
+            let shown: String = s.chars().take(80).collect();
+            let more = if shown.len() < s.len() { "…" } else { "" };
             Error::InvalidArgument(format!(
-                "{s:?} is not a Cells version; expected a version such as \"4.4.5\" or \"v4.4.5-rc1\""
+                "{shown:?}{more} is not a Cells version; expected a version such as \"4.4.5\" or \"v4.4.5-rc1\""
             ))
         })
     }
@@ -63,8 +66,36 @@ impl Ord for CellsVersion {
     fn cmp(&self, other: &Self) -> Ordering {
         (self.0.major, self.0.minor, self.0.patch)
             .cmp(&(other.0.major, other.0.minor, other.0.patch))
-            .then_with(|| self.0.pre.cmp(&other.0.pre))
+            .then_with(|| match (self.0.pre.is_empty(), other.0.pre.is_empty()) {
+                (true, true) => Ordering::Equal,
+                (true, false) => Ordering::Greater,
+                (false, true) => Ordering::Less,
+                (false, false) => compare_pre(self.0.pre.as_str(), other.0.pre.as_str()),
+            })
     }
+}
+
+/// Pre-releases in go-version's order (what Cells uses): dot-separated parts compared in
+/// turn; a part that parses as an int64 is numeric and sorts before any other, numeric parts
+/// by value, others as strings. Two points where go-version is not a total order are settled
+/// the semver way so that this one is: when one pre-release is a prefix of the other, the
+/// shorter sorts first (go-version puts `alpha` after `alpha.beta` but before `alpha.1`,
+/// and `alpha.beta` before `alpha.1`: a cycle); and numeric parts of equal value but other
+/// spelling (`-01`, `-1`) compare as strings (go-version says each is less than the other).
+fn compare_pre(a: &str, b: &str) -> Ordering {
+    let (pa, pb): (Vec<&str>, Vec<&str>) = (a.split('.').collect(), b.split('.').collect());
+    for (x, y) in pa.iter().zip(pb.iter()) {
+        let ord = match (x.parse::<i64>(), y.parse::<i64>()) {
+            (Ok(i), Ok(j)) => i.cmp(&j).then_with(|| x.cmp(y)),
+            (Ok(_), Err(_)) => Ordering::Less,
+            (Err(_), Ok(_)) => Ordering::Greater,
+            (Err(_), Err(_)) => x.cmp(y),
+        };
+        if ord != Ordering::Equal {
+            return ord;
+        }
+    }
+    pa.len().cmp(&pb.len())
 }
 
 /// What a candidate must beat: the installed version and the highest version ever committed
@@ -140,6 +171,21 @@ mod tests {
         assert!(v("4.4.3-rc1") < v("4.4.3"));
         assert!(v("4.4.3") < v("4.4.10"));
         assert!(v("4.4.3-rc2") > v("4.4.3-rc1"));
+        // go-version's order: numeric parts (int64, sign included) before others.
+        assert!(v("4.4.3-rc.-5") < v("4.4.3-rc.3"));
+        assert!(v("4.4.3-rc.10") > v("4.4.3-rc.9"));
+        assert!(
+            v("4.4.3-rc.99999999999999999999") < v("4.4.3-rc.x"),
+            "no int64: compared as a string"
+        );
+        assert!(
+            v("4.4.3-rc.99999999999999999999") > v("4.4.3-rc.5"),
+            "a string after a number"
+        );
+        assert!(
+            v("4.4.3-alpha") < v("4.4.3-alpha.beta"),
+            "a prefix sorts first"
+        );
         assert!(v("4.10.0") > v("4.9.9"));
         assert_eq!(v("v4.4.3"), v("4.4.3"));
         assert_eq!(v("4.4.3+build7"), v("4.4.3"));

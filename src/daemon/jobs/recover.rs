@@ -81,6 +81,7 @@ pub(in crate::daemon) async fn run(ctx: &Ctx) -> Result<String> {
     };
     // Recovery finishes what it starts: it cannot be cancelled.
     ctx.job.cancel.commit()?;
+    j.check()?;
     log::info(
         &format!(
             "recovering an interrupted {:?} of {} (step {:?})",
