@@ -9,6 +9,7 @@
 //! - [`dirfd`]: file work as root through directory descriptors, never following links (I9).
 //! - [`error`]: typed errors, one per D-Bus error name of the contract.
 //! - [`failpoint`]: named crash points for the recovery tests (cargo feature `failpoints`).
+//! - `fuzzing`: fuzz targets and the drop-in oracle (cargo feature `fuzzing`, tests only).
 //! - [`fcaps`]: file capabilities (the `security.capability` xattr), set and read through an fd.
 //! - [`helper`]: helper processes with lesser rights (probe, network, the Cells user's files).
 //! - [`host`]: the Cells user, binary and working directory, from the config and the unit.
@@ -37,6 +38,8 @@ pub mod doctor;
 pub mod error;
 pub mod failpoint;
 pub mod fcaps;
+#[cfg(feature = "fuzzing")]
+pub mod fuzzing;
 pub mod helper;
 pub mod host;
 pub mod install;

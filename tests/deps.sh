@@ -7,14 +7,15 @@ cd "$(dirname "$0")/.."
 
 # A C compiler for the fake Cells (and for ring), the openssl CLI that signs fixtures,
 # mount/umount and setpriv (util-linux), a private dbus-daemon (dbus), the independent D-Bus
-# clients busctl (systemd) and gdbus (libglib2.0-bin), getcap/setcap (libcap2-bin), systemd-nspawn (systemd-container) and
-# debootstrap; for the packages: lintian, rpm (its query tool), binutils (strip), dpkg-dev
-# (dpkg-shlibdeps for cargo-deb); the Go toolchain and godbus for the Go client's test;
-# promtool (prometheus) to check the metrics file. No recommends: with them,
+# clients busctl (systemd) and gdbus (libglib2.0-bin), getcap/setcap (libcap2-bin),
+# systemd-nspawn (systemd-container) and debootstrap; for the packages: lintian, rpm (its
+# query tool), binutils (strip), dpkg-dev (dpkg-shlibdeps for cargo-deb); the Go toolchain
+# and godbus for the Go client's test; promtool (prometheus) to check the metrics file;
+# hashicorp/go-version to check the version order. No recommends: with them,
 # libnss-mymachines would rewrite nsswitch.conf.
 pkgs=(gcc libc6-dev openssl util-linux ca-certificates dbus libglib2.0-bin systemd libcap2-bin
       systemd-container debootstrap lintian rpm binutils dpkg-dev golang-go golang-dbus-dev
-      prometheus)
+      prometheus golang-github-hashicorp-go-version-dev)
 missing=()
 for p in "${pkgs[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
 if [ ${#missing[@]} -gt 0 ]; then
