@@ -813,7 +813,7 @@ fn hash_prefix(file: &mut File, hasher: &mut Sha256, len: u64) -> std::io::Resul
 }
 
 fn copy_file_into(
-    mut file: File,
+    file: File,
     work: &Dir,
     max: u64,
     expected: u64,
@@ -825,7 +825,8 @@ fn copy_file_into(
     let mut buf = vec![0u8; CHUNK];
     loop {
         cancel.check()?;
-        let n = match file.read(&mut buf) {
+        // From the start, whatever the caller left the descriptor's offset at.
+        let n = match std::os::unix::fs::FileExt::read_at(&file, &mut buf, sink.written) {
             Ok(0) => break,
             Ok(n) => n,
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,

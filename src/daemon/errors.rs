@@ -18,13 +18,29 @@ macro_rules! bus_errors {
         impl From<Error> for BusError {
             fn from(e: Error) -> Self {
                 match e {
-                    $(Error::$name(m) => BusError::$name(m),)*
+                    $(Error::$name(m) => BusError::$name(bounded(m)),)*
                 }
             }
         }
     };
 }
 crate::for_each_error!(bus_errors);
+
+/// Longest error message sent: a message quotes what it refuses, and a caller's 1 MiB
+/// string is not sent back to it (nor to the journal).
+pub const MAX_MESSAGE: usize = 2048;
+
+fn bounded(mut m: String) -> String {
+    if m.len() > MAX_MESSAGE {
+        let mut cut = MAX_MESSAGE;
+        while !m.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        m.truncate(cut);
+        m.push('…');
+    }
+    m
+}
 
 #[cfg(test)]
 mod tests {
@@ -38,5 +54,7 @@ mod tests {
             let want = e.dbus_name();
             assert_eq!(BusError::from(e).name().as_str(), want);
         }
+        let long = BusError::from(Error::InvalidArgument("é".repeat(5000)));
+        assert!(matches!(long, BusError::InvalidArgument(m) if m.len() <= MAX_MESSAGE + 3));
     }
 }

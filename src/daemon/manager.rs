@@ -58,10 +58,45 @@ fn dict_bool(d: &Dict, key: &str) -> Result<Option<bool>> {
     }
 }
 
+/// Refuses at once what a `StageFromFd` descriptor cannot be: anything but a regular file
+/// (a directory, socket, pipe, FIFO or device, which could also never end), one not open for
+/// reading, an empty one, or one larger than `[server] max_binary_size`.
+fn check_offered_fd(fd: &std::os::fd::OwnedFd, max: u64) -> Result<()> {
+    use nix::fcntl::{fcntl, FcntlArg, OFlag};
+    let bad = |why: String| Err(Error::InvalidArgument(why));
+    let st = nix::sys::stat::fstat(fd)
+        .map_err(|e| Error::InvalidArgument(format!("cannot inspect the file descriptor: {e}")))?;
+    let kind =
+        nix::sys::stat::SFlag::from_bits_truncate(st.st_mode) & nix::sys::stat::SFlag::S_IFMT;
+    if kind != nix::sys::stat::SFlag::S_IFREG {
+        return bad(
+            "the file descriptor is not a regular file (a directory, socket, pipe, FIFO or \
+             device); send the binary itself"
+                .into(),
+        );
+    }
+    let flags = fcntl(fd, FcntlArg::F_GETFL)
+        .map_err(|e| Error::InvalidArgument(format!("cannot inspect the file descriptor: {e}")))?;
+    if OFlag::from_bits_truncate(flags) & OFlag::O_ACCMODE == OFlag::O_WRONLY {
+        return bad("the file descriptor is not open for reading".into());
+    }
+    if st.st_size <= 0 {
+        return bad("the offered file is empty".into());
+    }
+    if st.st_size as u64 > max {
+        return bad(format!(
+            "the offered file has {} bytes, more than [server] max_binary_size ({max} bytes)",
+            st.st_size
+        ));
+    }
+    Ok(())
+}
+
 fn only_keys(d: &Dict, allowed: &[&str]) -> Result<()> {
     match d.keys().find(|k| !allowed.contains(&k.as_str())) {
         Some(k) => Err(Error::InvalidArgument(format!(
-            "unknown option {k:?}; this method accepts {}",
+            "unknown option {:?}; this method accepts {}",
+            crate::text::one_line(k, 80),
             if allowed.is_empty() {
                 "no options".to_string()
             } else {
@@ -354,6 +389,7 @@ impl ManagerIface {
         CellsVersion::parse(&meta.version)?;
         crate::trust::decode_checksum(&meta.checksum)?;
         crate::trust::decode_b64("Signature", &meta.signature)?;
+        check_offered_fd(&binary, s.cfg.max_binary_size)?;
         let file = std::fs::File::from(binary);
         let label = meta.version.clone();
         Ok(s.launch(

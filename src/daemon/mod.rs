@@ -82,6 +82,8 @@ pub struct Daemon {
     effective: StdMutex<Option<crate::settings::Effective>>,
     /// The metrics last written.
     metrics_written: Mutex<Option<String>>,
+    /// The Cells user's uid as authorization last learnt it, and when.
+    cells_uid_seen: StdMutex<Option<(Option<u32>, Instant)>>,
 }
 
 impl Daemon {
@@ -115,6 +117,22 @@ impl Daemon {
             .clone()
     }
 
+    /// The Cells user's uid for authorization, asked of systemd at most every 2 s: a burst of
+    /// calls does not become a burst of calls to systemd.
+    async fn cells_uid_recent(&self) -> Option<u32> {
+        let seen = self.cells_uid_seen.lock().ok().and_then(|s| *s);
+        if let Some((uid, at)) = seen {
+            if at.elapsed() < Duration::from_secs(2) {
+                return uid;
+            }
+        }
+        let uid = self.cells_uid().await;
+        if let Ok(mut s) = self.cells_uid_seen.lock() {
+            *s = Some((uid, Instant::now()));
+        }
+        uid
+    }
+
     /// Authorizes the sender of the message with header `hdr` for `action`. Callers that need
     /// polkit have a bounded number of calls in flight; only authorized calls keep the daemon
     /// from idling out.
@@ -125,7 +143,7 @@ impl Daemon {
             .ok_or_else(|| Error::NotAuthorized("the call has no sender".into()))?;
         let conn = self.conn()?;
         let uid = auth::caller_uid(conn, &sender).await?;
-        let cells_uid = self.cells_uid().await;
+        let cells_uid = self.cells_uid_recent().await;
         let _counted = if uid == 0 || cells_uid == Some(uid) {
             None
         } else {
@@ -485,6 +503,7 @@ pub async fn run(cfg: Config, bus: Bus) -> anyhow::Result<()> {
         schedule,
         effective: StdMutex::new(None),
         metrics_written: Mutex::new(None),
+        cells_uid_seen: StdMutex::new(None),
     });
     let _ = daemon.conn.set(conn.clone());
     conn.object_server()
