@@ -425,7 +425,7 @@ impl Host {
                 "",
             )
         });
-        match crate::install::open_and_inspect(&dir.dir, &dir.name) {
+        match crate::install::open_and_inspect(&dir.dir, &dir.name, self.cfg.max_binary_size) {
             Ok((file, on_disk)) => {
                 out.push(finding(
                     "binary",

@@ -38,6 +38,22 @@ impl FileCaps {
         }
     }
 
+    /// What of these capabilities cells-updater carries from one binary to the next:
+    /// `cap_net_bind_service` only (what Pydio's guide sets), as a v2 attribute; `None` when
+    /// that leaves nothing. A capability the old file carries for any other reason (set by
+    /// hand, or reported by a filesystem its owner controls) never moves to a root-owned
+    /// binary.
+    pub fn preservable(&self) -> Option<FileCaps> {
+        let keep = 1u64 << CAP_NET_BIND_SERVICE;
+        let c = FileCaps {
+            permitted: self.permitted & keep,
+            inheritable: self.inheritable & keep,
+            effective: self.effective,
+            rootid: None,
+        };
+        (!c.is_empty()).then_some(c)
+    }
+
     /// True when nothing is set.
     pub fn is_empty(&self) -> bool {
         self.permitted == 0 && self.inheritable == 0
@@ -270,6 +286,23 @@ mod tests {
         assert_eq!(&b[..4], &[0x01, 0, 0, 0x02]);
         assert_eq!(FileCaps::decode(&b).unwrap(), c);
         assert_eq!(c.to_string(), "cap_net_bind_service=ep");
+    }
+
+    #[test]
+    fn only_net_bind_service_is_preservable() {
+        // cap_sys_admin (21) and cap_setuid (7) next to cap_net_bind_service, v3 with a rootid.
+        let forged = FileCaps {
+            permitted: (1 << 21) | (1 << 7) | (1 << CAP_NET_BIND_SERVICE),
+            inheritable: 1 << 21,
+            effective: true,
+            rootid: Some(0),
+        };
+        assert_eq!(forged.preservable(), Some(FileCaps::net_bind_service()));
+        let none = FileCaps {
+            permitted: 1 << 21,
+            ..Default::default()
+        };
+        assert_eq!(none.preservable(), None);
     }
 
     #[test]

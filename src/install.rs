@@ -81,6 +81,16 @@ pub struct OnDisk {
 /// SHA-256 of everything in `f`, read with `pread` from offset 0 (the descriptor's offset is
 /// left alone).
 pub fn hash_file(f: &File) -> std::io::Result<(Sha256Digest, u64)> {
+    hash_prefix(f, u64::MAX, |_| Ok(()))
+}
+
+/// SHA-256 of at most `limit` bytes of `f` from offset 0 (a file still growing past `limit` is
+/// an error, so a writer cannot keep root reading), each chunk also given to `sink`.
+fn hash_prefix(
+    f: &File,
+    limit: u64,
+    mut sink: impl FnMut(&[u8]) -> std::io::Result<()>,
+) -> std::io::Result<(Sha256Digest, u64)> {
     use sha2::{Digest, Sha256};
     let mut hasher = Sha256::new();
     let mut buf = vec![0u8; CHUNK];
@@ -92,22 +102,31 @@ pub fn hash_file(f: &File) -> std::io::Result<(Sha256Digest, u64)> {
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
             Err(e) => return Err(e),
         };
+        if off + n as u64 > limit {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                format!("it holds more than {limit} bytes"),
+            ));
+        }
         hasher.update(&buf[..n]);
+        sink(&buf[..n])?;
         off += n as u64;
     }
     Ok((hasher.finalize().into(), off))
 }
 
-/// Hash, size and capabilities of an open file.
-pub fn inspect(f: &File, what: &str) -> Result<OnDisk> {
+/// Hash, size and capabilities of an open file of at most `limit` bytes.
+pub fn inspect(f: &File, what: &str, limit: u64) -> Result<OnDisk> {
     let caps = fcaps::get(f.as_fd())
         .map_err(|e| swap_err(&e, &format!("cannot read the capabilities of {what}")))?;
-    let (sha256, size) = hash_file(f).map_err(|e| swap_err(&e, &format!("cannot read {what}")))?;
+    let (sha256, size) = hash_prefix(f, limit, |_| Ok(()))
+        .map_err(|e| swap_err(&e, &format!("cannot read {what}")))?;
     Ok(OnDisk { sha256, size, caps })
 }
 
-/// Opens `name` in `dir` (a regular file, never through a link) and inspects it.
-pub fn open_and_inspect(dir: &Dir, name: &str) -> Result<(File, OnDisk)> {
+/// Opens `name` in `dir` (a regular file, never through a link) and inspects it; a file of
+/// more than `limit` bytes (`[server] max_binary_size`) is refused.
+pub fn open_and_inspect(dir: &Dir, name: &str, limit: u64) -> Result<(File, OnDisk)> {
     let what = dir.path().join(name).display().to_string();
     let opened = dir.open_file(name).map_err(|e| {
         if e.kind() == std::io::ErrorKind::InvalidInput {
@@ -120,7 +139,14 @@ pub fn open_and_inspect(dir: &Dir, name: &str) -> Result<(File, OnDisk)> {
             swap_err(&e, &format!("cannot open {what}"))
         }
     })?;
-    let on_disk = inspect(&opened.file, &what)?;
+    if opened.stat.st_size as u64 > limit {
+        return Err(Error::SwapFailed(format!(
+            "{what} has {} bytes, more than [server] max_binary_size ({limit} bytes); \
+             the installed binary was left as it was: check what is installed there",
+            opened.stat.st_size
+        )));
+    }
+    let on_disk = inspect(&opened.file, &what, limit)?;
     Ok((opened.file, on_disk))
 }
 
@@ -292,43 +318,40 @@ impl Backups {
     }
 
     /// Keeps a copy of the open binary `old` (installed at `path`, reporting `version`, of
-    /// `package`), hashing what it copies; its capabilities come from the same descriptor.
+    /// `package`), exactly as `seen` (its inspection) found it: the copy is the size seen and
+    /// must hash to the hash seen, or nothing is kept (a writer changed it in between). Its
+    /// capabilities are those seen, limited to what may be preserved.
     pub fn keep(
         &self,
         old: &File,
+        seen: &OnDisk,
         version: &str,
         path: &Path,
         package: &str,
     ) -> Result<(Backup, OnDisk)> {
-        use sha2::{Digest, Sha256};
-        let caps = fcaps::get(old.as_fd())
-            .map_err(|e| swap_err(&e, "cannot read the installed binary's capabilities"))?;
+        let caps = seen.caps.and_then(|c| c.preservable());
         let vdir = self
             .dir
             .subdir(version, Some(0o700))
             .map_err(|e| swap_err(&e, "cannot create the backup directory"))?;
-        let size = old.metadata().map(|m| m.len()).unwrap_or(0);
-        check_space(&vdir, size)?;
+        check_space(&vdir, seen.size)?;
         let mut temp = vdir
             .temp_for(BACKUP_BINARY, 0o700)
             .map_err(|e| swap_err(&e, "cannot create the backup"))?;
-        let mut hasher = Sha256::new();
-        let mut buf = vec![0u8; CHUNK];
-        let mut off = 0u64;
-        loop {
-            let n = match old.read_at(&mut buf, off) {
-                Ok(0) => break,
-                Ok(n) => n,
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-                Err(e) => return Err(swap_err(&e, "cannot read the installed binary")),
-            };
-            hasher.update(&buf[..n]);
-            temp.file
-                .write_all(&buf[..n])
-                .map_err(|e| swap_err(&e, "cannot write the backup"))?;
-            off += n as u64;
+        let copied = hash_prefix(old, seen.size, |chunk| temp.file.write_all(chunk));
+        let grown = matches!(&copied, Err(e) if e.kind() == std::io::ErrorKind::InvalidData);
+        let (sha256, off) = match copied {
+            Ok(done) => done,
+            Err(_) if grown => (Sha256Digest::default(), 0),
+            Err(e) => return Err(swap_err(&e, "cannot keep a copy of the installed binary")),
+        };
+        if grown || sha256 != seen.sha256 || off != seen.size {
+            return Err(Error::SwapFailed(
+                "the installed binary changed while cells-updater kept a copy of it; nothing \
+                 was installed: check who else writes the Cells binary, then try again"
+                    .into(),
+            ));
         }
-        let sha256: Sha256Digest = hasher.finalize().into();
         nix::sys::stat::fchmod(
             temp.file.as_fd(),
             nix::sys::stat::Mode::from_bits_truncate(0o755),
@@ -439,10 +462,12 @@ mod tests {
         let old_path = t.path().join("old");
         std::fs::write(&old_path, b"old binary").unwrap();
         let old = File::open(&old_path).unwrap();
+        let seen = inspect(&old, "old", 1 << 20).unwrap();
         let backups = Backups::open(&state).unwrap();
         let (b, on_disk) = backups
             .keep(
                 &old,
+                &seen,
                 "4.4.2",
                 Path::new("/opt/pydio/bin/cells"),
                 "PydioHome",
@@ -457,5 +482,42 @@ mod tests {
         // A damaged copy is not offered.
         std::fs::write(backups.path_of("4.4.2"), b"tampered").unwrap();
         assert!(backups.get("4.4.2").is_none());
+    }
+
+    /// The Cells user may still hold a write descriptor on its old binary: what it writes
+    /// after the inspection is never kept, and a file past the size limit is never read whole.
+    #[test]
+    fn a_binary_changed_after_inspection_or_too_big_is_not_kept() {
+        let t = tempfile::tempdir().unwrap();
+        let state = dirfd::root_dir(t.path(), None, Error::SwapFailed).unwrap();
+        let bin = tempfile::tempdir().unwrap();
+        let bin_dir = dirfd::root_dir(bin.path(), None, Error::SwapFailed).unwrap();
+        std::fs::write(bin.path().join("cells"), b"old binary").unwrap();
+        let (old, seen) = open_and_inspect(&bin_dir, "cells", 1 << 20).unwrap();
+        // Same size, other bytes; then more bytes.
+        std::fs::write(bin.path().join("cells"), b"evil binar").unwrap();
+        let backups = Backups::open(&state).unwrap();
+        for _ in 0..2 {
+            let err = backups
+                .keep(
+                    &old,
+                    &seen,
+                    "4.4.2",
+                    Path::new("/opt/pydio/bin/cells"),
+                    "PydioHome",
+                )
+                .unwrap_err();
+            assert_eq!(err.name(), "SwapFailed", "{err}");
+            assert!(err.message().contains("changed while"), "{err}");
+            assert!(backups.get("4.4.2").is_none());
+            let left: Vec<_> = std::fs::read_dir(backups.path_of("4.4.2").parent().unwrap())
+                .unwrap()
+                .collect();
+            assert!(left.is_empty(), "a partial copy was left: {left:?}");
+            std::fs::write(bin.path().join("cells"), vec![b'x'; 4096]).unwrap();
+        }
+        let err = open_and_inspect(&bin_dir, "cells", 1024).unwrap_err();
+        assert_eq!(err.name(), "SwapFailed");
+        assert!(err.message().contains("max_binary_size"), "{err}");
     }
 }

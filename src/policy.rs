@@ -123,6 +123,14 @@ pub fn allowed_versions(list: &[Assessed]) -> Vec<CellsVersion> {
     v
 }
 
+/// The newest `max` of [`allowed_versions`], ascending: what a check records and announces, so
+/// that a server listing thousands of releases cannot bloat the state or flood the bus.
+pub fn newest_allowed(list: &[Assessed], max: usize) -> Vec<CellsVersion> {
+    let mut v = allowed_versions(list);
+    v.drain(..v.len().saturating_sub(max));
+    v
+}
+
 /// True when `policy` lets the timer install `candidate` over `installed` unattended.
 pub fn auto_allows(policy: AutoPolicy, installed: &CellsVersion, candidate: &CellsVersion) -> bool {
     let (ia, ib, _) = installed.triple();
@@ -158,6 +166,35 @@ mod tests {
             binary_arch: goarch().into(),
             ..Default::default()
         }
+    }
+
+    /// A hostile server lists 5,000 releases (and one 70-character version): what is kept is
+    /// the newest 32, and the long one is not a version at all.
+    #[test]
+    fn a_huge_listing_keeps_only_the_newest() {
+        let mut list: Vec<Assessed> = (0..5000)
+            .map(|i| Assessed {
+                package: pkg(&format!("5.{}.{}", i / 100, i % 100)),
+                version: Some(v(&format!("5.{}.{}", i / 100, i % 100))),
+                allowed: true,
+                reason: String::new(),
+                eligible_at: None,
+            })
+            .collect();
+        let long = format!("9.9.9-{}", "a".repeat(64));
+        assert!(CellsVersion::parse(&long).is_err());
+        list.push(Assessed {
+            package: pkg(&long),
+            version: None,
+            allowed: false,
+            reason: "invalid".into(),
+            eligible_at: None,
+        });
+        let kept = newest_allowed(&list, 32);
+        assert_eq!(kept.len(), 32);
+        assert_eq!(kept[0], v("5.49.68"));
+        assert_eq!(kept[31], v("5.49.99"));
+        assert_eq!(newest_allowed(&list[..3], 32).len(), 3);
     }
 
     #[test]

@@ -47,9 +47,12 @@ pub struct Effective {
 /// The settings in force for `cfg`, given what `pydio.json` holds (if it was read).
 pub fn effective(cfg: &Config, cells: Option<&CellsUpdateSettings>) -> Effective {
     let cells = cells.filter(|_| cfg.follow_cells_config);
+    // The Cells user's text: kept only as the URL parser writes it back (control characters
+    // are dropped or percent-encoded there), so it is inert wherever it is shown (I10).
     let cells_url = cells
-        .and_then(|c| c.url.clone())
-        .filter(|u| reqwest::Url::parse(u).is_ok_and(|u| matches!(u.scheme(), "http" | "https")));
+        .and_then(|c| reqwest::Url::parse(c.url.as_deref()?).ok())
+        .filter(|u| matches!(u.scheme(), "http" | "https"))
+        .map(|u| u.to_string());
     let (url, url_source) = match (cfg.server_url_set, cells_url) {
         (true, _) => (cfg.server_url.clone(), Source::Config),
         (false, Some(u)) => (u, Source::Cells),
@@ -121,5 +124,16 @@ mod tests {
             (e.url_source, e.channel_source),
             (Source::Default, Source::Default)
         );
+        // The Cells user writes terminal escapes and a fake doctor line into its URL: what is
+        // followed and shown has no control character left.
+        let hostile = CellsUpdateSettings {
+            url: Some("https://mirror.example/\u{1b}[2J\nok   everything/".into()),
+            channel: None,
+            public_key: None,
+        };
+        let e = effective(&Config::default(), Some(&hostile));
+        assert_eq!(e.url_source, Source::Cells);
+        assert!(!e.url.chars().any(char::is_control), "{:?}", e.url);
+        assert!(e.url.starts_with("https://mirror.example/"), "{}", e.url);
     }
 }

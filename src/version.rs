@@ -11,17 +11,27 @@ use std::str::FromStr;
 #[derive(Debug, Clone, Eq)]
 pub struct CellsVersion(semver::Version);
 
+/// The longest version string accepted (Cells' are about 10 characters; a longer one comes
+/// from a broken or hostile source and would bloat the state, signals and logs).
+pub const MAX_LEN: usize = 64;
+
 impl CellsVersion {
     /// Parses `s`; anything that is not `[v]MAJOR.MINOR.PATCH[-PRE][+BUILD]` is
     /// `InvalidArgument`, with the string quoted.
     pub fn parse(s: &str) -> Result<Self> {
         let body = s.strip_prefix('v').unwrap_or(s);
-        semver::Version::parse(body).map(CellsVersion).map_err(|_| {
+        let parsed = if s.len() > MAX_LEN {
+            None
+        } else {
+            semver::Version::parse(body).ok()
+        };
+        parsed.map(CellsVersion).ok_or_else(|| {
             // Quoted with escapes (control characters stay inert, I10), at most 80 characters.
             let shown: String = s.chars().take(80).collect();
             let more = if shown.len() < s.len() { "…" } else { "" };
             Error::InvalidArgument(format!(
-                "{shown:?}{more} is not a Cells version; expected a version such as \"4.4.5\" or \"v4.4.5-rc1\""
+                "{shown:?}{more} is not a Cells version; expected a version such as \"4.4.5\" or \"v4.4.5-rc1\" \
+                 (at most {MAX_LEN} characters)"
             ))
         })
     }

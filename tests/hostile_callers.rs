@@ -319,3 +319,31 @@ fn on_real_systemd_the_same_rows_and_a_burst_through_polkit() {
     assert!(log.contains("idle; exiting"), "{log}");
     assert!(!log.contains("Watchdog timeout"), "{log}");
 }
+
+/// Any caller allowed to Check (here root, as the timer) floods it: 40 at once. Each gets the
+/// releases, but the server is asked a few times, not 40: calls that arrive while one asks
+/// share its answer, so a flood cannot start helper units without bound.
+#[test]
+fn a_flood_of_checks_asks_the_server_a_few_times_not_once_each() {
+    let sb = support::sandbox::Sandbox::cells_host("checkflood", &[("4.4.5", "ok")]);
+    sb.serve("--log-requests /srv/requests.log");
+    sb.sh("cells-updater status >/dev/null");
+    sb.sh(
+        "for i in $(seq 40); do busctl --timeout=120 call com.pydio.CellsUpdater1 \
+         /com/pydio/CellsUpdater1 com.pydio.CellsUpdater1.Manager Check 'a{sv}' 0 \
+         >/tmp/check.$i 2>&1 & done; wait",
+    );
+    for i in 1..=40 {
+        let answer = sb.sh(&format!("cat /tmp/check.{i}"));
+        assert!(answer.contains("4.4.5"), "call {i}: {answer}");
+    }
+    let asked: usize = sb
+        .sh("grep -c PackageName /srv/requests.log || true")
+        .trim()
+        .parse()
+        .unwrap();
+    assert!(
+        (1..=8).contains(&asked),
+        "40 concurrent Checks asked the server {asked} times"
+    );
+}

@@ -344,7 +344,10 @@ fn symlink_race_on_the_binary_leaks_nothing_and_moves_no_capability() {
             &format!("! systemctl is-active -q race-{round}.service"),
         );
         let swaps: u64 = sb.sh("cat /tmp/race-count").trim().parse().unwrap();
-        eprintln!("{what}: {swaps} swaps, {} attempt(s): {attempts:#?}", attempts.len());
+        eprintln!(
+            "{what}: {swaps} swaps, {} attempt(s): {attempts:#?}",
+            attempts.len()
+        );
         // Put the binary back if the race left the link in its place (root can: the
         // directory is root's now), and drop the link.
         sb.sh(
@@ -516,4 +519,32 @@ fn the_license_is_written_as_the_cells_user_not_as_root() {
     );
     let m = std::fs::metadata(sb.path("/var/cells/pydio-license")).unwrap();
     assert_eq!(m.permissions().mode() & 0o777, 0o600);
+}
+
+/// A capability other than `cap_net_bind_service` on the Cells user's binary (set by hand, or
+/// reported by a filesystem the Cells user mounted there, FUSE) never moves to the root-owned
+/// binary that replaces it, nor to the kept copy that Rollback puts back.
+#[test]
+fn only_net_bind_service_moves_from_the_old_binary() {
+    let sb = Sandbox::cells_host("capmove", &[("4.4.5", "ok")]);
+    sb.sh("chown -R pydio: /opt/pydio /var/cells \
+         && setcap 'cap_sys_admin,cap_setuid,cap_net_bind_service=+ep' /opt/pydio/bin/cells");
+    let (ok, out, err) = sb.try_sh("runuser -u pydio -- cells-updater update 4.4.5");
+    assert!(ok, "update: {out}{err}");
+    assert_eq!(sb.sh("curl -sf http://127.0.0.1:443/").trim(), "4.4.5");
+    let only = |what: &str| {
+        let caps = sb.sh("getcap -r /opt/pydio /var/lib/cells-updater 2>/dev/null || true");
+        assert!(!caps.is_empty(), "{what}: no capability at all");
+        for line in caps.lines() {
+            assert!(
+                line.ends_with(" cap_net_bind_service=ep"),
+                "{what}: a capability moved: {line}\n{caps}"
+            );
+        }
+    };
+    only("after the update");
+    let (ok, out, err) = sb.try_sh("runuser -u pydio -- cells-updater rollback");
+    assert!(ok, "rollback: {out}{err}");
+    assert_eq!(sb.sh("curl -sf http://127.0.0.1:443/").trim(), "4.4.2");
+    only("after the rollback");
 }

@@ -306,9 +306,28 @@ impl ManagerIface {
             idle && store.get().state.is_resting() && store.transition(Lifecycle::Checking).is_ok()
         };
         s.publish().await;
-        let result = match s.floor().await {
-            Ok(floor) => s.check_now(&floor, package, channel, false).await,
-            Err(e) => Err(e),
+        // One question to the server at a time: a call that arrives while another asks waits
+        // for it and shares its answer (same options), so a flood of Checks costs one helper
+        // run at a time, not one each.
+        let arrived = std::time::Instant::now();
+        let asked = (package.clone(), channel.clone());
+        let result = {
+            let mut last = s.last_check.lock().await;
+            match &*last {
+                Some(a) if a.asked == asked && a.at >= arrived => a.result.clone(),
+                _ => {
+                    let result = match s.floor().await {
+                        Ok(floor) => s.check_now(&floor, package, channel, false).await,
+                        Err(e) => Err(e),
+                    };
+                    *last = Some(super::CheckAnswer {
+                        asked,
+                        at: std::time::Instant::now(),
+                        result: result.clone(),
+                    });
+                    result
+                }
+            }
         };
         let new = match &result {
             Ok(a) => s.record_check(a).await.unwrap_or_default(),

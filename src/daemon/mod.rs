@@ -59,6 +59,14 @@ struct Jobs {
     held: VecDeque<(Arc<JobHandle>, Option<Instant>)>,
 }
 
+/// A `Check`'s answer, with what it was asked and when it was answered.
+pub(in crate::daemon) struct CheckAnswer {
+    /// `PackageName` and `Channel` as the caller gave them.
+    pub asked: (Option<String>, Option<String>),
+    pub at: Instant,
+    pub result: Result<Vec<crate::policy::Assessed>>,
+}
+
 /// The daemon's shared core: the Manager, the jobs and the background tasks use it.
 pub struct Daemon {
     cfg: Config,
@@ -80,6 +88,12 @@ pub struct Daemon {
     schedule: crate::schedule::Schedule,
     /// The update-server settings in force, as last learnt (Cells' pydio.json may change).
     effective: StdMutex<Option<crate::settings::Effective>>,
+    /// Held while the channel in force is first learnt, so concurrent first reads of the
+    /// `Channel` property start one helper, not one each.
+    settling: Mutex<()>,
+    /// The last `Check`'s answer: calls that arrive while one is asking the server share its
+    /// answer instead of each starting helpers (see `ManagerIface::check`).
+    last_check: Mutex<Option<CheckAnswer>>,
     /// The metrics last written.
     metrics_written: Mutex<Option<String>>,
     /// The Cells user's uid as authorization last learnt it, and when.
@@ -502,6 +516,8 @@ pub async fn run(cfg: Config, bus: Bus) -> anyhow::Result<()> {
         polkit_bus: tokio::sync::OnceCell::new(),
         schedule,
         effective: StdMutex::new(None),
+        settling: Mutex::new(()),
+        last_check: Mutex::new(None),
         metrics_written: Mutex::new(None),
         cells_uid_seen: StdMutex::new(None),
     });

@@ -59,12 +59,14 @@ pub(in crate::daemon) fn caps_b64(c: Option<&FileCaps>) -> String {
     })
 }
 
+/// Decodes recorded capabilities, keeping only what may be preserved: whatever was recorded,
+/// nothing but `cap_net_bind_service` is ever set from a record.
 pub(in crate::daemon) fn caps_from_b64(s: &str) -> Option<FileCaps> {
     if s.is_empty() {
         return None;
     }
     let raw = base64::engine::general_purpose::STANDARD.decode(s).ok()?;
-    FileCaps::decode(&raw).ok()
+    FileCaps::decode(&raw).ok()?.preservable()
 }
 
 /// The binary's checked directory, in a form blocking tasks can share.
@@ -265,8 +267,8 @@ pub(in crate::daemon) async fn run(ctx: &Ctx, opts: &Options) -> Result<String> 
     let bin = binary_dir(&old_binary, cells_uid, true).await?;
     let adoption = record_adoption(d, &bin).await?;
     let (old_file, old) = {
-        let bin = bin.clone();
-        blocking(move || install::open_and_inspect(&bin.dir, &bin.name)).await?
+        let (bin, limit) = (bin.clone(), d.cfg.max_binary_size);
+        blocking(move || install::open_and_inspect(&bin.dir, &bin.name, limit)).await?
     };
     let new_caps = match d.cfg.capabilities {
         CapabilityPolicy::Preserve => match &doc.installed {
@@ -275,10 +277,11 @@ pub(in crate::daemon) async fn run(ctx: &Ctx, opts: &Options) -> Result<String> 
                 if r.path == old_binary.display().to_string()
                     && r.sha256 == trust::encode_checksum(&old.sha256) =>
             {
-                caps_from_b64(&r.caps)
+                caps_from_b64(&r.caps).and_then(|c| c.preservable())
             }
-            // Otherwise what the descriptor just opened and hashed carries.
-            _ => old.caps,
+            // Otherwise what the descriptor just opened and hashed carries, of what may be
+            // preserved (cap_net_bind_service).
+            _ => old.caps.and_then(|c| c.preservable()),
         },
         CapabilityPolicy::Always => Some(FileCaps::net_bind_service()),
         CapabilityPolicy::Never => None,
@@ -294,7 +297,7 @@ pub(in crate::daemon) async fn run(ctx: &Ctx, opts: &Options) -> Result<String> 
         target: target.display().to_string(),
         old_sha256: trust::encode_checksum(&old.sha256),
         new_sha256: manifest.sha256.clone(),
-        old_caps: caps_b64(old.caps.as_ref()),
+        old_caps: caps_b64(old.caps.and_then(|c| c.preservable()).as_ref()),
         new_caps: caps_b64(new_caps.as_ref()),
         dropin_before,
         dropin_after,
@@ -308,9 +311,10 @@ pub(in crate::daemon) async fn run(ctx: &Ctx, opts: &Options) -> Result<String> 
     {
         let state = d.state_dir().await?;
         let (from, path, pkg) = (from.clone(), old_binary.clone(), from_package.clone());
+        let seen = old.clone();
         blocking(move || {
             Backups::open(&state)?
-                .keep(&old_file, &from, &path, &pkg)
+                .keep(&old_file, &seen, &from, &path, &pkg)
                 .map(|_| ())
         })
         .await?;

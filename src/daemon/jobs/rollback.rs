@@ -30,9 +30,11 @@ pub(in crate::daemon) async fn run(ctx: &Ctx) -> Result<String> {
         })
     })
     .await?;
-    let backup_caps = fcaps::get(backup_file.as_fd()).map_err(|e| {
-        Error::RollbackFailed(format!("cannot read the kept binary's capabilities: {e}"))
-    })?;
+    let backup_caps = fcaps::get(backup_file.as_fd())
+        .map_err(|e| {
+            Error::RollbackFailed(format!("cannot read the kept binary's capabilities: {e}"))
+        })?
+        .and_then(|c| c.preservable());
     let installed = d.refresh_installed().await;
     let current = installed
         .binary
@@ -58,8 +60,8 @@ pub(in crate::daemon) async fn run(ctx: &Ctx) -> Result<String> {
     let adoption = apply::record_adoption(d, &cur_dir).await?;
     let tgt_dir = binary_dir(&target, cells_uid, true).await?;
     let now = {
-        let c = cur_dir.clone();
-        blocking(move || install::open_and_inspect(&c.dir, &c.name).map(|(_, o)| o)).await?
+        let (c, limit) = (cur_dir.clone(), d.cfg.max_binary_size);
+        blocking(move || install::open_and_inspect(&c.dir, &c.name, limit).map(|(_, o)| o)).await?
     };
     let from_package = d.package().await;
     let mut j = Journal {
@@ -87,7 +89,7 @@ pub(in crate::daemon) async fn run(ctx: &Ctx) -> Result<String> {
         target: target.display().to_string(),
         old_sha256: trust::encode_checksum(&now.sha256),
         new_sha256: backup.sha256.clone(),
-        old_caps: caps_b64(now.caps.as_ref()),
+        old_caps: caps_b64(now.caps.and_then(|c| c.preservable()).as_ref()),
         new_caps: caps_b64(backup_caps.as_ref()),
         dropin_before: dropin_now,
         dropin_after,

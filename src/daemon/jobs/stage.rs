@@ -14,6 +14,9 @@ use crate::version::{CellsVersion, VersionFloor};
 use std::sync::Arc;
 use std::time::Duration;
 
+/// How many allowed versions `AvailableVersions` (and the state) keeps.
+pub(in crate::daemon) const MAX_AVAILABLE: usize = 32;
+
 /// Where a stage job gets its binary.
 pub(in crate::daemon) enum Source {
     /// The update server; `None` = the newest allowed version; `true`: past the pin and
@@ -99,8 +102,12 @@ impl Daemon {
 
     /// The channel in force, learnt now when it was not yet.
     pub(in crate::daemon) async fn channel_settled(&self) -> String {
-        let known = self.effective.lock().ok().is_some_and(|e| e.is_some());
-        if known {
+        let known = || self.effective.lock().ok().is_some_and(|e| e.is_some());
+        if known() {
+            return self.channel();
+        }
+        let _one = self.settling.lock().await;
+        if known() {
             self.channel()
         } else {
             self.effective_server().await.channel
@@ -145,12 +152,15 @@ impl Daemon {
         }
     }
 
-    /// Records a check's result; returns the allowed versions that are new.
+    /// Records a check's result (at most the newest [`MAX_AVAILABLE`] allowed versions);
+    /// returns the allowed versions that are new.
     pub(in crate::daemon) async fn record_check(
         &self,
         assessed: &[Assessed],
     ) -> Result<Vec<String>> {
-        let allowed: Vec<String> = policy::allowed_versions(assessed)
+        // The newest few only: a server listing thousands cannot bloat the state or flood
+        // the bus with signals.
+        let allowed: Vec<String> = policy::newest_allowed(assessed, MAX_AVAILABLE)
             .iter()
             .map(|v| v.to_string())
             .collect();
