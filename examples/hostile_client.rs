@@ -46,6 +46,7 @@ const ROWS: &[&str] = &[
     "hold_1mib",
     "hold_bad_pin",
     "fd_no_metadata",
+    "fd_closed",
     "fd_directory",
     "fd_socket",
     "fd_pipe_never_ends",
@@ -173,6 +174,17 @@ async fn row(conn: &zbus::Connection, name: &str) -> Outcome {
         "fd_no_metadata" => {
             let f = std::fs::File::open("/proc/self/exe").expect("self");
             call(conn, "StageFromFd", &(Fd::from(f.as_fd()), &none)).await
+        }
+        "fd_closed" => {
+            // A descriptor number that was just closed: the kernel refuses to pass it, so the
+            // call never leaves this process; the daemon must not notice anything.
+            let f = std::fs::File::open("/").expect("/");
+            let raw = std::os::fd::IntoRawFd::into_raw_fd(f);
+            nix::unistd::close(raw).expect("close");
+            // SAFETY: the number is closed on purpose; it is only handed to sendmsg(2), which
+            // answers EBADF.
+            let closed = unsafe { std::os::fd::BorrowedFd::borrow_raw(raw) };
+            stage_fd(conn, closed).await
         }
         "fd_directory" => stage_fd(conn, std::fs::File::open("/").expect("/")).await,
         "fd_socket" => {

@@ -40,6 +40,8 @@ const TABLE: &[(&str, &str, &str)] = &[
     ("hold_1mib", INVALID, "1024"),
     ("hold_bad_pin", INVALID, "not a Cells version"),
     ("fd_no_metadata", INVALID, "Version is required"),
+    // A closed descriptor cannot be sent at all (sendmsg answers EBADF in the caller).
+    ("fd_closed", "bus", ""),
     ("fd_directory", INVALID, "not a regular file"),
     ("fd_socket", INVALID, "not a regular file"),
     ("fd_pipe_never_ends", INVALID, "not a regular file"),
