@@ -251,8 +251,16 @@ impl Journal {
                  /var/lib/cells-updater/journal.json away after checking the Cells binary by hand"
             )))
         };
-        for v in [&self.from_version, &self.to_version] {
-            if crate::version::CellsVersion::parse(v).is_err() {
+        // The version left may be unknown (a binary that did not report one); the version
+        // put in place never is.
+        let unknown_ok = [true, false];
+        for (v, may_be_empty) in [&self.from_version, &self.to_version]
+            .into_iter()
+            .zip(unknown_ok)
+        {
+            let fine =
+                (may_be_empty && v.is_empty()) || crate::version::CellsVersion::parse(v).is_ok();
+            if !fine {
                 return bad(format!("version {:?}", crate::text::one_line(v, 40)));
             }
         }
@@ -542,5 +550,53 @@ mod tests {
             Lifecycle::Idle,
             "no journal: at rest"
         );
+    }
+
+    #[test]
+    fn a_journal_is_checked_before_recovery_acts_on_it() {
+        let good = Journal {
+            kind: JournalKind::Apply,
+            step: Step::Swapping,
+            from_version: "4.4.2".into(),
+            from_package: "PydioHome".into(),
+            to_version: "4.4.5".into(),
+            to_package: "PydioHome".into(),
+            old_binary: "/opt/pydio/bin/cells".into(),
+            target: "/opt/pydio/bin/cells".into(),
+            ..Journal::default()
+        };
+        good.check().unwrap();
+        // A rollback from a binary that reported no version.
+        Journal {
+            from_version: String::new(),
+            ..good.clone()
+        }
+        .check()
+        .unwrap();
+        for bad in [
+            Journal {
+                to_version: String::new(),
+                ..good.clone()
+            },
+            Journal {
+                target: "/opt/pydio/bin/../../etc/shadow".into(),
+                ..good.clone()
+            },
+            Journal {
+                target: "/usr/bin/cells".into(),
+                ..good.clone()
+            },
+            Journal {
+                to_package: "Evil".into(),
+                ..good.clone()
+            },
+            Journal {
+                new_caps: "!!".into(),
+                ..good.clone()
+            },
+        ] {
+            let e = bad.check().unwrap_err();
+            assert!(e.message().contains("journal is damaged"), "{e}");
+        }
     }
 }
