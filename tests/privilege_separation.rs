@@ -67,6 +67,20 @@ fn socket_inodes(sb: &Sandbox, pid: &str) -> Vec<String> {
 #[test]
 fn downloads_and_probes_run_in_transient_units_as_dynamic_users() {
     let sb = Sandbox::cells_host("separation", &[]);
+    // No user namespaces for any service, transient helpers included (what Ubuntu's
+    // AppArmor restriction or kernel.unprivileged_userns_clone=0 do to unprivileged code;
+    // /proc/sys cannot be written here): staging must not need them.
+    sb.write(
+        "/etc/systemd/system/service.d/50-no-userns.conf",
+        b"[Service]\nRestrictNamespaces=~user\n",
+        0o644,
+    );
+    sb.sh("systemctl daemon-reload");
+    let (userns, _, _) = sb.try_sh("systemd-run --quiet --wait -p DynamicUser=yes unshare -U true");
+    assert!(
+        !userns,
+        "a transient unit can still create a user namespace"
+    );
     // An 8 MiB release served slowly (about 8 s), and one whose probe hangs.
     let mut slow = fake_cells("4.4.5", "ok");
     slow.resize(8 << 20, 0x5a);
