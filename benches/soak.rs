@@ -33,7 +33,7 @@ fn env(name: &str, default: u64) -> u64 {
 fn daemon_facts(sb: &Sandbox) -> (u64, u64, u64) {
     let out = sb.sh(
         "p=$(systemctl show -p MainPID --value cells-updater.service); \
-         echo $p $(sed -n 's/^VmRSS: *\\([0-9]*\\).*/\\1/p' /proc/$p/status) $(ls /proc/$p/fd | wc -l)",
+         echo $p $(awk '/^VmRSS:/ {print $2}' /proc/$p/status) $(ls /proc/$p/fd | wc -l)",
     );
     let v: Vec<u64> = out
         .split_whitespace()

@@ -72,17 +72,28 @@ impl Lifecycle {
     }
 
     /// The source states from which work entering `self` may start; `None` = any (coming
-    /// to rest is always allowed: the work that ran has ended).
+    /// to rest is always allowed: the work that ran has ended). A `Check` in flight is not
+    /// work: a job may start while one asks the server (the check then leaves the state to
+    /// the job).
     fn sources(self) -> Option<&'static [Lifecycle]> {
         use Lifecycle::*;
         match self {
             Idle | Staged | Failed => None,
-            Checking | Downloading => Some(&[Idle, Staged, Failed]),
+            Checking => Some(&[Idle, Staged, Failed]),
+            Downloading => Some(&[Idle, Staged, Failed, Checking]),
             Verifying => Some(&[Downloading]),
-            Applying => Some(&[Staged, Idle, Failed, Verifying, Downloading]),
+            Applying => Some(&[Staged, Idle, Failed, Verifying, Downloading, Checking]),
             Restarting => Some(&[Applying, RollingBack]),
             HealthCheck => Some(&[Restarting]),
-            RollingBack => Some(&[Applying, Restarting, HealthCheck, Idle, Staged, Failed]),
+            RollingBack => Some(&[
+                Applying,
+                Restarting,
+                HealthCheck,
+                Idle,
+                Staged,
+                Failed,
+                Checking,
+            ]),
         }
     }
 }
@@ -494,6 +505,20 @@ mod tests {
         s.transition(Lifecycle::Restarting).unwrap();
         s.transition(Lifecycle::Failed).unwrap();
         s.transition(Lifecycle::Checking).unwrap();
+        // A job may start while a Check asks the server (found by the soak).
+        for to in [
+            Lifecycle::Downloading,
+            Lifecycle::Applying,
+            Lifecycle::RollingBack,
+        ] {
+            s.transition(Lifecycle::Checking).unwrap();
+            s.transition(to).unwrap();
+            s.transition(Lifecycle::Idle).unwrap();
+        }
+        s.transition(Lifecycle::Checking).unwrap();
+        for to in [Lifecycle::Verifying, Lifecycle::Restarting] {
+            assert_eq!(s.transition(to).unwrap_err().name(), "Busy", "{to:?}");
+        }
     }
 
     #[test]

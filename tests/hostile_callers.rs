@@ -324,17 +324,36 @@ fn on_real_systemd_the_same_rows_and_a_burst_through_polkit() {
 
 /// Any caller allowed to Check (here root, as the timer) floods it: 40 at once. Each gets the
 /// releases, but the server is asked a few times, not 40: calls that arrive while one asks
-/// share its answer, so a flood cannot start helper units without bound.
+/// share its answer, so a flood cannot start helper units without bound. An update started
+/// meanwhile is not refused as Busy.
 #[test]
 fn a_flood_of_checks_asks_the_server_a_few_times_not_once_each() {
     let sb = support::sandbox::Sandbox::cells_host("checkflood", &[("4.4.5", "ok")]);
     sb.serve("--log-requests /srv/requests.log");
     sb.sh("cells-updater status >/dev/null");
+    // An admin's update starts while the flood is asking the server (the soak found that the
+    // job was refused as Busy then, "cannot go from checking to downloading").
     sb.sh(
         "for i in $(seq 40); do busctl --timeout=120 call com.pydio.CellsUpdater1 \
          /com/pydio/CellsUpdater1 com.pydio.CellsUpdater1.Manager Check 'a{sv}' 0 \
-         >/tmp/check.$i 2>&1 & done; wait",
+         >/tmp/check.$i 2>&1 & done; \
+         for n in $(seq 1000); do \
+           busctl get-property com.pydio.CellsUpdater1 /com/pydio/CellsUpdater1 \
+             com.pydio.CellsUpdater1.Manager State | grep -q checking && touch /tmp/seen && break; \
+         done; \
+         cells-updater update 4.4.5 >/tmp/update.out 2>&1; echo $? >/tmp/update.rc; wait",
     );
+    assert!(
+        sb.try_sh("test -e /tmp/seen").0,
+        "the checks never showed the checking state"
+    );
+    assert_eq!(
+        sb.sh("cat /tmp/update.rc").trim(),
+        "0",
+        "an update during a Check: {}",
+        sb.sh("cat /tmp/update.out")
+    );
+    assert_eq!(sb.sh("curl -sf http://127.0.0.1:443/").trim(), "4.4.5");
     for i in 1..=40 {
         let answer = sb.sh(&format!("cat /tmp/check.{i}"));
         assert!(answer.contains("4.4.5"), "call {i}: {answer}");

@@ -339,7 +339,8 @@ impl ManagerIface {
                 let msg = e.message();
                 let _ = store.update(|d| d.last_error = msg);
             }
-            if moved {
+            // Back to rest only if no job took over while the server was asked.
+            if moved && store.get().state == Lifecycle::Checking {
                 let rest = store.resting();
                 let _ = store.transition(rest);
             }
