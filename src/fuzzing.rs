@@ -207,8 +207,8 @@ pub fn dropin(data: &[u8]) {
     let Ok(rendered) =
         crate::systemd::render_dropin("cells.service", Path::new(&binary), &args, assert_exec)
     else {
-        // Only a path no condition can hold is refused.
-        assert!(assert_exec);
+        // Only a path systemd would respell, or one no condition can hold, is refused.
+        assert!(assert_exec || !crate::systemd::is_plain_path(&binary));
         return;
     };
     let lines: Vec<&str> = rendered.lines().collect();

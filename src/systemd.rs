@@ -594,6 +594,23 @@ fn quote_word(w: &str) -> String {
     out
 }
 
+/// True for an absolute path to a file, written the one way systemd keeps it and within its
+/// limits: at least one component, none empty, `.` or `..` (systemd simplifies `a//b` and
+/// `a/./b` when it loads a path, so another spelling would read back as another string),
+/// no trailing slash, components of at most 255 bytes and the whole under 4096 (beyond, systemd
+/// drops the line as an invalid path), and no control character, DEL, quote or backslash
+/// (systemd refuses such an executable name: "contains special characters").
+pub fn is_plain_path(path: &str) -> bool {
+    path.len() < 4096
+        && path.starts_with('/')
+        && !path
+            .chars()
+            .any(|c| c.is_control() || matches!(c, '"' | '\'' | '\\'))
+        && path[1..]
+            .split('/')
+            .all(|c| !c.is_empty() && c != "." && c != ".." && c.len() <= 255)
+}
+
 /// The drop-in that points `unit` at `binary`, keeping the original arguments; with
 /// `assert_executable`, `AssertFileIsExecutable=` is pointed there too.
 pub fn render_dropin(
@@ -603,14 +620,14 @@ pub fn render_dropin(
     assert_executable: bool,
 ) -> Result<String> {
     let path = binary.display().to_string();
-    if !binary.is_absolute()
+    if !is_plain_path(&path)
         || path.contains('\0')
         || args.iter().any(|a| a.contains('\0'))
         || unit.chars().any(|c| c.is_control())
     {
         return Err(Error::SwapFailed(format!(
-            "cannot point {} at {:?}: a unit's command line holds no NUL and starts with an \
-             absolute path",
+            "cannot point {} at {:?}: a unit's command line holds no NUL and starts with a \
+             plain absolute path (no //, . or ..)",
             crate::text::one_line(unit, 80),
             crate::text::one_line(&path, 200)
         )));
@@ -658,6 +675,22 @@ mod tests {
         )
         .unwrap();
         assert_eq!(got, include_str!("../tests/golden/50-cells-updater.conf"));
+    }
+
+    #[test]
+    fn a_path_systemd_would_respell_is_refused() {
+        for p in [
+            "/opt/pydio//bin/cells",
+            "/opt/./cells",
+            "/opt/../cells",
+            "/opt/cells/",
+            "cells",
+        ] {
+            assert!(!is_plain_path(p), "{p}");
+            let e = render_dropin("cells.service", Path::new(p), &[], false).unwrap_err();
+            assert!(e.message().contains("plain absolute path"), "{e}");
+        }
+        assert!(is_plain_path("/opt/pydio/bin/cells-enterprise"));
     }
 
     #[test]

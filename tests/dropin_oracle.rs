@@ -89,7 +89,15 @@ fn systemd_reads_every_rendered_dropin_as_the_oracle_does() {
         let exec = get("Service", "ExecStart");
         let argv: Vec<String> = exec["data"][0][1]
             .as_array()
-            .unwrap_or_else(|| panic!("{unit} ({}): no ExecStart: {exec}", file.display()))
+            .unwrap_or_else(|| {
+                panic!(
+                    "{unit} ({}): no ExecStart: {exec}\n{}",
+                    file.display(),
+                    sb.sh(&format!(
+                        "journalctl -b --no-pager -o cat | grep -a '{unit}' | tail -n 5"
+                    ))
+                )
+            })
             .iter()
             .map(|w| w.as_str().unwrap().to_string())
             .collect();
