@@ -16,6 +16,17 @@ cargo afl build --release --quiet
 out=${FUZZ_OUT:-$PWD/target/campaign}
 mkdir -p "$out"
 export AFL_SKIP_CPUFREQ=1 AFL_I_DONT_CARE_ABOUT_MISSING_CRASHES=1 AFL_NO_UI=1 AFL_QUIET=1
+# AFL++ 4.40c's default afl-cmin (Python) finds no tuples with afl.rs targets; the awk one
+# that ships beside it works.
+afl_bin=$(dirname "$(ls -d "$HOME"/.local/share/afl.rs/rustc-*/afl.rs-*/afl/bin/afl-cmin.awk | tail -n1)")
+minimize() {
+  local t=$1
+  rm -rf "corpus/$t.new"
+  AFL_PATH=$afl_bin PATH=$afl_bin:$PATH "$afl_bin/afl-cmin.awk" -i "$out/$t/default/queue" \
+    -o "corpus/$t.new" -- "target/release/$t" >"$out/$t.cmin.log" 2>&1
+  [ -n "$(ls -A "corpus/$t.new")" ] || { echo "afl-cmin kept nothing for $t; see $out/$t.cmin.log" >&2; return 1; }
+  rm -rf "corpus/$t" && mv "corpus/$t.new" "corpus/$t"
+}
 run() {
   local t=$1 seeds=seeds/$1
   # Resume from the kept corpus when there is one.
@@ -23,14 +34,13 @@ run() {
   rm -rf "${out:?}/$t"
   cargo afl fuzz -i "$seeds" -o "$out/$t" -V "$seconds" -E "$execs" -- "target/release/$t" \
     >"$out/$t.log" 2>&1 || { echo "afl-fuzz $t failed; see $out/$t.log" >&2; return 1; }
-  rm -rf "corpus/$t.new"
-  cargo afl cmin -i "$out/$t/default/queue" -o "corpus/$t.new" -- "target/release/$t" \
-    >"$out/$t.cmin.log" 2>&1
-  rm -rf "corpus/$t" && mv "corpus/$t.new" "corpus/$t"
+  minimize "$t"
 }
 mkdir -p corpus
 running=0
 for t in "${targets[@]}"; do
+  # CMIN_ONLY=1: minimize the last campaign's queues again, without fuzzing.
+  if [ -n "${CMIN_ONLY:-}" ]; then minimize "$t"; continue; fi
   run "$t" &
   running=$((running + 1))
   if [ "$running" -ge "$jobs" ]; then wait -n; running=$((running - 1)); fi

@@ -105,16 +105,18 @@ fn versions_are_ordered_as_go_version_orders_them() {
             CellsVersion::parse(a).unwrap(),
             CellsVersion::parse(b).unwrap(),
         );
-        // Where go-version is not a total order (one pre-release a dot-prefix of the
-        // other), ours follows semver: see CellsVersion's Ord.
+        // Where go-version has no order to agree with, ours follows semver (see
+        // CellsVersion's Ord). go-version decides at the first part that differs, and there it
+        // is not a total order when: one pre-release ends first (a dot-prefix of the other:
+        // `alpha` sorts after `alpha.beta` but before `alpha.1`, a cycle); both parts are numbers of
+        // equal value spelled differently (`01`, `1`: each is less than the other); or a part
+        // looks numeric but overflows int64 (ParseInt's clamped value is still compared).
         let pre = |s: &str| {
             s.split_once('-')
                 .map(|(_, p)| p.split('+').next().unwrap_or("").to_string())
         };
         if let (Some(pa), Some(pb)) = (pre(a), pre(b)) {
-            let prefix =
-                |x: &str, y: &str| x != y && y.starts_with(x) && y[x.len()..].starts_with('.');
-            if prefix(&pa, &pb) || prefix(&pb, &pa) {
+            if go_version_has_no_order(&pa, &pb) {
                 continue;
             }
         }
@@ -134,4 +136,25 @@ fn versions_are_ordered_as_go_version_orders_them() {
         differ.len(),
         differ.join("\n")
     );
+}
+
+/// True when hashicorp/go-version's comparison of the pre-releases `a` and `b` falls where it
+/// is not a total order (see the caller).
+fn go_version_has_no_order(a: &str, b: &str) -> bool {
+    let (pa, pb): (Vec<&str>, Vec<&str>) = (a.split('.').collect(), b.split('.').collect());
+    let Some(i) = (0..pa.len().max(pb.len())).find(|&i| pa.get(i) != pb.get(i)) else {
+        return false;
+    };
+    let (Some(x), Some(y)) = (pa.get(i), pb.get(i)) else {
+        return true;
+    };
+    let overflows = |id: &str| {
+        let digits = id.trim_start_matches(['+', '-']);
+        id.len() - digits.len() <= 1
+            && !digits.is_empty()
+            && digits.bytes().all(|c| c.is_ascii_digit())
+            && id.parse::<i64>().is_err()
+    };
+    let same_value = matches!((x.parse::<i64>(), y.parse::<i64>()), (Ok(m), Ok(n)) if m == n);
+    same_value || overflows(x) || overflows(y)
 }
