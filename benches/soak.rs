@@ -9,7 +9,10 @@
 //!   the same main process from the first cycle to the last);
 //! - no deadlock: every client call answered within its deadline (25 s, 90 s for Check);
 //! - the daemon's RSS grows by at most 1 MiB and its fd count stays flat between the end of
-//!   the first cycle and the end of the last.
+//!   the first cycle and the end of the last. The daemon keeps the last 16 finished jobs on
+//!   the bus (the contract's retention), which fills during the first 8 cycles, so the growth
+//!   is also printed from the cycle after which retention is full; both are reported, the
+//!   check applies to the second.
 //!
 //! Run: `cargo bench --bench soak` (as root, after `tests/run.sh` or `cargo build
 //! --all-features --bins --examples`: the container runs the debug build, as the tests do).
@@ -106,6 +109,7 @@ fn main() {
     let mut cycles = 0u64;
     let mut first = None;
     let mut cycle_secs = Vec::new();
+    let mut samples: Vec<(u64, u64, u64)> = Vec::new();
     // Cycles back to back for as long as the clients run.
     while t0.elapsed() < Duration::from_secs(seconds) {
         let c0 = Instant::now();
@@ -120,9 +124,11 @@ fn main() {
         }
         cycles += 1;
         cycle_secs.push(c0.elapsed().as_secs_f64());
+        let facts = daemon_facts(&sb);
         if first.is_none() {
-            first = Some(daemon_facts(&sb));
+            first = Some(facts);
         }
+        samples.push(facts);
     }
     let last = daemon_facts(&sb);
     sb.wait_for(
@@ -141,6 +147,8 @@ fn main() {
 
     let (pid0, rss0, fds0) = first.unwrap_or(last);
     let (pid1, rss1, fds1) = last;
+    // Two jobs a cycle: after cycle 9, 16 finished jobs are retained and the list is full.
+    let (_, rss_full, fds_full) = samples.get(8).copied().unwrap_or((pid0, rss0, fds0));
     let late = report["late"].as_u64().unwrap_or(u64::MAX);
     let calls: u64 = report["calls"]
         .as_object()
@@ -187,7 +195,19 @@ fn main() {
         "| daemon RSS after cycle 1 → last (KiB) | {rss0} → {rss1} ({:+} KiB) |",
         rss1 as i64 - rss0 as i64
     );
-    println!("| daemon fds after cycle 1 → last | {fds0} → {fds1} |");
+    println!(
+        "| daemon RSS after cycle 9 (job retention full) → last (KiB) | {rss_full} → {rss1} ({:+} KiB) |",
+        rss1 as i64 - rss_full as i64
+    );
+    println!("| daemon fds after cycle 1 → 9 → last | {fds0} → {fds_full} → {fds1} |");
+    println!(
+        "| daemon RSS per cycle (KiB) | {} |",
+        samples
+            .iter()
+            .map(|s| s.1.to_string())
+            .collect::<Vec<_>>()
+            .join(" ")
+    );
 
     if cycles < min_cycles {
         problems.push(format!(
@@ -205,8 +225,11 @@ fn main() {
             "the daemon was restarted ({watchdog} watchdog timeouts, NRestarts={restarts}, pid {pid0} → {pid1})"
         ));
     }
-    if rss1 > rss0 + 1024 {
-        problems.push(format!("RSS grew by {} KiB", rss1 - rss0));
+    if rss1 > rss_full + 1024 {
+        problems.push(format!(
+            "RSS grew by {} KiB once job retention was full",
+            rss1 - rss_full
+        ));
     }
     if fds1 != fds0 {
         problems.push(format!("fd count went from {fds0} to {fds1}"));
