@@ -243,10 +243,15 @@ pub fn dropin(data: &[u8]) {
 /// Expands unit-file specifiers the way systemd does before anything else: `%%` is `%`;
 /// any other specifier is refused (cells-updater never writes one).
 fn specifiers(value: &str) -> Option<String> {
+    undouble(value, '%')
+}
+
+/// `value` with each doubled `marker` made single; `None` when a `marker` stands alone.
+fn undouble(value: &str, marker: char) -> Option<String> {
     let mut out = String::new();
     let mut it = value.chars();
     while let Some(c) = it.next() {
-        if c == '%' && it.next()? != '%' {
+        if c == marker && it.next()? != marker {
             return None;
         }
         out.push(c);
@@ -336,17 +341,7 @@ fn unescape(chars: &mut std::iter::Peekable<std::str::Chars<'_>>) -> Option<Vec<
 pub fn exec_start_argv(value: &str) -> Option<Vec<String>> {
     exec_start_words(value)?
         .into_iter()
-        .map(|w| {
-            let mut out = String::new();
-            let mut it = w.chars();
-            while let Some(c) = it.next() {
-                if c == '$' && it.next()? != '$' {
-                    return None;
-                }
-                out.push(c);
-            }
-            Some(out)
-        })
+        .map(|w| undouble(&w, '$'))
         .collect()
 }
 

@@ -277,7 +277,7 @@ pub(in crate::daemon) async fn run(ctx: &Ctx, opts: &Options) -> Result<String> 
                 if r.path == old_binary.display().to_string()
                     && r.sha256 == trust::encode_checksum(&old.sha256) =>
             {
-                caps_from_b64(&r.caps).and_then(|c| c.preservable())
+                caps_from_b64(&r.caps)
             }
             // Otherwise what the descriptor just opened and hashed carries, of what may be
             // preserved (cap_net_bind_service).
