@@ -16,6 +16,8 @@ use support::*;
 
 struct Measure {
     wall: Duration,
+    /// User + system CPU time of the command and the descendants it waited for.
+    cpu: Duration,
     max_rss_kib: i64,
 }
 
@@ -42,8 +44,10 @@ fn measure(cmd: &mut Command) -> Measure {
         libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
         "{cmd:?} failed ({status})"
     );
+    let tv = |t: libc::timeval| Duration::new(t.tv_sec as u64, t.tv_usec as u32 * 1000);
     Measure {
         wall,
+        cpu: tv(usage.ru_utime) + tv(usage.ru_stime),
         max_rss_kib: usage.ru_maxrss,
     }
 }
@@ -60,6 +64,7 @@ fn median(cmd: impl Fn() -> Command, before: impl Fn(), runs: usize) -> Measure 
     let mid = all.swap_remove(all.len() / 2);
     Measure {
         wall: mid.wall,
+        cpu: mid.cpu,
         max_rss_kib: rss,
     }
 }
@@ -102,16 +107,44 @@ fn child_stage() {
             signature: decode_b64("sig", &var("BENCH_SIG")).unwrap(),
             size: var("BENCH_SIZE").parse().unwrap(),
         };
+        // Phase times, for BENCH_PHASES: process start to the first byte, the last byte,
+        // verification (the fsync lies before it) and the probe; then the end.
+        let t0 = std::time::Instant::now();
+        let mut marks: Vec<(&'static str, Duration)> = Vec::new();
+        let mut seen_first = false;
         stager
             .stage_release(
                 &server,
                 &release,
                 &Default::default(),
-                &mut |_| {},
+                &mut |p| {
+                    use cells_updater::stage::StagePhase;
+                    let at = t0.elapsed();
+                    match p.phase {
+                        StagePhase::Downloading if p.done > 0 && !seen_first => {
+                            seen_first = true;
+                            marks.push(("first byte", at));
+                        }
+                        StagePhase::Downloading if p.done == p.total => {
+                            marks.push(("last byte", at))
+                        }
+                        StagePhase::Verifying => marks.push(("fsync'd, verifying", at)),
+                        StagePhase::Probing => marks.push(("probing", at)),
+                        _ => {}
+                    }
+                },
                 &Cancel::new(),
             )
             .await
             .expect("stage");
+        marks.push(("staged", t0.elapsed()));
+        if let Some(path) = std::env::var_os("BENCH_PHASES") {
+            let line: Vec<String> = marks
+                .iter()
+                .map(|(n, d)| format!("{n} {:.3}", d.as_secs_f64()))
+                .collect();
+            let _ = std::fs::write(path, line.join(", "));
+        }
     });
 }
 
@@ -254,12 +287,14 @@ fn main() {
                 .env("BENCH_URL", &url)
                 .env("BENCH_SUM", &sum)
                 .env("BENCH_SIG", &sig)
-                .env("BENCH_SIZE", target.to_string());
+                .env("BENCH_SIZE", target.to_string())
+                .env("BENCH_PHASES", dir.join("phases"));
             c
         },
         clean,
         runs,
     );
+    let phases = std::fs::read_to_string(dir.join("phases")).unwrap_or_default();
     clean();
     drop(server.stdin.take());
     let _ = server.wait();
@@ -267,8 +302,8 @@ fn main() {
 
     let base = curl.wall.max(sha.wall);
     println!("\nstaging {mib} MiB from loopback, median of {runs} runs (peak RSS: max of runs)\n");
-    println!("| command | wall s | peak RSS MiB | wall / max(curl, sha256) |");
-    println!("| --- | ---: | ---: | ---: |");
+    println!("| command | wall s | CPU s | peak RSS MiB | wall / max(curl, sha256) |");
+    println!("| --- | ---: | ---: | ---: | ---: |");
     for (name, m) in [
         ("curl -o", &curl),
         ("openssl dgst -sha256", &sha),
@@ -279,12 +314,14 @@ fn main() {
         ),
     ] {
         println!(
-            "| {name} | {:.2} | {:.1} | {:.2} |",
+            "| {name} | {:.2} | {:.2} | {:.1} | {:.2} |",
             m.wall.as_secs_f64(),
+            m.cpu.as_secs_f64(),
             m.max_rss_kib as f64 / 1024.0,
             m.wall.as_secs_f64() / base.as_secs_f64()
         );
     }
+    println!("\ncells-updater stage, last run, seconds from its start: {phases}");
     println!(
         "\ntargets: wall <= 1.2 x max(curl, openssl sha256): {:.2}x {}; peak RSS <= 24 MiB: {:.1} MiB {}",
         ours.wall.as_secs_f64() / base.as_secs_f64(),
