@@ -270,8 +270,13 @@ pub async fn fetch(req: FetchRequest, out: &mut impl Write) -> Result<serde_json
         AddrPolicy::for_server(&server),
         url.scheme() == "https",
     )?;
-    let interrupted = |out: &mut dyn Write, e: Error| {
-        let _ = protocol::send_meta(out, &serde_json::json!({ INTERRUPTED: true }));
+    // Bytes gathered but not yet sent go out before an interruption is reported: the daemon
+    // keeps everything it received for a resumed attempt.
+    let mut frames = protocol::DataFrames::default();
+    let interrupted = |out: &mut dyn Write, frames: &mut protocol::DataFrames, e: Error| {
+        let _ = frames
+            .flush(out)
+            .and_then(|()| protocol::send_meta(out, &serde_json::json!({ INTERRUPTED: true })));
         e
     };
     let fail = |what: String| Error::DownloadFailed(format!("downloading {url}: {what}"));
@@ -283,7 +288,7 @@ pub async fn fetch(req: FetchRequest, out: &mut impl Write) -> Result<serde_json
         let mut resp = match get.send().await {
             Ok(r) => r,
             Err(e) if e.is_redirect() || e.is_builder() => return Err(fail(error_chain(&e))),
-            Err(e) => return Err(interrupted(out, fail(error_chain(&e)))),
+            Err(e) => return Err(interrupted(out, &mut frames, fail(error_chain(&e)))),
         };
         let status = resp.status();
         let start = match status {
@@ -297,6 +302,7 @@ pub async fn fetch(req: FetchRequest, out: &mut impl Write) -> Result<serde_json
             s if s.is_server_error() => {
                 return Err(interrupted(
                     out,
+                    &mut frames,
                     fail(format!("the server answered HTTP {s}")),
                 ))
             }
@@ -321,6 +327,7 @@ pub async fn fetch(req: FetchRequest, out: &mut impl Write) -> Result<serde_json
                 Err(e) => {
                     return Err(interrupted(
                         out,
+                        &mut frames,
                         fail(format!(
                             "the transfer broke after {done} of {} bytes ({})",
                             req.size,
@@ -336,26 +343,30 @@ pub async fn fetch(req: FetchRequest, out: &mut impl Write) -> Result<serde_json
                 )));
             }
             done += chunk.len() as u64;
-            for piece in chunk.chunks(protocol::DATA_CHUNK) {
-                protocol::send_data(out, piece)
-                    .map_err(|e| fail(format!("cannot pass the bytes on: {e}")))?;
-            }
+            frames
+                .push(out, &chunk)
+                .map_err(|e| fail(format!("cannot pass the bytes on: {e}")))?;
         }
         if done < req.size {
             return Err(interrupted(
                 out,
+                &mut frames,
                 fail(format!(
                     "the connection closed after {done} of {} bytes",
                     req.size
                 )),
             ));
         }
+        frames
+            .flush(out)
+            .map_err(|e| fail(format!("cannot pass the bytes on: {e}")))?;
         Ok(serde_json::json!({ "bytes": done - start }))
     };
     match tokio::time::timeout_at(deadline, work).await {
         Ok(r) => r,
         Err(_) => Err(interrupted(
             out,
+            &mut frames,
             fail(format!(
                 "it did not finish within {} s (at least {} bytes/s are required; raise [server] \
                  min_download_rate's limit or check the network)",

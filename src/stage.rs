@@ -25,7 +25,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use std::fs::File;
 use std::io::{Read, Seek, Write};
-use std::os::fd::AsFd;
+use std::os::fd::{AsFd, AsRawFd};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -588,12 +588,15 @@ impl Stager {
             }
         };
         let (tx, mut rx) = tokio::sync::mpsc::channel::<Vec<u8>>(QUEUE_DEPTH);
+        // Written buffers come back for the next frames.
+        let (used_tx, used_rx) = std::sync::mpsc::channel::<Vec<u8>>();
         let writer = {
             let work = work.clone();
             tokio::task::spawn_blocking(move || -> std::io::Result<(Sha256Digest, u64)> {
                 let mut sink = Sink::open(&work, offset)?;
                 while let Some(chunk) = rx.blocking_recv() {
                     sink.write(&chunk)?;
+                    let _ = used_tx.send(chunk);
                 }
                 sink.finish()
             })
@@ -609,6 +612,9 @@ impl Stager {
             if let Err(e) = cancel.check() {
                 stop = Some(Stop::Fatal(e));
                 break;
+            }
+            while let Ok(buf) = used_rx.try_recv() {
+                fetch.give_back(buf);
             }
             match fetch.next().await {
                 Ok(Frame::Data(chunk)) => {
@@ -760,7 +766,13 @@ struct Sink {
     file: File,
     hasher: Sha256,
     written: u64,
+    /// End of the range whose writeback has been started.
+    kicked: u64,
 }
+
+/// Writeback of the partial starts after each this many bytes (write-behind, as dpkg does),
+/// so the final `fsync` waits for the last window only, not for the whole binary.
+const WRITE_BEHIND: u64 = 8 << 20;
 
 impl Sink {
     /// Opens the partial for appending at `offset`; the existing prefix is hashed again (a
@@ -777,6 +789,7 @@ impl Sink {
             file,
             hasher,
             written: offset,
+            kicked: offset,
         })
     }
 
@@ -784,6 +797,20 @@ impl Sink {
         self.hasher.update(chunk);
         self.file.write_all(chunk)?;
         self.written += chunk.len() as u64;
+        if self.written - self.kicked >= WRITE_BEHIND {
+            // Only starts writeback (no wait); a failure here changes nothing, as `finish`
+            // syncs the whole file anyway.
+            // SAFETY: a plain system call on a descriptor this Sink owns.
+            unsafe {
+                libc::sync_file_range(
+                    self.file.as_raw_fd(),
+                    self.kicked as libc::off64_t,
+                    (self.written - self.kicked) as libc::off64_t,
+                    libc::SYNC_FILE_RANGE_WRITE,
+                );
+            }
+            self.kicked = self.written;
+        }
         Ok(())
     }
 

@@ -8,7 +8,7 @@ use crate::error::{Error, Result};
 use crate::net;
 use serde::Deserialize;
 use std::io::{Read, Write};
-use std::os::fd::{AsRawFd, FromRawFd};
+use std::os::fd::{AsFd, AsRawFd, FromRawFd};
 use std::os::unix::process::CommandExt;
 use std::process::{ExitCode, Stdio};
 use std::time::{Duration, Instant};
@@ -22,7 +22,12 @@ pub const PROBE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Runs helper `command`; the exit status says only whether a result was sent.
 pub fn main(command: &str, args: &[String]) -> ExitCode {
-    let mut out = std::io::stdout().lock();
+    // Frames go to the pipe as written: not through `Stdout`'s line buffer, which would split
+    // a binary frame at each newline byte into several writes.
+    let mut out = match std::io::stdout().as_fd().try_clone_to_owned() {
+        Ok(fd) => std::fs::File::from(fd),
+        Err(_) => return ExitCode::FAILURE,
+    };
     let result = match command {
         "probe" => probe(args),
         other => match read_request() {

@@ -5,6 +5,7 @@
 //! helper cannot make the daemon allocate without limit.
 
 use crate::error::{Error, Result};
+use bytes::BufMut;
 use std::io::Write;
 use tokio::io::{AsyncRead, AsyncReadExt};
 
@@ -45,6 +46,50 @@ pub fn send_data<W: Write + ?Sized>(w: &mut W, bytes: &[u8]) -> std::io::Result<
     write_frame(w, TAG_DATA, bytes)
 }
 
+/// Gathers a stream's bytes into full data frames, each sent with one `write`: a download
+/// arrives in the network's small pieces, and the pipe to the daemon costs a system call (and
+/// a wake-up on each side) per write, so pieces are joined first.
+pub struct DataFrames {
+    /// The frame being filled: its 5-byte head, then up to `DATA_CHUNK` bytes.
+    frame: Vec<u8>,
+}
+
+impl Default for DataFrames {
+    fn default() -> Self {
+        let mut frame = Vec::with_capacity(5 + DATA_CHUNK);
+        frame.extend_from_slice(&[TAG_DATA, 0, 0, 0, 0]);
+        DataFrames { frame }
+    }
+}
+
+impl DataFrames {
+    /// Adds `bytes`, sending each frame that fills up.
+    pub fn push<W: Write + ?Sized>(&mut self, w: &mut W, mut bytes: &[u8]) -> std::io::Result<()> {
+        while !bytes.is_empty() {
+            let n = (5 + DATA_CHUNK - self.frame.len()).min(bytes.len());
+            self.frame.extend_from_slice(&bytes[..n]);
+            bytes = &bytes[n..];
+            if self.frame.len() == 5 + DATA_CHUNK {
+                self.flush(w)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Sends what is gathered, if anything. Call it before any other frame.
+    pub fn flush<W: Write + ?Sized>(&mut self, w: &mut W) -> std::io::Result<()> {
+        let len = self.frame.len() - 5;
+        if len == 0 {
+            return Ok(());
+        }
+        // At most DATA_CHUNK, so it fits a u32 and the daemon's MAX_FRAME.
+        self.frame[1..5].copy_from_slice(&(len as u32).to_be_bytes());
+        w.write_all(&self.frame)?;
+        self.frame.truncate(5);
+        Ok(())
+    }
+}
+
 /// Sends a metadata document.
 pub fn send_meta<W: Write + ?Sized>(w: &mut W, meta: &serde_json::Value) -> std::io::Result<()> {
     write_frame(w, TAG_META, meta.to_string().as_bytes())
@@ -63,8 +108,12 @@ pub fn send_result<W: Write + ?Sized>(
     w.flush()
 }
 
-/// Reads the next frame; `None` at the end of the stream.
-pub async fn read_frame(r: &mut (impl AsyncRead + Unpin)) -> std::io::Result<Option<Frame>> {
+/// Reads the next frame; `None` at the end of the stream. A data frame's bytes go into
+/// `spare` when given (a buffer handed back after use), saving an allocation per frame.
+pub async fn read_frame(
+    r: &mut (impl AsyncRead + Unpin),
+    spare: Option<Vec<u8>>,
+) -> std::io::Result<Option<Frame>> {
     let mut head = [0u8; 5];
     match r.read_exact(&mut head).await {
         Ok(_) => {}
@@ -77,8 +126,16 @@ pub async fn read_frame(r: &mut (impl AsyncRead + Unpin)) -> std::io::Result<Opt
             "a frame of {len} bytes is larger than {MAX_FRAME}"
         )));
     }
-    let mut payload = vec![0u8; len];
-    r.read_exact(&mut payload).await?;
+    let mut payload = spare.unwrap_or_default();
+    payload.clear();
+    payload.reserve_exact(len);
+    // Read straight into the spare capacity: no zeroing first.
+    while payload.len() < len {
+        let want = len - payload.len();
+        if r.read_buf(&mut (&mut payload).limit(want)).await? == 0 {
+            return Err(std::io::ErrorKind::UnexpectedEof.into());
+        }
+    }
     let json = |p: &[u8]| {
         serde_json::from_slice::<serde_json::Value>(p)
             .map_err(|e| std::io::Error::other(format!("malformed frame: {e}")))
@@ -117,16 +174,43 @@ mod tests {
         send_result(&mut buf, &Err(Error::DownloadFailed("cut".into()))).unwrap();
         let mut r = &buf[..];
         assert!(
-            matches!(read_frame(&mut r).await.unwrap(), Some(Frame::Meta(m)) if m["status"] == 200)
+            matches!(read_frame(&mut r, None).await.unwrap(), Some(Frame::Meta(m)) if m["status"] == 200)
         );
-        assert!(matches!(read_frame(&mut r).await.unwrap(), Some(Frame::Data(d)) if d == b"abc"));
-        match read_frame(&mut r).await.unwrap() {
+        assert!(
+            matches!(read_frame(&mut r, None).await.unwrap(), Some(Frame::Data(d)) if d == b"abc")
+        );
+        match read_frame(&mut r, None).await.unwrap() {
             Some(Frame::Result(Err(e))) => assert_eq!(e, Error::DownloadFailed("cut".into())),
             other => panic!("{other:?}"),
         }
-        assert!(read_frame(&mut r).await.unwrap().is_none());
+        assert!(read_frame(&mut r, None).await.unwrap().is_none());
+
+        // Gathered data: full frames of DATA_CHUNK, the rest on flush, bytes in order.
+        let mut buf = Vec::new();
+        let mut frames = DataFrames::default();
+        let bytes: Vec<u8> = (0..DATA_CHUNK * 2 + 10).map(|i| (i % 251) as u8).collect();
+        for piece in bytes.chunks(7000) {
+            frames.push(&mut buf, piece).unwrap();
+        }
+        frames.flush(&mut buf).unwrap();
+        frames.flush(&mut buf).unwrap(); // nothing gathered: no empty frame
+        let mut r = &buf[..];
+        let mut lens = Vec::new();
+        let mut joined = Vec::new();
+        while let Some(f) = read_frame(&mut r, None).await.unwrap() {
+            match f {
+                Frame::Data(d) => {
+                    lens.push(d.len());
+                    joined.extend_from_slice(&d);
+                }
+                other => panic!("{other:?}"),
+            }
+        }
+        assert_eq!(lens, [DATA_CHUNK, DATA_CHUNK, 10]);
+        assert_eq!(joined, bytes);
+
         let huge = [b'D', 0xff, 0xff, 0xff, 0xff];
-        assert!(read_frame(&mut &huge[..]).await.is_err());
+        assert!(read_frame(&mut &huge[..], None).await.is_err());
         assert!(send_data(&mut Vec::new(), &vec![0; MAX_FRAME + 1]).is_err());
     }
 }
