@@ -571,7 +571,11 @@ impl Stager {
         let mut interrupted = false;
         // The first frame says where the bytes start (or the fetch failed at once).
         let offset = loop {
-            match fetch.next().await.map_err(Stop::Interrupted)? {
+            match fetch
+                .next()
+                .await
+                .map_err(|e| Stop::Interrupted(helper_broke(version, e)))?
+            {
                 Frame::Meta(m) if m.get(INTERRUPTED).is_some() => interrupted = true,
                 Frame::Meta(m) => match serde_json::from_value::<FetchStart>(m) {
                     Ok(s) if s.start == 0 || s.start == resume_from => break s.start,
@@ -589,14 +593,15 @@ impl Stager {
         };
         let (tx, mut rx) = tokio::sync::mpsc::channel::<Vec<u8>>(QUEUE_DEPTH);
         // Written buffers come back for the next frames.
-        let (used_tx, used_rx) = std::sync::mpsc::channel::<Vec<u8>>();
+        let (used_tx, used_rx) = std::sync::mpsc::sync_channel::<Vec<u8>>(QUEUE_DEPTH + 2);
         let writer = {
             let work = work.clone();
             tokio::task::spawn_blocking(move || -> std::io::Result<(Sha256Digest, u64)> {
                 let mut sink = Sink::open(&work, offset)?;
                 while let Some(chunk) = rx.blocking_recv() {
                     sink.write(&chunk)?;
-                    let _ = used_tx.send(chunk);
+                    // Never waits: a full return channel just drops the buffer.
+                    let _ = used_tx.try_send(chunk);
                 }
                 sink.finish()
             })
@@ -647,7 +652,7 @@ impl Stager {
                     break;
                 }
                 Err(e) => {
-                    stop = Some(Stop::Interrupted(resumable(e)));
+                    stop = Some(Stop::Interrupted(resumable(helper_broke(version, e))));
                     break;
                 }
             }
@@ -738,6 +743,15 @@ impl Stager {
             Error::from_io(&e, "recording the staged release", Error::DownloadFailed)
         })?;
         Ok(manifest)
+    }
+}
+
+/// The fetch helper's stream broke (it died, ran out of time, or sent something malformed):
+/// a download failure, whatever the helper layer called it.
+fn helper_broke(version: &CellsVersion, e: Error) -> Error {
+    match e {
+        Error::InvalidArgument(m) => Error::DownloadFailed(format!("downloading {version}: {m}")),
+        other => other,
     }
 }
 

@@ -136,8 +136,10 @@ impl Runner {
         let (out_r, out_w) = pipe()?;
         // A download streams through this pipe: 1 MiB (the unprivileged limit, the default
         // `fs.pipe-max-size`) instead of 64 KiB lets each side do more per wake-up. Only a
-        // hint: a smaller pipe works, slower.
-        let _ = nix::fcntl::fcntl(&out_r, nix::fcntl::FcntlArg::F_SETPIPE_SZ(PIPE_SIZE));
+        // hint: a smaller pipe works, slower. Other helpers say little; they keep 64 KiB.
+        if task.command == "fetch" {
+            let _ = nix::fcntl::fcntl(&out_r, nix::fcntl::FcntlArg::F_SETPIPE_SZ(PIPE_SIZE));
+        }
         let input = std::mem::replace(&mut task.input, Input::Json(Vec::new()));
         let (stdin, feed) = match input {
             Input::File(f) => (OwnedFd::from(f), None),

@@ -82,11 +82,13 @@ impl DataFrames {
         if len == 0 {
             return Ok(());
         }
-        // At most DATA_CHUNK, so it fits a u32 and the daemon's MAX_FRAME.
+        // At most DATA_CHUNK, so it fits a u32 and the daemon's limit.
         self.frame[1..5].copy_from_slice(&(len as u32).to_be_bytes());
-        w.write_all(&self.frame)?;
+        let sent = w.write_all(&self.frame);
+        // Even on failure: part of the frame may be out, so resending it would corrupt the
+        // stream. The bytes are lost; the daemon then sees a broken stream, never a repeat.
         self.frame.truncate(5);
-        Ok(())
+        sent
     }
 }
 
@@ -121,9 +123,14 @@ pub async fn read_frame(
         Err(e) => return Err(e),
     }
     let len = u32::from_be_bytes([head[1], head[2], head[3], head[4]]) as usize;
-    if len > MAX_FRAME {
+    let limit = if head[0] == TAG_DATA {
+        DATA_CHUNK
+    } else {
+        MAX_FRAME
+    };
+    if len > limit {
         return Err(std::io::Error::other(format!(
-            "a frame of {len} bytes is larger than {MAX_FRAME}"
+            "a frame of {len} bytes is larger than {limit}"
         )));
     }
     let mut payload = spare.unwrap_or_default();
@@ -133,7 +140,13 @@ pub async fn read_frame(
     while payload.len() < len {
         let want = len - payload.len();
         if r.read_buf(&mut (&mut payload).limit(want)).await? == 0 {
-            return Err(std::io::ErrorKind::UnexpectedEof.into());
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::UnexpectedEof,
+                format!(
+                    "it stopped in the middle of a frame ({} of {len} bytes)",
+                    payload.len()
+                ),
+            ));
         }
     }
     let json = |p: &[u8]| {
@@ -211,6 +224,22 @@ mod tests {
 
         let huge = [b'D', 0xff, 0xff, 0xff, 0xff];
         assert!(read_frame(&mut &huge[..], None).await.is_err());
+        // Data frames are bounded by DATA_CHUNK, other frames by MAX_FRAME.
+        let big = (DATA_CHUNK as u32 + 1).to_be_bytes();
+        let data_head = [b'D', big[0], big[1], big[2], big[3]];
+        let e = read_frame(&mut &data_head[..], None).await.unwrap_err();
+        assert!(e.to_string().contains("larger than 262144"), "{e}");
+        // A frame cut short says so.
+        let cut = [b'D', 0, 0, 0, 9, 1, 2, 3];
+        let e = read_frame(&mut &cut[..], None).await.unwrap_err();
+        assert!(e.to_string().contains("3 of 9 bytes"), "{e}");
+        // A spare buffer's old content never shows through.
+        let short = [b'D', 0, 0, 0, 2, 7, 8];
+        let spare = vec![9u8; 100];
+        match read_frame(&mut &short[..], Some(spare)).await.unwrap() {
+            Some(Frame::Data(d)) => assert_eq!(d, [7, 8]),
+            other => panic!("{other:?}"),
+        }
         assert!(send_data(&mut Vec::new(), &vec![0; MAX_FRAME + 1]).is_err());
     }
 }
