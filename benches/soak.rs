@@ -8,7 +8,7 @@
 //! - no missed watchdog (no "Watchdog timeout" for cells-updater.service, no restart of it:
 //!   the same main process from the first cycle to the last);
 //! - no deadlock: every client call answered within its deadline (25 s, 90 s for Check);
-//! - the daemon's RSS grows by at most 1 MiB and its fd count stays flat between the end of
+//! - the daemon's RSS grows by at most 1 MiB and its fd count does not grow between the end of
 //!   the first cycle and the end of the last. The daemon keeps the last 16 finished jobs on
 //!   the bus (the contract's retention), which fills during the first 8 cycles, so the growth
 //!   is also printed from the cycle after which retention is full; both are reported, the
@@ -32,11 +32,14 @@ fn env(name: &str, default: u64) -> u64 {
         .unwrap_or(default)
 }
 
-/// (main pid, VmRSS KiB, open fds) of cells-updater.service.
+/// (main pid, VmRSS KiB, open fds) of cells-updater.service. The clients never pause, so a
+/// call or a check helper in flight holds a descriptor for a moment: the fd count is the
+/// least of five samples 100 ms apart (a leak raises every sample).
 fn daemon_facts(sb: &Sandbox) -> (u64, u64, u64) {
     let out = sb.sh(
-        "p=$(systemctl show -p MainPID --value cells-updater.service); \
-         echo $p $(awk '/^VmRSS:/ {print $2}' /proc/$p/status) $(ls /proc/$p/fd | wc -l)",
+        "p=$(systemctl show -p MainPID --value cells-updater.service); f=100000; \
+         for i in 1 2 3 4 5; do n=$(ls /proc/$p/fd | wc -l); [ $n -lt $f ] && f=$n; sleep 0.1; done; \
+         echo $p $(awk '/^VmRSS:/ {print $2}' /proc/$p/status) $f",
     );
     let v: Vec<u64> = out
         .split_whitespace()
@@ -231,8 +234,8 @@ fn main() {
             rss1 - rss_full
         ));
     }
-    if fds1 != fds0 {
-        problems.push(format!("fd count went from {fds0} to {fds1}"));
+    if fds1 > fds0 {
+        problems.push(format!("fd count grew from {fds0} to {fds1}"));
     }
     if !problems.is_empty() {
         eprintln!("soak FAILED:\n  {}", problems.join("\n  "));
