@@ -291,11 +291,11 @@ impl JobObject {
     }
     #[zbus(property)]
     fn error(&self) -> String {
-        self.handle.data().error
+        crate::text::no_nul(&self.handle.data().error)
     }
     #[zbus(property)]
     fn message(&self) -> String {
-        self.handle.data().message
+        crate::text::no_nul(&self.handle.data().message)
     }
     #[zbus(property)]
     fn started_at(&self) -> u64 {

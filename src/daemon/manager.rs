@@ -676,7 +676,7 @@ impl ManagerIface {
     }
     #[zbus(property)]
     async fn last_error(&self) -> String {
-        self.daemon.store.lock().await.get().last_error.clone()
+        crate::text::no_nul(&self.daemon.store.lock().await.get().last_error)
     }
     #[zbus(property)]
     async fn current_job(&self) -> OwnedObjectPath {

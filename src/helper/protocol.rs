@@ -160,10 +160,9 @@ pub async fn read_frame(
             let doc = json(&payload)?;
             Frame::Result(match (doc.get("ok"), doc.get("error")) {
                 (Some(v), _) => Ok(v.clone()),
-                (None, Some(serde_json::Value::String(name))) => Err(Error::from_name(
-                    name,
-                    crate::text::no_nul(doc["message"].as_str().unwrap_or("")),
-                )),
+                (None, Some(serde_json::Value::String(name))) => {
+                    Err(helper_error(name, doc["message"].as_str().unwrap_or("")))
+                }
                 _ => return Err(std::io::Error::other("malformed result frame")),
             })
         }
@@ -173,6 +172,26 @@ pub async fn read_frame(
             )))
         }
     }))
+}
+
+/// Longest message kept from a helper's error.
+pub const MAX_HELPER_MESSAGE: usize = 1024;
+
+/// A helper's reported error, taken as a claim from a less trusted process: one bounded line
+/// with no control characters, under a known error name. An unknown name, or `Cancelled`
+/// (only the daemon cancels; a helper saying so would hide a failure), is reported as the
+/// helper failing.
+fn helper_error(name: &str, message: &str) -> Error {
+    let message = crate::text::one_line(message, MAX_HELPER_MESSAGE);
+    match Error::from_name(name, message.clone()) {
+        Error::Cancelled(_) => {
+            Error::InvalidArgument(format!("the helper claimed to be cancelled: {message}"))
+        }
+        Error::InvalidArgument(_) if name != "InvalidArgument" => {
+            Error::InvalidArgument(format!("the helper reported an unknown error: {message}"))
+        }
+        known => known,
+    }
 }
 
 #[cfg(test)]
@@ -224,6 +243,42 @@ mod tests {
 
         let huge = [b'D', 0xff, 0xff, 0xff, 0xff];
         assert!(read_frame(&mut &huge[..], None).await.is_err());
+        // A helper's error: known names pass, others and Cancelled do not; the message is
+        // one bounded line without control characters or NUL.
+        let result = |name: &str, msg: &str| {
+            let mut buf = Vec::new();
+            let doc = serde_json::json!({ "error": name, "message": msg }).to_string();
+            write_frame(&mut buf, TAG_RESULT, doc.as_bytes()).unwrap();
+            buf
+        };
+        let read_err = |buf: Vec<u8>| async move {
+            match read_frame(&mut &buf[..], None).await.unwrap() {
+                Some(Frame::Result(Err(e))) => e,
+                other => panic!("{other:?}"),
+            }
+        };
+        assert_eq!(
+            read_err(result("ChecksumMismatch", "bad\nsum")).await,
+            Error::ChecksumMismatch("bad sum".into())
+        );
+        let e = read_err(result("Cancelled", "x")).await;
+        assert!(matches!(e, Error::InvalidArgument(_)), "{e:?}");
+        let e = read_err(result("Evil\u{1b}[2J\0Name", "m")).await;
+        assert_eq!(
+            e,
+            Error::InvalidArgument("the helper reported an unknown error: m".into())
+        );
+        let e = read_err(result(
+            "DownloadFailed",
+            &format!("a\0b{}", "x".repeat(5000)),
+        ))
+        .await;
+        let m = e.message();
+        assert!(
+            !m.contains('\0') && m.chars().count() <= MAX_HELPER_MESSAGE + 1,
+            "{m}"
+        );
+
         // Data frames are bounded by DATA_CHUNK, other frames by MAX_FRAME.
         let big = (DATA_CHUNK as u32 + 1).to_be_bytes();
         let data_head = [b'D', big[0], big[1], big[2], big[3]];
