@@ -213,6 +213,40 @@ fn draft_and_pending_releases_are_listed_but_never_staged() {
 }
 
 #[test]
+fn helpers_leave_the_daemons_session() {
+    // Without systemd (as when an admin runs `doctor` from a shell) helpers are forked. The
+    // probed binary reports its session id: it must not be the daemon's, whose session may
+    // own a root terminal that a binary could type into (TIOCSTI).
+    let k = keys();
+    let env = StageEnv::new(&[&k.rsa_pkcs1_pub]);
+    std::fs::write(
+        env.root.path().join("opt/pydio/bin/cells"),
+        fake_cells("0.0.0", "session"),
+    )
+    .unwrap();
+    env.write_daemon_config("");
+    let bus = PrivateBus::start();
+    let d = DaemonProc::start(&bus, env.root.path());
+    wait_until(Duration::from_secs(10), "the first probe", || {
+        bus.manager_prop("InstalledVersion") != ""
+    });
+    let reported = bus.manager_prop("InstalledVersion");
+    let probe_sid: i32 = reported
+        .as_str()
+        .and_then(|v| v.split('.').next())
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("the probe reported {reported}"));
+    let daemon_sid = nix::unistd::getsid(Some(nix::unistd::Pid::from_raw(d.pid() as i32)))
+        .unwrap()
+        .as_raw();
+    assert!(probe_sid > 0);
+    assert_ne!(
+        probe_sid, daemon_sid,
+        "the probed binary runs in the daemon's session"
+    );
+}
+
+#[test]
 fn received_fds_do_not_leak_into_children() {
     // The installed "Cells" reports the number of descriptors it was started with. The
     // daemon probes it (a forked helper, as without systemd) while it holds a descriptor that

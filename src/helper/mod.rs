@@ -348,7 +348,6 @@ fn spawn_child(
         .stdin(Stdio::from(stdin))
         .stdout(Stdio::from(stdout))
         .stderr(Stdio::inherit())
-        .process_group(0)
         .kill_on_drop(true);
     // SAFETY: the closure only makes async-signal-safe system calls and allocates nothing.
     unsafe {
@@ -379,7 +378,10 @@ fn isolate(id: Identity, root: bool) -> std::io::Result<()> {
     if r == -1 {
         return Err(std::io::Error::last_os_error());
     }
-    nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL)?;
+    // A session of its own, without a controlling terminal: a helper (or a binary it runs)
+    // must not reach the terminal of the root shell that ran `doctor`, e.g. with TIOCSTI.
+    // It is also its own process group, which the daemon kills as a whole.
+    nix::unistd::setsid()?;
     nix::sys::prctl::set_no_new_privs()?;
     let isolated_net = CloneFlags::CLONE_NEWUSER | CloneFlags::CLONE_NEWNET;
     if root {
@@ -396,5 +398,7 @@ fn isolate(id: Identity, root: bool) -> std::io::Result<()> {
     } else if id.no_network {
         unshare(isolated_net)?;
     }
+    // After the identity change, which clears it.
+    nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL)?;
     Ok(())
 }

@@ -5,7 +5,7 @@
  * `version -f '{{.PackageLabel}}'` prints the edition label (a third slot: Home or Enterprise).
  * Modes: "ok"; "hang" (version never returns); "exit" (start fails at once);
  * "introspect" (version reports "<uid>.<environment size>.<network interfaces>-fds.<open
- * descriptors>"). */
+ * descriptors>"); "session" (version reports "<session id>.0.0"). */
 extern char **environ;
 #include <arpa/inet.h>
 #include <dirent.h>
@@ -63,6 +63,8 @@ int main(int argc, char **argv) {
             snprintf(version, sizeof(version), "%u.%d.%d-fds.%d", (unsigned)getuid(), nenv, nif,
                      open_fds());
         }
+        if (strcmp(mode, "session") == 0)
+            snprintf(version, sizeof(version), "%d.0.0", (int)getsid(0));
         if (argc >= 4 && strcmp(argv[2], "-f") == 0) {
             /* bare, no newline, like Go's template output */
             fputs(strstr(argv[3], "PackageLabel") ? label : version, stdout);
