@@ -60,6 +60,26 @@ fn host_is_loopback(url: &reqwest::Url) -> bool {
     }
 }
 
+/// Whether a network helper for `server_url` may reach loopback addresses at all (the
+/// systemd IP filter around it): only when the server, or a proxy the helper would use, is
+/// on loopback. The helper's own address policy then decides per URL.
+pub fn helper_needs_loopback(server_url: &str, proxy: &ProxySettings) -> bool {
+    let env_proxies = PROXY_ENV.iter().filter_map(|k| std::env::var(k).ok());
+    std::iter::once(server_url.to_string())
+        .chain(proxy.proxy.clone())
+        .chain(env_proxies)
+        .any(|u| reqwest::Url::parse(&u).is_ok_and(|u| host_is_loopback(&u)))
+}
+
+/// The proxy variables network helpers are given (with `NO_PROXY`).
+pub const PROXY_ENV: [&str; 5] = [
+    "CELLS_UPDATE_HTTP_PROXY",
+    "HTTPS_PROXY",
+    "https_proxy",
+    "HTTP_PROXY",
+    "http_proxy",
+];
+
 /// What addresses the update server (and the binaries it points to) may be reached at.
 #[derive(Debug, Clone, Copy)]
 pub struct AddrPolicy {

@@ -562,7 +562,9 @@ impl Stager {
         let task = Task {
             command: "fetch",
             args: Vec::new(),
-            rights: Rights::Network,
+            rights: Rights::Network {
+                loopback: crate::net::helper_needs_loopback(&server.url, &server.proxy),
+            },
             input: Input::Json(serde_json::to_vec(&req).map_err(|e| fatal(e.to_string()))?),
             timeout: req.deadline() + Duration::from_secs(30),
             env: ServerSettings::helper_env(),

@@ -330,7 +330,7 @@ pub struct TransientProps<'a> {
 }
 
 /// `IPAddressDeny=` entries: IPv4 and IPv6 link-local and multicast.
-fn link_local_and_multicast() -> Vec<(i32, Vec<u8>, u32)> {
+fn link_local_and_multicast() -> Vec<IpPrefix> {
     let v6 = |first: u8, second: u8| {
         let mut a = vec![0u8; 16];
         a[0] = first;
@@ -343,6 +343,51 @@ fn link_local_and_multicast() -> Vec<(i32, Vec<u8>, u32)> {
         (libc::AF_INET6, v6(0xfe, 0x80), 10),
         (libc::AF_INET6, v6(0xff, 0x00), 8),
     ]
+}
+
+type IpPrefix = (i32, Vec<u8>, u32);
+
+/// `/etc/resolv.conf`, or nothing.
+fn resolv_conf() -> String {
+    std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default()
+}
+
+/// A network helper's IP filter: (`IPAddressDeny=`, `IPAddressAllow=`). Link-local and
+/// multicast are always denied; without `loopback`, loopback and unspecified addresses too,
+/// except the name servers `resolv_conf` lists on loopback (systemd-resolved's 127.0.0.53,
+/// a local dnsmasq): a helper that is made to misbehave cannot reach this host's services.
+fn network_filter(loopback: bool, resolv_conf: &str) -> (Vec<IpPrefix>, Vec<IpPrefix>) {
+    let mut deny = link_local_and_multicast();
+    let mut allow = Vec::new();
+    if !loopback {
+        let mut v6_loopback = vec![0u8; 16];
+        v6_loopback[15] = 1;
+        deny.extend([
+            (libc::AF_INET, vec![127, 0, 0, 0], 8),
+            (libc::AF_INET, vec![0, 0, 0, 0], 8),
+            (libc::AF_INET6, v6_loopback, 128),
+            (libc::AF_INET6, vec![0u8; 16], 128),
+        ]);
+        for line in resolv_conf.lines() {
+            let mut words = line.split_whitespace();
+            if words.next() != Some("nameserver") {
+                continue;
+            }
+            match words
+                .next()
+                .and_then(|w| w.parse::<std::net::IpAddr>().ok())
+            {
+                Some(std::net::IpAddr::V4(v)) if v.is_loopback() => {
+                    allow.push((libc::AF_INET, v.octets().to_vec(), 32))
+                }
+                Some(std::net::IpAddr::V6(v)) if v.is_loopback() => {
+                    allow.push((libc::AF_INET6, v.octets().to_vec(), 128))
+                }
+                _ => {}
+            }
+        }
+    }
+    (deny, allow)
 }
 
 /// Starts a helper as a transient service with fixed properties and waits for systemd's
@@ -370,6 +415,9 @@ pub async fn start_transient(
             "StandardOutputFileDescriptor",
             Value::from(Fd::from(p.stdout)),
         ),
+        // A panic or other stray text goes to the journal, never into the framed pipe.
+        ("StandardError", Value::from("journal")),
+        ("SyslogIdentifier", Value::from("cells-updater")),
         ("Environment", Value::from(p.env.clone())),
         ("CollectMode", Value::from("inactive-or-failed")),
         (
@@ -392,6 +440,14 @@ pub async fn start_transient(
         ("RestrictSUIDSGID", Value::from(true)),
         ("RestrictRealtime", Value::from(true)),
         ("LockPersonality", Value::from(true)),
+        // No namespace of any kind (the mask of the allowed ones is empty), no IPC with the
+        // host, native system calls only.
+        ("RestrictNamespaces", Value::from(0u64)),
+        ("PrivateIPC", Value::from(true)),
+        (
+            "SystemCallArchitectures",
+            Value::from(vec!["native".to_string()]),
+        ),
         ("KillMode", Value::from("control-group")),
     ];
     match &p.rights {
@@ -400,10 +456,14 @@ pub async fn start_transient(
             props.push(("PrivateNetwork", Value::from(true)));
             props.push(("ProtectHome", Value::from("yes")));
         }
-        Rights::Network => {
+        Rights::Network { loopback } => {
             props.push(("DynamicUser", Value::from(true)));
             props.push(("ProtectHome", Value::from("yes")));
-            props.push(("IPAddressDeny", Value::from(link_local_and_multicast())));
+            let (deny, allow) = network_filter(*loopback, &resolv_conf());
+            props.push(("IPAddressDeny", Value::from(deny)));
+            if !allow.is_empty() {
+                props.push(("IPAddressAllow", Value::from(allow)));
+            }
         }
         Rights::CellsUser { user, group, rw } => {
             props.push(("User", Value::from(user.clone())));
@@ -482,7 +542,8 @@ async fn http_healthy(
     let task = Task {
         command: "http-get",
         args: Vec::new(),
-        rights: Rights::Network,
+        // The health URL is Cells on this host.
+        rights: Rights::Network { loopback: true },
         input: Input::Json(serde_json::to_vec(&req).unwrap_or_default()),
         timeout: Duration::from_secs(15),
         env: Vec::new(),
@@ -662,6 +723,47 @@ pub fn render_dropin(
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn network_helpers_reach_loopback_only_when_needed() {
+        let resolv = "# generated\nnameserver 127.0.0.53\nnameserver ::1\nnameserver 192.0.2.1\n\
+                      options edns0\nnameserver not-an-ip\n";
+        let has = |l: &[IpPrefix], family: i32, first: u8, len: u32| {
+            l.iter()
+                .any(|(f, a, n)| *f == family && a[0] == first && *n == len)
+        };
+        // A server on loopback: link-local and multicast only.
+        let (deny, allow) = network_filter(true, resolv);
+        assert_eq!(deny, link_local_and_multicast());
+        assert!(allow.is_empty());
+        // A remote server: loopback and unspecified denied too, the loopback name servers
+        // allowed (exactly), a remote name server not listed.
+        let (deny, allow) = network_filter(false, resolv);
+        assert!(has(&deny, libc::AF_INET, 127, 8));
+        assert!(has(&deny, libc::AF_INET, 0, 8));
+        assert!(deny
+            .iter()
+            .any(|(f, a, n)| *f == libc::AF_INET6 && a[15] == 1 && *n == 128));
+        assert!(has(&deny, libc::AF_INET, 169, 16));
+        assert_eq!(
+            allow,
+            vec![
+                (libc::AF_INET, vec![127, 0, 0, 53], 32),
+                (
+                    libc::AF_INET6,
+                    {
+                        let mut a = vec![0u8; 16];
+                        a[15] = 1;
+                        a
+                    },
+                    128
+                ),
+            ]
+        );
+        let (_, allow) = network_filter(false, "");
+        assert!(allow.is_empty());
+    }
+
     use super::*;
 
     /// Golden file: the exact bytes of the drop-in for an Enterprise binary.

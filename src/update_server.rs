@@ -163,18 +163,11 @@ pub struct ServerSettings {
 impl ServerSettings {
     /// The environment of network helpers: the proxy variables the daemon itself was given.
     pub fn helper_env() -> Vec<String> {
-        [
-            "CELLS_UPDATE_HTTP_PROXY",
-            "HTTPS_PROXY",
-            "https_proxy",
-            "HTTP_PROXY",
-            "http_proxy",
-            "NO_PROXY",
-            "no_proxy",
-        ]
-        .iter()
-        .filter_map(|k| std::env::var(k).ok().map(|v| format!("{k}={v}")))
-        .collect()
+        crate::net::PROXY_ENV
+            .iter()
+            .chain(&["NO_PROXY", "no_proxy"])
+            .filter_map(|k| std::env::var(k).ok().map(|v| format!("{k}={v}")))
+            .collect()
     }
 }
 
@@ -194,7 +187,9 @@ async fn post(
     let task = Task {
         command: "check",
         args: Vec::new(),
-        rights: Rights::Network,
+        rights: Rights::Network {
+            loopback: crate::net::helper_needs_loopback(&server.url, &server.proxy),
+        },
         input: Input::Json(
             serde_json::to_vec(&req).map_err(|e| Error::InvalidArgument(e.to_string()))?,
         ),

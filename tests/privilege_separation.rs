@@ -147,15 +147,17 @@ fn downloads_and_probes_run_in_transient_units_as_dynamic_users() {
 
     // The probe: a release whose `version` never answers keeps its probe unit up.
     sb.sh("(cells-updater stage 4.4.6 > /run/stage2.out 2>&1; echo $? > /run/stage2.rc) </dev/null >/dev/null 2>&1 &");
+    // The hanging probe, not a quick one of the installed binary (the daemon probes it when
+    // it starts again): a probe unit still running a second after it was seen.
     sb.wait_for(
         Duration::from_secs(20),
         "the probe helper",
-        "systemctl list-units --no-legend --plain --state=running | grep -q '^cells-updater-probe-'",
+        "for u in $(systemctl list-units --no-legend --plain --state=running | \
+           awk '/^cells-updater-probe-/ {print $1}'); do \
+           sleep 1; systemctl is-active -q $u && { echo $u > /run/probe.unit; exit 0; }; \
+         done; exit 1",
     );
-    let unit = sb
-        .sh("systemctl list-units --no-legend --plain --state=running | awk '/^cells-updater-probe-/ {print $1}' | head -n1")
-        .trim()
-        .to_string();
+    let unit = sb.sh("cat /run/probe.unit").trim().to_string();
     assert_eq!(sb.unit_prop(&unit, "DynamicUser"), "yes");
     assert_eq!(sb.unit_prop(&unit, "PrivateNetwork"), "yes");
     assert_eq!(sb.unit_prop(&unit, "NoNewPrivileges"), "yes");
@@ -185,4 +187,73 @@ fn downloads_and_probes_run_in_transient_units_as_dynamic_users() {
         "helper units to go",
         "! systemctl list-units --no-legend --plain | grep -q '^cells-updater-[a-z-]*-[0-9]'",
     );
+}
+
+#[test]
+fn a_network_helper_cannot_reach_this_hosts_services() {
+    // The update server is remote (an address outside 127/8; the container has a network of
+    // its own), so a network helper needs no loopback. The attack: code running as the fetch
+    // helper (a process in its cgroup, where systemd's IP filter applies) tries Cells on
+    // 127.0.0.1:443, as a helper exploited by a hostile server would.
+    let sb = Sandbox::cells_host("netfilter", &[]);
+    sb.sh("ip addr add 10.77.0.1/32 dev lo");
+    let mut slow = fake_cells("4.4.5", "ok");
+    slow.resize(8 << 20, 0x5a);
+    sb.add_release("4.4.5", &slow);
+    sb.serve_on("10.77.0.1:8080", "--slow-ms 60");
+    sb.write(
+        "/etc/cells-updater/config.d/60-remote.toml",
+        b"[server]\nurl = \"http://10.77.0.1:8080/\"\n",
+        0o644,
+    );
+    assert!(
+        sb.try_sh("curl -sf --max-time 5 -o /dev/null http://127.0.0.1:443/")
+            .0,
+        "Cells answers on loopback outside the helper"
+    );
+    sb.sh("(cells-updater stage 4.4.5 > /run/stage.out 2>&1; echo $? > /run/stage.rc) </dev/null >/dev/null 2>&1 &");
+    sb.wait_for(
+        Duration::from_secs(20),
+        "the fetch helper",
+        "systemctl list-units --no-legend --plain --state=running | grep -q '^cells-updater-fetch-'",
+    );
+    let unit = sb
+        .sh("systemctl list-units --no-legend --plain --state=running | awk '/^cells-updater-fetch-/ {print $1}' | head -n1")
+        .trim()
+        .to_string();
+    let deny = sb.unit_prop(&unit, "IPAddressDeny");
+    assert!(deny.contains("127.0.0.0/8"), "IPAddressDeny={deny}");
+    assert_eq!(sb.unit_prop(&unit, "StandardError"), "journal");
+    assert_eq!(sb.unit_prop(&unit, "RestrictNamespaces"), "yes");
+    assert_eq!(sb.unit_prop(&unit, "PrivateIPC"), "yes");
+    assert_eq!(sb.unit_prop(&unit, "SystemCallArchitectures"), "native");
+    let cgroup = sb.unit_prop(&unit, "ControlGroup");
+    // curl's exit status from inside the helper's cgroup (joining it must work: the helper
+    // is still downloading).
+    let in_helper = |url: &str| -> i32 {
+        let out = sb.sh(&format!(
+            "sh -c 'echo $$ > /sys/fs/cgroup{cgroup}/cgroup.procs || exit 99; \
+             curl -s --max-time 3 -o /dev/null {url}; echo curl=$?'"
+        ));
+        out.trim()
+            .strip_prefix("curl=")
+            .and_then(|c| c.parse().ok())
+            .unwrap_or_else(|| panic!("could not run inside {unit}: {out}"))
+    };
+    // The same process reaches the update server: the filter, not a broken setup, is what
+    // stops the next one.
+    assert_eq!(in_helper("http://10.77.0.1:8080/"), 0);
+    assert_ne!(
+        in_helper("http://127.0.0.1:443/"),
+        0,
+        "a process in the fetch helper's cgroup reached Cells on loopback"
+    );
+    sb.wait_for(
+        Duration::from_secs(60),
+        "the stage to end",
+        "test -e /run/stage.rc",
+    );
+    let out = sb.sh("cat /run/stage.out");
+    assert_eq!(sb.sh("cat /run/stage.rc").trim(), "0", "{out}");
+    assert!(out.contains("staged 4.4.5"), "{out}");
 }

@@ -49,8 +49,12 @@ pub enum Rights {
     /// A dynamic user, no capabilities, no network (the version probe).
     Sandbox,
     /// A dynamic user, no capabilities, the network without link-local and multicast
-    /// addresses (update-server check, downloads, the HTTP health probe).
-    Network,
+    /// addresses (update-server check, downloads, the HTTP health probe); without loopback
+    /// either, unless `loopback` (a server, proxy or health URL on this host).
+    Network {
+        /// Loopback may be reached.
+        loopback: bool,
+    },
     /// The Cells service user and group, to read and write its own files; `rw` is the only
     /// directory it may write.
     CellsUser {
@@ -322,7 +326,7 @@ fn spawn_child(
 ) -> Result<tokio::process::Child> {
     let root = nix::unistd::geteuid().is_root();
     let (uid, gid) = match &task.rights {
-        Rights::Sandbox | Rights::Network => lookup(stand_in, None)?,
+        Rights::Sandbox | Rights::Network { .. } => lookup(stand_in, None)?,
         Rights::CellsUser { user, group, .. } => lookup(user, Some(group))?,
     };
     if root && uid == 0 {

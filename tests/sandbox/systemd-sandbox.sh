@@ -23,7 +23,7 @@
 set -euo pipefail
 
 SUITE=${SANDBOX_SUITE:-bookworm}
-PKGS=${SANDBOX_PACKAGES:-systemd,systemd-sysv,dbus,libcap2-bin,libpam-systemd,polkitd,curl,ca-certificates,man-db,rpm}
+PKGS=${SANDBOX_PACKAGES:-systemd,systemd-sysv,dbus,libcap2-bin,libpam-systemd,polkitd,curl,ca-certificates,man-db,rpm,iproute2}
 BOOT_TIMEOUT=${SANDBOX_BOOT_TIMEOUT:-60}
 STOP_TIMEOUT=${SANDBOX_STOP_TIMEOUT:-20}
 INNER_PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
@@ -143,9 +143,11 @@ cmd_up() {
   if is_up; then log "already up (leader $LEADER)"; return 0; fi
   [ -n "$NPID$LEADER" ] && { log "stale state, cleaning"; cmd_down; load_state; }
   local ROOT=${SANDBOX_ROOTFS:-$DIR/rootfs}
-  if [ ! -f "$ROOT/.sandbox-rootfs" ]; then       # serialize builds of a shared cache
+  # A cached rootfs is reused while its package list is the one asked for.
+  fresh() { grep -qxF "packages=$PKGS" "$ROOT/.sandbox-rootfs" 2>/dev/null; }
+  if ! fresh; then                                  # serialize builds of a shared cache
     exec 8>"$ROOT.lock"; flock 8
-    [ -f "$ROOT/.sandbox-rootfs" ] || build_rootfs "$ROOT"
+    fresh || build_rootfs "$ROOT"
     exec 8>&-
   fi
   mkdir -p "$STATE"

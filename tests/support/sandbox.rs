@@ -94,7 +94,11 @@ impl Sandbox {
         cmd.arg("up")
             .arg(&self.dir)
             .arg("--")
-            .arg(format!("--bind-ro={}:/src", env!("CARGO_MANIFEST_DIR")));
+            .arg(format!("--bind-ro={}:/src", env!("CARGO_MANIFEST_DIR")))
+            // As on a real host, systemd may load its BPF programs: IPAddressDeny= and
+            // IPAddressAllow= of the helpers' units then act (nspawn forbids bpf() by default,
+            // and systemd then runs the unit without its IP filter).
+            .args(["--system-call-filter=bpf", "--capability=CAP_BPF"]);
         match &self.persistent {
             Some(merged) => cmd
                 .env("SANDBOX_ROOTFS", merged)
@@ -347,15 +351,20 @@ impl Sandbox {
     /// (Re)starts the container's update server with its releases and `extra` flags
     /// (`--slow-ms N`, `--error-title TEXT`).
     pub fn serve(&self, extra: &str) {
+        self.serve_on("127.0.0.1:8080", extra)
+    }
+
+    /// `serve` on another address (`HOST:PORT`).
+    pub fn serve_on(&self, listen: &str, extra: &str) {
         self.sh(&format!(
             "systemctl stop update-server.service 2>/dev/null; systemctl reset-failed update-server.service 2>/dev/null; \
              systemd-run --quiet --unit=update-server /src/target/debug/examples/update_server \
-             --listen 127.0.0.1:8080 $(cat /srv/update-server.args) {extra}"
+             --listen {listen} $(cat /srv/update-server.args) {extra}"
         ));
         self.wait_for(
             Duration::from_secs(5),
             "the update server",
-            "curl -s -o /dev/null http://127.0.0.1:8080/ ",
+            &format!("curl -s -o /dev/null http://{listen}/ "),
         );
     }
 }
