@@ -329,6 +329,8 @@ fn spawn_child(
         Rights::Sandbox | Rights::Network { .. } => lookup(stand_in, None)?,
         Rights::CellsUser { user, group, .. } => lookup(user, Some(group))?,
     };
+    // The daemon, as the child will see it as its parent.
+    let parent = nix::unistd::getpid();
     if root && uid == 0 {
         return Err(Error::InvalidArgument(format!(
             "{} must not run as root; set [daemon] probe_user and the unit's User=",
@@ -355,7 +357,7 @@ fn spawn_child(
         .kill_on_drop(true);
     // SAFETY: the closure only makes async-signal-safe system calls and allocates nothing.
     unsafe {
-        cmd.pre_exec(move || isolate(id, root));
+        cmd.pre_exec(move || isolate(id, root, parent));
     }
     cmd.spawn().map_err(|e| {
         Error::InvalidArgument(format!("cannot start the {} helper: {e}", task.command))
@@ -365,7 +367,7 @@ fn spawn_child(
 /// In the forked child, before exec: only 0-2 survive exec, no new privileges, the lesser
 /// identity, and for the probe no network. nix's wrappers are thin system calls: no
 /// allocation, async-signal-safe.
-fn isolate(id: Identity, root: bool) -> std::io::Result<()> {
+fn isolate(id: Identity, root: bool, parent: nix::unistd::Pid) -> std::io::Result<()> {
     use nix::sched::{unshare, CloneFlags};
     use nix::unistd::{setgroups, setresgid, setresuid, Gid, Uid};
     // Every descriptor but 0-2 closes at exec, whatever the daemon had open (received file
@@ -402,7 +404,11 @@ fn isolate(id: Identity, root: bool) -> std::io::Result<()> {
     } else if id.no_network {
         unshare(isolated_net)?;
     }
-    // After the identity change, which clears it.
+    // After the identity change, which clears it; a daemon that died before this point is
+    // seen through the parent that changed.
     nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL)?;
+    if nix::unistd::getppid() != parent {
+        return Err(std::io::Error::other("the daemon is gone"));
+    }
     Ok(())
 }
