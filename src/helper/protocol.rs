@@ -183,12 +183,23 @@ pub const MAX_HELPER_MESSAGE: usize = 1024;
 /// helper failing.
 fn helper_error(name: &str, message: &str) -> Error {
     let message = crate::text::one_line(message, MAX_HELPER_MESSAGE);
-    match Error::from_name(name, message.clone()) {
+    let short = name
+        .strip_prefix(crate::error::ERROR_PREFIX)
+        .unwrap_or(name);
+    match Error::from_name(short, message.clone()) {
         Error::Cancelled(_) => {
             Error::InvalidArgument(format!("the helper claimed to be cancelled: {message}"))
         }
-        Error::InvalidArgument(_) if name != "InvalidArgument" => {
-            Error::InvalidArgument(format!("the helper reported an unknown error: {message}"))
+        Error::InvalidArgument(_) if short != "InvalidArgument" => {
+            // A plain name is kept as a clue (a helper of another version); anything else is
+            // not repeated.
+            let plain =
+                (1..=64).contains(&short.len()) && short.bytes().all(|b| b.is_ascii_alphabetic());
+            Error::InvalidArgument(if plain {
+                format!("the helper reported an unknown error {short}: {message}")
+            } else {
+                format!("the helper reported an unknown error: {message}")
+            })
         }
         known => known,
     }
@@ -267,6 +278,16 @@ mod tests {
         assert_eq!(
             e,
             Error::InvalidArgument("the helper reported an unknown error: m".into())
+        );
+        let e = read_err(result("FutureError", "m")).await;
+        assert_eq!(
+            e,
+            Error::InvalidArgument("the helper reported an unknown error FutureError: m".into())
+        );
+        let full = format!("{}InvalidArgument", crate::error::ERROR_PREFIX);
+        assert_eq!(
+            read_err(result(&full, "m")).await,
+            Error::InvalidArgument("m".into())
         );
         let e = read_err(result(
             "DownloadFailed",
