@@ -15,7 +15,7 @@ pub use crate::cancel::Cancel;
 use crate::dirfd::Dir;
 use crate::error::{Error, Result};
 use crate::helper::protocol::Frame;
-use crate::helper::{Input, Rights, Runner, Task};
+use crate::helper::{Input, Runner, Task};
 use crate::net::{FetchRequest, FetchStart, INTERRUPTED};
 use crate::probe;
 use crate::trust::{self, Sha256Digest, TrustedKeys};
@@ -562,9 +562,7 @@ impl Stager {
         let task = Task {
             command: "fetch",
             args: Vec::new(),
-            rights: Rights::Network {
-                loopback: crate::net::helper_needs_loopback(&server.url, &server.proxy),
-            },
+            rights: server.helper_rights(),
             input: Input::Json(serde_json::to_vec(&req).map_err(|e| fatal(e.to_string()))?),
             timeout: req.deadline() + Duration::from_secs(30),
             env: ServerSettings::helper_env(),

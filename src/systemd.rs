@@ -459,7 +459,13 @@ pub async fn start_transient(
         Rights::Network { loopback } => {
             props.push(("DynamicUser", Value::from(true)));
             props.push(("ProtectHome", Value::from("yes")));
-            let (deny, allow) = network_filter(*loopback, &resolv_conf());
+            // resolv.conf matters only when loopback is filtered.
+            let resolv = if *loopback {
+                String::new()
+            } else {
+                resolv_conf()
+            };
+            let (deny, allow) = network_filter(*loopback, &resolv);
             props.push(("IPAddressDeny", Value::from(deny)));
             if !allow.is_empty() {
                 props.push(("IPAddressAllow", Value::from(allow)));
@@ -723,6 +729,7 @@ pub fn render_dropin(
 
 #[cfg(test)]
 mod tests {
+    use super::*;
 
     #[test]
     fn network_helpers_reach_loopback_only_when_needed() {
@@ -763,8 +770,6 @@ mod tests {
         let (_, allow) = network_filter(false, "");
         assert!(allow.is_empty());
     }
-
-    use super::*;
 
     /// Golden file: the exact bytes of the drop-in for an Enterprise binary.
     #[test]

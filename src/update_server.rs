@@ -161,6 +161,14 @@ pub struct ServerSettings {
 }
 
 impl ServerSettings {
+    /// The rights of a network helper talking to this server: loopback only when the server
+    /// or a proxy is on loopback.
+    pub fn helper_rights(&self) -> Rights {
+        Rights::Network {
+            loopback: crate::net::helper_needs_loopback(&self.url, &self.proxy),
+        }
+    }
+
     /// The environment of network helpers: the proxy variables the daemon itself was given.
     pub fn helper_env() -> Vec<String> {
         crate::net::PROXY_ENV
@@ -187,9 +195,7 @@ async fn post(
     let task = Task {
         command: "check",
         args: Vec::new(),
-        rights: Rights::Network {
-            loopback: crate::net::helper_needs_loopback(&server.url, &server.proxy),
-        },
+        rights: server.helper_rights(),
         input: Input::Json(
             serde_json::to_vec(&req).map_err(|e| Error::InvalidArgument(e.to_string()))?,
         ),
