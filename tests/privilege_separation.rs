@@ -30,6 +30,38 @@ fn exposure(sb: &Sandbox, unit: &str) -> (f64, Vec<String>) {
     (score, open)
 }
 
+/// `cells-updater stage VERSION` in the background; `assert_staged` waits for it.
+fn stage_in_background(sb: &Sandbox, version: &str) {
+    sb.sh(&format!(
+        "(cells-updater stage {version} > /run/stage.out 2>&1; echo $? > /run/stage.rc) \
+         </dev/null >/dev/null 2>&1 &"
+    ));
+}
+
+/// The background stage ended well.
+fn assert_staged(sb: &Sandbox, version: &str) {
+    sb.wait_for(
+        Duration::from_secs(60),
+        "the stage to end",
+        "test -e /run/stage.rc",
+    );
+    let out = sb.sh("cat /run/stage.out");
+    assert_eq!(sb.sh("cat /run/stage.rc").trim(), "0", "{out}");
+    assert!(out.contains(&format!("staged {version}")), "{out}");
+}
+
+/// The name of a running fetch helper unit, once there is one (20 s at most).
+fn running_fetch_helper(sb: &Sandbox) -> String {
+    sb.wait_for(
+        Duration::from_secs(20),
+        "the fetch helper",
+        "systemctl list-units --no-legend --plain --state=running | grep -q '^cells-updater-fetch-'",
+    );
+    sb.sh("systemctl list-units --no-legend --plain --state=running | awk '/^cells-updater-fetch-/ {print $1}' | head -n1")
+        .trim()
+        .to_string()
+}
+
 #[test]
 fn the_daemons_unit_is_exposed_at_most_1_0() {
     let sb = Sandbox::cells_host("exposure", &[("4.4.5", "ok")]);
@@ -87,16 +119,8 @@ fn downloads_and_probes_run_in_transient_units_as_dynamic_users() {
     sb.add_release("4.4.5", &slow);
     sb.add_release("4.4.6", &fake_cells("4.4.6", "hang"));
     sb.serve("--slow-ms 60");
-    sb.sh("(cells-updater stage 4.4.5 > /run/stage.out 2>&1; echo $? > /run/stage.rc) </dev/null >/dev/null 2>&1 &");
-    sb.wait_for(
-        Duration::from_secs(10),
-        "the fetch helper",
-        "systemctl list-units --no-legend --plain --state=running | grep -q '^cells-updater-fetch-'",
-    );
-    let unit = sb
-        .sh("systemctl list-units --no-legend --plain --state=running | awk '/^cells-updater-fetch-/ {print $1}' | head -n1")
-        .trim()
-        .to_string();
+    stage_in_background(&sb, "4.4.5");
+    let unit = running_fetch_helper(&sb);
     assert_eq!(sb.unit_prop(&unit, "DynamicUser"), "yes");
     assert_eq!(sb.unit_prop(&unit, "CapabilityBoundingSet"), "");
     let helper = sb.unit_prop(&unit, "MainPID");
@@ -131,14 +155,7 @@ fn downloads_and_probes_run_in_transient_units_as_dynamic_users() {
         helper_held.iter().any(|i| tcp.lines().any(|t| t == i)),
         "the fetch helper, not the daemon, holds the TCP connection"
     );
-    sb.wait_for(
-        Duration::from_secs(60),
-        "the stage to end",
-        "test -e /run/stage.rc",
-    );
-    let out = sb.sh("cat /run/stage.out");
-    assert_eq!(sb.sh("cat /run/stage.rc").trim(), "0", "{out}");
-    assert!(out.contains("staged 4.4.5"), "{out}");
+    assert_staged(&sb, "4.4.5");
     // The daemon's unit forbids namespaces, and staging (which probed the binary) worked.
     assert_eq!(
         sb.unit_prop("cells-updater.service", "RestrictNamespaces"),
@@ -211,16 +228,8 @@ fn a_network_helper_cannot_reach_this_hosts_services() {
             .0,
         "Cells answers on loopback outside the helper"
     );
-    sb.sh("(cells-updater stage 4.4.5 > /run/stage.out 2>&1; echo $? > /run/stage.rc) </dev/null >/dev/null 2>&1 &");
-    sb.wait_for(
-        Duration::from_secs(20),
-        "the fetch helper",
-        "systemctl list-units --no-legend --plain --state=running | grep -q '^cells-updater-fetch-'",
-    );
-    let unit = sb
-        .sh("systemctl list-units --no-legend --plain --state=running | awk '/^cells-updater-fetch-/ {print $1}' | head -n1")
-        .trim()
-        .to_string();
+    stage_in_background(&sb, "4.4.5");
+    let unit = running_fetch_helper(&sb);
     let deny = sb.unit_prop(&unit, "IPAddressDeny");
     assert!(deny.contains("127.0.0.0/8"), "IPAddressDeny={deny}");
     assert_eq!(sb.unit_prop(&unit, "StandardError"), "journal");
@@ -248,12 +257,5 @@ fn a_network_helper_cannot_reach_this_hosts_services() {
         0,
         "a process in the fetch helper's cgroup reached Cells on loopback"
     );
-    sb.wait_for(
-        Duration::from_secs(60),
-        "the stage to end",
-        "test -e /run/stage.rc",
-    );
-    let out = sb.sh("cat /run/stage.out");
-    assert_eq!(sb.sh("cat /run/stage.rc").trim(), "0", "{out}");
-    assert!(out.contains("staged 4.4.5"), "{out}");
+    assert_staged(&sb, "4.4.5");
 }
