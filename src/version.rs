@@ -108,9 +108,11 @@ fn compare_pre(a: &str, b: &str) -> Ordering {
     pa.len().cmp(&pb.len())
 }
 
-/// What a candidate must beat: the installed version and the highest version ever committed
-/// here (persisted, so that replaying an old release after a rollback is still refused). A
-/// release is committed when it passes its health check; one that fails does not raise it.
+/// What a candidate is measured against: the installed version, which it must beat, and the
+/// floor, the highest version ever committed here, which it may equal but not go below
+/// (persisted, so that replaying an old release after a rollback is still refused, while the
+/// release a Rollback left can be installed again). A release is committed when it passes its
+/// health check; one that fails does not raise the floor.
 #[derive(Debug, Clone, Default)]
 pub struct VersionFloor {
     /// Version the managed binary reports now.
@@ -120,8 +122,8 @@ pub struct VersionFloor {
 }
 
 impl VersionFloor {
-    /// `Ok` when `candidate` is newer than both the installed and the committed version,
-    /// `Downgrade` otherwise.
+    /// `Ok` when `candidate` is newer than the installed version and not older than the
+    /// floor (I3), `Downgrade` otherwise.
     pub fn admit(&self, candidate: &CellsVersion) -> Result<()> {
         if let Some(installed) = &self.installed {
             if candidate <= installed {
@@ -132,10 +134,10 @@ impl VersionFloor {
             }
         }
         if let Some(committed) = &self.committed {
-            if candidate <= committed {
+            if candidate < committed {
                 return Err(Error::Downgrade(format!(
-                    "{candidate} is not newer than {committed}, the highest version ever committed here; \
-                     an older release is refused even when genuinely signed"
+                    "{candidate} is older than {committed}, the highest version ever committed here \
+                     (the floor); an older release is refused even when genuinely signed"
                 )));
             }
         }
@@ -230,6 +232,12 @@ mod tests {
         assert_eq!(floor.admit(&v("4.4.1")).unwrap_err().name(), "Downgrade");
         let err = floor.admit(&v("4.4.3")).unwrap_err();
         assert!(err.message().contains("highest version ever committed"));
+        // Equal to the floor is allowed (round 3): the release a Rollback left comes back.
+        assert!(floor.admit(&v("4.4.4")).is_ok());
+        assert!(
+            floor.admit(&v("4.4.4-rc1")).is_err(),
+            "a pre-release is older"
+        );
         assert!(floor.admit(&v("4.4.5")).is_ok());
         assert!(VersionFloor::default().admit(&v("0.0.1")).is_ok());
         // Another edition: the installed version itself, or the floor and above.

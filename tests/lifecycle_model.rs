@@ -4,7 +4,7 @@
 //! helpers forked, its unit a stand-in supervisor: the `fake-unit` feature), and after every
 //! step the daemon's properties, the binary on disk, the running Cells and the staging area
 //! must agree with the model and with the invariants (never a missing or unverified binary,
-//! no downgrade below the committed floor, capabilities kept, `CurrentJob` back to `/`, no
+//! no downgrade below the committed floor (equal to it is allowed), capabilities kept, `CurrentJob` back to `/`, no
 //! `Busy` when nothing runs). A failing sequence is shrunk to a minimal one and printed; the
 //! ones found so far are kept below as named regression cases.
 //!
@@ -95,7 +95,7 @@ impl Model {
     }
 
     fn admits(&self, version: &str) -> bool {
-        v(version) > v(&self.installed) && v(version) > v(&self.floor)
+        v(version) > v(&self.installed) && v(version) >= v(&self.floor)
     }
 
     fn kind(version: &str) -> Option<Kind> {
@@ -965,8 +965,13 @@ fn regressions() -> Vec<(&'static str, Vec<Op>)> {
             vec![Op::Update("4.4.3"), Op::Update("4.4.5"), Op::StageFile("4.4.7"), Op::Apply],
         ),
         (
-            "rollback then replay of the rolled-back version is refused",
+            "rollback, then the release it left comes back: equal to the floor is allowed (I3, \
+             round 3; was Downgrade)",
             vec![Op::Update("4.4.8"), Op::Rollback, Op::Update("4.4.8"), Op::Update("4.5.0")],
+        ),
+        (
+            "rollback, then a release between the installed version and the floor is refused",
+            vec![Op::Update("4.4.3"), Op::Update("4.4.8"), Op::Rollback, Op::Update("4.4.4")],
         ),
     ]
 }

@@ -111,4 +111,8 @@ async fn a_version_below_the_committed_floor_is_refused() {
         err.message().contains("highest version ever committed"),
         "{err}"
     );
+    // The floor itself is allowed (I3, round 3): the release a Rollback left comes back.
+    env.publish("4.4.6", fake_cells("4.4.6", "ok"), &k.rsa);
+    let m = env.stage("4.4.6").await.expect("4.4.6 equals the floor");
+    assert_eq!(m.version, "4.4.6");
 }
