@@ -93,11 +93,14 @@ fn child_stage() {
             max_binary_size: 1 << 30,
             min_rate: 64 << 10,
             min_deadline: Duration::from_secs(60),
+            window_rate: 32 << 10,
+            rate_window: Duration::from_secs(60),
         };
         let server = cells_updater::update_server::ServerSettings {
             url: format!("{}/", url.origin().ascii_serialization()),
             timeout: Duration::from_secs(30),
             proxy: Default::default(),
+            download_hosts: Vec::new(),
         };
         let release = Release {
             version: cells_updater::version::CellsVersion::parse("9.9.9").unwrap(),

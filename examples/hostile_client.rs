@@ -6,6 +6,9 @@
 //!   hostile_client [--address ADDR] row NAME     -> {"row", "error", "message", "job_error"}
 //!   hostile_client [--address ADDR] rows         -> the row names, one per line
 //!   hostile_client [--address ADDR] burst N      -> {"answers": {error: count}, "seconds"}
+//!   hostile_client [--address ADDR] role-rows    -> the roles table: "NAME ROLE" per line
+//!   hostile_client [--address ADDR] role NAME [VERSION] -> {"row", "error", "message", "job"}
+//!   hostile_client [--address ADDR] cancel JOB   -> {"row", "error", "message"}
 //!   hostile_client [--address ADDR] soak CLIENTS SECONDS PAUSE_MS
 //!       -> {"calls": {op: {answer: count}}, "late": n, "max_ms": {op: ms}}
 //!
@@ -57,6 +60,104 @@ const ROWS: &[&str] = &[
     "fd_growing",
 ];
 
+/// The roles of docs/dbus-api.md ("Who may call what"), one well-formed call per row (for
+/// tests/roles.rs): `cells` rows are the Cells application's (the unit's User= may), `admin`
+/// rows a host admin's only. Job rows ask for VERSION (default 9.9.9, never offered, so the
+/// job that an authorized call starts fails at once and changes nothing).
+const ROLE_ROWS: &[(&str, &str)] = &[
+    ("check", "cells"),
+    ("stage", "cells"),
+    ("stage_fd", "cells"),
+    ("update", "cells"),
+    ("update_defaults_spelt_out", "cells"),
+    ("apply", "cells"),
+    ("enterprise", "cells"),
+    ("license", "cells"),
+    ("hold", "admin"),
+    ("release", "admin"),
+    ("forget_bad", "admin"),
+    ("stage_force", "admin"),
+    ("update_force", "admin"),
+    ("update_no_restart", "admin"),
+    ("update_keep", "admin"),
+    ("apply_no_restart", "admin"),
+    ("apply_keep", "admin"),
+    ("apply_force", "admin"),
+    ("enterprise_no_restart", "admin"),
+    ("rollback", "admin"),
+];
+
+async fn role_row(conn: &zbus::Connection, name: &str, version: &str) -> Outcome {
+    let none = Dict::new();
+    let force = || d(&[("Force", Value::from(true))]);
+    let no_restart = || d(&[("Restart", Value::from(false))]);
+    let keep = || d(&[("OnFailure", Value::from("keep"))]);
+    match name {
+        "check" => call(conn, "Check", &(&none,)).await,
+        "stage" => call(conn, "Stage", &(version, &none)).await,
+        "stage_fd" => {
+            let p = temp("role-fd");
+            std::fs::write(&p, vec![0x7f; 4096]).expect("write");
+            let o = stage_fd(conn, std::fs::File::open(&p).expect("open")).await;
+            let _ = std::fs::remove_file(&p);
+            o
+        }
+        "update" => call(conn, "Update", &(version, &none)).await,
+        "update_defaults_spelt_out" => {
+            let o = d(&[
+                ("Restart", Value::from(true)),
+                ("OnFailure", Value::from("rollback")),
+            ]);
+            call(conn, "Update", &(version, o)).await
+        }
+        "apply" => call(conn, "Apply", &(&none,)).await,
+        "enterprise" => call(conn, "UpgradeToEnterprise", &("ROLE-KEY", &none)).await,
+        "license" => call(conn, "InstallLicense", &("ROLE-KEY",)).await,
+        "hold" => call(conn, "Hold", &("held by the roles test", &none)).await,
+        "release" => call(conn, "Release", &()).await,
+        "forget_bad" => call(conn, "ForgetBadVersion", &(version,)).await,
+        "stage_force" => call(conn, "Stage", &(version, force())).await,
+        "update_force" => call(conn, "Update", &(version, force())).await,
+        "update_no_restart" => call(conn, "Update", &(version, no_restart())).await,
+        "update_keep" => call(conn, "Update", &(version, keep())).await,
+        "apply_no_restart" => call(conn, "Apply", &(no_restart(),)).await,
+        "apply_keep" => call(conn, "Apply", &(keep(),)).await,
+        "apply_force" => call(conn, "Apply", &(force(),)).await,
+        "enterprise_no_restart" => {
+            call(conn, "UpgradeToEnterprise", &("ROLE-KEY", no_restart())).await
+        }
+        "rollback" => call(conn, "Rollback", &(&none,)).await,
+        other => panic!("unknown role row {other}"),
+    }
+}
+
+/// `Job.Cancel()` of `job`.
+async fn cancel(conn: &zbus::Connection, job: &str) -> Outcome {
+    outcome(
+        conn.call_method(
+            Some(DEST),
+            job,
+            Some("com.pydio.CellsUpdater1.Job"),
+            "Cancel",
+            &(),
+        )
+        .await,
+    )
+}
+
+fn print_outcome(row: &str, o: &Outcome) {
+    println!(
+        "{}",
+        serde_json::json!({
+            "row": row,
+            "error": o.error,
+            "message": o.message.chars().take(300).collect::<String>(),
+            "message_len": o.message.len(),
+            "job": o.job.as_ref().map(|j| j.to_string()),
+        })
+    );
+}
+
 fn d<'a>(entries: &[(&'a str, Value<'a>)]) -> Dict<'a> {
     entries
         .iter()
@@ -86,10 +187,15 @@ async fn call<B>(conn: &zbus::Connection, method: &str, body: &B) -> Outcome
 where
     B: serde::Serialize + zbus::zvariant::DynamicType,
 {
-    match conn
-        .call_method(Some(DEST), PATH, Some(IFACE), method, body)
-        .await
-    {
+    outcome(
+        conn.call_method(Some(DEST), PATH, Some(IFACE), method, body)
+            .await,
+    )
+}
+
+/// A reply as an outcome: the job it names, or the error.
+fn outcome(reply: zbus::Result<zbus::Message>) -> Outcome {
+    match reply {
         Ok(reply) => Outcome {
             error: String::new(),
             message: String::new(),
@@ -446,6 +552,11 @@ fn main() {
     } else {
         None
     };
+    // The tables need no bus.
+    if args.first().map(String::as_str) == Some("role-rows") {
+        ROLE_ROWS.iter().for_each(|(r, who)| println!("{r} {who}"));
+        return;
+    }
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -462,6 +573,15 @@ fn main() {
             .expect("connect");
         match args.first().map(String::as_str) {
             Some("rows") => ROWS.iter().for_each(|r| println!("{r}")),
+            Some("role") => {
+                let name = args.get(1).expect("role NAME [VERSION]");
+                let version = args.get(2).map_or("9.9.9", String::as_str);
+                print_outcome(name, &role_row(&conn, name, version).await);
+            }
+            Some("cancel") => {
+                let job = args.get(1).expect("cancel JOB");
+                print_outcome("cancel", &cancel(&conn, job).await);
+            }
             Some("row") => {
                 let name = args.get(1).expect("row NAME");
                 let o = row(&conn, name).await;
@@ -503,7 +623,7 @@ fn main() {
             _ => {
                 eprintln!(
                     "usage: hostile_client [--address ADDR] rows | row NAME | burst N | \
-                     soak CLIENTS SECONDS PAUSE_MS"
+                     soak CLIENTS SECONDS PAUSE_MS | role-rows | role NAME [VERSION] | cancel JOB"
                 );
                 std::process::exit(2);
             }

@@ -42,6 +42,14 @@ impl Cancel {
         self.0.load(Ordering::SeqCst) == CANCELLED
     }
 
+    /// Resolves once a cancel is asked for (checked every 100 ms): for waits that must see a
+    /// Cancel within a second, whatever they wait for.
+    pub async fn cancelled(&self) {
+        while !self.is_cancelled() {
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+    }
+
     /// `Cancelled` when a cancel was asked for.
     pub fn check(&self) -> Result<()> {
         if self.is_cancelled() {

@@ -73,6 +73,12 @@ pub struct Config {
     pub max_binary_size: u64,
     /// `[server] min_download_rate`, bytes per second.
     pub min_download_rate: u64,
+    /// `[server] download_hosts`: where a `BinaryURL` may point besides the server's host.
+    pub download_hosts: Vec<String>,
+    /// `[server] min_window_rate`, bytes per second over every `rate_window`.
+    pub min_window_rate: u64,
+    /// `[server] rate_window`.
+    pub rate_window: Duration,
     /// `[policy] auto`.
     pub auto: AutoPolicy,
     /// `[policy] on_failure`.
@@ -140,6 +146,9 @@ impl Default for Config {
             timeout: Duration::from_secs(60),
             max_binary_size: 1 << 30,
             min_download_rate: 64 << 10,
+            min_window_rate: 32 << 10,
+            download_hosts: vec![crate::net::PYDIO_DOWNLOAD_HOST.to_string()],
+            rate_window: Duration::from_secs(60),
             auto: AutoPolicy::None,
             on_failure: OnFailure::Rollback,
             capabilities: CapabilityPolicy::Preserve,
@@ -191,6 +200,9 @@ struct ServerSection {
     timeout: Option<String>,
     max_binary_size: Option<i64>,
     min_download_rate: Option<i64>,
+    min_window_rate: Option<i64>,
+    download_hosts: Option<Vec<String>>,
+    rate_window: Option<String>,
     trust_vendor_keys: Option<bool>,
     follow_cells_config: Option<bool>,
 }
@@ -278,8 +290,13 @@ impl Config {
         }
         if let Some(s) = doc.server {
             if let Some(v) = s.url {
-                let url = reqwest::Url::parse(&v)
-                    .map_err(|e| bad("[server] url", format!("{v:?} is not a URL: {e}")))?;
+                let url = reqwest::Url::parse(&v).map_err(|e| {
+                    bad(
+                        "[server] url",
+                        format!("{:?} is not a URL: {e}", crate::text::one_line(&v, 200)),
+                    )
+                })?;
+                no_credentials(&url).map_err(|w| bad("[server] url", w))?;
                 if !matches!(url.scheme(), "http" | "https") {
                     return Err(bad("[server] url", format!("{v:?} must be http or https")));
                 }
@@ -319,6 +336,47 @@ impl Config {
                     ));
                 }
                 self.min_download_rate = v as u64;
+            }
+            if let Some(v) = s.min_window_rate {
+                if v < 1024 {
+                    return Err(bad(
+                        "[server] min_window_rate",
+                        format!("{v} must be at least 1024 (bytes per second)"),
+                    ));
+                }
+                self.min_window_rate = v as u64;
+            }
+            if let Some(v) = s.download_hosts {
+                for h in &v {
+                    let bare = h.trim_start_matches('[').trim_end_matches(']');
+                    let plain = !bare.is_empty()
+                        && !bare.contains(['/', '@', ' ', '?', '#'])
+                        && (bare.parse::<std::net::IpAddr>().is_ok()
+                            || (!bare.contains(':') && url::Host::parse(bare).is_ok()));
+                    if !plain {
+                        return Err(bad(
+                            "[server] download_hosts",
+                            format!(
+                                "{:?} is not a host name or address (no scheme, port or path)",
+                                crate::text::one_line(h, 100)
+                            ),
+                        ));
+                    }
+                }
+                self.download_hosts = v
+                    .iter()
+                    .map(|h| h.trim_matches(['[', ']']).to_ascii_lowercase())
+                    .collect();
+            }
+            if let Some(v) = s.rate_window {
+                let d = positive(&v).map_err(|w| bad("[server] rate_window", w))?;
+                if d < Duration::from_secs(1) {
+                    return Err(bad(
+                        "[server] rate_window",
+                        format!("{v:?} must be at least 1s"),
+                    ));
+                }
+                self.rate_window = d;
             }
             if let Some(v) = s.trust_vendor_keys {
                 self.trust_vendor_keys = v;
@@ -364,9 +422,13 @@ impl Config {
             }
             if let Some(v) = p.health_url {
                 if !v.is_empty() {
-                    reqwest::Url::parse(&v).map_err(|e| {
-                        bad("[policy] health_url", format!("{v:?} is not a URL: {e}"))
+                    let url = reqwest::Url::parse(&v).map_err(|e| {
+                        bad(
+                            "[policy] health_url",
+                            format!("{:?} is not a URL: {e}", crate::text::one_line(&v, 200)),
+                        )
                     })?;
+                    no_credentials(&url).map_err(|w| bad("[policy] health_url", w))?;
                 }
                 self.health_url = (!v.is_empty()).then_some(v);
             }
@@ -462,6 +524,7 @@ impl Config {
             proxy: crate::net::ProxySettings {
                 proxy: self.proxy.clone(),
             },
+            download_hosts: self.download_hosts.clone(),
         }
     }
 
@@ -551,6 +614,22 @@ pub fn parse_duration(v: &str) -> Result<Duration, String> {
     Duration::try_from(d).map_err(|_| err(": it is negative".into()))
 }
 
+/// Refuses a URL that carries a user name or password (`https://user:pass@host/`): the
+/// server's URL is shown in `LastError`, `STATUS=` and the journal, so a secret in it would
+/// leak there. The message never repeats the URL. (Proxies keep their own settings.)
+pub fn no_credentials(url: &reqwest::Url) -> std::result::Result<(), String> {
+    if url.username().is_empty() && url.password().is_none() {
+        return Ok(());
+    }
+    Err(format!(
+        "a URL with a user name or password (user:pass@{}) is refused: it would be copied into \
+         LastError, the unit's status and the journal; give the address alone (a proxy's \
+         credentials go in [server] proxy or HTTPS_PROXY)",
+        url.host_str()
+            .map_or(String::new(), |h| crate::text::one_line(h, 100))
+    ))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -606,7 +685,35 @@ mod tests {
                 "[server] max_binary_size",
             ),
             ("[server]\ntimeout = \"0\"\n", "[server] timeout"),
+            (
+                "[server]\nmin_window_rate = 10\n",
+                "[server] min_window_rate",
+            ),
+            (
+                "[server]\ndownload_hosts = [\"https://mirror.example/\"]\n",
+                "[server] download_hosts",
+            ),
+            (
+                "[server]\ndownload_hosts = [\"\"]\n",
+                "[server] download_hosts",
+            ),
+            (
+                "[server]\nrate_window = \"500ms\"\n",
+                "[server] rate_window",
+            ),
             ("[server]\nurl = \"ftp://x/\"\n", "[server] url"),
+            (
+                "[server]\nurl = \"https://admin:s3cret@mirror.example/\"\n",
+                "[server] url",
+            ),
+            (
+                "[server]\nurl = \"https://token@mirror.example/\"\n",
+                "[server] url",
+            ),
+            (
+                "[policy]\nhealth_url = \"http://u:p@127.0.0.1/health\"\n",
+                "[policy] health_url",
+            ),
             ("[nonsense]\n", "nonsense"),
         ];
         for (text, key) in rows {
@@ -619,6 +726,12 @@ mod tests {
                 "{err}"
             );
             assert!(err.0.contains(key), "{key}: {err}");
+            assert!(!err.0.contains("s3cret"), "the password is repeated: {err}");
+            assert_eq!(
+                cfg.server_url,
+                Config::default().server_url,
+                "{text}: applied"
+            );
         }
     }
 
@@ -671,6 +784,9 @@ mod dist_tests {
             "timeout",
             "max_binary_size",
             "min_download_rate",
+            "min_window_rate",
+            "download_hosts",
+            "rate_window",
             "auto",
             "on_failure",
             "capabilities",

@@ -49,6 +49,14 @@ pub struct Finding {
     pub fix: String,
 }
 
+/// Short ids of several keys, for one line.
+fn short_ids(ids: &[String]) -> String {
+    ids.iter()
+        .map(|id| crate::trust::keys_short_id(id))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 fn finding(check: &'static str, level: Level, message: String, fix: &str) -> Finding {
     Finding {
         check,
@@ -84,15 +92,18 @@ pub struct KeyReport {
 /// The public key found in Cells' `pydio.json`: reported, never trusted.
 #[derive(Debug, Clone, Serialize)]
 pub struct CellsKey {
-    /// Its key id, when it parses.
+    /// The id of its first key block, when every block parses.
     pub id: Option<String>,
+    /// The ids of every key block found (more than one is warned about).
+    pub ids: Vec<String>,
     /// Why it does not parse.
     pub problem: Option<String>,
-    /// True when the same key is trusted anyway (from `/etc` or the vendor).
+    /// True when every key found is trusted anyway (from `/etc` or the vendor).
     pub trusted: bool,
-    /// The PEM text.
+    /// The keys in canonical PEM form, rebuilt from the parsed keys (never the Cells user's
+    /// text itself).
     #[serde(skip)]
-    pub pem: String,
+    pub pems: Vec<String>,
 }
 
 /// What `cells-updater config` prints: the settings in force and their sources.
@@ -204,19 +215,22 @@ impl Host {
         let keys = self.keys();
         let cells_key = effective.cells_key.as_ref().map(|pem| {
             let parsed: Result<Vec<TrustedKey>> = crate::trust::parse_pem_keys(pem, "pydio.json");
-            let (id, problem) = match parsed {
-                Ok(k) if !k.is_empty() => (Some(k[0].id.clone()), None),
-                Ok(_) => (None, Some("no public key in it".to_string())),
-                Err(e) => (None, Some(e.message())),
+            let (found, problem) = match parsed {
+                Ok(k) if !k.is_empty() => (k, None),
+                Ok(_) => (Vec::new(), Some("no public key in it".to_string())),
+                Err(e) => (Vec::new(), Some(e.message())),
             };
-            let trusted = id
-                .as_ref()
-                .is_some_and(|id| keys.as_ref().is_ok_and(|ks| ks.iter().any(|k| &k.id == id)));
+            let ids: Vec<String> = found.iter().map(|k| k.id.clone()).collect();
+            let trusted = !ids.is_empty()
+                && ids
+                    .iter()
+                    .all(|id| keys.as_ref().is_ok_and(|ks| ks.iter().any(|k| &k.id == id)));
             CellsKey {
-                id,
+                id: ids.first().cloned(),
+                ids,
                 problem,
                 trusted,
-                pem: pem.clone(),
+                pems: found.iter().filter_map(|k| k.to_pem().ok()).collect(),
             }
         });
         SettingsReport {
@@ -631,23 +645,37 @@ impl Host {
             ));
         }
         if let Some(k) = &s.cells_key {
+            if k.ids.len() > 1 {
+                out.push(finding(
+                    "pydio-json",
+                    Level::Warn,
+                    format!(
+                        "pydio.json's publicKey holds {} keys ({}); Pydio gives one: a second \
+                         key is a sign that someone added it",
+                        k.ids.len(),
+                        short_ids(&k.ids)
+                    ),
+                    "check the publicKey in pydio.json; `config --cells-key` prints no key \
+                     while there is more than one",
+                ));
+            }
             out.push(match (&k.id, k.trusted) {
-                (Some(id), true) => finding(
+                (Some(_), true) => finding(
                     "pydio-json",
                     Level::Ok,
                     format!(
                         "pydio.json names key {}, which is trusted from /etc or the vendor",
-                        crate::trust::keys_short_id(id)
+                        short_ids(&k.ids)
                     ),
                     "",
                 ),
-                (Some(id), false) => finding(
+                (Some(_), false) => finding(
                     "pydio-json",
                     Level::Warn,
                     format!(
                         "pydio.json names key {}, which is not trusted: a file the \
                          Cells user can write is never trusted",
-                        crate::trust::keys_short_id(id)
+                        short_ids(&k.ids)
                     ),
                     "if you set that key yourself, trust it as root: cells-updater config \
                      --cells-key > /etc/cells-updater/keys.d/cells.pem",
@@ -667,6 +695,26 @@ impl Host {
     }
 
     fn check_keys(&self, s: &SettingsReport) -> Finding {
+        if let Ok(k) = &s.keys {
+            let mut per_file: std::collections::BTreeMap<&str, Vec<String>> = Default::default();
+            for key in k {
+                per_file.entry(&key.file).or_default().push(key.id.clone());
+            }
+            if let Some((file, ids)) = per_file.iter().find(|(_, ids)| ids.len() > 1) {
+                return finding(
+                    "keys",
+                    Level::Warn,
+                    format!(
+                        "{} holds {} keys ({}), all trusted; one key per file is the rule, so \
+                         that a key added beside another is seen",
+                        crate::text::one_line(file, 200),
+                        ids.len(),
+                        short_ids(ids)
+                    ),
+                    "keep one key per file in the keys directory",
+                );
+            }
+        }
         match &s.keys {
             Err(e) => finding(
                 "keys",

@@ -44,6 +44,11 @@ impl FileCaps {
     /// hand, or reported by a filesystem its owner controls) never moves to a root-owned
     /// binary.
     pub fn preservable(&self) -> Option<FileCaps> {
+        // A v3 value with a non-zero root id holds in a user namespace only (the kernel
+        // writes it for a namespace's root): it is never carried over as a host capability.
+        if self.rootid.is_some_and(|r| r != 0) {
+            return None;
+        }
         let keep = 1u64 << CAP_NET_BIND_SERVICE;
         let c = FileCaps {
             permitted: self.permitted & keep,
@@ -303,6 +308,12 @@ mod tests {
             ..Default::default()
         };
         assert_eq!(none.preservable(), None);
+        // A user namespace's capability (v3, root id 100000) is not a host capability.
+        let namespaced = FileCaps {
+            rootid: Some(100000),
+            ..FileCaps::net_bind_service()
+        };
+        assert_eq!(namespaced.preservable(), None);
     }
 
     #[test]

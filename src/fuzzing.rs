@@ -62,6 +62,7 @@ pub fn update_response(data: &[u8]) {
         bad: &bad,
         max_binary_size: 1 << 30,
         server_url: "https://updatecells.pydio.com/",
+        download_hosts: &[],
         now: 1_800_000_000,
         min_age: Duration::from_secs(86_400),
         pin: Some(v("4.9.0")),
@@ -85,7 +86,7 @@ pub fn update_response(data: &[u8]) {
         let version = a.version.clone().expect("an allowed release has a version");
         assert!(version > v("4.4.3") && version <= v("4.9.0"), "{version}");
         assert!(!policy::is_bad(&bad, "PydioHome", &version));
-        let r = Release::from_package(&a.package, ctx.server_url)
+        let r = Release::from_package(&a.package, ctx.server_url, ctx.download_hosts)
             .expect("an allowed release can be downloaded");
         assert!(r.url.scheme() == "https", "{}", r.url);
         assert!(r.size > 0 && r.size <= 1 << 30);

@@ -150,6 +150,48 @@ pub fn open_and_inspect(dir: &Dir, name: &str, limit: u64) -> Result<(File, OnDi
     Ok((opened.file, on_disk))
 }
 
+/// Opens the installed binary `name` in `dir` to keep it for Rollback, and checks through
+/// the descriptor what is kept: a regular file (never through a link) with one link, owned by
+/// root or `cells_uid`, with an ELF header for this machine; its hash and capabilities are
+/// read from the same descriptor. Anything else is refused before anything changes.
+pub fn open_installed(
+    dir: &Dir,
+    name: &str,
+    limit: u64,
+    cells_uid: Option<u32>,
+) -> Result<(File, OnDisk)> {
+    let what = dir.path().join(name).display().to_string();
+    let (file, on_disk) = open_and_inspect(dir, name, limit)?;
+    let st = nix::sys::stat::fstat(&file)
+        .map_err(|e| Error::SwapFailed(format!("cannot inspect {what}: {e}")))?;
+    let refuse = |why: String| {
+        Err(Error::UnsafePath(format!(
+            "{what} {why}; it is not kept for Rollback, so nothing was installed: put the \
+             Cells binary itself there (root-owned, mode 0755, one link)"
+        )))
+    };
+    if st.st_nlink != 1 {
+        return refuse(format!(
+            "has {} hard links (another name for it could be changed after it was kept)",
+            st.st_nlink
+        ));
+    }
+    if st.st_uid != 0 && Some(st.st_uid) != cells_uid {
+        return refuse(format!(
+            "is owned by uid {}, neither root nor the Cells user",
+            st.st_uid
+        ));
+    }
+    crate::probe::check_elf(&file).map_err(|e| {
+        Error::SwapFailed(format!(
+            "the installed binary {what} cannot be kept for Rollback: {}; nothing was \
+             installed",
+            e.message()
+        ))
+    })?;
+    Ok((file, on_disk))
+}
+
 fn check_space(dir: &Dir, size: u64) -> Result<()> {
     let st = nix::sys::statvfs::fstatvfs(dir.as_fd()).map_err(|e| {
         Error::SwapFailed(format!(
@@ -519,5 +561,67 @@ mod tests {
         let err = open_and_inspect(&bin_dir, "cells", 1024).unwrap_err();
         assert_eq!(err.name(), "SwapFailed");
         assert!(err.message().contains("max_binary_size"), "{err}");
+    }
+
+    /// What is kept for Rollback is checked through the descriptor: row by row, each refused
+    /// with its error, nothing written anywhere.
+    #[test]
+    fn only_a_plain_elf_binary_of_root_or_the_cells_user_is_kept() {
+        use std::os::unix::fs::MetadataExt;
+        let elf = std::fs::read(std::env::current_exe().unwrap()).unwrap();
+        let listing = |dir: &Path| -> Vec<_> {
+            let mut all: Vec<_> = std::fs::read_dir(dir)
+                .unwrap()
+                .map(|e| {
+                    let e = e.unwrap();
+                    let m = std::fs::symlink_metadata(e.path()).unwrap();
+                    (e.file_name(), m.ino(), m.nlink(), m.uid(), m.mtime())
+                })
+                .collect();
+            all.sort();
+            all
+        };
+        let rows: &[(&str, &str, &str)] = &[
+            ("a second hard link", "UnsafePath", "2 hard links"),
+            ("owned by another uid", "UnsafePath", "owned by uid 4242"),
+            ("not an ELF binary", "SwapFailed", "not an ELF"),
+            ("a symlink", "UnsafePath", "link"),
+        ];
+        for (row, error, says) in rows {
+            let bin = tempfile::tempdir().unwrap();
+            let path = bin.path().join("cells");
+            match *row {
+                "a second hard link" => {
+                    std::fs::write(&path, &elf).unwrap();
+                    std::fs::hard_link(&path, bin.path().join("other-name")).unwrap();
+                }
+                "owned by another uid" => {
+                    std::fs::write(&path, &elf).unwrap();
+                    std::os::unix::fs::chown(&path, Some(4242), Some(4242)).unwrap();
+                }
+                "not an ELF binary" => std::fs::write(&path, b"#!/bin/sh\necho 4.4.2\n").unwrap(),
+                _ => {
+                    std::fs::write(bin.path().join("real"), &elf).unwrap();
+                    std::os::unix::fs::symlink("real", &path).unwrap();
+                }
+            }
+            let before = listing(bin.path());
+            let bin_dir = dirfd::root_dir(bin.path(), None, Error::SwapFailed).unwrap();
+            let err = open_installed(&bin_dir, "cells", 1 << 30, Some(999)).unwrap_err();
+            assert_eq!(err.name(), *error, "{row}: {err}");
+            assert!(err.message().contains(says), "{row}: {err}");
+            let after = listing(bin.path());
+            assert_eq!(before, after, "{row}: something changed");
+        }
+        // Root's and the Cells user's own binaries are kept.
+        for owner in [0, 999] {
+            let bin = tempfile::tempdir().unwrap();
+            let path = bin.path().join("cells");
+            std::fs::write(&path, &elf).unwrap();
+            std::os::unix::fs::chown(&path, Some(owner), Some(owner)).unwrap();
+            let bin_dir = dirfd::root_dir(bin.path(), None, Error::SwapFailed).unwrap();
+            let (_, seen) = open_installed(&bin_dir, "cells", 1 << 30, Some(999)).unwrap();
+            assert_eq!(seen.size, elf.len() as u64);
+        }
     }
 }

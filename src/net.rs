@@ -109,8 +109,18 @@ impl AddrPolicy {
     }
 }
 
-/// Checks a release's `BinaryURL` against the configured server URL (see the module rules).
-pub fn check_binary_url(raw: &str, server: &str) -> Result<reqwest::Url> {
+/// Pydio's own download host: where its update server's `BinaryURL`s point today.
+pub const PYDIO_DOWNLOAD_HOST: &str = "download.pydio.com";
+
+/// Checks a release's `BinaryURL` against the configured server URL (see the module rules)
+/// and the hosts downloads may come from: the server's own, or one of `download_hosts`
+/// (`[server] download_hosts`). So a hostile update server cannot make the helper send blind
+/// GET requests to any host it likes, an intranet address included.
+pub fn check_binary_url(
+    raw: &str,
+    server: &str,
+    download_hosts: &[String],
+) -> Result<reqwest::Url> {
     let refuse = |why: String| {
         Error::DownloadFailed(format!(
             "the update server's BinaryURL is refused: {why}; nothing was downloaded"
@@ -137,7 +147,57 @@ pub fn check_binary_url(raw: &str, server: &str) -> Result<reqwest::Url> {
     AddrPolicy::for_server(&server)
         .check_url(&url)
         .map_err(refuse)?;
+    // Hosts compared bare (an IPv6 literal without its brackets), case-insensitively.
+    let bare = |h: Option<&str>| {
+        h.unwrap_or_default()
+            .trim_matches(['[', ']'])
+            .to_ascii_lowercase()
+    };
+    let host = bare(url.host_str());
+    let listed = download_hosts.iter().any(|h| h.eq_ignore_ascii_case(&host));
+    if !listed && host != bare(server.host_str()) {
+        let literal = match url.host() {
+            Some(url::Host::Ipv4(v)) => private_or_loopback(IpAddr::V4(v)),
+            Some(url::Host::Ipv6(v)) => private_or_loopback(IpAddr::V6(v)),
+            _ => None,
+        };
+        return Err(refuse(match literal {
+            Some(kind) => format!(
+                "{url} points to a {kind} address that is neither the update server's host nor \
+                 listed in [server] download_hosts"
+            ),
+            None => format!(
+                "{url} is on {host}, neither the update server's host ({}) nor one of [server] \
+                 download_hosts ({})",
+                server.host_str().unwrap_or_default(),
+                if download_hosts.is_empty() {
+                    "none".to_string()
+                } else {
+                    download_hosts.join(", ")
+                }
+            ),
+        }));
+    }
     Ok(url)
+}
+
+/// `Some(kind)` for a private (RFC 1918, IPv6 unique-local, shared CGNAT) or loopback
+/// address.
+fn private_or_loopback(ip: IpAddr) -> Option<&'static str> {
+    let ip = match ip {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(IpAddr::V6(v6), IpAddr::V4),
+        v4 => v4,
+    };
+    match ip {
+        IpAddr::V4(v) if v.is_loopback() => Some("loopback"),
+        IpAddr::V4(v) if v.is_private() => Some("private (RFC 1918)"),
+        IpAddr::V4(v) if v.octets()[0] == 100 && (v.octets()[1] & 0xc0) == 64 => {
+            Some("shared (100.64.0.0/10)")
+        }
+        IpAddr::V6(v) if v.is_loopback() => Some("loopback"),
+        IpAddr::V6(v) if (v.segments()[0] & 0xfe00) == 0xfc00 => Some("private (unique-local)"),
+        _ => None,
+    }
 }
 
 /// Resolves names, then drops every address the policy forbids.
@@ -253,8 +313,18 @@ pub struct FetchRequest {
     pub min_deadline_secs: u64,
     /// Longest silence between two reads.
     pub read_timeout_secs: u64,
+    /// At least this many bytes per second over every `window_secs` after the first (0: no
+    /// such rule).
+    #[serde(default)]
+    pub window_rate: u64,
+    /// The sliding window of `window_rate`, seconds.
+    #[serde(default)]
+    pub window_secs: u64,
     /// Proxies.
     pub proxy: ProxySettings,
+    /// `[server] download_hosts`.
+    #[serde(default)]
+    pub download_hosts: Vec<String>,
 }
 
 impl FetchRequest {
@@ -263,6 +333,49 @@ impl FetchRequest {
         let by_rate =
             Duration::from_secs(self.size.saturating_sub(self.offset) / self.min_rate.max(1));
         by_rate.max(Duration::from_secs(self.min_deadline_secs.max(1)))
+    }
+}
+
+/// A download's rate over a sliding window: once a whole window has passed, every window
+/// must have brought at least `rate × window` bytes. Sampled once a second (and at most
+/// `window + 2` samples kept), so a server that trickles a byte now and then to keep the read
+/// timeout alive is stopped one window after it slows down, whatever the overall deadline.
+#[derive(Debug)]
+pub struct RateWindow {
+    window: Duration,
+    need: u64,
+    /// (when, bytes so far), oldest first; the first one at or before `now - window`.
+    samples: std::collections::VecDeque<(tokio::time::Instant, u64)>,
+}
+
+impl RateWindow {
+    /// Starts at `now` with `done` bytes already held; `rate` 0 or `window` 0 turns it off.
+    pub fn new(now: tokio::time::Instant, done: u64, window: Duration, rate: u64) -> Self {
+        RateWindow {
+            window,
+            need: rate.saturating_mul(window.as_secs()),
+            samples: std::collections::VecDeque::from([(now, done)]),
+        }
+    }
+
+    /// Records `done` bytes at `now`; the bytes the last window brought when they are too
+    /// few.
+    pub fn sample(&mut self, now: tokio::time::Instant, done: u64) -> Option<u64> {
+        if self.window.is_zero() || self.need == 0 {
+            return None;
+        }
+        self.samples.push_back((now, done));
+        let cut = now.checked_sub(self.window)?;
+        // Keep exactly one sample at or before the cut: the base of the last window.
+        while self.samples.len() > 1 && self.samples[1].0 <= cut {
+            self.samples.pop_front();
+        }
+        let (at, base) = *self.samples.front()?;
+        if at > cut {
+            return None; // not one whole window yet
+        }
+        let got = done.saturating_sub(base);
+        (got < self.need).then_some(got)
     }
 }
 
@@ -281,7 +394,7 @@ pub const INTERRUPTED: &str = "interrupted";
 pub async fn fetch(req: FetchRequest, out: &mut impl Write) -> Result<serde_json::Value> {
     let started = tokio::time::Instant::now();
     let deadline = started + req.deadline();
-    let url = check_binary_url(&req.url, &req.server_url)?;
+    let url = check_binary_url(&req.url, &req.server_url, &req.download_hosts)?;
     let server = reqwest::Url::parse(&req.server_url)
         .map_err(|e| Error::InvalidArgument(format!("[server] url: {e}")))?;
     let http = client(
@@ -340,8 +453,39 @@ pub async fn fetch(req: FetchRequest, out: &mut impl Write) -> Result<serde_json
         protocol::send_meta(out, &serde_json::json!(FetchStart { start }))
             .map_err(|e| fail(format!("cannot pass the bytes on: {e}")))?;
         let mut done = start;
+        let mut rate = RateWindow::new(
+            tokio::time::Instant::now(),
+            done,
+            Duration::from_secs(req.window_secs),
+            req.window_rate,
+        );
+        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
-            let chunk = match resp.chunk().await {
+            // `chunk` only polls the body for its next frame: dropping it for a tick loses
+            // nothing.
+            let next = tokio::select! {
+                c = resp.chunk() => c,
+                now = tick.tick() => {
+                    if let Some(got) = rate.sample(now, done) {
+                        return Err(interrupted(
+                            out,
+                            &mut frames,
+                            fail(format!(
+                                "the transfer slowed to {} bytes/s over the last {} s, below \
+                                 [server] min_window_rate ({} bytes/s); {done} of {} bytes \
+                                 arrived (a later attempt resumes)",
+                                got / req.window_secs.max(1),
+                                req.window_secs,
+                                req.window_rate,
+                                req.size
+                            )),
+                        ));
+                    }
+                    continue;
+                }
+            };
+            let chunk = match next {
                 Ok(Some(c)) => c,
                 Ok(None) => break,
                 Err(e) => {
@@ -517,10 +661,45 @@ mod tests {
                 "https://updatecells.pydio.com/",
             ),
             ("http://127.0.0.1:8080/bin/x", "http://127.0.0.1:8080/"),
-            ("https://[2001:db8::1]/x", "https://updatecells.pydio.com/"),
         ];
+        let pydio = vec![PYDIO_DOWNLOAD_HOST.to_string()];
         for (u, s) in ok {
-            check_binary_url(u, s).unwrap_or_else(|e| panic!("{u}: {e}"));
+            check_binary_url(u, s, &pydio).unwrap_or_else(|e| panic!("{u}: {e}"));
+        }
+        // Listed hosts (case does not matter), a listed private address.
+        let mirror = vec![
+            "Mirror.Example".to_string(),
+            "10.1.2.3".to_string(),
+            "2001:db8::1".to_string(),
+        ];
+        for u in [
+            "https://mirror.example/c",
+            "https://10.1.2.3/c",
+            "https://[2001:db8::1]/x",
+        ] {
+            check_binary_url(u, "https://updatecells.pydio.com/", &mirror)
+                .unwrap_or_else(|e| panic!("{u}: {e}"));
+        }
+        // A hostile server sends the helper into the intranet, or anywhere else.
+        for (u, why) in [
+            ("https://10.0.0.1/admin", "private (RFC 1918)"),
+            ("https://192.168.1.1/", "private (RFC 1918)"),
+            ("https://172.16.0.9/", "private (RFC 1918)"),
+            ("https://100.64.0.1/", "shared"),
+            ("https://[fd00::1]/", "unique-local"),
+            ("https://[::ffff:10.0.0.1]/", "private"),
+            (
+                "https://intranet.corp/x",
+                "neither the update server's host",
+            ),
+            (
+                "https://download.pydio.com.evil/x",
+                "neither the update server's host",
+            ),
+        ] {
+            let e = check_binary_url(u, "https://updatecells.pydio.com/", &pydio).unwrap_err();
+            assert_eq!(e.name(), "DownloadFailed", "{u}");
+            assert!(e.message().contains(why), "{u}: {e}");
         }
         let bad = [
             ("file:///etc/shadow", "https://u/", "scheme"),
@@ -553,7 +732,7 @@ mod tests {
             ("not a url", "https://u/", "not a URL"),
         ];
         for (u, s, why) in bad {
-            let e = check_binary_url(u, s).unwrap_err();
+            let e = check_binary_url(u, s, &pydio).unwrap_err();
             assert_eq!(e.name(), "DownloadFailed", "{u}");
             assert!(e.message().contains(why), "{u}: {e}");
         }
@@ -569,10 +748,47 @@ mod tests {
             min_rate: 64 << 10,
             min_deadline_secs: 60,
             read_timeout_secs: 60,
+            window_rate: 32 << 10,
+            window_secs: 60,
             proxy: ProxySettings::default(),
+            download_hosts: Vec::new(),
         };
         assert_eq!(r.deadline(), Duration::from_secs(1024));
         r.size = 1000;
         assert_eq!(r.deadline(), MIN_DOWNLOAD_DEADLINE);
+    }
+
+    #[test]
+    fn the_rate_window_stops_a_trickle_one_window_after_it_slows() {
+        let t0 = tokio::time::Instant::now();
+        let s = |n: u64| t0 + Duration::from_secs(n);
+        let mut w = RateWindow::new(t0, 0, Duration::from_secs(60), 32 << 10);
+        // Fast for 10 s, then one byte every second: the window that starts at 0 still holds
+        // the fast part; the first window without it fails.
+        let mut done = 0;
+        for n in 1..=10 {
+            done += 1 << 20;
+            assert_eq!(w.sample(s(n), done), None, "second {n}");
+        }
+        let mut failed_at = None;
+        for n in 11..=200 {
+            done += 1;
+            if w.sample(s(n), done).is_some() {
+                failed_at = Some(n);
+                break;
+            }
+        }
+        // 32 KiB/s over 60 s is 1.875 MiB: the last window holds less from second 69 on.
+        assert_eq!(failed_at, Some(69));
+        assert!(w.samples.len() <= 62, "{} samples kept", w.samples.len());
+        // Slow from the start: stopped after the first window, not before.
+        let mut w = RateWindow::new(t0, 0, Duration::from_secs(60), 32 << 10);
+        assert_eq!(w.sample(s(59), 100), None);
+        assert_eq!(w.sample(s(60), 100), Some(100));
+        // A steady 64 KiB/s download never fails; 0 turns the rule off.
+        let mut w = RateWindow::new(t0, 0, Duration::from_secs(60), 32 << 10);
+        assert!((1..=300).all(|n| w.sample(s(n), n * (64 << 10)).is_none()));
+        let mut off = RateWindow::new(t0, 0, Duration::from_secs(60), 0);
+        assert_eq!(off.sample(s(600), 0), None);
     }
 }

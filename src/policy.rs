@@ -19,6 +19,8 @@ pub struct Context<'a> {
     pub max_binary_size: u64,
     /// The configured server URL (the download rules are relative to it).
     pub server_url: &'a str,
+    /// `[server] download_hosts`.
+    pub download_hosts: &'a [String],
     /// Now, unix seconds (for the release age).
     pub now: i64,
     /// `[policy] min_release_age`.
@@ -51,7 +53,9 @@ pub fn assess(p: &Package, ctx: &Context<'_>) -> Assessed {
     // An unknown release date (0: older servers) cannot be judged young.
     let eligible_at = (p.release_date > 0 && !ctx.min_age.is_zero())
         .then(|| p.release_date.saturating_add(ctx.min_age.as_secs() as i64));
-    let reason = if version.is_none() || Release::from_package(p, ctx.server_url).is_err() {
+    let reason = if version.is_none()
+        || Release::from_package(p, ctx.server_url, ctx.download_hosts).is_err()
+    {
         "invalid"
     } else if p.status != PackageStatus::Released {
         "not-released"
@@ -207,12 +211,14 @@ mod tests {
             "PydioHome:4.4.7".to_string(),
             "PydioEnterprise:4.4.8".to_string(),
         ];
+        let hosts = vec!["example.org".to_string()];
         let ctx = Context {
             package: "PydioHome",
             floor: &floor,
             bad: &bad,
             max_binary_size: 1000,
             server_url: "https://updatecells.pydio.com/",
+            download_hosts: &hosts,
             now: 1_800_000_000,
             min_age: std::time::Duration::from_secs(3 * 86_400),
             pin: Some(v("4.5.0")),
@@ -291,6 +297,14 @@ mod tests {
             (
                 Package {
                     binary_checksum: "abc".into(),
+                    ..pkg("4.4.5")
+                },
+                "invalid",
+            ),
+            // Neither the server's host nor a listed download host (an intranet address).
+            (
+                Package {
+                    binary_url: "https://10.0.0.7/cells".into(),
                     ..pkg("4.4.5")
                 },
                 "invalid",

@@ -196,6 +196,26 @@ pub async fn check_version(runner: &Runner, file: &File, expected: &CellsVersion
     Ok(())
 }
 
+/// Whether an edition label names the Enterprise edition (Cells' own rule: the label of an
+/// Enterprise build contains "Enterprise").
+pub fn label_is_enterprise(label: &str) -> bool {
+    label.contains("Enterprise")
+}
+
+/// Checks, before the swap, that `file` is the edition `package` asks for: a genuine binary
+/// of the other edition never runs on this host's data. A binary whose label says nothing
+/// passes (Cells' rule: the label alone never fails the check).
+pub async fn check_edition(runner: &Runner, file: &File, package: &str) -> Result<()> {
+    let label = report_label(runner, file).await?;
+    if label.is_empty() || label_is_enterprise(&label) == (package == "PydioEnterprise") {
+        return Ok(());
+    }
+    Err(Error::VersionMismatch(format!(
+        "the binary says it is {label:?}, not the {package} edition that was advertised; a \
+         genuinely signed binary of the other edition is refused before it runs here"
+    )))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -52,6 +52,8 @@ pub fn effective(cfg: &Config, cells: Option<&CellsUpdateSettings>) -> Effective
     let cells_url = cells
         .and_then(|c| reqwest::Url::parse(c.url.as_deref()?).ok())
         .filter(|u| matches!(u.scheme(), "http" | "https"))
+        // A URL with credentials is not followed: they would reach LastError and the journal.
+        .filter(|u| crate::config::no_credentials(u).is_ok())
         .map(|u| u.to_string());
     let (url, url_source) = match (cfg.server_url_set, cells_url) {
         (true, _) => (cfg.server_url.clone(), Source::Config),
@@ -124,6 +126,15 @@ mod tests {
             (e.url_source, e.channel_source),
             (Source::Default, Source::Default)
         );
+        // Nor a URL with credentials: they would be copied into LastError and the journal.
+        let secret = CellsUpdateSettings {
+            url: Some("https://admin:s3cret@mirror.example/".into()),
+            channel: None,
+            public_key: None,
+        };
+        let e = effective(&Config::default(), Some(&secret));
+        assert_eq!(e.url_source, Source::Default);
+        assert!(!e.url.contains("s3cret"), "{}", e.url);
         // The Cells user writes terminal escapes and a fake doctor line into its URL: what is
         // followed and shown has no control character left.
         let hostile = CellsUpdateSettings {

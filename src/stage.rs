@@ -60,10 +60,15 @@ pub struct Release {
 
 impl Release {
     /// Checks the form of a package offered by the server at `server_url`: a Cells version, a
-    /// `BinaryURL` that follows the download rules, a 32-byte checksum, a signature, a size.
-    pub fn from_package(p: &Package, server_url: &str) -> Result<Release> {
+    /// `BinaryURL` that follows the download rules (on the server's host or one of
+    /// `download_hosts`), a 32-byte checksum, a signature, a size.
+    pub fn from_package(
+        p: &Package,
+        server_url: &str,
+        download_hosts: &[String],
+    ) -> Result<Release> {
         let version = CellsVersion::parse(&p.version)?;
-        let url = crate::net::check_binary_url(&p.binary_url, server_url)?;
+        let url = crate::net::check_binary_url(&p.binary_url, server_url, download_hosts)?;
         let checksum = trust::decode_checksum(&p.binary_checksum)?;
         let signature = trust::decode_b64("the signature", &p.binary_signature)
             .map_err(|e| Error::SignatureInvalid(e.message()))?;
@@ -295,6 +300,10 @@ pub struct Stager {
     pub min_rate: u64,
     /// …and may take at least this long (60 s in production).
     pub min_deadline: Duration,
+    /// Over every `rate_window` (after the first), at least this many bytes per second.
+    pub window_rate: u64,
+    /// The sliding window of `window_rate`.
+    pub rate_window: Duration,
 }
 
 /// Why a download stopped early, and whether its partial file is worth keeping.
@@ -552,10 +561,13 @@ impl Stager {
         let req = FetchRequest {
             url: release.url.to_string(),
             server_url: server.url.clone(),
+            download_hosts: server.download_hosts.clone(),
             offset: resume_from,
             size: release.size,
             min_rate: self.min_rate,
             min_deadline_secs: self.min_deadline.as_secs(),
+            window_rate: self.window_rate,
+            window_secs: self.rate_window.as_secs(),
             read_timeout_secs: server.timeout.as_secs().max(1),
             proxy: server.proxy.clone(),
         };
@@ -621,7 +633,20 @@ impl Stager {
             while let Ok(buf) = used_rx.try_recv() {
                 fetch.give_back(buf);
             }
-            match fetch.next().await {
+            // A server that trickles sends a frame rarely: Cancel is seen within 100 ms
+            // whatever it does (the helper is stopped; the bytes written so far are kept for a
+            // resumed attempt, a frame cut short is simply not written).
+            let next = tokio::select! {
+                biased;
+                () = cancel.cancelled() => {
+                    stop = Some(Stop::Fatal(Error::Cancelled(
+                        "the job was cancelled before anything was changed".into(),
+                    )));
+                    break;
+                }
+                f = fetch.next() => f,
+            };
+            match next {
                 Ok(Frame::Data(chunk)) => {
                     if done + chunk.len() as u64 > release.size {
                         stop = Some(fatal(format!(
@@ -716,6 +741,7 @@ impl Stager {
         // The bytes that are probed are the bytes that were hashed: same directory, never
         // writable by anyone but root, opened without following links.
         probe::check_version(&self.runner, &file, c.version).await?;
+        probe::check_edition(&self.runner, &file, c.package).await?;
         cancel.check()?;
         let manifest = Manifest {
             version: c.version.to_string(),

@@ -352,6 +352,32 @@ fn resolv_conf() -> String {
     std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default()
 }
 
+/// The `hosts:` line of `/etc/nsswitch.conf` (`""` when there is none).
+fn nss_hosts_line() -> String {
+    std::fs::read_to_string("/etc/nsswitch.conf")
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.trim_start().strip_prefix("hosts:").map(str::to_string))
+        .unwrap_or_default()
+}
+
+/// The socket families a network helper may create: `AF_INET` and `AF_INET6` for HTTP(S) and
+/// DNS; `AF_UNIX` only when name resolution here goes through a service reached over a local
+/// socket (an NSS module other than `files`, `dns` and `myhostname` in the `hosts:` line:
+/// `resolve` talks to systemd-resolved over varlink, `mymachines` to machined). Netlink,
+/// packet and every other family are never needed.
+fn helper_address_families(hosts_line: &str) -> Vec<String> {
+    let mut families = vec!["AF_INET".to_string(), "AF_INET6".to_string()];
+    let local_service = hosts_line
+        .split_whitespace()
+        .filter(|w| !w.starts_with('['))
+        .any(|m| !matches!(m, "files" | "dns" | "myhostname"));
+    if local_service {
+        families.push("AF_UNIX".to_string());
+    }
+    families
+}
+
 /// A network helper's IP filter: (`IPAddressDeny=`, `IPAddressAllow=`). Link-local and
 /// multicast are always denied; without `loopback`, loopback and unspecified addresses too,
 /// except the name servers `resolv_conf` lists on loopback (systemd-resolved's 127.0.0.53,
@@ -467,6 +493,11 @@ pub async fn start_transient(
             };
             let (deny, allow) = network_filter(*loopback, &resolv);
             props.push(("IPAddressDeny", Value::from(deny)));
+            let families = helper_address_families(&nss_hosts_line());
+            props.push((
+                "RestrictAddressFamilies",
+                Value::from(zbus::zvariant::Structure::from((true, families))),
+            ));
             if !allow.is_empty() {
                 props.push(("IPAddressAllow", Value::from(allow)));
             }
@@ -730,6 +761,22 @@ pub fn render_dropin(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn network_helpers_get_inet_sockets_and_unix_only_for_a_resolver_service() {
+        let inet = ["AF_INET", "AF_INET6"];
+        assert_eq!(helper_address_families(" files dns"), inet);
+        assert_eq!(helper_address_families("files myhostname dns"), inet);
+        assert_eq!(helper_address_families(""), inet);
+        assert_eq!(
+            helper_address_families(" files resolve [!UNAVAIL=return] dns myhostname"),
+            ["AF_INET", "AF_INET6", "AF_UNIX"]
+        );
+        assert_eq!(
+            helper_address_families("files mymachines dns"),
+            ["AF_INET", "AF_INET6", "AF_UNIX"]
+        );
+    }
 
     #[test]
     fn network_helpers_reach_loopback_only_when_needed() {

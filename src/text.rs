@@ -31,6 +31,27 @@ pub fn multi_line(s: &str) -> String {
         .collect()
 }
 
+/// One JSON document for a terminal or a script (`--json`): serde_json escapes only the
+/// characters below 0x20, so DEL, the C1 controls and the bidi overrides and isolates are
+/// escaped here too (`\u009b`), wherever they are in the document. They can only be inside
+/// strings, so the result is the same JSON value.
+pub fn json(v: &serde_json::Value) -> String {
+    let text = v.to_string();
+    if !text.chars().any(is_active) {
+        return text;
+    }
+    let mut out = String::with_capacity(text.len() + 16);
+    for c in text.chars() {
+        if is_active(c) {
+            // Every active character is in the Basic Multilingual Plane: one \uXXXX.
+            out.push_str(&format!("\\u{:04x}", c as u32));
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
 /// For D-Bus strings, which cannot carry NUL: NULs are dropped, the rest is kept as sent.
 pub fn no_nul(s: &str) -> String {
     if s.contains('\0') {
@@ -54,5 +75,21 @@ mod tests {
         assert_eq!(one_line("abcdef", 3), "abc…");
         assert_eq!(multi_line("a\r\nb\t\x1b[31mred\x07"), "a\nb\t[31mred");
         assert_eq!(no_nul("a\0b\nc"), "ab\nc");
+    }
+
+    #[test]
+    fn json_escapes_every_active_character_and_stays_the_same_value() {
+        let hostile = "x\u{1b}[2Jy\u{7f}z\u{9b}31m\u{202e}gnp\u{2066}w\u{85}";
+        let v = serde_json::json!({"k": hostile, "list": [hostile]});
+        let text = json(&v);
+        assert!(!text.chars().any(is_active), "{text:?}");
+        assert!(text.contains("\\u001b") && text.contains("\\u007f") && text.contains("\\u009b"));
+        assert!(text.contains("\\u202e") && text.contains("\\u2066") && text.contains("\\u0085"));
+        let back: serde_json::Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(back, v);
+        assert_eq!(
+            json(&serde_json::json!({"a": "plain é"})),
+            r#"{"a":"plain é"}"#
+        );
     }
 }

@@ -158,6 +158,8 @@ pub struct ServerSettings {
     pub timeout: Duration,
     /// Proxies.
     pub proxy: crate::net::ProxySettings,
+    /// Hosts a `BinaryURL` may point at besides the server's own (`[server] download_hosts`).
+    pub download_hosts: Vec<String>,
 }
 
 impl ServerSettings {

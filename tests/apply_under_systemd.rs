@@ -2,7 +2,8 @@
 //! port needs the binary's file capability: cells.service has no AmbientCapabilities), a
 //! local update server inside the container offers signed releases, and the Cells user asks
 //! cells-updater to update. The new binary keeps cap_net_bind_service and is root-owned; a
-//! release that exits at start is rolled back by itself and marked bad; Rollback works.
+//! release that exits at start is rolled back by itself and marked bad; Rollback works, and
+//! the release it left can be installed again.
 
 mod support;
 
@@ -70,9 +71,16 @@ fn update_by_the_cells_user_keeps_the_capability_and_rollback_restores() {
     );
     assert_eq!(prop(&sb, "InstalledVersion"), "s \"4.4.2\"");
     assert_eq!(prop(&sb, "PreviousVersion"), "s \"\"");
-    // 4.4.5 ran here once: replaying it is still refused.
-    let (ok, _, err) = sb.try_sh("cells-updater update 4.4.5");
-    assert!(!ok && err.contains("Error.Downgrade"), "{err}");
+    // 4.4.5 is the floor now, and the release the rollback left: it may come back (I3,
+    // round 3: equal to the floor is allowed), with its capability.
+    let (ok, out, err) = sb.try_sh("cells-updater update 4.4.5");
+    assert!(ok, "the rolled-back release is refused:\n{out}\n{err}");
+    assert_eq!(sb.sh("curl -sf http://127.0.0.1:443/").trim(), "4.4.5");
+    assert_eq!(
+        sb.sh("getcap /opt/pydio/bin/cells").trim(),
+        "/opt/pydio/bin/cells cap_net_bind_service=ep"
+    );
+    assert_eq!(prop(&sb, "PreviousVersion"), "s \"4.4.2\"");
 }
 
 #[test]
@@ -109,6 +117,35 @@ fn a_release_that_exits_at_start_is_rolled_back_and_marked_bad() {
     assert_eq!(rel["Allowed"], false);
     assert_eq!(rel["Reason"], "bad");
     assert_eq!(sb.sh("ls -A /opt/pydio/bin").trim(), "cells");
+    // The mark is listed, and only a host admin can clear it: the Cells user, whose own
+    // update failed (and who could make any one health check fail), cannot.
+    assert_eq!(prop(&sb, "BadVersions"), "as 1 \"PydioHome:4.4.6\"");
+    assert!(sb
+        .sh("cells-updater status")
+        .contains("Marked bad:        PydioHome:4.4.6"));
+    let (ok, _, err) = sb.try_sh("runuser -u pydio -- cells-updater forget-bad 4.4.6");
+    assert!(
+        !ok && err.contains("Error.NotAuthorized") && err.contains("manage-policy"),
+        "{err}"
+    );
+    assert_eq!(prop(&sb, "BadVersions"), "as 1 \"PydioHome:4.4.6\"");
+    let (ok, _, err) = sb.try_sh("cells-updater forget-bad 4.4.7");
+    assert!(
+        !ok && err.contains("Error.InvalidArgument") && err.contains("not marked bad"),
+        "{err}"
+    );
+    sb.sh("cells-updater forget-bad 4.4.6");
+    assert_eq!(prop(&sb, "BadVersions"), "as 0");
+    let log = sb.sh("journalctl -u cells-updater --no-pager -o cat");
+    assert!(
+        log.contains("uid 0 cleared the bad mark of PydioHome:4.4.6"),
+        "{log}"
+    );
+    // Allowed again: it is tried (and, still broken, rolled back and marked once more).
+    let (ok, _, err) = sb.try_sh("cells-updater update 4.4.6");
+    assert!(!ok && err.contains("Error.UnitFailed"), "{err}");
+    assert_eq!(sb.sh("curl -sf http://127.0.0.1:443/").trim(), "4.4.2");
+    assert_eq!(prop(&sb, "BadVersions"), "as 1 \"PydioHome:4.4.6\"");
 }
 
 #[test]

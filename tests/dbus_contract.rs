@@ -6,7 +6,7 @@
 
 mod support;
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use support::bus::*;
 use support::*;
 
@@ -102,6 +102,7 @@ fn introspection_lists_every_member_of_the_contract() {
         (".ListJobs", "-", "ao"),
         (".Hold", "sa{sv}", "-"),
         (".Release", "-", "-"),
+        (".ForgetBadVersion", "s", "-"),
         (".Rollback", "a{sv}", "o"),
         (".Stage", "sa{sv}", "o"),
         (".StageFromFd", "ha{sv}", "o"),
@@ -125,6 +126,7 @@ fn introspection_lists_every_member_of_the_contract() {
         ("StagedVersion", "s"),
         ("PreviousVersion", "s"),
         ("AvailableVersions", "as"),
+        ("BadVersions", "as"),
         ("LastCheck", "t"),
         ("LastError", "s"),
         ("CurrentJob", "o"),
@@ -562,6 +564,51 @@ fn cli_status_json_and_unreachable_exit_code() {
         "no daemon on the bus: {}",
         String::from_utf8_lossy(&out.stderr)
     );
+}
+
+/// A server that trickles (a byte every 2 s after the first 4 KiB) never fills a frame: the
+/// daemon still sees a Cancel within a second, and the job ends cancelled.
+#[test]
+fn cancel_takes_effect_within_a_second_while_the_server_trickles() {
+    let (env, bus, _d) = started();
+    let mut bytes = fake_cells("4.4.5", "ok");
+    bytes.resize(1 << 20, 0x55);
+    let (sum, sig) = sign(&bytes, &keys().rsa);
+    env.publish_with(
+        "4.4.5",
+        bytes,
+        &sum,
+        &sig,
+        Delivery::Trickle {
+            first: 4096,
+            every_ms: 2000,
+        },
+        false,
+    );
+    let job = start_stage(&bus, "4.4.5");
+    wait_until(Duration::from_secs(10), "the download", || {
+        bus.busctl_json(&["get-property", DEST, &job, JOB_IFACE, "Phase"])["data"] == "downloading"
+    });
+    std::thread::sleep(Duration::from_millis(1500));
+    assert_eq!(job_state(&bus, &job), "running");
+    let t0 = Instant::now();
+    let cancel = bus.busctl(&["call", DEST, &job, JOB_IFACE, "Cancel"]);
+    assert!(
+        cancel.status.success(),
+        "{}",
+        String::from_utf8_lossy(&cancel.stderr)
+    );
+    while job_state(&bus, &job) == "running" {
+        assert!(
+            t0.elapsed() < Duration::from_secs(5),
+            "the cancel was not seen within 5 s"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let took = t0.elapsed();
+    assert_eq!(job_state(&bus, &job), "cancelled");
+    assert!(took < Duration::from_secs(1), "the cancel took {took:?}");
+    assert_eq!(bus.manager_prop("StagedVersion"), "");
 }
 
 #[test]

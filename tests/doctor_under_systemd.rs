@@ -231,4 +231,46 @@ fn cells_own_update_settings_are_followed_and_its_key_only_reported() {
     assert_eq!(doc["server"]["source"], "default");
     assert_eq!(doc["server"]["url"], "https://updatecells.pydio.com/");
     assert!(doc["cells_config"]["key"].is_null());
+
+    // The Cells user hides a terminal escape around its key and adds a second key block:
+    // nothing of its text reaches the terminal, every key's id is shown, more than one is
+    // warned about, and `--cells-key` prints none of them.
+    sb.sh("rm /etc/cells-updater/config.d/80-explicit.toml");
+    let rsa_pub = std::fs::read_to_string(&k.rsa_pkcs1_pub).unwrap();
+    let hostile = format!("\u{1b}]0;owned\u{7}\u{1b}[2J\n{ec_pub}\u{9b}31m\u{202e}\n{rsa_pub}");
+    let pydio_json = serde_json::json!({
+        "defaults": {"update": {"updateUrl": "http://127.0.0.1:8080/", "publicKey": hostile}},
+    });
+    sb.write(
+        "/var/cells/pydio.json",
+        pydio_json.to_string().as_bytes(),
+        0o600,
+    );
+    sb.sh("chown pydio:pydio /var/cells/pydio.json");
+    let active = |t: &str| {
+        t.chars().any(|c| {
+            (c.is_control() && c != '\n')
+                || matches!(c, '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}')
+        })
+    };
+    let json_text = sb.sh("cells-updater config --json");
+    assert!(!active(&json_text), "{json_text:?}");
+    let doc: serde_json::Value = serde_json::from_str(&json_text).unwrap();
+    let ids = doc["cells_config"]["key"]["ids"].as_array().unwrap();
+    assert_eq!(ids.len(), 2, "{doc}");
+    assert_eq!(ids[0], ec_id.as_str());
+    let text = sb.sh("cells-updater config");
+    assert!(!active(&text), "{text:?}");
+    assert!(text.contains("holds 2 keys"), "{text}");
+    assert!(text.contains(&ec_id[..16]), "{text}");
+    let (ok, out, err) = sb.try_sh("cells-updater config --cells-key");
+    assert!(!ok && out.is_empty(), "a key was printed: {out}");
+    assert!(err.contains("holds 2 keys"), "{err}");
+    let (_, lines) = doctor(&sb);
+    assert!(
+        line(&lines, "warn", "pydio-json").contains("holds 2 keys"),
+        "{lines:?}"
+    );
+    let doctor_json = sb.try_sh("cells-updater doctor --json").1;
+    assert!(!active(&doctor_json), "{doctor_json:?}");
 }

@@ -92,8 +92,16 @@ fn a_long_chain_of_updates_as_the_cells_user() {
     as_pydio(&sb, "cells-updater apply");
     serves(&sb, "4.4.7");
     assert_eq!(prop(&sb, "PreviousVersion"), "4.4.5");
-    // Rollback to 4.4.5; replaying 4.4.7's predecessor 4.4.6 would be refused, 4.4.7 too.
-    as_pydio(&sb, "cells-updater rollback");
+    // Rollback is the host admin's (it may bring back a vulnerable release): the Cells user
+    // is refused, root rolls back to 4.4.5. 4.4.7 may come back later (equal to the floor);
+    // 4.4.6 would be refused (below it).
+    let (ok, _, err) = sb.try_sh("runuser -u pydio -- cells-updater rollback");
+    assert!(
+        !ok && err.contains("Error.NotAuthorized") && err.contains("override"),
+        "{err}"
+    );
+    serves(&sb, "4.4.7");
+    sb.sh("cells-updater rollback");
     serves(&sb, "4.4.5");
     // enterprise_same_version_is_offered: the Enterprise build of the installed 4.4.5, found
     // although the server lists only versions newer than CurrentVersion.
@@ -287,10 +295,10 @@ fn a_caller_stuck_in_polkit_does_not_stall_a_job() {
     sb.add_release("4.4.5", &slow);
     sb.serve("--slow-ms 60");
     sb.sh("useradd --create-home alice");
-    // polkit takes 6 s to say no to alice.
+    // polkit takes 6 s to say no to alice (cancelling root's job is manage-policy's).
     sb.write(
         "/etc/polkit-1/rules.d/50-slow.rules",
-        b"polkit.addRule(function(action, subject) {\n  if (action.id == \"com.pydio.cellsupdater.apply\" && subject.user == \"alice\") {\n    var t = Date.now() + 6000; while (Date.now() < t) {}\n    return polkit.Result.NO;\n  }\n});\n",
+        b"polkit.addRule(function(action, subject) {\n  if (action.id == \"com.pydio.cellsupdater.manage-policy\" && subject.user == \"alice\") {\n    var t = Date.now() + 6000; while (Date.now() < t) {}\n    return polkit.Result.NO;\n  }\n});\n",
         0o644,
     );
     let job = sb
@@ -331,7 +339,7 @@ fn a_caller_stuck_in_polkit_does_not_stall_a_job() {
     );
     let alice = sb.sh("cat /run/alice.out");
     assert!(
-        alice.contains("may not perform com.pydio.cellsupdater.apply"),
+        alice.contains("may not perform com.pydio.cellsupdater.manage-policy"),
         "{alice}"
     );
     sb.wait_for(

@@ -234,6 +234,15 @@ fn a_network_helper_cannot_reach_this_hosts_services() {
     assert!(deny.contains("127.0.0.0/8"), "IPAddressDeny={deny}");
     assert_eq!(sb.unit_prop(&unit, "StandardError"), "journal");
     assert_eq!(sb.unit_prop(&unit, "RestrictNamespaces"), "yes");
+    // The container resolves with `files dns`: Internet sockets only (no AF_UNIX, no
+    // netlink), and the download still goes on.
+    assert!(sb
+        .sh("grep '^hosts:' /etc/nsswitch.conf")
+        .contains("files dns"));
+    assert_eq!(
+        sb.unit_prop(&unit, "RestrictAddressFamilies"),
+        "AF_INET AF_INET6"
+    );
     assert_eq!(sb.unit_prop(&unit, "PrivateIPC"), "yes");
     assert_eq!(sb.unit_prop(&unit, "SystemCallArchitectures"), "native");
     let cgroup = sb.unit_prop(&unit, "ControlGroup");

@@ -26,6 +26,7 @@ enum Fault {
     WrongArch,
     NotElf,
     OtherVersionReported,
+    OtherEdition,
     ProbeHangs,
     TinyFilesystem,
     NoTrustedKey,
@@ -182,6 +183,12 @@ const ROWS: &[Row] = &[
         leaves_partial: false,
     },
     Row {
+        fault: Fault::OtherEdition,
+        error: "VersionMismatch",
+        says: "not the PydioHome edition that was advertised",
+        leaves_partial: false,
+    },
+    Row {
         fault: Fault::TinyFilesystem,
         error: "DiskFull",
         says: "only",
@@ -300,6 +307,11 @@ fn arrange(env: &mut StageEnv, fault: Fault) -> (String, Option<std::path::PathB
         }
         Fault::OtherVersionReported => {
             env.publish("4.4.5", fake_cells("4.4.4", "ok"), &k.rsa);
+            "4.4.5"
+        }
+        Fault::OtherEdition => {
+            // A genuine, signed Enterprise build served as the Home release.
+            env.publish("4.4.5", fake_cells_enterprise("4.4.5", "ok"), &k.rsa);
             "4.4.5"
         }
         Fault::ProbeHangs => {
@@ -482,5 +494,52 @@ async fn every_bad_input_is_refused_and_changes_nothing() {
         failures.len(),
         ROWS.len(),
         failures.join("\n")
+    );
+}
+
+/// A server that sends a first burst, then one byte every 300 ms keeps the read timeout alive
+/// and would hold the job slot until the overall deadline (a minute here, hours for a large
+/// binary). The sliding window (32 KiB/s over 2 s here, 60 s by default) stops it one window
+/// after the burst, keeps what arrived for a resumed attempt, and stages nothing.
+#[tokio::test]
+async fn a_trickling_server_is_stopped_one_window_after_it_slows() {
+    let k = keys();
+    let mut env = StageEnv::new(&[&k.rsa_pkcs1_pub]);
+    env.stager.rate_window = std::time::Duration::from_secs(2);
+    let mut bytes = fake_cells("4.4.5", "ok");
+    bytes.resize(1 << 20, 0x11);
+    let (sum, sig) = sign(&bytes, &k.rsa);
+    env.publish_with(
+        "4.4.5",
+        bytes,
+        &sum,
+        &sig,
+        Delivery::Trickle {
+            first: 64 << 10,
+            every_ms: 300,
+        },
+        false,
+    );
+    let outside = env.outside();
+    let t0 = std::time::Instant::now();
+    let err = env.stage("4.4.5").await.unwrap_err();
+    let took = t0.elapsed();
+    assert_eq!(err.name(), "DownloadFailed", "{err}");
+    assert!(
+        err.message().contains("below [server] min_window_rate"),
+        "{err}"
+    );
+    assert!(
+        took < std::time::Duration::from_secs(10),
+        "the trickle held the download {took:?}"
+    );
+    assert!(
+        !env.staged_dir().join("4.4.5").exists(),
+        "nothing is staged"
+    );
+    assert_eq!(
+        env.outside(),
+        outside,
+        "nothing changed outside the staging area"
     );
 }

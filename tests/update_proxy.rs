@@ -25,6 +25,7 @@ async fn check_uses_the_configured_then_the_environment_proxy() {
         url: origin.into(),
         timeout: Duration::from_secs(5),
         proxy: ProxySettings { proxy },
+        download_hosts: Vec::new(),
     };
     let resp = check(
         &runner,

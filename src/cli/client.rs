@@ -44,6 +44,7 @@ pub trait Manager {
     fn install_license(&self, key: &str) -> zbus::Result<()>;
     fn hold(&self, reason: &str, options: HashMap<&str, Value<'_>>) -> zbus::Result<()>;
     fn release(&self) -> zbus::Result<()>;
+    fn forget_bad_version(&self, entry: &str) -> zbus::Result<()>;
     fn upgrade_to_enterprise(
         &self,
         license: &str,
@@ -215,13 +216,22 @@ pub async fn status(conn: &zbus::Connection, json: bool) -> Result<(), Failure> 
     if json {
         let mut doc = props_to_json(&all);
         doc.insert("format".into(), JSON_FORMAT.into());
-        println!("{}", serde_json::Value::Object(doc));
+        println!(
+            "{}",
+            cells_updater::text::json(&serde_json::Value::Object(doc))
+        );
         return Ok(());
     }
-    let avail: Vec<String> = all
-        .get("AvailableVersions")
-        .and_then(|v| Vec::<String>::try_from(v.try_clone().ok()?).ok())
-        .unwrap_or_default();
+    let strings = |name: &str| -> Vec<String> {
+        all.get(name)
+            .and_then(|v| Vec::<String>::try_from(v.try_clone().ok()?).ok())
+            .unwrap_or_default()
+    };
+    let avail = strings("AvailableVersions");
+    let bad: Vec<String> = strings("BadVersions")
+        .iter()
+        .map(|b| cells_updater::text::one_line(b, 80))
+        .collect();
     let last_check = all
         .get("LastCheck")
         .and_then(|v| u64::try_from(v).ok())
@@ -251,6 +261,7 @@ pub async fn status(conn: &zbus::Connection, json: bool) -> Result<(), Failure> 
             or_dash(get_str(&all, "PreviousVersion")),
         ),
         ("Available", or_dash(avail.join(", "))),
+        ("Marked bad", or_dash(bad.join(", "))),
         ("Last check", format_time(last_check)),
         (
             "Hold",
@@ -377,7 +388,9 @@ pub async fn check(conn: &zbus::Connection, json: bool, auto: Option<Auto>) -> R
             .collect();
         println!(
             "{}",
-            serde_json::json!({"format": JSON_FORMAT, "releases": list})
+            cells_updater::text::json(
+                &serde_json::json!({"format": JSON_FORMAT, "releases": list})
+            )
         );
     } else if due && !json {
         print_releases(&releases);
@@ -392,7 +405,9 @@ pub async fn check(conn: &zbus::Connection, json: bool, auto: Option<Auto>) -> R
         if json {
             println!(
                 "{}",
-                serde_json::json!({"format": JSON_FORMAT, "auto": text})
+                cells_updater::text::json(
+                    &serde_json::json!({"format": JSON_FORMAT, "auto": text})
+                )
             );
         } else {
             println!("{text}");
@@ -516,6 +531,19 @@ pub async fn hold(
             println!("The hold is released.");
         }
     }
+    Ok(())
+}
+
+/// `forget-bad ENTRY`: clears a bad mark.
+pub async fn forget_bad(conn: &zbus::Connection, entry: &str) -> Result<(), Failure> {
+    ManagerProxy::new(conn)
+        .await?
+        .forget_bad_version(entry)
+        .await?;
+    println!(
+        "{} is no longer marked bad here: it may be installed again.",
+        cells_updater::text::one_line(entry, 80)
+    );
     Ok(())
 }
 
@@ -766,7 +794,9 @@ impl Progress {
         if self.json {
             println!(
                 "{}",
-                serde_json::json!({"format": JSON_FORMAT, "job": path.as_str(), "state": state, "error": error, "message": message})
+                cells_updater::text::json(
+                    &serde_json::json!({"format": JSON_FORMAT, "job": path.as_str(), "state": state, "error": error, "message": message})
+                )
             );
         }
         if state == "succeeded" {

@@ -34,9 +34,19 @@ pub async fn config(cfg: Config, json: bool, cells_key: bool) -> Result<(), Fail
     if cells_key {
         // The key an admin may decide to trust: printed only after it parsed as a key.
         return match &report.cells_key {
-            Some(k) if k.id.is_some() => {
-                print!("{}", k.pem.trim_end());
-                println!();
+            Some(k) if k.ids.len() > 1 => Err(Failure::failed(format!(
+                "pydio.json's publicKey holds {} keys ({}); Pydio gives one, so none is printed \
+                 for trusting: check pydio.json",
+                k.ids.len(),
+                k.ids
+                    .iter()
+                    .map(|id| cells_updater::trust::keys_short_id(id))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ))),
+            Some(k) if k.id.is_some() && k.pems.len() == 1 => {
+                // Rebuilt from the parsed key: none of the file's own text reaches the terminal.
+                print!("{}", k.pems[0]);
                 Ok(())
             }
             Some(k) => Err(Failure::failed(format!(
@@ -65,7 +75,7 @@ pub async fn config(cfg: Config, json: bool, cells_key: bool) -> Result<(), Fail
                 "key": report.cells_key,
             },
         });
-        println!("{doc}");
+        println!("{}", cells_updater::text::json(&doc));
         return Ok(());
     }
     println!("update server  {}  ({})", e.url, e.url_source);
@@ -88,22 +98,35 @@ pub async fn config(cfg: Config, json: bool, cells_key: bool) -> Result<(), Fail
         );
     }
     match (&report.cells_dir, &report.cells_problem) {
-        (_, Some(p)) => println!("pydio.json     not followed: {p}"),
+        (_, Some(p)) => println!(
+            "pydio.json     not followed: {}",
+            cells_updater::text::one_line(p, 300)
+        ),
         (Some(d), None) => println!("pydio.json     {}/pydio.json", d.display()),
         (None, None) => {
             println!("pydio.json     not followed ([server] follow_cells_config = false)")
         }
     }
     if let Some(k) = &report.cells_key {
+        let ids = k
+            .ids
+            .iter()
+            .map(|id| cells_updater::trust::keys_short_id(id))
+            .collect::<Vec<_>>()
+            .join(", ");
+        if k.ids.len() > 1 {
+            println!(
+                "               warning: its publicKey holds {} keys ({ids}); Pydio gives one",
+                k.ids.len()
+            );
+        }
         match (&k.id, k.trusted) {
-            (Some(id), true) => println!(
-                "               its key {} is trusted (from /etc or the vendor)",
-                cells_updater::trust::keys_short_id(id)
-            ),
-            (Some(id), false) => {
+            (Some(_), true) => {
+                println!("               its key {ids} is trusted (from /etc or the vendor)")
+            }
+            (Some(_), false) => {
                 println!(
-                    "               its key {} is reported, not trusted (the Cells user can write it);",
-                    cells_updater::trust::keys_short_id(id)
+                    "               its key {ids} is reported, not trusted (the Cells user can write it);"
                 );
                 println!(
                     "               to trust it: cells-updater config --cells-key > /etc/cells-updater/keys.d/cells.pem"
@@ -111,7 +134,7 @@ pub async fn config(cfg: Config, json: bool, cells_key: bool) -> Result<(), Fail
             }
             (None, _) => println!(
                 "               its publicKey is not a usable key: {}",
-                k.problem.clone().unwrap_or_default()
+                cells_updater::text::one_line(&k.problem.clone().unwrap_or_default(), 300)
             ),
         }
     }
@@ -130,7 +153,9 @@ pub async fn doctor(cfg: Config, json: bool) -> ExitCode {
     if json {
         println!(
             "{}",
-            serde_json::json!({"format": JSON_FORMAT, "ok": !failed, "checks": findings})
+            cells_updater::text::json(
+                &serde_json::json!({"format": JSON_FORMAT, "ok": !failed, "checks": findings})
+            )
         );
     } else {
         for f in &findings {

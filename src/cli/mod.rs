@@ -121,6 +121,12 @@ pub enum Command {
     },
     /// Release the hold.
     Unhold,
+    /// Clear the mark of a release that failed its health check here (see `status`), so it
+    /// may be installed again.
+    ForgetBad {
+        /// A version (both editions), or an entry as `status` lists it (PydioHome:4.4.6).
+        version: String,
+    },
     /// Print a release's full changelog.
     Changelog {
         /// The version.
@@ -307,6 +313,9 @@ async fn run(cli: Cli, root: PathBuf) -> ExitCode {
                 .await
             }
             Command::Unhold => client::hold(&client::connect(bus).await?, None).await,
+            Command::ForgetBad { version } => {
+                client::forget_bad(&client::connect(bus).await?, &version).await
+            }
             Command::Stage {
                 version,
                 file: Some(path),

@@ -161,8 +161,11 @@ impl JobData {
 pub struct JobHandle {
     /// The job's number.
     pub id: u32,
-    /// The action a caller needs to cancel it.
+    /// The action it was started with: what its starter needs to cancel it.
     pub action: Action,
+    /// The uid that started it (`None`: the daemon itself, a recovery). Anyone else needs
+    /// manage-policy to cancel it.
+    pub owner: Option<u32>,
     /// Set by `Cancel()`, committed at the swap.
     pub cancel: Cancel,
     data: tokio::sync::watch::Sender<JobData>,
@@ -175,7 +178,7 @@ impl JobHandle {
         id: u32,
         kind: JobKind,
         version: &str,
-        action: Action,
+        (action, owner): (Action, Option<u32>),
         conn: zbus::Connection,
     ) -> Self {
         let data = JobData {
@@ -195,6 +198,7 @@ impl JobHandle {
         JobHandle {
             id,
             action,
+            owner,
             cancel: Cancel::new(),
             data: tokio::sync::watch::channel(data).0,
             conn,
@@ -239,7 +243,15 @@ impl JobObject {
     /// Asks the job to stop. Only before the swap; after it, `NotCancellable` and the job
     /// finishes or rolls back.
     async fn cancel(&self, #[zbus(header)] hdr: zbus::message::Header<'_>) -> Result<(), BusError> {
-        self.daemon.authorize(&hdr, self.handle.action).await?;
+        // Its starter cancels it with the right it started it with; anyone else (the Cells
+        // user facing root's or the timer's job) needs a host admin's manage-policy.
+        let uid = self.daemon.caller(&hdr).await?;
+        let action = if self.handle.owner == Some(uid) {
+            self.handle.action
+        } else {
+            Action::ManagePolicy
+        };
+        self.daemon.authorize(&hdr, action).await?;
         let d = self.handle.data();
         if d.state != JobState::Running {
             return Err(BusError::InvalidArgument(format!(

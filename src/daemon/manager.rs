@@ -163,6 +163,7 @@ impl Daemon {
             ("StagedVersion", Value::from(doc.staged_version)),
             ("PreviousVersion", Value::from(doc.previous_version)),
             ("AvailableVersions", Value::from(doc.available_versions)),
+            ("BadVersions", Value::from(doc.bad_versions)),
             ("LastCheck", Value::from(doc.last_check)),
             (
                 "LastError",
@@ -194,6 +195,23 @@ impl Daemon {
             ),
         ]
     }
+}
+
+/// The host admin's actions that options need beyond Apply: `Force` passes the admin's
+/// policy (a hold, a pin, `min_release_age`: manage-policy); `Restart=false` and
+/// `OnFailure=keep` skip the health check or the rollback (override). The Cells application
+/// has neither.
+fn option_actions(d: &Dict) -> Result<Vec<Action>> {
+    let mut out = Vec::new();
+    if dict_bool(d, "Force")? == Some(true) {
+        out.push(Action::ManagePolicy);
+    }
+    if dict_bool(d, "Restart")? == Some(false)
+        || dict_str(d, "OnFailure")?.as_deref() == Some("keep")
+    {
+        out.push(Action::Override);
+    }
+    Ok(out)
 }
 
 fn apply_options(
@@ -229,6 +247,15 @@ fn apply_options(
 }
 
 impl Daemon {
+    /// Authorizes what the options ask beyond the method's own action (see
+    /// [`option_actions`]).
+    async fn authorize_options(&self, hdr: &zbus::message::Header<'_>, d: &Dict) -> Result<()> {
+        for action in option_actions(d)? {
+            self.authorize(hdr, action).await?;
+        }
+        Ok(())
+    }
+
     /// The hold's pin, if any.
     pub(super) async fn pin(&self) -> Option<CellsVersion> {
         let hold = self.store.lock().await.get().hold.clone()?;
@@ -358,14 +385,15 @@ impl ManagerIface {
         #[zbus(header)] hdr: zbus::message::Header<'_>,
     ) -> Result<OwnedObjectPath, BusError> {
         let s = &self.daemon;
-        s.authorize(&hdr, Action::Stage).await?;
+        let uid = s.authorize(&hdr, Action::Stage).await?;
         only_keys(&options, &["Force"])?;
         let wanted = requested_version(&version)?;
         let force = dict_bool(&options, "Force")?.unwrap_or(false);
+        s.authorize_options(&hdr, &options).await?;
         Ok(s.launch(
             JobKind::Stage,
             &version,
-            Action::Stage,
+            (Action::Stage, Some(uid)),
             Work::Stage(Source::Server(wanted, force)),
         )
         .await?)
@@ -387,7 +415,7 @@ impl ManagerIface {
         )
         .map_err(|e| Error::InvalidArgument(format!("cannot use the file descriptor: {e}")))?;
         let s = &self.daemon;
-        s.authorize(&hdr, Action::Stage).await?;
+        let uid = s.authorize(&hdr, Action::Stage).await?;
         only_keys(
             &metadata,
             &["Version", "Checksum", "Signature", "PackageName"],
@@ -415,7 +443,7 @@ impl ManagerIface {
         Ok(s.launch(
             JobKind::Stage,
             &label,
-            Action::Stage,
+            (Action::Stage, Some(uid)),
             Work::Stage(Source::File(file, meta)),
         )
         .await?)
@@ -428,8 +456,9 @@ impl ManagerIface {
         #[zbus(header)] hdr: zbus::message::Header<'_>,
     ) -> Result<OwnedObjectPath, BusError> {
         let s = &self.daemon;
-        s.authorize(&hdr, Action::Apply).await?;
+        let uid = s.authorize(&hdr, Action::Apply).await?;
         let opts = apply_options(&s.cfg, &options, true)?;
+        s.authorize_options(&hdr, &options).await?;
         let staged = s.store.lock().await.get().staged_version.clone();
         if staged.is_empty() {
             return Err(Error::NothingStaged(
@@ -447,10 +476,13 @@ impl ManagerIface {
                 .into());
             }
         }
-        Ok(
-            s.launch(JobKind::Apply, &staged, Action::Apply, Work::Apply(opts))
-                .await?,
+        Ok(s.launch(
+            JobKind::Apply,
+            &staged,
+            (Action::Apply, Some(uid)),
+            Work::Apply(opts),
         )
+        .await?)
     }
 
     /// Stage then Apply in one job (what the timer uses).
@@ -461,15 +493,16 @@ impl ManagerIface {
         #[zbus(header)] hdr: zbus::message::Header<'_>,
     ) -> Result<OwnedObjectPath, BusError> {
         let s = &self.daemon;
-        s.authorize(&hdr, Action::Apply).await?;
+        let uid = s.authorize(&hdr, Action::Apply).await?;
         let opts = apply_options(&s.cfg, &options, false)?;
+        s.authorize_options(&hdr, &options).await?;
         let wanted = requested_version(&version)?;
         s.check_hold(opts.force, &format!("Update to {version:?}"))
             .await?;
         Ok(s.launch(
             JobKind::Update,
             &version,
-            Action::Apply,
+            (Action::Apply, Some(uid)),
             Work::Update(wanted, opts),
         )
         .await?)
@@ -482,7 +515,8 @@ impl ManagerIface {
         #[zbus(header)] hdr: zbus::message::Header<'_>,
     ) -> Result<OwnedObjectPath, BusError> {
         let s = &self.daemon;
-        s.authorize(&hdr, Action::Apply).await?;
+        // Going back to an older (maybe vulnerable) release is a host admin's decision.
+        let uid = s.authorize(&hdr, Action::Override).await?;
         only_keys(&options, &[])?;
         let previous = s.store.lock().await.get().previous_version.clone();
         if previous.is_empty() {
@@ -491,10 +525,13 @@ impl ManagerIface {
             )
             .into());
         }
-        Ok(
-            s.launch(JobKind::Rollback, &previous, Action::Apply, Work::Rollback)
-                .await?,
+        Ok(s.launch(
+            JobKind::Rollback,
+            &previous,
+            (Action::Override, Some(uid)),
+            Work::Rollback,
         )
+        .await?)
     }
 
     /// Writes the Enterprise key to `<CELLS_WORKING_DIR>/pydio-license`, owned by the Cells user.
@@ -520,15 +557,16 @@ impl ManagerIface {
         #[zbus(header)] hdr: zbus::message::Header<'_>,
     ) -> Result<OwnedObjectPath, BusError> {
         let s = &self.daemon;
-        s.authorize(&hdr, Action::Apply).await?;
+        let uid = s.authorize(&hdr, Action::Apply).await?;
         let key = crate::license::validate(&license)?;
         let opts = apply_options(&s.cfg, &options, true)?;
+        s.authorize_options(&hdr, &options).await?;
         let version = opts.version.clone();
         let label = version.as_ref().map(|v| v.to_string()).unwrap_or_default();
         Ok(s.launch(
             JobKind::Enterprise,
             &label,
-            Action::Apply,
+            (Action::Apply, Some(uid)),
             Work::Enterprise(key, version, opts),
         )
         .await?)
@@ -543,7 +581,7 @@ impl ManagerIface {
         #[zbus(header)] hdr: zbus::message::Header<'_>,
     ) -> Result<(), BusError> {
         let s = &self.daemon;
-        s.authorize(&hdr, Action::Apply).await?;
+        s.authorize(&hdr, Action::ManagePolicy).await?;
         only_keys(&options, &["Version"])?;
         let reason = crate::text::no_nul(reason.trim());
         if reason.chars().count() > 1024 {
@@ -588,13 +626,71 @@ impl ManagerIface {
         #[zbus(header)] hdr: zbus::message::Header<'_>,
     ) -> Result<(), BusError> {
         let s = &self.daemon;
-        s.authorize(&hdr, Action::Apply).await?;
+        s.authorize(&hdr, Action::ManagePolicy).await?;
         let had = s.store.lock().await.get().hold.is_some();
         if had {
             s.store.lock().await.update(|d| d.hold = None)?;
             crate::log::info("hold released", &[]);
             s.publish().await;
         }
+        Ok(())
+    }
+
+    /// Clears this host's mark on a release that failed its health check here, so it may be
+    /// installed again: `entry` is an entry of `BadVersions` (`PydioHome:4.4.6`), or a version
+    /// (cleared for both editions, compared as versions). A host admin's action
+    /// (manage-policy): the Cells user, whose own update may have failed, cannot lift it.
+    async fn forget_bad_version(
+        &self,
+        entry: String,
+        #[zbus(header)] hdr: zbus::message::Header<'_>,
+    ) -> Result<(), BusError> {
+        let s = &self.daemon;
+        let uid = s.authorize(&hdr, Action::ManagePolicy).await?;
+        let shown = crate::text::one_line(&entry, 120);
+        let (package, version) = match entry.split_once(':') {
+            Some((p, v)) if matches!(p, "PydioHome" | "PydioEnterprise") => (Some(p), v),
+            Some(_) => {
+                return Err(Error::InvalidArgument(format!(
+                    "{shown:?} is neither a version nor a BadVersions entry (PydioHome:V or \
+                     PydioEnterprise:V)"
+                ))
+                .into())
+            }
+            None => (None, entry.as_str()),
+        };
+        let want = CellsVersion::parse(version)?;
+        let matches = |listed: &String| {
+            listed.split_once(':').is_some_and(|(p, v)| {
+                package.is_none_or(|want_p| want_p == p)
+                    && CellsVersion::parse(v).is_ok_and(|v| v == want)
+            })
+        };
+        let mut store = s.store.lock().await;
+        let gone: Vec<String> = store
+            .get()
+            .bad_versions
+            .iter()
+            .filter(|b| matches(b))
+            .cloned()
+            .collect();
+        if gone.is_empty() {
+            return Err(Error::InvalidArgument(format!(
+                "{shown} is not marked bad here (see the BadVersions property, or \
+                 `cells-updater status`)"
+            ))
+            .into());
+        }
+        store.update(|d| d.bad_versions.retain(|b| !matches(b)))?;
+        drop(store);
+        crate::log::info(
+            &format!(
+                "uid {uid} cleared the bad mark of {}: it may be installed again",
+                gone.join(", ")
+            ),
+            &[("VERSION", &want.to_string())],
+        );
+        s.publish().await;
         Ok(())
     }
 
@@ -669,6 +765,12 @@ impl ManagerIface {
             .get()
             .available_versions
             .clone()
+    }
+    /// Releases that failed their health check here (`Package:version`): never installed
+    /// again here until a host admin forgets the mark (`ForgetBadVersion`).
+    #[zbus(property)]
+    async fn bad_versions(&self) -> Vec<String> {
+        self.daemon.store.lock().await.get().bad_versions.clone()
     }
     #[zbus(property)]
     async fn last_check(&self) -> u64 {

@@ -82,6 +82,8 @@ pub struct Daemon {
     installed: tokio::sync::watch::Sender<Option<cells::Installed>>,
     emitted: Mutex<Vec<(&'static str, Value<'static>)>>,
     in_flight: auth::InFlight,
+    /// Refused calls per uid, for the rate-limited refusal log.
+    refusals: auth::Refusals,
     /// The system bus for polkit, when the daemon serves another bus (tests).
     polkit_bus: tokio::sync::OnceCell<Option<zbus::Connection>>,
     /// `[policy] windows`.
@@ -150,7 +152,17 @@ impl Daemon {
     /// Authorizes the sender of the message with header `hdr` for `action`. Callers that need
     /// polkit have a bounded number of calls in flight; only authorized calls keep the daemon
     /// from idling out.
-    pub async fn authorize(&self, hdr: &zbus::message::Header<'_>, action: Action) -> Result<()> {
+    /// The uid of the message's sender, from the bus.
+    pub async fn caller(&self, hdr: &zbus::message::Header<'_>) -> Result<u32> {
+        let sender = hdr
+            .sender()
+            .map(|s| s.to_string())
+            .ok_or_else(|| Error::NotAuthorized("the call has no sender".into()))?;
+        auth::caller_uid(self.conn()?, &sender).await
+    }
+
+    /// Returns the caller's uid.
+    pub async fn authorize(&self, hdr: &zbus::message::Header<'_>, action: Action) -> Result<u32> {
         let sender = hdr
             .sender()
             .map(|s| s.to_string())
@@ -158,10 +170,16 @@ impl Daemon {
         let conn = self.conn()?;
         let uid = auth::caller_uid(conn, &sender).await?;
         let cells_uid = self.cells_uid_recent().await;
-        let _counted = if uid == 0 || cells_uid == Some(uid) {
+        let _counted = if auth::trusted(uid, action, cells_uid) {
             None
         } else {
-            Some(self.in_flight.enter(uid)?)
+            match self.in_flight.enter(uid) {
+                Ok(g) => Some(g),
+                Err(e) => {
+                    self.log_refusal(uid, action, &e);
+                    return Err(e);
+                }
+            }
         };
         let caller = Caller {
             sender,
@@ -177,15 +195,47 @@ impl Daemon {
             None
         };
         let result = auth::authorize(&caller, action, cells_uid, polkit.as_ref()).await;
-        match &result {
-            Ok(()) => self.touch(),
-            Err(e) => log::log(
+        match result {
+            Ok(()) => {
+                self.touch();
+                Ok(uid)
+            }
+            Err(e) => {
+                self.log_refusal(uid, action, &e);
+                Err(e)
+            }
+        }
+    }
+
+    /// Logs a refused call, at most a few per uid per minute; the rest are summed up.
+    fn log_refusal(&self, uid: u32, action: Action, e: &Error) {
+        let (full, ended) = self.refusals.note(uid, Instant::now());
+        if let Some(w) = ended {
+            log::log(
+                log::Level::Warning,
+                &auth::refusal_summary(uid, w.suppressed),
+                &[("CALLER_UID", &uid.to_string())],
+            );
+        }
+        if full {
+            log::log(
                 log::Level::Warning,
                 &e.message(),
-                &[("ACTION", action.id())],
-            ),
+                &[("ACTION", action.id()), ("CALLER_UID", &uid.to_string())],
+            );
         }
-        result
+    }
+
+    /// Logs the summaries of refusals not logged one by one, for the minutes that ended (all
+    /// of them with `everything`, when the daemon stops).
+    fn flush_refusals(&self, everything: bool) {
+        for (uid, n) in self.refusals.due(Instant::now(), everything) {
+            log::log(
+                log::Level::Warning,
+                &auth::refusal_summary(uid, n),
+                &[("CALLER_UID", &uid.to_string())],
+            );
+        }
     }
 
     /// Emits `PropertiesChanged` for the Manager properties that changed, and mirrors the
@@ -501,6 +551,8 @@ pub async fn run(cfg: Config, bus: Bus) -> anyhow::Result<()> {
             max_binary_size: cfg.max_binary_size,
             min_rate: cfg.min_download_rate,
             min_deadline: crate::net::MIN_DOWNLOAD_DEADLINE,
+            window_rate: cfg.min_window_rate,
+            rate_window: cfg.rate_window,
         },
         runner,
         units,
@@ -513,6 +565,7 @@ pub async fn run(cfg: Config, bus: Bus) -> anyhow::Result<()> {
         installed: tokio::sync::watch::channel(None).0,
         emitted: Mutex::new(Vec::new()),
         in_flight: auth::InFlight::default(),
+        refusals: auth::Refusals::default(),
         polkit_bus: tokio::sync::OnceCell::new(),
         schedule,
         effective: StdMutex::new(None),
@@ -574,10 +627,12 @@ pub async fn run(cfg: Config, bus: Bus) -> anyhow::Result<()> {
             _ = int.recv() => break,
             _ = tick.tick() => {
                 daemon.prune_jobs().await;
+                daemon.flush_refusals(false);
                 if idle_exit.is_zero() { continue; }
                 let no_jobs = daemon.jobs.lock().map(|j| j.held.is_empty()).unwrap_or(false);
                 let idle_for = daemon.last_activity.lock().map(|t| t.elapsed()).unwrap_or_default();
                 if no_jobs && idle_for >= idle_exit {
+                    daemon.flush_refusals(true);
                     log::info("idle; exiting (the next call activates the service again)", &[]);
                     // Release the name first, so that new calls activate a fresh instance.
                     let _ = conn.release_name(BUS_NAME).await;
@@ -588,6 +643,7 @@ pub async fn run(cfg: Config, bus: Bus) -> anyhow::Result<()> {
         }
     }
     let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Stopping]);
+    daemon.flush_refusals(true);
     log::info("stopping: cancelling work that can be resumed", &[]);
     if let Some(job) = daemon.running_job() {
         let _ = job.cancel.cancel();

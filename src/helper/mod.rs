@@ -102,7 +102,14 @@ pub struct Running {
     feeder: Option<tokio::task::JoinHandle<()>>,
     /// Data buffers handed back, reused for the next data frames.
     spare: Vec<Vec<u8>>,
+    /// Metadata frames read so far (bounded by [`MAX_META_FRAMES`]).
+    metas: usize,
 }
+
+/// Most metadata frames one helper run may send. A genuine helper sends at most two (where
+/// a download starts, and that it was interrupted); without a bound, a confused or hostile
+/// helper could keep the daemon reading megabyte frames it ignores until the run's deadline.
+pub const MAX_META_FRAMES: usize = 8;
 
 /// Most buffers kept for reuse.
 const SPARE_BUFFERS: usize = 4;
@@ -211,6 +218,7 @@ impl Runner {
             stop: Some(stop),
             feeder,
             spare: Vec::new(),
+            metas: 0,
         })
     }
 
@@ -241,6 +249,16 @@ impl Running {
                 "{} ended without a result (see journalctl -t cells-updater)",
                 self.what
             ))),
+            Ok(Ok(Some(protocol::Frame::Meta(m)))) => {
+                self.metas += 1;
+                if self.metas > MAX_META_FRAMES {
+                    return Err(Error::InvalidArgument(format!(
+                        "{} sent more than {MAX_META_FRAMES} metadata frames; it was stopped",
+                        self.what
+                    )));
+                }
+                Ok(protocol::Frame::Meta(m))
+            }
             Ok(Ok(Some(f))) => Ok(f),
         }
     }
@@ -411,4 +429,43 @@ fn isolate(id: Identity, root: bool, parent: nix::unistd::Pid) -> std::io::Resul
         return Err(std::io::Error::other("the daemon is gone"));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A helper that sends metadata frame after metadata frame is stopped after
+    /// [`MAX_META_FRAMES`], though each frame is small and the deadline is far.
+    #[tokio::test]
+    async fn metadata_frames_are_bounded_in_number() {
+        let (r, w) = nix::unistd::pipe().unwrap();
+        let writer = std::thread::spawn(move || {
+            let mut w = File::from(w);
+            for i in 0..(MAX_META_FRAMES + 4) {
+                if protocol::send_meta(&mut w, &serde_json::json!({ "n": i })).is_err() {
+                    break;
+                }
+            }
+        });
+        let mut running = Running {
+            out: tokio::net::unix::pipe::Receiver::from_owned_fd(r).unwrap(),
+            deadline: Instant::now() + Duration::from_secs(60),
+            what: "the test helper".into(),
+            stop: None,
+            feeder: None,
+            spare: Vec::new(),
+            metas: 0,
+        };
+        for _ in 0..MAX_META_FRAMES {
+            assert!(matches!(running.next().await, Ok(Frame::Meta(_))));
+        }
+        let err = running.next().await.unwrap_err();
+        assert!(
+            err.message().contains("more than 8 metadata frames"),
+            "{err}"
+        );
+        drop(running);
+        writer.join().unwrap();
+    }
 }

@@ -44,6 +44,16 @@ impl TrustedKey {
         }
     }
 
+    /// The key in canonical form: its SubjectPublicKeyInfo as one `PUBLIC KEY` PEM block,
+    /// rebuilt from the parsed key (nothing of the text it came from survives).
+    pub fn to_pem(&self) -> Result<String> {
+        let pem = match &self.kind {
+            KeyKind::Rsa(k) => k.to_public_key_pem(rsa::pkcs8::LineEnding::LF),
+            KeyKind::P256(k) => k.to_public_key_pem(rsa::pkcs8::LineEnding::LF),
+        };
+        pem.map_err(|e| Error::NoTrustedKey(format!("cannot encode the key as PEM: {e}")))
+    }
+
     /// True when `signature` over `digest` is valid for this key.
     pub fn accepts(&self, digest: &Sha256Digest, signature: &[u8]) -> bool {
         match &self.kind {

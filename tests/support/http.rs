@@ -20,6 +20,9 @@ pub enum Delivery {
     TooLongWithLength { extra: usize },
     /// The whole body in `chunk`-byte pieces, `delay_ms` apart (a slow mirror).
     Slow { chunk: usize, delay_ms: u64 },
+    /// `first` bytes at once, then one byte every `every_ms` (a server that trickles to keep
+    /// a read timeout alive while holding the job slot).
+    Trickle { first: usize, every_ms: u64 },
     /// `302 Found` to this URL.
     Redirect(String),
 }
@@ -314,6 +317,21 @@ fn serve(conn: TcpStream, state: &Mutex<ServerState>) -> std::io::Result<()> {
                 out.write_all(piece)?;
                 out.flush()?;
                 std::thread::sleep(std::time::Duration::from_millis(delay_ms));
+            }
+        }
+        Delivery::Trickle { first, every_ms } => {
+            write!(
+                out,
+                "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                payload.len()
+            )?;
+            let first = first.min(payload.len());
+            out.write_all(&payload[..first])?;
+            out.flush()?;
+            for b in &payload[first..] {
+                std::thread::sleep(std::time::Duration::from_millis(every_ms));
+                out.write_all(std::slice::from_ref(b))?;
+                out.flush()?;
             }
         }
         Delivery::Redirect(to) => {

@@ -306,6 +306,8 @@ impl StageEnv {
             max_binary_size: 64 << 20,
             min_rate: 64 << 10,
             min_deadline: Duration::from_secs(60),
+            window_rate: 32 << 10,
+            rate_window: Duration::from_secs(60),
         };
         StageEnv {
             root,
@@ -313,6 +315,7 @@ impl StageEnv {
                 url: server.base(),
                 timeout: Duration::from_secs(10),
                 proxy: Default::default(),
+                download_hosts: Vec::new(),
             },
             server,
             stager,
@@ -369,7 +372,8 @@ impl StageEnv {
             .iter()
             .find(|p| p.version == version)
             .unwrap_or_else(|| panic!("{version:?} not in catalog"));
-        let release = Release::from_package(pkg, &self.server.base())?;
+        let release =
+            Release::from_package(pkg, &self.server.base(), &self.settings.download_hosts)?;
         self.stager
             .stage_release(
                 &self.settings,

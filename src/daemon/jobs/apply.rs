@@ -195,7 +195,7 @@ pub(in crate::daemon) async fn restart_and_prove(
     }
     let label = d.installed_label().await;
     if !label.is_empty() {
-        let enterprise = label.contains("Enterprise");
+        let enterprise = crate::probe::label_is_enterprise(&label);
         if enterprise != (package == "PydioEnterprise") {
             return Err(Error::UnitFailed(format!(
                 "after the restart the binary says it is {label:?}, not the {package} build of {version}"
@@ -268,7 +268,7 @@ pub(in crate::daemon) async fn run(ctx: &Ctx, opts: &Options) -> Result<String> 
     let adoption = record_adoption(d, &bin).await?;
     let (old_file, old) = {
         let (bin, limit) = (bin.clone(), d.cfg.max_binary_size);
-        blocking(move || install::open_and_inspect(&bin.dir, &bin.name, limit)).await?
+        blocking(move || install::open_installed(&bin.dir, &bin.name, limit, cells_uid)).await?
     };
     let new_caps = match d.cfg.capabilities {
         CapabilityPolicy::Preserve => match &doc.installed {

@@ -56,6 +56,7 @@ pub(in crate::daemon) async fn run(
         bad: &bad,
         max_binary_size: d.cfg.max_binary_size,
         server_url: &server.url,
+        download_hosts: &d.cfg.download_hosts,
         now: jiff::Timestamp::now().as_second(),
         min_age: std::time::Duration::ZERO,
         pin: None,
@@ -78,7 +79,7 @@ pub(in crate::daemon) async fn run(
             offer.reason
         )));
     }
-    let release = Release::from_package(&offer.package, &server.url)?;
+    let release = Release::from_package(&offer.package, &server.url, &d.cfg.download_hosts)?;
     let mut reporter = Reporter::start(d.clone(), ctx.job.clone());
     let staged = d
         .stager

@@ -72,7 +72,7 @@ impl Daemon {
         self: &Arc<Self>,
         kind: JobKind,
         version: &str,
-        action: Action,
+        (action, owner): (Action, Option<u32>),
     ) -> Result<Arc<JobHandle>> {
         let conn = self.conn()?.clone();
         let handle = {
@@ -89,7 +89,13 @@ impl Daemon {
             }
             let id = store.get().last_job_id + 1;
             store.update(|d| d.last_job_id = id)?;
-            let handle = Arc::new(JobHandle::new(id, kind, version, action, conn.clone()));
+            let handle = Arc::new(JobHandle::new(
+                id,
+                kind,
+                version,
+                (action, owner),
+                conn.clone(),
+            ));
             jobs.running = Some(handle.clone());
             jobs.held.push_back((handle.clone(), None));
             handle
@@ -124,10 +130,10 @@ impl Daemon {
         self: &Arc<Self>,
         kind: JobKind,
         label: &str,
-        action: Action,
+        started_by: (Action, Option<u32>),
         work: Work,
     ) -> Result<OwnedObjectPath> {
-        let job = self.begin_job(kind, label, action).await?;
+        let job = self.begin_job(kind, label, started_by).await?;
         let path = job.path();
         tokio::spawn(self.clone().run_job(job, work));
         Ok(path)
@@ -167,7 +173,10 @@ impl Daemon {
             crate::state::JournalKind::Rollback => JobKind::Rollback,
             crate::state::JournalKind::Apply => JobKind::Apply,
         };
-        match self.begin_job(kind, &j.to_version, Action::Apply).await {
+        match self
+            .begin_job(kind, &j.to_version, (Action::Apply, None))
+            .await
+        {
             Ok(job) => Some(job),
             Err(e) => {
                 log::log(

@@ -73,6 +73,7 @@ impl Daemon {
             bad: &bad,
             max_binary_size: self.cfg.max_binary_size,
             server_url: &server.url,
+            download_hosts: &self.cfg.download_hosts,
             now: jiff::Timestamp::now().as_second(),
             min_age: self.cfg.min_release_age,
             pin: self.pin().await,
@@ -217,7 +218,8 @@ pub(in crate::daemon) fn choose<'a>(
              architecture; run Check to see what is offered"
         ))),
         Some(a) if a.reason == "downgrade" => Err(Error::Downgrade(format!(
-            "{v} is not newer than the installed or committed version; use Rollback to go back"
+            "{v} is not newer than the installed version, or is older than the floor (the \
+             highest version ever committed here); use Rollback to go back"
         ))),
         Some(a) if a.reason == "wrong arch" || a.reason == "wrong os" => Err(Error::WrongArchitecture(format!(
             "{v} is offered for {}/{} only",
@@ -368,7 +370,8 @@ pub(in crate::daemon) async fn run(ctx: &Ctx, source: Source) -> Result<Manifest
             d.announce(&new).await;
             let server = d.effective_server().await;
             let chosen = choose(&assessed, wanted.as_ref(), &server.url)?;
-            let release = Release::from_package(&chosen.package, &server.url)?;
+            let release =
+                Release::from_package(&chosen.package, &server.url, &d.cfg.download_hosts)?;
             ctx.job
                 .update(|j| j.version = release.version.to_string())
                 .await;
