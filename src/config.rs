@@ -118,6 +118,8 @@ pub struct Config {
     pub probe_user: String,
     /// `[daemon] metrics_file` (absolute, before the root prefix); `None` = no metrics.
     pub metrics_file: Option<PathBuf>,
+    /// `[fleet]`: this node is one of a cluster's (docs/fleet.md); `None` without the section.
+    pub fleet: Option<crate::fleet::FleetConfig>,
 }
 
 /// Where the Prometheus textfile goes by default: the node_exporter textfile collector's
@@ -168,6 +170,7 @@ impl Default for Config {
             idle_exit: Duration::from_secs(300),
             probe_user: "nobody".into(),
             metrics_file: Some(PathBuf::from(DEFAULT_METRICS_FILE)),
+            fleet: None,
         }
     }
 }
@@ -179,6 +182,7 @@ struct FileDoc {
     server: Option<ServerSection>,
     policy: Option<PolicySection>,
     daemon: Option<DaemonSection>,
+    fleet: Option<FleetSection>,
 }
 
 #[derive(Deserialize)]
@@ -221,6 +225,23 @@ struct PolicySection {
     timezone: Option<String>,
     min_release_age: Option<String>,
     check_interval: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FleetSection {
+    endpoints: Option<Vec<String>>,
+    prefix: Option<String>,
+    ca: Option<String>,
+    cert: Option<String>,
+    key: Option<String>,
+    cluster: Option<String>,
+    node: Option<String>,
+    max_parallel: Option<i64>,
+    lease_ttl: Option<String>,
+    slot_wait: Option<String>,
+    canary_soak: Option<String>,
+    timeout: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -503,6 +524,11 @@ impl Config {
                 };
             }
         }
+        if let Some(f) = doc.fleet {
+            let mut fleet = self.fleet.take().unwrap_or_default();
+            apply_fleet(&mut fleet, f, &bad)?;
+            self.fleet = Some(fleet);
+        }
         Ok(())
     }
 
@@ -561,6 +587,109 @@ pub fn under(root: &Path, abs: &Path) -> PathBuf {
         .filter(|c| matches!(c, Component::Normal(_)))
         .collect();
     root.join(rel)
+}
+
+/// Applies one file's `[fleet]` section.
+fn apply_fleet(
+    f: &mut crate::fleet::FleetConfig,
+    s: FleetSection,
+    bad: &dyn Fn(&str, String) -> ConfigError,
+) -> Result<(), ConfigError> {
+    use crate::fleet::name_ok;
+    if let Some(v) = s.endpoints {
+        let mut schemes = Vec::new();
+        for e in &v {
+            let shown = crate::text::one_line(e, 200);
+            let url = reqwest::Url::parse(e).map_err(|err| {
+                bad(
+                    "[fleet] endpoints",
+                    format!("{shown:?} is not a URL: {err}"),
+                )
+            })?;
+            if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none() {
+                return Err(bad(
+                    "[fleet] endpoints",
+                    format!("{shown:?} must be http://HOST:PORT or https://HOST:PORT"),
+                ));
+            }
+            no_credentials(&url).map_err(|w| bad("[fleet] endpoints", w))?;
+            schemes.push(url.scheme().to_string());
+        }
+        if schemes.iter().any(|s| s != &schemes[0]) {
+            return Err(bad(
+                "[fleet] endpoints",
+                "mixes http:// and https://: use one (https with [fleet] ca, cert and key)".into(),
+            ));
+        }
+        f.endpoints = v;
+    }
+    if let Some(v) = s.prefix {
+        let ok = v.is_empty() || (v.starts_with('/') && !v.contains("..") && !v.contains('\0'));
+        if !ok {
+            return Err(bad(
+                "[fleet] prefix",
+                format!("{v:?} must be empty or an etcd key prefix starting with /"),
+            ));
+        }
+        f.prefix = v.trim_end_matches('/').to_string();
+    }
+    for (key, v, slot) in [
+        ("[fleet] ca", s.ca, &mut f.ca),
+        ("[fleet] cert", s.cert, &mut f.cert),
+        ("[fleet] key", s.key, &mut f.key),
+    ] {
+        if let Some(v) = v {
+            *slot = if v.is_empty() {
+                None
+            } else {
+                Some(absolute(&v).map_err(|w| bad(key, w))?)
+            };
+        }
+    }
+    if let Some(v) = s.cluster {
+        if !name_ok(&v) {
+            return Err(bad(
+                "[fleet] cluster",
+                format!("{v:?} must be 1 to 64 letters, digits, '.', '_' or '-'"),
+            ));
+        }
+        f.cluster = v;
+    }
+    if let Some(v) = s.node {
+        if !(v.is_empty() || name_ok(&v)) {
+            return Err(bad(
+                "[fleet] node",
+                format!("{v:?} must be empty (the machine id) or 1 to 64 letters, digits, '.', '_' or '-'"),
+            ));
+        }
+        f.node = (!v.is_empty()).then_some(v);
+    }
+    if let Some(v) = s.max_parallel {
+        if !(1..=64).contains(&v) {
+            return Err(bad("[fleet] max_parallel", format!("{v} must be 1 to 64")));
+        }
+        f.max_parallel = v as u32;
+    }
+    if let Some(v) = s.lease_ttl {
+        let d = positive(&v).map_err(|w| bad("[fleet] lease_ttl", w))?;
+        if d < Duration::from_secs(2) || d > Duration::from_secs(3600) {
+            return Err(bad(
+                "[fleet] lease_ttl",
+                format!("{v:?} must be between 2s and 1h"),
+            ));
+        }
+        f.lease_ttl = d;
+    }
+    if let Some(v) = s.slot_wait {
+        f.slot_wait = positive(&v).map_err(|w| bad("[fleet] slot_wait", w))?;
+    }
+    if let Some(v) = s.canary_soak {
+        f.canary_soak = parse_duration(&v).map_err(|w| bad("[fleet] canary_soak", w))?;
+    }
+    if let Some(v) = s.timeout {
+        f.timeout = positive(&v).map_err(|w| bad("[fleet] timeout", w))?;
+    }
+    Ok(())
 }
 
 fn absolute(v: &str) -> Result<PathBuf, String> {
@@ -686,6 +815,26 @@ mod tests {
             ),
             ("[server]\ntimeout = \"0\"\n", "[server] timeout"),
             (
+                "[fleet]\nendpoints = [\"etcd://h:2379\"]\n",
+                "[fleet] endpoints",
+            ),
+            (
+                "[fleet]\nendpoints = [\"http://a:2379\", \"https://b:2379\"]\n",
+                "[fleet] endpoints",
+            ),
+            (
+                "[fleet]\nendpoints = [\"https://u:pw@a:2379\"]\n",
+                "[fleet] endpoints",
+            ),
+            ("[fleet]\ncluster = \"../x\"\n", "[fleet] cluster"),
+            ("[fleet]\nnode = \"a b\"\n", "[fleet] node"),
+            ("[fleet]\nmax_parallel = 0\n", "[fleet] max_parallel"),
+            ("[fleet]\nlease_ttl = \"1s\"\n", "[fleet] lease_ttl"),
+            ("[fleet]\nslot_wait = \"0\"\n", "[fleet] slot_wait"),
+            ("[fleet]\nca = \"relative.crt\"\n", "[fleet] ca"),
+            ("[fleet]\nprefix = \"cells\"\n", "[fleet] prefix"),
+            ("[fleet]\nbogus = 1\n", "bogus"),
+            (
                 "[server]\nmin_window_rate = 10\n",
                 "[server] min_window_rate",
             ),
@@ -733,6 +882,27 @@ mod tests {
                 "{text}: applied"
             );
         }
+    }
+
+    #[test]
+    fn a_fleet_section_is_read_and_absent_changes_nothing() {
+        assert_eq!(Config::default().fleet, None);
+        let mut cfg = Config::default();
+        cfg.apply(
+            "[fleet]\nendpoints = [\"https://10.0.0.1:2379\"]\ncluster = \"prod\"\n\
+             max_parallel = 2\nlease_ttl = \"10s\"\nprefix = \"/cells/\"\n",
+            "t",
+        )
+        .unwrap();
+        let f = cfg.fleet.clone().unwrap();
+        assert_eq!(f.endpoints, ["https://10.0.0.1:2379"]);
+        assert_eq!((f.cluster.as_str(), f.max_parallel), ("prod", 2));
+        assert_eq!(f.lease_ttl, Duration::from_secs(10));
+        assert_eq!(f.prefix, "/cells");
+        // A later file changes one key and keeps the others.
+        cfg.apply("[fleet]\nmax_parallel = 3\n", "t2").unwrap();
+        let f = cfg.fleet.unwrap();
+        assert_eq!((f.cluster.as_str(), f.max_parallel), ("prod", 3));
     }
 
     #[test]

@@ -11,6 +11,7 @@
 //! - [`failpoint`]: named crash points for the recovery tests (cargo feature `failpoints`).
 //! - `fuzzing`: fuzz targets and the drop-in oracle (cargo feature `fuzzing`, tests only).
 //! - [`fcaps`]: file capabilities (the `security.capability` xattr), set and read through an fd.
+//! - [`fleet`]: cluster updates through etcd: settings, keys, values; the etcd client (feature `fleet`).
 //! - [`helper`]: helper processes with lesser rights (probe, network, the Cells user's files).
 //! - [`host`]: the Cells user, binary and working directory, from the config and the unit.
 //! - [`install`]: the atomic swap and the kept binaries for Rollback.
@@ -38,6 +39,7 @@ pub mod doctor;
 pub mod error;
 pub mod failpoint;
 pub mod fcaps;
+pub mod fleet;
 #[cfg(feature = "fuzzing")]
 pub mod fuzzing;
 pub mod helper;

@@ -9,6 +9,11 @@ fn is_active(c: char) -> bool {
     c.is_control() || matches!(c, '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}')
 }
 
+/// True when `s` holds a control, DEL or bidi character (text that is not inert).
+pub fn has_active(s: &str) -> bool {
+    s.chars().any(is_active)
+}
+
 /// One line, for `STATUS=`, journal fields and one-line terminal output: every control
 /// character becomes a space, and the result is cut to `max` characters (with `…`).
 pub fn one_line(s: &str, max: usize) -> String {

@@ -11,11 +11,14 @@ cd "$(dirname "$0")/.."
 # systemd-nspawn (systemd-container) and debootstrap; for the packages: lintian, rpm (its
 # query tool), binutils (strip), dpkg-dev (dpkg-shlibdeps for cargo-deb); the Go toolchain
 # and godbus for the Go client's test; promtool (prometheus) to check the metrics file;
-# hashicorp/go-version to check the version order. No recommends: with them,
+# hashicorp/go-version to check the version order; for the fleet (cargo feature `fleet`): a
+# real etcd (etcd-server, etcdctl from etcd-client; their services are never started here:
+# tests start members themselves) and protoc (etcd-client compiles etcd's protos). No recommends: with them,
 # libnss-mymachines would rewrite nsswitch.conf.
 pkgs=(gcc libc6-dev openssl util-linux ca-certificates dbus libglib2.0-bin systemd libcap2-bin
       systemd-container debootstrap lintian rpm binutils dpkg-dev golang-go golang-dbus-dev
-      prometheus golang-github-hashicorp-go-version-dev)
+      prometheus golang-github-hashicorp-go-version-dev
+      etcd-server etcd-client protobuf-compiler)
 missing=()
 for p in "${pkgs[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
 if [ ${#missing[@]} -gt 0 ]; then

@@ -475,4 +475,6 @@ impl StageEnv {
         .unwrap();
     }
 }
+#[cfg(feature = "fleet")]
+pub mod etcd;
 pub mod sandbox;

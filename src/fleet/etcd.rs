@@ -1,0 +1,606 @@
+//! The cluster's etcd (cargo feature `fleet`): one node's session (its lease, kept alive),
+//! the update slots (a semaphore of `max_parallel` lease-bound keys, each taken in one
+//! transaction), the halt and the bad list, the rollout target and the cluster's status.
+//!
+//! Every request needs a leader (`with_require_leader`), so a cluster without quorum answers
+//! `FleetUnavailable` ("no quorum") in milliseconds instead of at the deadline, and every
+//! request is bounded by `[fleet] timeout`. What etcd holds is a claim: each value is parsed
+//! strictly ([`super::parse`]) and a malformed one is refused with its key named.
+
+use super::{
+    encode, now, parse, BadValue, FleetConfig, HaltValue, Keys, NodeValue, SlotValue, TargetValue,
+    FORMAT,
+};
+use crate::error::{Error, Result};
+use etcd_client::{
+    Certificate, Client, Compare, CompareOp, ConnectOptions, GetOptions, Identity, PutOptions,
+    TlsOptions, Txn, TxnOp,
+};
+use serde::Serialize;
+use std::future::Future;
+use std::time::Duration;
+
+/// One node's connection to the cluster's etcd.
+pub struct Cluster {
+    client: Client,
+    keys: Keys,
+    node: String,
+    cfg: FleetConfig,
+}
+
+/// A lease this node holds, kept alive by a task until dropped or [`Lease::revoke`]d.
+pub struct Lease {
+    /// The lease id.
+    pub id: i64,
+    keeper: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for Lease {
+    fn drop(&mut self) {
+        // No more keep-alives: the lease (and what is bound to it) ends after its TTL, as it
+        // does when the node dies.
+        self.keeper.abort();
+    }
+}
+
+/// The answer to a slot request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Slot {
+    /// This node holds slot `n` (just taken, or already its own).
+    Held(u32),
+    /// Every slot is taken: by these nodes.
+    Busy(Vec<String>),
+}
+
+/// The cluster as `fleet status` shows it.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Status {
+    /// The cluster's name.
+    pub cluster: String,
+    /// The rollout target, if any.
+    pub target: Option<TargetValue>,
+    /// The halt, if any.
+    pub halt: Option<HaltValue>,
+    /// Releases marked bad: (version, why).
+    pub bad: Vec<(String, BadValue)>,
+    /// Slots taken: (slot, holder).
+    pub slots: Vec<(u32, SlotValue)>,
+    /// Live nodes: (name, record).
+    pub nodes: Vec<(String, NodeValue)>,
+    /// Values that could not be read, with why: they are shown, never trusted.
+    pub unreadable: Vec<String>,
+    /// etcd's members (name and client URLs) and the leader's name.
+    pub members: Vec<String>,
+    /// The leader, `""` when there is none.
+    pub leader: String,
+}
+
+/// The TLS options of `cfg`: a CA, and a client certificate with its key.
+fn tls(cfg: &FleetConfig) -> Result<Option<TlsOptions>> {
+    let read = |p: &std::path::Path| {
+        std::fs::read(p)
+            .map_err(|e| Error::FleetUnavailable(format!("cannot read {}: {e}", p.display())))
+    };
+    let https = cfg.endpoints.iter().any(|e| e.starts_with("https://"));
+    if !https {
+        return Ok(None);
+    }
+    let mut t = TlsOptions::new();
+    if let Some(ca) = &cfg.ca {
+        t = t.ca_certificate(Certificate::from_pem(read(ca)?));
+    }
+    match (&cfg.cert, &cfg.key) {
+        (Some(c), Some(k)) => t = t.identity(Identity::from_pem(read(c)?, read(k)?)),
+        (None, None) => {}
+        _ => {
+            return Err(Error::FleetUnavailable(
+                "[fleet] cert and key go together: set both, or neither".into(),
+            ))
+        }
+    }
+    Ok(Some(t))
+}
+
+/// An etcd error as the admin reads it: `no quorum` when etcd has no leader.
+fn unavailable(what: &str, e: impl std::fmt::Display) -> Error {
+    let text = crate::text::one_line(&e.to_string(), 300);
+    if text.contains("no leader") {
+        Error::FleetUnavailable(format!(
+            "{what}: etcd has no quorum (no leader): no node starts an update until it is back"
+        ))
+    } else {
+        Error::FleetUnavailable(format!("{what}: etcd did not answer: {text}"))
+    }
+}
+
+impl Cluster {
+    /// Connects `node` to the etcd of `cfg` and proves the connection with a first request
+    /// (`connect` alone is lazy: a bad CA or a missing client certificate shows only then).
+    pub async fn connect(cfg: &FleetConfig, node: &str) -> Result<Cluster> {
+        if cfg.endpoints.is_empty() {
+            return Err(Error::FleetUnavailable(
+                "[fleet] endpoints is empty and cells.service names no etcd registry".into(),
+            ));
+        }
+        let mut opts = ConnectOptions::new()
+            .with_timeout(cfg.timeout)
+            .with_connect_timeout(cfg.timeout)
+            .with_require_leader(true);
+        if let Some(t) = tls(cfg)? {
+            opts = opts.with_tls(t);
+        }
+        let client = bounded(
+            cfg.timeout,
+            "connecting to etcd",
+            Client::connect(cfg.endpoints.clone(), Some(opts)),
+        )
+        .await?;
+        let mut c = Cluster {
+            client,
+            keys: Keys::new(&cfg.prefix, &cfg.cluster),
+            node: node.to_string(),
+            cfg: cfg.clone(),
+        };
+        let mut probe = c.client.clone();
+        bounded(
+            cfg.timeout,
+            "reading the cluster's keys",
+            probe.get(c.keys.halt(), None),
+        )
+        .await?;
+        c.keys = Keys::new(&cfg.prefix, &cfg.cluster);
+        Ok(c)
+    }
+
+    /// The cluster's keys.
+    pub fn keys(&self) -> &Keys {
+        &self.keys
+    }
+
+    /// Grants this node a lease of `[fleet] lease_ttl` and keeps it alive (every third of
+    /// the TTL) until the [`Lease`] is dropped.
+    pub async fn lease(&mut self) -> Result<Lease> {
+        let ttl = self.cfg.lease_ttl.as_secs().max(2) as i64;
+        let t = self.cfg.timeout;
+        let id = bounded(t, "granting a lease", self.client.lease_grant(ttl, None))
+            .await?
+            .id();
+        let (mut keeper, mut stream) = bounded(
+            t,
+            "keeping the lease alive",
+            self.client.lease_keep_alive(id),
+        )
+        .await?;
+        let every = (self.cfg.lease_ttl / 3).max(Duration::from_millis(500));
+        let task = tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(every).await;
+                let once = async {
+                    keeper.keep_alive().await.ok()?;
+                    stream.message().await.ok()?
+                };
+                match tokio::time::timeout(t, once).await {
+                    Ok(Some(r)) if r.ttl() > 0 => {}
+                    // Gone (expired or revoked), or etcd away: a lapse shows at the next
+                    // confirm; the holder asks again.
+                    _ => {}
+                }
+            }
+        });
+        Ok(Lease { id, keeper: task })
+    }
+
+    /// Revokes `lease` at once (what is bound to it goes now, not after the TTL).
+    pub async fn revoke(&mut self, lease: Lease) -> Result<()> {
+        let id = lease.id;
+        drop(lease);
+        bounded(
+            self.cfg.timeout,
+            "revoking the lease",
+            self.client.lease_revoke(id),
+        )
+        .await
+        .map(|_| ())
+    }
+
+    /// Reads and parses `key`.
+    async fn read<T: super::Value>(&mut self, key: &str) -> Result<Option<(T, i64)>> {
+        let resp = bounded(self.cfg.timeout, "reading etcd", self.client.get(key, None)).await?;
+        match resp.kvs().first() {
+            None => Ok(None),
+            Some(kv) => Ok(Some((parse::<T>(key, kv.value())?, kv.lease()))),
+        }
+    }
+
+    /// Refuses when the cluster is halted or `version` is marked bad for it.
+    pub async fn admit(&mut self, version: &str) -> Result<()> {
+        if let Some((h, _)) = self.read::<HaltValue>(&self.keys.halt()).await? {
+            return Err(Error::FleetHalted(format!(
+                "the cluster {} is halted ({}, by {}); `cells-updater fleet resume` lifts it",
+                self.cfg.cluster, h.reason, h.node
+            )));
+        }
+        if let Some((b, _)) = self.read::<BadValue>(&self.keys.bad(version)).await? {
+            return Err(Error::NoSuchVersion(format!(
+                "{version} is marked bad for the cluster {} ({} on {}); `cells-updater fleet \
+                 forget-bad {version}` clears the mark",
+                self.cfg.cluster, b.reason, b.node
+            )));
+        }
+        Ok(())
+    }
+
+    /// Takes one of `max_parallel` slots for installing `version`, bound to `lease`, in one
+    /// transaction that also requires no halt and no bad mark on `version`. A slot this node
+    /// already holds is its own again (a node that asks twice is never refused itself).
+    pub async fn take_slot(
+        &mut self,
+        lease: &Lease,
+        version: &str,
+        max_parallel: u32,
+    ) -> Result<Slot> {
+        let r = self.take_slot_once(lease, version, max_parallel).await;
+        self.explain(r).await
+    }
+
+    async fn take_slot_once(
+        &mut self,
+        lease: &Lease,
+        version: &str,
+        max_parallel: u32,
+    ) -> Result<Slot> {
+        self.admit(version).await?;
+        let resp = bounded(
+            self.cfg.timeout,
+            "reading the slots",
+            self.client
+                .get(self.keys.slots(), Some(GetOptions::new().with_prefix())),
+        )
+        .await?;
+        let mut holders = Vec::new();
+        let mut taken = std::collections::BTreeSet::new();
+        for kv in resp.kvs() {
+            let key = String::from_utf8_lossy(kv.key()).to_string();
+            let Some(n) = key
+                .strip_prefix(&self.keys.slots())
+                .and_then(|n| n.parse::<u32>().ok())
+            else {
+                continue;
+            };
+            taken.insert(n);
+            match parse::<SlotValue>(&key, kv.value()) {
+                Ok(s) if s.node == self.node && kv.lease() == lease.id => return Ok(Slot::Held(n)),
+                Ok(s) if s.node == self.node => {
+                    // Ours under an older lease (a restart): move it to this lease.
+                    if self.rebind(n, &s, kv.mod_revision(), lease).await? {
+                        return Ok(Slot::Held(n));
+                    }
+                }
+                Ok(s) => holders.push(s.node),
+                Err(_) => holders.push(format!("an unreadable value in slot {n}")),
+            }
+        }
+        let value = SlotValue {
+            format: FORMAT,
+            node: self.node.clone(),
+            version: version.to_string(),
+            since: now(),
+        };
+        for n in (0..max_parallel).filter(|n| !taken.contains(n)) {
+            let txn = Txn::new()
+                .when([
+                    Compare::create_revision(self.keys.slot(n), CompareOp::Equal, 0),
+                    Compare::create_revision(self.keys.halt(), CompareOp::Equal, 0),
+                    Compare::create_revision(self.keys.bad(version), CompareOp::Equal, 0),
+                ])
+                .and_then([TxnOp::put(
+                    self.keys.slot(n),
+                    encode(&value),
+                    Some(PutOptions::new().with_lease(lease.id)),
+                )]);
+            let r = bounded(self.cfg.timeout, "taking a slot", self.client.txn(txn)).await?;
+            if r.succeeded() {
+                return Ok(Slot::Held(n));
+            }
+            // Someone was faster, or the cluster was halted meanwhile: say which.
+            self.admit(version).await?;
+        }
+        Ok(Slot::Busy(holders))
+    }
+
+    async fn rebind(&mut self, n: u32, s: &SlotValue, rev: i64, lease: &Lease) -> Result<bool> {
+        let txn = Txn::new()
+            .when([Compare::mod_revision(
+                self.keys.slot(n),
+                CompareOp::Equal,
+                rev,
+            )])
+            .and_then([TxnOp::put(
+                self.keys.slot(n),
+                encode(s),
+                Some(PutOptions::new().with_lease(lease.id)),
+            )]);
+        let r = bounded(self.cfg.timeout, "keeping a slot", self.client.txn(txn)).await?;
+        Ok(r.succeeded())
+    }
+
+    /// Right before a swap: the slot is still this node's, under `lease`, and the lease has
+    /// at least half its TTL left. A lease that ran out under a paused or cut-off holder (and
+    /// another node may have its slot now) fails here: the node asks again and does not swap.
+    pub async fn confirm_slot(&mut self, lease: &Lease, n: u32) -> Result<()> {
+        let key = self.keys.slot(n);
+        let lost = |why: String| Error::FleetUnavailable(format!("slot {n} is lost: {why}"));
+        match self.read::<SlotValue>(&key).await? {
+            Some((s, l)) if s.node == self.node && l == lease.id => {}
+            Some((s, _)) => return Err(lost(format!("{} holds it now", s.node))),
+            None => return Err(lost("it is free (the lease ran out)".into())),
+        }
+        let ttl = bounded(
+            self.cfg.timeout,
+            "reading the lease",
+            self.client.lease_time_to_live(lease.id, None),
+        )
+        .await?
+        .ttl();
+        let half = (self.cfg.lease_ttl.as_secs() / 2) as i64;
+        if ttl < half {
+            return Err(lost(format!(
+                "the lease has {ttl} s left, less than half its TTL"
+            )));
+        }
+        Ok(())
+    }
+
+    /// Gives slot `n` back (only if it is still this node's).
+    pub async fn release_slot(&mut self, n: u32) -> Result<()> {
+        let key = self.keys.slot(n);
+        if let Some((s, _)) = self.read::<SlotValue>(&key).await? {
+            if s.node == self.node {
+                bounded(
+                    self.cfg.timeout,
+                    "freeing a slot",
+                    self.client.delete(key, None),
+                )
+                .await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// `version` failed its health check here: `bad/<version>` and `halt` are written, and
+    /// slot `n` given back, in one transaction.
+    pub async fn report_bad(
+        &mut self,
+        version: &str,
+        reason: &str,
+        slot: Option<u32>,
+    ) -> Result<()> {
+        let reason = crate::text::one_line(reason, 300);
+        let bad = BadValue {
+            format: FORMAT,
+            node: self.node.clone(),
+            reason: reason.clone(),
+            at: now(),
+        };
+        let halt = HaltValue {
+            format: FORMAT,
+            reason: format!("{version} failed on {}: {reason}", self.node),
+            node: self.node.clone(),
+            at: now(),
+        };
+        let mut ops = vec![
+            TxnOp::put(self.keys.bad(version), encode(&bad), None),
+            TxnOp::put(self.keys.halt(), encode(&halt), None),
+        ];
+        if let Some(n) = slot {
+            ops.push(TxnOp::delete(self.keys.slot(n), None));
+        }
+        bounded(
+            self.cfg.timeout,
+            "marking the release bad",
+            self.client.txn(Txn::new().and_then(ops)),
+        )
+        .await
+        .map(|_| ())
+    }
+
+    /// Halts the cluster (an admin's `fleet halt`).
+    pub async fn halt(&mut self, reason: &str, by: &str) -> Result<()> {
+        let v = HaltValue {
+            format: FORMAT,
+            reason: crate::text::one_line(reason, 300),
+            node: crate::text::one_line(by, 100),
+            at: now(),
+        };
+        self.put(self.keys.halt(), encode(&v)).await
+    }
+
+    /// Lifts the halt.
+    pub async fn resume(&mut self) -> Result<()> {
+        let key = self.keys.halt();
+        bounded(
+            self.cfg.timeout,
+            "lifting the halt",
+            self.client.delete(key, None),
+        )
+        .await
+        .map(|_| ())
+    }
+
+    /// Clears the cluster's bad mark on `version`; `false` when there was none.
+    pub async fn forget_bad(&mut self, version: &str) -> Result<bool> {
+        let key = self.keys.bad(version);
+        let r = bounded(
+            self.cfg.timeout,
+            "clearing the mark",
+            self.client.delete(key, None),
+        )
+        .await?;
+        Ok(r.deleted() > 0)
+    }
+
+    /// Sets the rollout target (refused while halted or for a release marked bad).
+    pub async fn set_target(&mut self, t: &TargetValue) -> Result<()> {
+        self.admit(&t.version).await?;
+        self.put(self.keys.target(), encode(t)).await
+    }
+
+    /// Writes this node's record, bound to `lease`.
+    pub async fn heartbeat(&mut self, lease: &Lease, v: &NodeValue) -> Result<()> {
+        let key = self.keys.node(&self.node);
+        bounded(
+            self.cfg.timeout,
+            "writing the heartbeat",
+            self.client
+                .put(key, encode(v), Some(PutOptions::new().with_lease(lease.id))),
+        )
+        .await
+        .map(|_| ())
+    }
+
+    async fn put(&mut self, key: String, value: Vec<u8>) -> Result<()> {
+        bounded(
+            self.cfg.timeout,
+            "writing etcd",
+            self.client.put(key, value, None),
+        )
+        .await
+        .map(|_| ())
+    }
+
+    /// The cluster's status: every value under its keys (unreadable ones listed, not
+    /// trusted), etcd's members and leader.
+    pub async fn status(&mut self) -> Result<Status> {
+        let r = self.status_once().await;
+        self.explain(r).await
+    }
+
+    /// A failed request may have met a member that is down while a live one would say
+    /// "no leader": each endpoint is asked alone (half a second each), so a lost quorum is
+    /// named as such rather than as a timeout.
+    async fn explain<T>(&self, r: Result<T>) -> Result<T> {
+        let e = match r {
+            Err(e @ Error::FleetUnavailable(_)) if !e.message().contains("no quorum") => e,
+            other => return other,
+        };
+        if !e.message().contains("etcd did not answer") {
+            return Err(e);
+        }
+        let limit = Duration::from_millis(500);
+        for ep in &self.cfg.endpoints {
+            let mut opts = ConnectOptions::new()
+                .with_timeout(limit)
+                .with_connect_timeout(limit)
+                .with_require_leader(true);
+            if let Ok(Some(t)) = tls(&self.cfg) {
+                opts = opts.with_tls(t);
+            }
+            let Ok(Ok(mut one)) =
+                tokio::time::timeout(limit, Client::connect([ep.as_str()], Some(opts))).await
+            else {
+                continue;
+            };
+            if let Ok(Err(err)) = tokio::time::timeout(limit, one.get(self.keys.halt(), None)).await
+            {
+                if err.to_string().contains("no leader") {
+                    return Err(unavailable("asking etcd", err));
+                }
+            }
+        }
+        Err(e)
+    }
+
+    async fn status_once(&mut self) -> Result<Status> {
+        let t = self.cfg.timeout;
+        let root = self.keys.root().to_string();
+        let resp = bounded(
+            t,
+            "reading the cluster",
+            self.client.get(root, Some(GetOptions::new().with_prefix())),
+        )
+        .await?;
+        let mut st = Status {
+            cluster: self.cfg.cluster.clone(),
+            ..Status::default()
+        };
+        let k = self.keys.clone();
+        for kv in resp.kvs() {
+            let key = String::from_utf8_lossy(kv.key()).to_string();
+            let v = kv.value();
+            let shown = |e: Error| st_line(&e);
+            if key == k.target() {
+                match parse::<TargetValue>(&key, v) {
+                    Ok(x) => st.target = Some(x),
+                    Err(e) => st.unreadable.push(shown(e)),
+                }
+            } else if key == k.halt() {
+                match parse::<HaltValue>(&key, v) {
+                    Ok(x) => st.halt = Some(x),
+                    // An unreadable halt still halts.
+                    Err(e) => {
+                        st.halt = Some(HaltValue {
+                            format: FORMAT,
+                            reason: "the halt's value cannot be read".into(),
+                            node: String::new(),
+                            at: 0,
+                        });
+                        st.unreadable.push(shown(e));
+                    }
+                }
+            } else if let Some(ver) = key.strip_prefix(&k.bads()) {
+                match parse::<BadValue>(&key, v) {
+                    Ok(x) => st.bad.push((crate::text::one_line(ver, 80), x)),
+                    Err(e) => st.unreadable.push(shown(e)),
+                }
+            } else if let Some(n) = key.strip_prefix(&k.slots()) {
+                match (n.parse::<u32>(), parse::<SlotValue>(&key, v)) {
+                    (Ok(n), Ok(x)) => st.slots.push((n, x)),
+                    (_, Err(e)) => st.unreadable.push(shown(e)),
+                    (Err(_), _) => st.unreadable.push(format!(
+                        "{}: not a slot number",
+                        crate::text::one_line(&key, 200)
+                    )),
+                }
+            } else if let Some(name) = key.strip_prefix(&k.nodes()) {
+                match parse::<NodeValue>(&key, v) {
+                    Ok(x) if super::name_ok(name) => st.nodes.push((name.to_string(), x)),
+                    Ok(_) => st.unreadable.push(format!(
+                        "{}: not a node name",
+                        crate::text::one_line(&key, 200)
+                    )),
+                    Err(e) => st.unreadable.push(shown(e)),
+                }
+            }
+        }
+        let members = bounded(t, "listing etcd's members", self.client.member_list()).await?;
+        let status = bounded(t, "asking etcd's status", self.client.status()).await?;
+        for m in members.members() {
+            let name = crate::text::one_line(m.name(), 64);
+            if m.id() == status.leader() {
+                st.leader = name.clone();
+            }
+            st.members.push(name);
+        }
+        Ok(st)
+    }
+}
+
+fn st_line(e: &Error) -> String {
+    crate::text::one_line(&e.message(), 300)
+}
+
+/// `fut`, bounded by `limit`, its error an admin's sentence.
+async fn bounded<T, E: std::fmt::Display>(
+    limit: Duration,
+    what: &str,
+    fut: impl Future<Output = std::result::Result<T, E>>,
+) -> Result<T> {
+    match tokio::time::timeout(limit, fut).await {
+        Ok(Ok(v)) => Ok(v),
+        Ok(Err(e)) => Err(unavailable(what, e)),
+        Err(_) => Err(Error::FleetUnavailable(format!(
+            "{what}: etcd did not answer within {} s (unreachable, or without quorum)",
+            limit.as_secs()
+        ))),
+    }
+}
