@@ -418,7 +418,23 @@ pub async fn fetch(req: FetchRequest, out: &mut impl Write) -> Result<serde_json
         if req.offset > 0 {
             get = get.header(reqwest::header::RANGE, format!("bytes={}-", req.offset));
         }
-        let mut resp = match get.send().await {
+        // The headers get one rate window (or one read timeout): a server that trickles them
+        // a byte at a time would otherwise keep the read timeout alive forever.
+        let headers = Duration::from_secs(req.window_secs.max(req.read_timeout_secs).max(1));
+        let sent = match tokio::time::timeout(headers, get.send()).await {
+            Ok(r) => r,
+            Err(_) => {
+                return Err(interrupted(
+                    out,
+                    &mut frames,
+                    fail(format!(
+                        "the server sent no complete response headers within {} s",
+                        headers.as_secs()
+                    )),
+                ))
+            }
+        };
+        let mut resp = match sent {
             Ok(r) => r,
             Err(e) if e.is_redirect() || e.is_builder() => return Err(fail(error_chain(&e))),
             Err(e) => return Err(interrupted(out, &mut frames, fail(error_chain(&e)))),

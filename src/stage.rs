@@ -583,11 +583,17 @@ impl Stager {
         let mut interrupted = false;
         // The first frame says where the bytes start (or the fetch failed at once).
         let offset = loop {
-            match fetch
-                .next()
-                .await
-                .map_err(|e| Stop::Interrupted(helper_broke(version, e)))?
-            {
+            // Cancel is seen here too, while the server has not even answered yet.
+            let next = tokio::select! {
+                biased;
+                () = cancel.cancelled() => {
+                    return Err(Stop::Fatal(Error::Cancelled(
+                        "the job was cancelled before anything was changed".into(),
+                    )))
+                }
+                f = fetch.next() => f,
+            };
+            match next.map_err(|e| Stop::Interrupted(helper_broke(version, e)))? {
                 Frame::Meta(m) if m.get(INTERRUPTED).is_some() => interrupted = true,
                 Frame::Meta(m) => match serde_json::from_value::<FetchStart>(m) {
                     Ok(s) if s.start == 0 || s.start == resume_from => break s.start,

@@ -709,3 +709,154 @@ fn finished_jobs_are_held_until_sixteen_newer_exist() {
     // Ids keep increasing.
     assert!(jobs[16].ends_with("/job/17"));
 }
+
+fn wait_job_end(bus: &PrivateBus, job: &str) -> (String, String) {
+    wait_until(Duration::from_secs(30), "the job to end", || {
+        job_state(bus, job) != "running"
+    });
+    let error = bus.busctl_json(&["get-property", DEST, job, JOB_IFACE, "Error"])["data"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    (job_state(bus, job), error)
+}
+
+/// A hostile server offers a genuinely signed Home build with an empty PackageName to an
+/// Enterprise host: the binary's edition is compared with the package the host asked for,
+/// so it is refused before any swap (an empty name once counted as Home, and passed).
+#[test]
+fn an_empty_package_name_does_not_pass_the_edition_check() {
+    let k = keys();
+    let env = StageEnv::new(&[&k.rsa_pkcs1_pub]);
+    env.write_daemon_config("");
+    let dropins = env.root.path().join("etc/cells-updater/config.d");
+    std::fs::create_dir_all(&dropins).unwrap();
+    std::fs::write(
+        dropins.join("50-enterprise.toml"),
+        "[server]\npackage = \"PydioEnterprise\"\n",
+    )
+    .unwrap();
+    // The Cells user's working directory, where an Enterprise host keeps its license.
+    let work = env.root.path().join("usr/sbin/.config/pydio/cells");
+    std::fs::create_dir_all(&work).unwrap();
+    std::os::unix::fs::chown(&work, Some(1), Some(1)).unwrap();
+    std::fs::write(work.join("pydio-license"), "EDITION-KEY\n").unwrap();
+    std::os::unix::fs::chown(work.join("pydio-license"), Some(1), Some(1)).unwrap();
+    let bus = PrivateBus::start();
+    let _d = DaemonProc::start(&bus, env.root.path());
+    assert_eq!(bus.manager_prop("PackageName"), "PydioEnterprise");
+    let bytes = fake_cells("4.4.5", "ok");
+    let (sum, sig) = sign(&bytes, &keys().rsa);
+    env.server
+        .put_binary("cells-4.4.5", bytes.clone(), Delivery::Normal);
+    let mut entry = package_json(
+        "4.4.5",
+        &env.server.binary_url("cells-4.4.5"),
+        bytes.len(),
+        &sum,
+        &sig,
+        false,
+    );
+    entry.as_object_mut().unwrap().remove("PackageName");
+    env.server.set_enterprise(
+        "EDITION-KEY",
+        serde_json::json!({ "AvailableBinaries": [entry] }).to_string(),
+    );
+    let job = start_stage(&bus, "4.4.5");
+    let (state, error) = wait_job_end(&bus, &job);
+    let message = bus.busctl_json(&["get-property", DEST, &job, JOB_IFACE, "Message"])["data"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert_eq!(state, "failed");
+    assert_eq!(
+        error, "com.pydio.CellsUpdater1.Error.VersionMismatch",
+        "{message}"
+    );
+    let message = bus.busctl_json(&["get-property", DEST, &job, JOB_IFACE, "Message"])["data"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(
+        message.contains("not the PydioEnterprise edition"),
+        "{message}"
+    );
+    assert_eq!(bus.manager_prop("StagedVersion"), "");
+}
+
+/// An admin's hold set while an Update downloads stops it before the swap: the job fails
+/// with Held and the installed binary is untouched.
+#[test]
+fn a_hold_set_during_a_download_stops_the_job_before_the_swap() {
+    let (env, bus, _d) = started();
+    publish_slow(&env, "4.4.5");
+    let before = std::fs::read(env.root.path().join("opt/pydio/bin/cells")).unwrap();
+    let job = bus.busctl_json(&[
+        "call",
+        DEST,
+        MANAGER,
+        MANAGER_IFACE,
+        "Update",
+        "sa{sv}",
+        "4.4.5",
+        "0",
+    ])["data"][0]
+        .as_str()
+        .unwrap()
+        .to_string();
+    wait_until(Duration::from_secs(10), "the download", || {
+        bus.busctl_json(&["get-property", DEST, &job, JOB_IFACE, "Phase"])["data"] == "downloading"
+    });
+    let held = bus.busctl(&[
+        "call",
+        DEST,
+        MANAGER,
+        MANAGER_IFACE,
+        "Hold",
+        "sa{sv}",
+        "freeze",
+        "0",
+    ]);
+    assert!(
+        held.status.success(),
+        "{}",
+        String::from_utf8_lossy(&held.stderr)
+    );
+    let (state, error) = wait_job_end(&bus, &job);
+    assert_eq!(
+        (state.as_str(), error.as_str()),
+        ("failed", "com.pydio.CellsUpdater1.Error.Held")
+    );
+    assert_eq!(
+        std::fs::read(env.root.path().join("opt/pydio/bin/cells")).unwrap(),
+        before
+    );
+}
+
+/// A Check for another channel or package (any caller allowed to Check may ask one) is
+/// answered, but recorded nowhere: it must not stand in for the timer's next check, nor put
+/// releases the timer cannot install into AvailableVersions.
+#[test]
+fn a_check_for_another_channel_is_not_recorded() {
+    let (env, bus, _d) = started();
+    env.offer(&[("4.4.5", "ok", false)]);
+    for opts in [vec!["1", "Channel", "s", "dev"]] {
+        let mut args = vec!["call", DEST, MANAGER, MANAGER_IFACE, "Check", "a{sv}"];
+        args.extend(opts.iter().copied());
+        let out = bus.busctl(&args);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert_eq!(bus.manager_prop("LastCheck"), 0, "{opts:?}");
+        assert_eq!(bus.manager_prop("AvailableVersions"), serde_json::json!([]));
+    }
+    let out = bus.busctl(&["call", DEST, MANAGER, MANAGER_IFACE, "Check", "a{sv}", "0"]);
+    assert!(out.status.success());
+    assert!(bus.manager_prop("LastCheck").as_u64().unwrap() > 0);
+    assert_eq!(
+        bus.manager_prop("AvailableVersions"),
+        serde_json::json!(["4.4.5"])
+    );
+}

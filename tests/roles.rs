@@ -135,6 +135,9 @@ fn every_row(h: &dyn Host) {
                 let got = one(h, "update", "cells", Who::Cells, Some("4.4.7"));
                 assert_eq!(got["error"], HELD, "{got}");
                 one(h, "update_force", "admin", Who::Cells, Some("4.4.7"));
+                // The Enterprise upgrade is an install too: held as well.
+                let got = one(h, "enterprise", "cells", Who::Cells, None);
+                assert_eq!(got["error"], HELD, "{got}");
                 assert_eq!(h.prop("StagedVersion"), "");
             }
             "release" => assert_eq!(h.prop("Hold"), "", "root released the hold"),

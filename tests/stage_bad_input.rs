@@ -543,3 +543,35 @@ async fn a_trickling_server_is_stopped_one_window_after_it_slows() {
         "nothing changed outside the staging area"
     );
 }
+
+/// The same server trickling its response headers instead (a byte every 300 ms): the headers
+/// get one window (or one read timeout), then the download stops.
+#[tokio::test]
+async fn a_server_trickling_its_headers_is_stopped_too() {
+    let k = keys();
+    let mut env = StageEnv::new(&[&k.rsa_pkcs1_pub]);
+    env.stager.rate_window = std::time::Duration::from_secs(2);
+    env.settings.timeout = std::time::Duration::from_secs(2);
+    let bytes = fake_cells("4.4.5", "ok");
+    let (sum, sig) = sign(&bytes, &k.rsa);
+    env.publish_with(
+        "4.4.5",
+        bytes,
+        &sum,
+        &sig,
+        Delivery::TrickleHeaders { every_ms: 300 },
+        false,
+    );
+    let t0 = std::time::Instant::now();
+    let err = env.stage("4.4.5").await.unwrap_err();
+    let took = t0.elapsed();
+    assert_eq!(err.name(), "DownloadFailed", "{err}");
+    // reqwest's own read timeout may stop it first; either way within the bound.
+    assert!(
+        err.message().contains("no complete response headers")
+            || err.message().contains("timed out"),
+        "{err}"
+    );
+    assert!(took < std::time::Duration::from_secs(10), "held {took:?}");
+    assert!(!env.staged_dir().join("4.4.5").exists());
+}

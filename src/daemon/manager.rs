@@ -296,6 +296,27 @@ impl Daemon {
         }
         Ok(())
     }
+
+    /// The admin's policy for an install of `version` (when known): a full hold is `Held`, a
+    /// version above the pin `NoSuchVersion`, unless `Force` (the admin's) goes past them.
+    /// Checked when the call arrives and again right before the swap (a hold set meanwhile
+    /// stops the job).
+    pub(super) async fn check_policy(
+        &self,
+        opts: &ApplyOptions,
+        version: Option<&CellsVersion>,
+        what: &str,
+    ) -> Result<()> {
+        self.check_hold(opts.force, what).await?;
+        if let (Some(pin), Some(v)) = (self.pin().await, version) {
+            if *v > pin && !opts.force {
+                return Err(Error::NoSuchVersion(format!(
+                    "{v} is held above the pin {pin}; pass Force to install it anyway"
+                )));
+            }
+        }
+        Ok(())
+    }
 }
 
 #[zbus::interface(name = "com.pydio.CellsUpdater1.Manager")]
@@ -348,7 +369,7 @@ impl ManagerIface {
                         Err(e) => Err(e),
                     };
                     *last = Some(super::CheckAnswer {
-                        asked,
+                        asked: asked.clone(),
                         at: std::time::Instant::now(),
                         result: result.clone(),
                     });
@@ -356,9 +377,21 @@ impl ManagerIface {
                 }
             }
         };
+        // Only an answer for this host's own package and channel is recorded: a Check for
+        // another one (any caller may ask) must not stand in for the timer's next check, nor
+        // fill AvailableVersions with releases the timer would then fail to install.
+        let own_package = match &asked.0 {
+            None => true,
+            Some(p) => *p == s.package().await,
+        };
+        let own_channel = match &asked.1 {
+            None => true,
+            Some(c) => *c == s.channel_settled().await,
+        };
+        let own = own_package && own_channel;
         let new = match &result {
-            Ok(a) => s.record_check(a).await.unwrap_or_default(),
-            Err(_) => Vec::new(),
+            Ok(a) if own => s.record_check(a).await.unwrap_or_default(),
+            _ => Vec::new(),
         };
         {
             let mut store = s.store.lock().await;
@@ -466,16 +499,12 @@ impl ManagerIface {
             )
             .into());
         }
-        s.check_hold(opts.force, &format!("Apply of {staged}"))
-            .await?;
-        if let (Some(pin), Ok(v)) = (s.pin().await, CellsVersion::parse(&staged)) {
-            if v > pin && !opts.force {
-                return Err(Error::NoSuchVersion(format!(
-                    "{v} is held above the pin {pin}; pass Force to apply it anyway"
-                ))
-                .into());
-            }
-        }
+        s.check_policy(
+            &opts,
+            CellsVersion::parse(&staged).ok().as_ref(),
+            &format!("Apply of {staged}"),
+        )
+        .await?;
         Ok(s.launch(
             JobKind::Apply,
             &staged,
@@ -563,6 +592,12 @@ impl ManagerIface {
         s.authorize_options(&hdr, &options).await?;
         let version = opts.version.clone();
         let label = version.as_ref().map(|v| v.to_string()).unwrap_or_default();
+        s.check_policy(
+            &opts,
+            version.as_ref(),
+            &format!("Enterprise upgrade to {label:?}"),
+        )
+        .await?;
         Ok(s.launch(
             JobKind::Enterprise,
             &label,

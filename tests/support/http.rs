@@ -23,6 +23,8 @@ pub enum Delivery {
     /// `first` bytes at once, then one byte every `every_ms` (a server that trickles to keep
     /// a read timeout alive while holding the job slot).
     Trickle { first: usize, every_ms: u64 },
+    /// The response headers one byte every `every_ms`, never finished.
+    TrickleHeaders { every_ms: u64 },
     /// `302 Found` to this URL.
     Redirect(String),
 }
@@ -332,6 +334,18 @@ fn serve(conn: TcpStream, state: &Mutex<ServerState>) -> std::io::Result<()> {
                 std::thread::sleep(std::time::Duration::from_millis(every_ms));
                 out.write_all(std::slice::from_ref(b))?;
                 out.flush()?;
+            }
+        }
+        Delivery::TrickleHeaders { every_ms } => {
+            let head = format!(
+                "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nX-Padding: {}\r\n\r\n",
+                payload.len(),
+                "x".repeat(4096)
+            );
+            for b in head.as_bytes() {
+                out.write_all(std::slice::from_ref(b))?;
+                out.flush()?;
+                std::thread::sleep(std::time::Duration::from_millis(every_ms));
             }
         }
         Delivery::Redirect(to) => {

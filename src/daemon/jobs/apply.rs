@@ -240,6 +240,12 @@ pub(in crate::daemon) async fn run(ctx: &Ctx, opts: &Options) -> Result<String> 
         &staged,
     )
     .await?;
+    // A hold or pin set while this job downloaded stops it here, before anything changes
+    // (a forced job was let past them, and said so, when it was asked for).
+    if !opts.force {
+        d.check_policy(opts, Some(&staged), &format!("the install of {staged}"))
+            .await?;
+    }
     let from = floor.installed.map(|v| v.to_string()).unwrap_or_default();
     let from_package = d.package().await;
     let to_package = opts

@@ -58,9 +58,11 @@ pub(in crate::daemon) async fn run(
         server_url: &server.url,
         download_hosts: &d.cfg.download_hosts,
         now: jiff::Timestamp::now().as_second(),
-        min_age: std::time::Duration::ZERO,
-        pin: None,
-        force: true,
+        // The admin's policy binds the Enterprise build too: the pin and the minimum
+        // release age, unless the (admin's) Force goes past them.
+        min_age: d.cfg.min_release_age,
+        pin: d.pin().await,
+        force: opts.force,
     };
     let offer = resp
         .available_binaries
@@ -79,7 +81,9 @@ pub(in crate::daemon) async fn run(
             offer.reason
         )));
     }
-    let release = Release::from_package(&offer.package, &server.url, &d.cfg.download_hosts)?;
+    let mut release = Release::from_package(&offer.package, &server.url, &d.cfg.download_hosts)?;
+    // Whatever the entry's PackageName says: the binary must be the Enterprise edition.
+    release.package = ENTERPRISE.to_string();
     let mut reporter = Reporter::start(d.clone(), ctx.job.clone());
     let staged = d
         .stager

@@ -370,8 +370,12 @@ pub(in crate::daemon) async fn run(ctx: &Ctx, source: Source) -> Result<Manifest
             d.announce(&new).await;
             let server = d.effective_server().await;
             let chosen = choose(&assessed, wanted.as_ref(), &server.url)?;
-            let release =
+            let mut release =
                 Release::from_package(&chosen.package, &server.url, &d.cfg.download_hosts)?;
+            // The edition the binary must be is the one asked for, whatever the server's
+            // entry says (an empty PackageName passes the policy, and must not pass the
+            // edition check as "Home").
+            release.package = d.package().await;
             ctx.job
                 .update(|j| j.version = release.version.to_string())
                 .await;
