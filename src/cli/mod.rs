@@ -51,6 +51,9 @@ pub struct Cli {
 pub enum Command {
     /// Run the service (what the systemd unit starts).
     Daemon,
+    /// Run the fleet agent: this node's etcd lease and slots for the daemon (docs/fleet.md;
+    /// needs a build with the `fleet` feature and a [fleet] section).
+    FleetAgent,
     /// Show the manager's properties.
     Status {
         /// One JSON document on stdout.
@@ -198,6 +201,30 @@ pub enum LicenseCommand {
 }
 
 /// Parses the arguments and runs the command.
+#[cfg(feature = "fleet")]
+async fn fleet_agent(
+    cfg: cells_updater::config::Config,
+    bus: cells_updater::daemon::Bus,
+) -> Result<(), Failure> {
+    cells_updater::fleet::agent::run(cfg, bus)
+        .await
+        .map_err(|e| Failure {
+            code: EXIT_FAILED,
+            message: format!("{e:#}"),
+        })
+}
+
+#[cfg(not(feature = "fleet"))]
+async fn fleet_agent(
+    _cfg: cells_updater::config::Config,
+    _bus: cells_updater::daemon::Bus,
+) -> Result<(), Failure> {
+    Err(Failure {
+        code: EXIT_FAILED,
+        message: "this build of cells-updater has no fleet support (cargo feature `fleet`)".into(),
+    })
+}
+
 pub fn main() -> ExitCode {
     let cli = match Cli::try_parse() {
         Ok(c) => c,
@@ -272,6 +299,14 @@ async fn run(cli: Cli, root: PathBuf) -> ExitCode {
     }
     let result = async {
         match cli.command {
+            Command::FleetAgent => {
+                let cfg = load_config(&root, cli.config.as_deref())?;
+                let target = match bus {
+                    Some(a) => cells_updater::daemon::Bus::Address(a.to_string()),
+                    None => cells_updater::daemon::Bus::System,
+                };
+                fleet_agent(cfg, target).await
+            }
             Command::Daemon => {
                 let cfg = load_config(&root, cli.config.as_deref())?;
                 let target = match bus {

@@ -92,6 +92,8 @@ pub enum Phase {
     Verifying,
     /// The version probe.
     Probing,
+    /// Fleet mode: waiting for a slot from the cluster before the swap.
+    WaitingForSlot,
     /// Backup and swap.
     Swapping,
     /// Restarting the unit.
@@ -111,6 +113,7 @@ impl Phase {
             Phase::Downloading => "downloading",
             Phase::Verifying => "verifying",
             Phase::Probing => "probing",
+            Phase::WaitingForSlot => "waiting-for-slot",
             Phase::Swapping => "swapping",
             Phase::Restarting => "restarting",
             Phase::HealthCheck => "health-check",

@@ -7,6 +7,8 @@
 //! the update slots, the halt and the bad list, the cluster's status.
 
 #[cfg(feature = "fleet")]
+pub mod agent;
+#[cfg(feature = "fleet")]
 pub mod etcd;
 
 use crate::error::{Error, Result};

@@ -265,110 +265,121 @@ pub(in crate::daemon) async fn run(ctx: &Ctx, opts: &Options) -> Result<String> 
     };
     let dropin_before = d.read_dropin();
     let dropin_after = d.dropin_for(&target, dropin_before.clone()).await?;
-    ctx.job.cancel.check()?;
-    // The point of no return: from here on Cancel is refused and the job finishes or undoes.
-    ctx.job.cancel.commit()?;
-    ctx.set_state(Lifecycle::Applying).await?;
-    ctx.phase(Phase::Swapping).await;
-    let bin = binary_dir(&old_binary, cells_uid, true).await?;
-    let adoption = record_adoption(d, &bin).await?;
-    let (old_file, old) = {
-        let (bin, limit) = (bin.clone(), d.cfg.max_binary_size);
-        blocking(move || install::open_installed(&bin.dir, &bin.name, limit, cells_uid)).await?
-    };
-    let new_caps = match d.cfg.capabilities {
-        CapabilityPolicy::Preserve => match &doc.installed {
-            // What the daemon set when it installed this very binary.
-            Some(r)
-                if r.path == old_binary.display().to_string()
-                    && r.sha256 == trust::encode_checksum(&old.sha256) =>
-            {
-                caps_from_b64(&r.caps)
-            }
-            // Otherwise what the descriptor just opened and hashed carries, of what may be
-            // preserved (cap_net_bind_service).
-            _ => old.caps.and_then(|c| c.preservable()),
-        },
-        CapabilityPolicy::Always => Some(FileCaps::net_bind_service()),
-        CapabilityPolicy::Never => None,
-    };
-    let mut j = Journal {
-        kind: JournalKind::Apply,
-        step: Step::Backup,
-        from_version: from.clone(),
-        from_package: from_package.clone(),
-        to_version: staged.to_string(),
-        to_package,
-        old_binary: old_binary.display().to_string(),
-        target: target.display().to_string(),
-        old_sha256: trust::encode_checksum(&old.sha256),
-        new_sha256: manifest.sha256.clone(),
-        old_caps: caps_b64(old.caps.and_then(|c| c.preservable()).as_ref()),
-        new_caps: caps_b64(new_caps.as_ref()),
-        dropin_before,
-        dropin_after,
-        previous_before: doc.previous_version.clone(),
-        on_failure: opts.on_failure,
-        restart: opts.restart,
-    };
-    // Journal first, then move: a crash in between must find the operation recorded.
-    ctx.journal(Some(&j)).await?;
-    failpoint::hit("apply-before-backup");
-    {
-        let state = d.state_dir().await?;
-        let (from, path, pkg) = (from.clone(), old_binary.clone(), from_package.clone());
-        let seen = old.clone();
-        blocking(move || {
-            Backups::open(&state)?
-                .keep(&old_file, &seen, &from, &path, &pkg)
-                .map(|_| ())
-        })
-        .await?;
+    // On a cluster node: a slot before the swap (nothing changed yet if none comes).
+    let slot = super::fleet_gate::take(ctx, &staged.to_string()).await?;
+    let to_pkg = opts
+        .cross_package
+        .clone()
+        .unwrap_or_else(|| from_package.clone());
+    let result: Result<String> = async {
+        ctx.job.cancel.check()?;
+        // The point of no return: from here on Cancel is refused and the job finishes or undoes.
+        ctx.job.cancel.commit()?;
+        ctx.set_state(Lifecycle::Applying).await?;
+        ctx.phase(Phase::Swapping).await;
+        let bin = binary_dir(&old_binary, cells_uid, true).await?;
+        let adoption = record_adoption(d, &bin).await?;
+        let (old_file, old) = {
+            let (bin, limit) = (bin.clone(), d.cfg.max_binary_size);
+            blocking(move || install::open_installed(&bin.dir, &bin.name, limit, cells_uid)).await?
+        };
+        let new_caps = match d.cfg.capabilities {
+            CapabilityPolicy::Preserve => match &doc.installed {
+                // What the daemon set when it installed this very binary.
+                Some(r)
+                    if r.path == old_binary.display().to_string()
+                        && r.sha256 == trust::encode_checksum(&old.sha256) =>
+                {
+                    caps_from_b64(&r.caps)
+                }
+                // Otherwise what the descriptor just opened and hashed carries, of what may be
+                // preserved (cap_net_bind_service).
+                _ => old.caps.and_then(|c| c.preservable()),
+            },
+            CapabilityPolicy::Always => Some(FileCaps::net_bind_service()),
+            CapabilityPolicy::Never => None,
+        };
+        let mut j = Journal {
+            kind: JournalKind::Apply,
+            step: Step::Backup,
+            from_version: from.clone(),
+            from_package: from_package.clone(),
+            to_version: staged.to_string(),
+            to_package,
+            old_binary: old_binary.display().to_string(),
+            target: target.display().to_string(),
+            old_sha256: trust::encode_checksum(&old.sha256),
+            new_sha256: manifest.sha256.clone(),
+            old_caps: caps_b64(old.caps.and_then(|c| c.preservable()).as_ref()),
+            new_caps: caps_b64(new_caps.as_ref()),
+            dropin_before,
+            dropin_after,
+            previous_before: doc.previous_version.clone(),
+            on_failure: opts.on_failure,
+            restart: opts.restart,
+        };
+        // Journal first, then move: a crash in between must find the operation recorded.
+        ctx.journal(Some(&j)).await?;
+        failpoint::hit("apply-before-backup");
+        {
+            let state = d.state_dir().await?;
+            let (from, path, pkg) = (from.clone(), old_binary.clone(), from_package.clone());
+            let seen = old.clone();
+            blocking(move || {
+                Backups::open(&state)?
+                    .keep(&old_file, &seen, &from, &path, &pkg)
+                    .map(|_| ())
+            })
+            .await?;
+        }
+        j.step = Step::Swapping;
+        ctx.journal(Some(&j)).await?;
+        failpoint::hit("apply-before-swap");
+        {
+            let _atomic = d.atomic.lock().await;
+            let staged_file = d.stager.area.open_binary(&staged)?;
+            let (bin2, caps) = (bin.clone(), new_caps);
+            let name = target_name(&target)?;
+            blocking(move || {
+                install::install(
+                    &staged_file,
+                    &expected,
+                    &bin2.dir,
+                    &name,
+                    caps.as_ref(),
+                    || failpoint::hit("apply-before-rename"),
+                )
+            })
+            .await?;
+            failpoint::hit("apply-after-rename");
+            j.step = Step::Swapped;
+            let mut store = d.store.lock().await;
+            store.update(|s| {
+                s.staged_version.clear();
+                s.previous_version = from.clone();
+                s.installed = Some(InstalledRecord {
+                    path: j.target.clone(),
+                    version: j.to_version.clone(),
+                    sha256: j.new_sha256.clone(),
+                    caps: j.new_caps.clone(),
+                });
+            })?;
+            store.set_journal(Some(j.clone()))?;
+        }
+        let _ = d.stager.area.remove(&staged);
+        failpoint::hit("apply-after-state");
+        log::info(
+            &format!("installed {staged} at {} (was {from})", target.display()),
+            &[("VERSION", &staged.to_string()), ("PHASE", "swapping")],
+        );
+        match finish(ctx, &mut j).await {
+            Ok(msg) => Ok(format!("{msg}{adoption}")),
+            Err(e) => after_failure(ctx, &mut j, e).await,
+        }
     }
-    j.step = Step::Swapping;
-    ctx.journal(Some(&j)).await?;
-    failpoint::hit("apply-before-swap");
-    {
-        let _atomic = d.atomic.lock().await;
-        let staged_file = d.stager.area.open_binary(&staged)?;
-        let (bin2, caps) = (bin.clone(), new_caps);
-        let name = target_name(&target)?;
-        blocking(move || {
-            install::install(
-                &staged_file,
-                &expected,
-                &bin2.dir,
-                &name,
-                caps.as_ref(),
-                || failpoint::hit("apply-before-rename"),
-            )
-        })
-        .await?;
-        failpoint::hit("apply-after-rename");
-        j.step = Step::Swapped;
-        let mut store = d.store.lock().await;
-        store.update(|s| {
-            s.staged_version.clear();
-            s.previous_version = from.clone();
-            s.installed = Some(InstalledRecord {
-                path: j.target.clone(),
-                version: j.to_version.clone(),
-                sha256: j.new_sha256.clone(),
-                caps: j.new_caps.clone(),
-            });
-        })?;
-        store.set_journal(Some(j.clone()))?;
-    }
-    let _ = d.stager.area.remove(&staged);
-    failpoint::hit("apply-after-state");
-    log::info(
-        &format!("installed {staged} at {} (was {from})", target.display()),
-        &[("VERSION", &staged.to_string()), ("PHASE", "swapping")],
-    );
-    match finish(ctx, &mut j).await {
-        Ok(msg) => Ok(format!("{msg}{adoption}")),
-        Err(e) => after_failure(ctx, &mut j, e).await,
-    }
+    .await;
+    super::fleet_gate::report(ctx, slot, &staged.to_string(), &to_pkg, &result).await;
+    result
 }
 
 /// The file name of a target path.

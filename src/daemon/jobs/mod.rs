@@ -4,13 +4,15 @@
 //!   Update and UpgradeToEnterprise);
 //! - [`rollback`]: the previous version back;
 //! - [`recover`]: finish or undo what a crash interrupted, at start-up;
-//! - [`enterprise`]: the UpgradeToEnterprise job.
+//! - [`enterprise`]: the UpgradeToEnterprise job;
+//! - [`fleet_gate`]: on a cluster node, the fleet slot a swap waits for.
 //!
 //! One mutating job runs at a time. A job's kind says where it comes to rest; the runner
 //! records the end in the persisted state and announces it (`JobFinished`).
 
 pub(super) mod apply;
 mod enterprise;
+mod fleet_gate;
 mod recover;
 mod rollback;
 pub(super) mod stage;
