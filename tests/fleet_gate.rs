@@ -54,16 +54,7 @@ fn node(etcd: &EtcdCluster, name: &str) -> Node {
         .spawn()
         .unwrap();
     wait_until(Duration::from_secs(10), "the agent's name", || {
-        let out = bus.busctl(&[
-            "call",
-            "org.freedesktop.DBus",
-            "/org/freedesktop/DBus",
-            "org.freedesktop.DBus",
-            "NameHasOwner",
-            "s",
-            "com.pydio.CellsUpdater1.Fleet",
-        ]);
-        String::from_utf8_lossy(&out.stdout).trim() == "b true"
+        bus.name_has_owner("com.pydio.CellsUpdater1.Fleet")
     });
     Node {
         env,

@@ -79,6 +79,20 @@ impl PrivateBus {
             .unwrap()
     }
 
+    /// Whether `name` has an owner on this bus.
+    pub fn name_has_owner(&self, name: &str) -> bool {
+        let out = self.busctl(&[
+            "call",
+            "org.freedesktop.DBus",
+            "/org/freedesktop/DBus",
+            "org.freedesktop.DBus",
+            "NameHasOwner",
+            "s",
+            name,
+        ]);
+        String::from_utf8_lossy(&out.stdout).trim() == "b true"
+    }
+
     /// `busctl --json=short` output, parsed; panics with stderr on failure.
     pub fn busctl_json(&self, args: &[&str]) -> serde_json::Value {
         let mut all = vec!["--json=short"];
@@ -197,16 +211,7 @@ impl DaemonProc {
         let d = DaemonProc { child, log };
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
-            let out = bus.busctl(&[
-                "call",
-                "org.freedesktop.DBus",
-                "/org/freedesktop/DBus",
-                "org.freedesktop.DBus",
-                "NameHasOwner",
-                "s",
-                DEST,
-            ]);
-            if String::from_utf8_lossy(&out.stdout).trim() == "b true" {
+            if bus.name_has_owner(DEST) {
                 return d;
             }
             assert!(
