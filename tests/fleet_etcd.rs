@@ -89,6 +89,18 @@ fn slots_halt_bad_list_and_quorum_on_a_real_etcd() {
         assert_eq!(e.name(), "FleetUnavailable");
         assert!(e.message().contains("n2 holds it now"), "{e}");
 
+        // A lease that ran out (revoked here): taking a slot with it fails saying so, which
+        // is what the agent looks for to take a new lease.
+        let gone = c.lease().await.unwrap();
+        let out = etcd.etcdctl(&["lease", "revoke", &format!("{:x}", gone.id)]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let e = c.take_slot(&gone, "4.4.5", 2).await.unwrap_err();
+        assert!(e.message().contains("lease not found"), "{e}");
+
         // A failure: bad + halt + slot back in one transaction; nothing is granted while
         // halted, and the release stays refused after the resume until forgotten.
         b.report_bad("4.4.5", "UnitFailed: exited at start", Some(0))

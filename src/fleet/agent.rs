@@ -79,7 +79,20 @@ impl Agent {
         let v = crate::version::CellsVersion::parse(&version)?.to_string();
         let mut s = self.inner.lock().await;
         let State { cluster, lease, .. } = &mut *s;
-        let got = cluster.take_slot(lease, &v, self.cfg.max_parallel).await?;
+        let got = match cluster.take_slot(lease, &v, self.cfg.max_parallel).await {
+            // The lease ran out while etcd was away longer than its TTL: take a new one
+            // (what was bound to the old one is gone already) and ask again.
+            Err(e) if e.message().contains("lease not found") => {
+                *lease = cluster.lease().await?;
+                log::log(
+                    log::Level::Warning,
+                    "the etcd lease had expired; a new one was granted",
+                    &[],
+                );
+                cluster.take_slot(lease, &v, self.cfg.max_parallel).await?
+            }
+            other => other?,
+        };
         Ok(match got {
             Slot::Held(n) => {
                 s.state = "updating".into();
@@ -190,6 +203,11 @@ pub async fn run(cfg: crate::config::Config, bus: crate::daemon::Bus) -> anyhow:
                 };
                 let State { cluster, lease, .. } = &mut *s;
                 if let Err(e) = cluster.heartbeat(lease, &v).await {
+                    if e.message().contains("lease not found") {
+                        if let Ok(l) = cluster.lease().await {
+                            *lease = l;
+                        }
+                    }
                     log::log(log::Level::Warning, &e.message(), &[]);
                 }
             }
