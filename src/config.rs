@@ -681,13 +681,24 @@ fn apply_fleet(
         f.lease_ttl = d;
     }
     if let Some(v) = s.slot_wait {
-        f.slot_wait = positive(&v).map_err(|w| bad("[fleet] slot_wait", w))?;
+        let d = positive(&v).map_err(|w| bad("[fleet] slot_wait", w))?;
+        if d > Duration::from_secs(24 * 3600) {
+            return Err(bad(
+                "[fleet] slot_wait",
+                format!("{v:?} must be at most 24h"),
+            ));
+        }
+        f.slot_wait = d;
     }
     if let Some(v) = s.canary_soak {
         f.canary_soak = parse_duration(&v).map_err(|w| bad("[fleet] canary_soak", w))?;
     }
     if let Some(v) = s.timeout {
-        f.timeout = positive(&v).map_err(|w| bad("[fleet] timeout", w))?;
+        let d = positive(&v).map_err(|w| bad("[fleet] timeout", w))?;
+        if d > Duration::from_secs(60) {
+            return Err(bad("[fleet] timeout", format!("{v:?} must be at most 60s")));
+        }
+        f.timeout = d;
     }
     Ok(())
 }
@@ -831,6 +842,8 @@ mod tests {
             ("[fleet]\nmax_parallel = 0\n", "[fleet] max_parallel"),
             ("[fleet]\nlease_ttl = \"1s\"\n", "[fleet] lease_ttl"),
             ("[fleet]\nslot_wait = \"0\"\n", "[fleet] slot_wait"),
+            ("[fleet]\nslot_wait = \"2d\"\n", "[fleet] slot_wait"),
+            ("[fleet]\ntimeout = \"2h\"\n", "[fleet] timeout"),
             ("[fleet]\nca = \"relative.crt\"\n", "[fleet] ca"),
             ("[fleet]\nprefix = \"cells\"\n", "[fleet] prefix"),
             ("[fleet]\nbogus = 1\n", "bogus"),

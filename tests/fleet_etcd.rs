@@ -61,6 +61,16 @@ fn slots_halt_bad_list_and_quorum_on_a_real_etcd() {
         assert!(
             matches!(c.take_slot(&lc, "4.4.5", 2).await.unwrap(), Slot::Busy(h) if h.len() == 2)
         );
+        // An etcd writer makes up slot 7 in n3's name while slots 0 and 1 are taken: it is
+        // not a grant (only slots below max_parallel count).
+        let forged = format!("{{\"format\":1,\"node\":\"n3\",\"version\":\"4.4.5\",\"since\":1}}");
+        let out = etcd.etcdctl(&["put", &c.keys().slot(7), &forged]);
+        assert!(out.status.success());
+        assert!(matches!(
+            c.take_slot(&lc, "4.4.5", 2).await.unwrap(),
+            Slot::Busy(_)
+        ));
+        etcd.etcdctl(&["del", &c.keys().slot(7)]);
         a.release_slot(0).await.unwrap();
         b.release_slot(1).await.unwrap();
 
@@ -189,9 +199,18 @@ fn slots_halt_bad_list_and_quorum_on_a_real_etcd() {
             }
         };
         assert_eq!(e.name(), "FleetUnavailable");
-        let t1 = Instant::now();
-        let e = c.take_slot(&lc, "4.4.8", 1).await.unwrap_err();
-        let took = t1.elapsed();
+        // Once the survivor has noticed it lost its peers (an election timeout, 0.5 s here),
+        // the refusal names the cause.
+        let since = Instant::now();
+        let (e, took) = loop {
+            let t1 = Instant::now();
+            let e = c.take_slot(&lc, "4.4.8", 1).await.unwrap_err();
+            let took = t1.elapsed();
+            if e.message().contains("no quorum") || since.elapsed() > Duration::from_secs(10) {
+                break (e, took);
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        };
         assert!(e.message().contains("no quorum"), "{e}");
         // Milliseconds when the client's channel meets the live member; at most one request
         // timeout (3 s here) and the per-endpoint probe when it meets a dead one first.

@@ -172,18 +172,34 @@ impl Cluster {
         )
         .await?;
         let every = (self.cfg.lease_ttl / 3).max(Duration::from_millis(500));
+        let mut client = self.client.clone();
         let task = tokio::spawn(async move {
+            let mut failing = false;
             loop {
-                tokio::time::sleep(every).await;
+                let pause = if failing {
+                    every.min(Duration::from_secs(1))
+                } else {
+                    every
+                };
+                tokio::time::sleep(pause).await;
                 let once = async {
                     keeper.keep_alive().await.ok()?;
                     stream.message().await.ok()?
                 };
                 match tokio::time::timeout(t, once).await {
-                    Ok(Some(r)) if r.ttl() > 0 => {}
-                    // Gone (expired or revoked), or etcd away: a lapse shows at the next
-                    // confirm; the holder asks again.
-                    _ => {}
+                    Ok(Some(r)) if r.ttl() > 0 => failing = false,
+                    // The stream broke (a member restarted, a leader change, the network):
+                    // it never reconnects by itself, so open a new one on the same lease. A
+                    // lease that is gone shows at the next confirm; the holder asks again.
+                    _ => {
+                        failing = true;
+                        if let Ok(Ok((k, s))) =
+                            tokio::time::timeout(t, client.lease_keep_alive(id)).await
+                        {
+                            keeper = k;
+                            stream = s;
+                        }
+                    }
                 }
             }
         });
@@ -269,8 +285,12 @@ impl Cluster {
             };
             taken.insert(n);
             match parse::<SlotValue>(&key, kv.value()) {
-                Ok(s) if s.node == self.node && kv.lease() == lease.id => return Ok(Slot::Held(n)),
-                Ok(s) if s.node == self.node => {
+                // Only the cluster's own slots count as a grant: one an etcd writer made up
+                // beyond max_parallel does not.
+                Ok(s) if s.node == self.node && kv.lease() == lease.id && n < max_parallel => {
+                    return Ok(Slot::Held(n))
+                }
+                Ok(s) if s.node == self.node && n < max_parallel => {
                     // Ours under an older lease (a restart): move it to this lease.
                     if self.rebind(n, &s, kv.mod_revision(), lease).await? {
                         return Ok(Slot::Held(n));

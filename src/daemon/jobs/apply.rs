@@ -266,7 +266,15 @@ pub(in crate::daemon) async fn run(ctx: &Ctx, opts: &Options) -> Result<String> 
     let dropin_before = d.read_dropin();
     let dropin_after = d.dropin_for(&target, dropin_before.clone()).await?;
     // On a cluster node: a slot before the swap (nothing changed yet if none comes).
+    if d.cfg.fleet.is_some() && !opts.restart {
+        return Err(Error::InvalidArgument(
+            "Restart=false is refused on a cluster node: the release would be swapped in \
+             without its health check, outside the node's fleet slot"
+                .into(),
+        ));
+    }
     let slot = super::fleet_gate::take(ctx, &staged.to_string()).await?;
+    let swapped = std::sync::atomic::AtomicBool::new(false);
     let to_pkg = opts
         .cross_package
         .clone()
@@ -352,6 +360,7 @@ pub(in crate::daemon) async fn run(ctx: &Ctx, opts: &Options) -> Result<String> 
             })
             .await?;
             failpoint::hit("apply-after-rename");
+            swapped.store(true, std::sync::atomic::Ordering::SeqCst);
             j.step = Step::Swapped;
             let mut store = d.store.lock().await;
             store.update(|s| {
@@ -378,7 +387,15 @@ pub(in crate::daemon) async fn run(ctx: &Ctx, opts: &Options) -> Result<String> 
         }
     }
     .await;
-    super::fleet_gate::report(ctx, slot, &staged.to_string(), &to_pkg, &result).await;
+    super::fleet_gate::report(
+        ctx,
+        slot,
+        &staged.to_string(),
+        &to_pkg,
+        swapped.load(std::sync::atomic::Ordering::SeqCst),
+        &result,
+    )
+    .await;
     result
 }
 

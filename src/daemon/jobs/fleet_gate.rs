@@ -102,20 +102,23 @@ pub(super) async fn take(ctx: &Ctx, version: &str) -> Result<Option<u32>> {
     }
 }
 
-/// Reports the outcome of the job that held `slot`: a release this node marked bad (it
-/// failed after the swap) becomes the cluster's verdict; anything else gives the slot back.
+/// Reports the outcome of the job that held `slot`: a failure after the swap (rolled back,
+/// or kept with OnFailure=keep) becomes the cluster's verdict; anything else gives the slot
+/// back.
 pub(super) async fn report(
     ctx: &Ctx,
     slot: Option<u32>,
     version: &str,
     package: &str,
+    swapped: bool,
     result: &Result<String>,
 ) {
     let (Some(slot), Some(f)) = (slot, ctx.d.cfg.fleet.clone()) else {
         return;
     };
     let entry = crate::policy::bad_entry(package, version);
-    let bad = result.is_err() && ctx.d.store.lock().await.get().bad_versions.contains(&entry);
+    let bad = result.is_err()
+        && (swapped || ctx.d.store.lock().await.get().bad_versions.contains(&entry));
     let reason = match result {
         Err(e) => crate::text::one_line(&format!("{}: {}", e.name(), e.message()), 300),
         Ok(_) => String::new(),
@@ -126,7 +129,7 @@ pub(super) async fn report(
             crate::log::Level::Warning,
             &format!(
                 "could not report the outcome of {version} to the fleet agent ({}); its slot \
-                 frees with its lease",
+                 stays held until the agent stops (or etcdctl del of the slot key)",
                 e.message()
             ),
             &[("VERSION", version)],
