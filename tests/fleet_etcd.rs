@@ -63,8 +63,8 @@ fn slots_halt_bad_list_and_quorum_on_a_real_etcd() {
         );
         // An etcd writer makes up slot 7 in n3's name while slots 0 and 1 are taken: it is
         // not a grant (only slots below max_parallel count).
-        let forged = format!("{{\"format\":1,\"node\":\"n3\",\"version\":\"4.4.5\",\"since\":1}}");
-        let out = etcd.etcdctl(&["put", &c.keys().slot(7), &forged]);
+        let forged = r#"{"format":1,"node":"n3","version":"4.4.5","since":1}"#;
+        let out = etcd.etcdctl(&["put", &c.keys().slot(7), forged]);
         assert!(out.status.success());
         assert!(matches!(
             c.take_slot(&lc, "4.4.5", 2).await.unwrap(),
