@@ -242,6 +242,7 @@ struct FleetSection {
     slot_wait: Option<String>,
     canary_soak: Option<String>,
     timeout: Option<String>,
+    poll: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -700,6 +701,16 @@ fn apply_fleet(
         }
         f.timeout = d;
     }
+    if let Some(v) = s.poll {
+        let d = positive(&v).map_err(|w| bad("[fleet] poll", w))?;
+        if d < Duration::from_secs(1) || d > Duration::from_secs(24 * 3600) {
+            return Err(bad(
+                "[fleet] poll",
+                format!("{v:?} must be between 1s and 24h"),
+            ));
+        }
+        f.poll = d;
+    }
     Ok(())
 }
 
@@ -844,6 +855,7 @@ mod tests {
             ("[fleet]\nslot_wait = \"0\"\n", "[fleet] slot_wait"),
             ("[fleet]\nslot_wait = \"2d\"\n", "[fleet] slot_wait"),
             ("[fleet]\ntimeout = \"2h\"\n", "[fleet] timeout"),
+            ("[fleet]\npoll = \"100ms\"\n", "[fleet] poll"),
             ("[fleet]\nca = \"relative.crt\"\n", "[fleet] ca"),
             ("[fleet]\nprefix = \"cells\"\n", "[fleet] prefix"),
             ("[fleet]\nbogus = 1\n", "bogus"),

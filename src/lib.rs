@@ -58,6 +58,7 @@ pub mod state;
 pub mod systemd;
 pub mod text;
 pub mod trust;
+pub mod unit_syntax;
 pub mod update_server;
 pub mod version;
 

@@ -140,6 +140,8 @@ fn slots_halt_bad_list_and_quorum_on_a_real_etcd() {
             version: "4.4.5".into(),
             package: "PydioHome".into(),
             max_parallel: 1,
+            canary_soak: 0,
+            now: false,
             by: "uid 0 on n3".into(),
             at: 1,
         };

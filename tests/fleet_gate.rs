@@ -7,6 +7,10 @@
 //! - Halt: a release that exits at start, on all three at once: the first node to get the
 //!   slot rolls back and marks it bad for the cluster, which halts; the other two fail
 //!   without a swap (their binaries never change).
+//! - Rollout (`fleet rollout`, the agents move their own nodes): max_parallel 2 sampled every
+//!   50 ms; a broken target halts the cluster after one node; `fleet status` shows it;
+//!   `fleet resume` and a new target with a canary soak: the second node swaps no sooner
+//!   than the soak after the first is healthy.
 #![cfg(all(feature = "fleet", feature = "fake-unit"))]
 
 mod support;
@@ -34,33 +38,112 @@ impl Drop for Node {
 }
 
 fn node(etcd: &EtcdCluster, name: &str) -> Node {
-    let env = StageEnv::new(&[&keys().rsa_pkcs1_pub]);
-    env.offer(&[("4.4.5", "ok", false), ("4.4.6", "exit", false)]);
     let endpoints: Vec<String> = etcd.endpoints().iter().map(|e| format!("{e:?}")).collect();
+    node_with(name, &format!("endpoints = [{}]\n", endpoints.join(", ")))
+}
+
+/// A node whose `[fleet]` section has `fleet` (endpoints, or none) besides the test's
+/// settings.
+fn node_with(name: &str, fleet: &str) -> Node {
+    let env = StageEnv::new(&[&keys().rsa_pkcs1_pub]);
+    env.offer(&[
+        ("4.4.5", "ok", false),
+        ("4.4.6", "exit", false),
+        ("4.4.7", "ok", false),
+    ]);
     env.write_daemon_config(&format!(
         "[policy]\nhealth_settle = \"300ms\"\nhealth_timeout = \"10s\"\n\
-         [fleet]\nendpoints = [{}]\ncluster = \"gate\"\nnode = \"{name}\"\nlease_ttl = \"3s\"\n\
-         slot_wait = \"60s\"\ntimeout = \"2s\"\n",
-        endpoints.join(", ")
+         [fleet]\n{fleet}cluster = \"gate\"\nnode = \"{name}\"\nlease_ttl = \"3s\"\n\
+         slot_wait = \"60s\"\ntimeout = \"2s\"\npoll = \"2s\"\n"
     ));
     let bus = PrivateBus::start();
     let daemon = env.start_fake_unit_daemon(&bus);
-    let log = std::fs::File::create(env.root.path().join("daemon-agent.log")).unwrap();
+    let agent = start_agent(&env, &bus);
+    Node {
+        env,
+        bus,
+        _daemon: daemon,
+        agent,
+    }
+}
+
+fn start_agent(env: &StageEnv, bus: &PrivateBus) -> Child {
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(env.root.path().join("daemon-agent.log"))
+        .unwrap();
     let agent = Command::new(env!("CARGO_BIN_EXE_cells-updater"))
         .args(["--bus-address", &bus.address, "--root"])
         .arg(env.root.path())
-        .arg("fleet-agent")
+        .args(["fleet", "agent"])
         .stderr(log)
         .spawn()
         .unwrap();
     wait_until(Duration::from_secs(10), "the agent's name", || {
         bus.name_has_owner("com.pydio.CellsUpdater1.Fleet")
     });
-    Node {
-        env,
-        bus,
-        _daemon: daemon,
-        agent,
+    agent
+}
+
+/// `cells-updater fleet ARGS` with node `n`'s configuration.
+fn fleet(n: &Node, args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_cells-updater"))
+        .args(["--bus-address", &n.bus.address, "--root"])
+        .arg(n.env.root.path())
+        .arg("fleet")
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+fn fleet_ok(n: &Node, args: &[&str]) -> String {
+    let out = fleet(n, args);
+    assert!(
+        out.status.success(),
+        "fleet {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).to_string()
+}
+
+/// What a rollout did, sampled every 50 ms until every node runs `version` or `stop` says
+/// so: the most nodes seen between their swap and healthy at once, which nodes ever were,
+/// and when each first ran `version`.
+struct Watched {
+    most: usize,
+    busy: Vec<bool>,
+    reached: Vec<Option<Instant>>,
+}
+
+fn watch_rollout(nodes: &[Node], version: &str, mut stop: impl FnMut() -> bool) -> Watched {
+    let mut w = Watched {
+        most: 0,
+        busy: vec![false; nodes.len()],
+        reached: vec![None; nodes.len()],
+    };
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let mut busy = 0;
+        for (i, n) in nodes.iter().enumerate() {
+            let state = n.bus.manager_prop("State");
+            if matches!(
+                state.as_str().unwrap_or_default(),
+                "applying" | "restarting" | "health-check" | "rolling-back"
+            ) {
+                busy += 1;
+                w.busy[i] = true;
+            }
+            if w.reached[i].is_none() && n.bus.manager_prop("InstalledVersion") == version {
+                w.reached[i] = Some(Instant::now());
+            }
+        }
+        w.most = w.most.max(busy);
+        if w.reached.iter().all(Option::is_some) || (busy == 0 && stop()) {
+            return w;
+        }
+        assert!(Instant::now() < deadline, "the rollout did not end");
+        std::thread::sleep(Duration::from_millis(50));
     }
 }
 
@@ -189,4 +272,131 @@ fn nodes_take_turns_and_the_first_failure_halts_the_cluster() {
     );
     let bad = etcd.etcdctl(&["get", "--prefix", "--keys-only", "/cells-updater/gate/bad/"]);
     assert!(String::from_utf8_lossy(&bad.stdout).contains("bad/4.4.6"));
+}
+
+#[test]
+fn a_rollout_moves_the_nodes_halts_on_a_broken_release_and_soaks_its_canary() {
+    let etcd = EtcdCluster::start(false);
+    let nodes: Vec<Node> = ["n1", "n2", "n3"].iter().map(|n| node(&etcd, n)).collect();
+
+    // max_parallel 2: the agents see the target and ask their daemons.
+    let said = fleet_ok(
+        &nodes[0],
+        &[
+            "rollout",
+            "4.4.5",
+            "--max-parallel",
+            "2",
+            "--package",
+            "PydioHome",
+        ],
+    );
+    assert!(said.contains("2 node(s) at a time"), "{said}");
+    let w = watch_rollout(&nodes, "4.4.5", || false);
+    println!("rollout max_parallel 2: at most {} node(s) at once", w.most);
+    assert!(
+        w.most <= 2,
+        "more than max_parallel nodes were down at once"
+    );
+    assert!(
+        w.busy.iter().all(|b| *b),
+        "a node never updated: {:?}",
+        w.busy
+    );
+    // The nodes' records follow within a heartbeat.
+    let mut table = String::new();
+    wait_until(
+        Duration::from_secs(10),
+        "every node's record on 4.4.5",
+        || {
+            table = fleet_ok(&nodes[1], &["status"]);
+            ["n1", "n2", "n3"].iter().all(|n| {
+                table
+                    .lines()
+                    .any(|l| l.starts_with(n) && l.contains(" 4.4.5 ") && l.contains("idle"))
+            })
+        },
+    );
+    assert!(
+        table.contains("Target:   PydioHome 4.4.5, 2 at a time"),
+        "{table}"
+    );
+
+    // A broken target: one node tries it and rolls back; the cluster halts; the others
+    // never swap it.
+    let before: Vec<Vec<u8>> = nodes.iter().map(binary).collect();
+    fleet_ok(&nodes[0], &["rollout", "4.4.6", "--package", "PydioHome"]);
+    let halted = || {
+        !etcd
+            .etcdctl(&["get", "/cells-updater/gate/halt", "--print-value-only"])
+            .stdout
+            .is_empty()
+    };
+    let w = watch_rollout(&nodes, "4.4.6", halted);
+    // Let the other agents see the halt and a poll go by: still nothing moves.
+    std::thread::sleep(Duration::from_secs(3));
+    let w2 = watch_rollout(&nodes, "4.4.6", || true);
+    let tried: Vec<usize> = (0..3).filter(|i| w.busy[*i]).collect();
+    println!("broken rollout: nodes that swapped: {tried:?}");
+    assert_eq!(tried.len(), 1, "{:?}", w.busy);
+    assert!(!w2.busy.iter().any(|b| *b), "a node moved while halted");
+    for (i, n) in nodes.iter().enumerate() {
+        assert_eq!(n.bus.manager_prop("InstalledVersion"), "4.4.5");
+        if i != tried[0] {
+            assert_eq!(binary(n), before[i], "node {i} swapped the broken release");
+        }
+    }
+    let st: serde_json::Value =
+        serde_json::from_str(&fleet_ok(&nodes[2], &["status", "--json"])).unwrap();
+    assert_eq!(st["quorum"], true, "{st}");
+    assert_eq!(st["bad"][0]["version"], "4.4.6", "{st}");
+    assert!(
+        st["halt"]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("4.4.6 failed on"),
+        "{st}"
+    );
+    assert_eq!(st["members"].as_array().unwrap().len(), 3, "{st}");
+    let refused = fleet(&nodes[0], &["rollout", "4.4.6", "--package", "PydioHome"]);
+    assert!(!refused.status.success());
+    assert!(
+        String::from_utf8_lossy(&refused.stderr).contains("halted"),
+        "{}",
+        String::from_utf8_lossy(&refused.stderr)
+    );
+
+    // Resume, and a new good target with a canary soak of 4 s: the second node's swap comes
+    // no sooner than the soak after the first is healthy.
+    fleet_ok(&nodes[0], &["resume"]);
+    let refused = fleet(&nodes[0], &["rollout", "4.4.6", "--package", "PydioHome"]);
+    assert!(
+        String::from_utf8_lossy(&refused.stderr).contains("marked bad"),
+        "{}",
+        String::from_utf8_lossy(&refused.stderr)
+    );
+    fleet_ok(
+        &nodes[0],
+        &[
+            "rollout",
+            "4.4.7",
+            "--max-parallel",
+            "3",
+            "--canary-soak",
+            "4s",
+            "--package",
+            "PydioHome",
+        ],
+    );
+    let w = watch_rollout(&nodes, "4.4.7", || false);
+    let mut at: Vec<Instant> = w.reached.iter().map(|t| t.unwrap()).collect();
+    at.sort();
+    let gap = at[1] - at[0];
+    println!("canary: the second node ran 4.4.7 {gap:?} after the first (soak 4 s)");
+    // The soak is counted in whole seconds from the canary's report.
+    assert!(gap >= Duration::from_secs(3), "{gap:?}");
+    let st: serde_json::Value =
+        serde_json::from_str(&fleet_ok(&nodes[2], &["status", "--json"])).unwrap();
+    assert_eq!(st["canary"]["version"], "4.4.7", "{st}");
+    assert_eq!(st["slots"].as_array().unwrap().len(), 0, "{st}");
 }

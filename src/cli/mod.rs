@@ -2,6 +2,8 @@
 
 mod client;
 mod docs;
+#[cfg(feature = "fleet")]
+mod fleet;
 mod inspect;
 mod verify;
 
@@ -51,9 +53,16 @@ pub struct Cli {
 pub enum Command {
     /// Run the service (what the systemd unit starts).
     Daemon,
-    /// Run the fleet agent: this node's etcd lease and slots for the daemon (docs/fleet.md;
-    /// needs a build with the `fleet` feature and a [fleet] section).
+    /// The same as `fleet agent`.
+    #[command(hide = true)]
     FleetAgent,
+    /// The cluster this node belongs to (docs/fleet.md; needs a build with the `fleet`
+    /// feature and a [fleet] section): its agent, status, rollout, halt.
+    Fleet {
+        /// What to do.
+        #[command(subcommand)]
+        command: FleetCommand,
+    },
     /// Show the manager's properties.
     Status {
         /// One JSON document on stdout.
@@ -200,6 +209,51 @@ pub enum LicenseCommand {
     },
 }
 
+/// The `fleet` subcommands.
+#[derive(Debug, clap::Subcommand)]
+pub enum FleetCommand {
+    /// Run the fleet agent (what cells-updater-fleet.service starts).
+    Agent,
+    /// The cluster: each node's version, state, slot, heartbeat and last error; the rollout
+    /// target, the halt, the bad list, etcd's members and leader.
+    Status {
+        /// One JSON document on stdout.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Roll VERSION out to every node, max-parallel at a time (each inside its own hold
+    /// and [policy] windows unless --now).
+    Rollout {
+        /// The release every node should run.
+        version: String,
+        /// Nodes between their swap and healthy at once (default: [fleet] max_parallel).
+        #[arg(long, value_name = "N")]
+        max_parallel: Option<u32>,
+        /// After the first node is healthy, how long before the next starts (e.g. 10m).
+        #[arg(long, value_name = "DURATION")]
+        canary_soak: Option<String>,
+        /// Ignore the nodes' [policy] windows (a hold still binds).
+        #[arg(long)]
+        now: bool,
+        /// PydioHome or PydioEnterprise (default: what this node runs).
+        #[arg(long, value_name = "NAME")]
+        package: Option<String>,
+    },
+    /// Halt the cluster: no node starts an update until `fleet resume`.
+    Halt {
+        /// Why (shown by status).
+        #[arg(long, value_name = "TEXT")]
+        reason: Option<String>,
+    },
+    /// Lift the halt.
+    Resume,
+    /// Clear the cluster's bad mark on VERSION.
+    ForgetBad {
+        /// The release.
+        version: String,
+    },
+}
+
 /// Parses the arguments and runs the command.
 #[cfg(feature = "fleet")]
 async fn fleet_agent(
@@ -212,6 +266,24 @@ async fn fleet_agent(
             code: EXIT_FAILED,
             message: format!("{e:#}"),
         })
+}
+
+#[cfg(feature = "fleet")]
+async fn fleet_command(
+    cfg: cells_updater::config::Config,
+    command: FleetCommand,
+    bus: Option<&str>,
+) -> Result<(), Failure> {
+    fleet::run(cfg, command, bus).await
+}
+
+#[cfg(not(feature = "fleet"))]
+async fn fleet_command(
+    _cfg: cells_updater::config::Config,
+    _command: FleetCommand,
+    _bus: Option<&str>,
+) -> Result<(), Failure> {
+    fleet_agent(_cfg, cells_updater::daemon::Bus::System).await
 }
 
 #[cfg(not(feature = "fleet"))]
@@ -299,13 +371,20 @@ async fn run(cli: Cli, root: PathBuf) -> ExitCode {
     }
     let result = async {
         match cli.command {
-            Command::FleetAgent => {
+            Command::FleetAgent
+            | Command::Fleet {
+                command: FleetCommand::Agent,
+            } => {
                 let cfg = load_config(&root, cli.config.as_deref())?;
                 let target = match bus {
                     Some(a) => cells_updater::daemon::Bus::Address(a.to_string()),
                     None => cells_updater::daemon::Bus::System,
                 };
                 fleet_agent(cfg, target).await
+            }
+            Command::Fleet { command } => {
+                let cfg = load_config(&root, cli.config.as_deref())?;
+                fleet_command(cfg, command, bus).await
             }
             Command::Daemon => {
                 let cfg = load_config(&root, cli.config.as_deref())?;

@@ -4,6 +4,12 @@
 //! right before the swap, and reports the outcome; the agent answers from etcd.
 //!
 //! Only root (the daemon) may call it: the caller is identified by the bus.
+//!
+//! It also carries the rollout: it watches the cluster's keys (and looks again every
+//! `[fleet] poll` as a fallback), and when the target names a newer release than this node
+//! runs, inside the node's `[policy] windows` unless the rollout says `--now`, it asks its
+//! own daemon to `Update` (a hold still binds: the daemon refuses with `Held`). A report it
+//! cannot write while etcd is away is kept and written once etcd is back.
 
 use super::etcd::{Cluster, Lease, Slot};
 use super::{FleetConfig, NodeValue, FORMAT};
@@ -23,6 +29,41 @@ struct State {
     state: String,
     last_error: String,
     version: String,
+    /// An outcome etcd did not take yet: (version, bad, reason).
+    pending: Option<(String, bool, String)>,
+    /// The last Update this agent asked for, and when.
+    tried: Option<(String, std::time::Instant)>,
+}
+
+impl State {
+    /// Writes an outcome to etcd: the verdict, or the slot back (and the canary).
+    async fn write_outcome(&mut self, version: &str, bad: bool, reason: &str) -> Result<()> {
+        if bad {
+            self.cluster.report_bad(version, reason, None).await?;
+        }
+        self.cluster.release_mine().await?;
+        if !bad && reason.is_empty() {
+            self.cluster.record_healthy(version).await?;
+        }
+        Ok(())
+    }
+
+    /// Writes a kept outcome, if any, now that etcd may be back.
+    async fn flush(&mut self) {
+        let Some((v, bad, reason)) = self.pending.clone() else {
+            return;
+        };
+        match self.write_outcome(&v, bad, &reason).await {
+            Ok(()) => {
+                self.pending = None;
+                log::info(
+                    &format!("the outcome of {v} was written to etcd, now that it answers"),
+                    &[("VERSION", &v)],
+                );
+            }
+            Err(e) => log::log(log::Level::Warning, &e.message(), &[]),
+        }
+    }
 }
 
 /// The served object.
@@ -118,8 +159,11 @@ impl Agent {
         Ok(cluster.confirm_slot(lease, slot).await?)
     }
 
-    /// The outcome of the job that held `slot`: `bad` (it failed its health check here)
-    /// marks `version` bad for the cluster and halts it; otherwise the slot is given back.
+    /// The outcome of a job that asked for a slot: `bad` (it failed its health check here)
+    /// marks `version` bad for the cluster and halts it; in every case this node's slots are
+    /// given back (also one granted to a job that never learned of it). Success with no
+    /// `reason` makes this node the rollout's canary when it is the first. When etcd does
+    /// not answer, the outcome is kept and written once it does.
     async fn report(
         &self,
         version: String,
@@ -131,38 +175,246 @@ impl Agent {
     ) -> std::result::Result<(), crate::daemon::errors::BusError> {
         caller_is_root(conn, &hdr).await?;
         let v = crate::version::CellsVersion::parse(&version)?.to_string();
+        let reason = crate::text::one_line(&reason, 300);
         let mut s = self.inner.lock().await;
         if bad {
-            s.cluster.report_bad(&v, &reason, Some(slot)).await?;
             s.state = "failed".into();
-            s.last_error = crate::text::one_line(&reason, 300);
+            s.last_error = reason.clone();
             log::log(
                 log::Level::Warning,
-                &format!("{v} failed here: marked bad for the cluster, which is halted"),
+                &format!("{v} failed here: marking it bad for the cluster, which halts"),
                 &[("VERSION", &v)],
             );
-        } else {
-            s.cluster.release_slot(slot).await?;
+        } else if reason.is_empty() {
             s.state = "idle".into();
+            s.version = v.clone();
+            s.last_error.clear();
+        } else {
+            s.state = "idle".into();
+            s.last_error = reason.clone();
+        }
+        s.tried = None;
+        if let Err(e) = s.write_outcome(&v, bad, &reason).await {
+            log::log(
+                log::Level::Warning,
+                &format!(
+                    "cannot write the outcome of {v} (slot {slot}) to etcd now ({}); it is \
+                     kept and written once etcd answers",
+                    e.message()
+                ),
+                &[("VERSION", &v)],
+            );
+            s.pending = Some((v, bad, reason));
         }
         Ok(())
     }
 }
 
-/// Runs the agent on `bus` until SIGTERM: the lease, the heartbeat, the bus name.
+/// Reads a property of the daemon's manager, bounded.
+async fn daemon_prop(conn: &zbus::Connection, name: &str) -> Result<String> {
+    let proxy = zbus::Proxy::new(
+        conn,
+        crate::daemon::BUS_NAME,
+        crate::daemon::MANAGER_PATH,
+        crate::daemon::MANAGER_INTERFACE,
+    )
+    .await
+    .map_err(|e| Error::FleetUnavailable(format!("the daemon: {e}")))?;
+    match tokio::time::timeout(DAEMON_TIMEOUT, proxy.get_property::<String>(name)).await {
+        Ok(Ok(v)) => Ok(crate::text::one_line(&v, 100)),
+        Ok(Err(e)) => Err(Error::FleetUnavailable(format!(
+            "the daemon's {name}: {}",
+            crate::text::one_line(&e.to_string(), 200)
+        ))),
+        Err(_) => Err(Error::FleetUnavailable(format!(
+            "the daemon did not answer {name} within {} s",
+            DAEMON_TIMEOUT.as_secs()
+        ))),
+    }
+}
+
+/// Longest wait for the daemon's answer.
+const DAEMON_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// What the rollout asks of this node now.
+#[derive(Debug, PartialEq, Eq)]
+enum Step {
+    /// No target, or already on it (or newer).
+    Nothing,
+    /// The cluster is halted, or the target is marked bad: why.
+    Stopped(String),
+    /// Outside the node's windows.
+    Window,
+    /// Ask the daemon to Update to this version.
+    Update(String),
+}
+
+/// The rollout's step for a node on `installed` (`package`), given the target.
+fn step(
+    target: Option<&super::TargetValue>,
+    admitted: Result<()>,
+    installed: &str,
+    package: &str,
+    in_window: bool,
+) -> Result<Step> {
+    let Some(t) = target else {
+        return Ok(Step::Nothing);
+    };
+    let want = crate::version::CellsVersion::parse(&t.version)?;
+    if let Ok(have) = crate::version::CellsVersion::parse(installed) {
+        if have >= want {
+            return Ok(Step::Nothing);
+        }
+    }
+    if let Err(e) = admitted {
+        return Ok(Step::Stopped(e.message()));
+    }
+    if !package.is_empty() && t.package != package {
+        return Err(Error::InvalidArgument(format!(
+            "the rollout targets {} {}, this node runs {package}: an edition change is each \
+             node's UpgradeToEnterprise, not a rollout",
+            t.package, t.version
+        )));
+    }
+    if !t.now && !in_window {
+        return Ok(Step::Window);
+    }
+    Ok(Step::Update(want.to_string()))
+}
+
+struct Rollout {
+    fleet: FleetConfig,
+    schedule: crate::schedule::Schedule,
+}
+
+impl Rollout {
+    /// Looks at the target and, when this node should move, asks its daemon to `Update`.
+    async fn reconcile(&self, inner: &Mutex<State>, conn: &zbus::Connection) -> Result<()> {
+        let (target, admitted) = {
+            let mut s = inner.lock().await;
+            let target = s.cluster.target().await?;
+            let admitted = match &target {
+                Some(t) => s.cluster.admit(&t.version).await,
+                None => Ok(()),
+            };
+            (target, admitted)
+        };
+        let Some(t) = target else {
+            return Ok(());
+        };
+        let installed = daemon_prop(conn, "InstalledVersion").await?;
+        let package = daemon_prop(conn, "PackageName").await?;
+        let in_window = self.schedule.is_empty() || self.schedule.allows(jiff::Timestamp::now());
+        let mut s = inner.lock().await;
+        if !installed.is_empty() {
+            s.version = installed.clone();
+        }
+        match step(Some(&t), admitted, &installed, &package, in_window)? {
+            Step::Nothing => {}
+            Step::Stopped(why) => {
+                s.state = "halted".into();
+                s.last_error = why;
+            }
+            Step::Window => s.state = "waiting-for-window".into(),
+            Step::Update(v) => {
+                if s.tried
+                    .as_ref()
+                    .is_some_and(|(tv, at)| *tv == v && at.elapsed() < self.fleet.poll)
+                {
+                    return Ok(());
+                }
+                s.tried = Some((v.clone(), std::time::Instant::now()));
+                drop(s);
+                let r = ask_update(conn, &v).await;
+                let mut s = inner.lock().await;
+                match r {
+                    Ok(job) => {
+                        s.state = "updating".into();
+                        log::info(
+                            &format!("rollout: asked the daemon to update to {v} ({job})"),
+                            &[("VERSION", &v)],
+                        );
+                    }
+                    Err(e) => {
+                        s.last_error = crate::text::one_line(&e, 300);
+                        log::log(
+                            log::Level::Warning,
+                            &format!(
+                                "rollout: the daemon refused the update to {v}: {}",
+                                s.last_error
+                            ),
+                            &[("VERSION", &v)],
+                        );
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Asks the daemon for `Update(version)`: the job's path, or the refusal.
+async fn ask_update(conn: &zbus::Connection, version: &str) -> std::result::Result<String, String> {
+    let proxy = zbus::Proxy::new(
+        conn,
+        crate::daemon::BUS_NAME,
+        crate::daemon::MANAGER_PATH,
+        crate::daemon::MANAGER_INTERFACE,
+    )
+    .await
+    .map_err(|e| e.to_string())?;
+    let opts: std::collections::HashMap<&str, zbus::zvariant::Value> = Default::default();
+    match tokio::time::timeout(
+        DAEMON_TIMEOUT,
+        proxy.call::<_, _, zbus::zvariant::OwnedObjectPath>("Update", &(version, opts)),
+    )
+    .await
+    {
+        Ok(Ok(p)) => Ok(p.to_string()),
+        Ok(Err(zbus::Error::MethodError(name, msg, _))) => {
+            Err(format!("{}: {}", name.as_str(), msg.unwrap_or_default()))
+        }
+        Ok(Err(e)) => Err(e.to_string()),
+        Err(_) => Err(format!(
+            "the daemon did not answer Update within {} s",
+            DAEMON_TIMEOUT.as_secs()
+        )),
+    }
+}
+
+/// Whether a watch event touched what the rollout reads (the target, the halt, a bad mark,
+/// the canary), not just a heartbeat or a slot.
+fn rollout_event(keys: &super::Keys, resp: &etcd_client::WatchResponse) -> bool {
+    resp.events().iter().any(|e| {
+        e.kv().is_some_and(|kv| {
+            let k = String::from_utf8_lossy(kv.key());
+            k == keys.target()
+                || k == keys.halt()
+                || k == keys.canary()
+                || k.starts_with(&keys.bads())
+        })
+    })
+}
+
+/// Runs the agent on `bus` until SIGTERM: the lease, the heartbeat, the bus name, the
+/// rollout.
 pub async fn run(cfg: crate::config::Config, bus: crate::daemon::Bus) -> anyhow::Result<()> {
-    let fleet = cfg.fleet.clone().ok_or_else(|| {
+    let mut fleet = cfg.fleet.clone().ok_or_else(|| {
         anyhow::anyhow!("this node has no [fleet] section in its configuration (docs/fleet.md)")
     })?;
+    super::discover::complete(&mut fleet, discovered(&cfg).await)?;
     let node = node_name(&fleet, &cfg.root)?;
     let mut cluster = Cluster::connect(&fleet, &node).await?;
     let lease = cluster.lease().await?;
+    let keys = cluster.keys().clone();
     let inner = Arc::new(Mutex::new(State {
         cluster,
         lease,
         state: "idle".into(),
         last_error: String::new(),
         version: String::new(),
+        pending: None,
+        tried: None,
     }));
     let builder = match &bus {
         crate::daemon::Bus::System => zbus::connection::Builder::system()?,
@@ -180,20 +432,45 @@ pub async fn run(cfg: crate::config::Config, bus: crate::daemon::Bus) -> anyhow:
         .build()
         .await?;
     log::info(
-        &format!("fleet agent for node {node} of cluster {}", fleet.cluster),
+        &format!(
+            "fleet agent for node {node} of cluster {} (etcd from {})",
+            fleet.cluster, fleet.source
+        ),
         &[],
     );
+    let rollout = Rollout {
+        fleet: fleet.clone(),
+        schedule: cfg.schedule()?,
+    };
     let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Ready]);
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     let mut int = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())?;
     let mut beat =
         tokio::time::interval((fleet.lease_ttl / 3).max(std::time::Duration::from_secs(1)));
+    let mut poll = tokio::time::interval(fleet.poll);
+    let mut watch: Option<(etcd_client::Watcher, etcd_client::WatchStream)> = None;
     loop {
-        tokio::select! {
+        let event = async {
+            match watch.as_mut() {
+                Some((_, stream)) => stream.message().await,
+                None => std::future::pending().await,
+            }
+        };
+        let look = tokio::select! {
             _ = term.recv() => break,
             _ = int.recv() => break,
+            _ = poll.tick() => true,
+            ev = event => match ev {
+                Ok(Some(resp)) => rollout_event(&keys, &resp),
+                // etcd went away: a new watch on the next beat.
+                _ => {
+                    watch = None;
+                    false
+                }
+            },
             _ = beat.tick() => {
                 let mut s = inner.lock().await;
+                s.flush().await;
                 let v = NodeValue {
                     format: FORMAT,
                     version: s.version.clone(),
@@ -210,9 +487,128 @@ pub async fn run(cfg: crate::config::Config, bus: crate::daemon::Bus) -> anyhow:
                     }
                     log::log(log::Level::Warning, &e.message(), &[]);
                 }
+                // A watch is (re)opened here; a new one may have missed a change, so look.
+                if watch.is_none() {
+                    if let Ok(w) = cluster.watch().await {
+                        watch = Some(w);
+                        true
+                    } else {
+                        false
+                    }
+                } else {
+                    false
+                }
+            }
+        };
+        if look {
+            if let Err(e) = rollout.reconcile(&inner, &conn).await {
+                let mut s = inner.lock().await;
+                s.last_error = crate::text::one_line(&e.message(), 300);
+                log::log(
+                    log::Level::Warning,
+                    &format!("rollout: {}", s.last_error),
+                    &[],
+                );
             }
         }
     }
     drop(conn);
     Ok(())
+}
+
+/// The registry the Cells unit names, if any: systemd's view of it when the system bus
+/// answers, else its unit files.
+pub async fn discovered(cfg: &crate::config::Config) -> Option<super::discover::Found> {
+    let from_systemd = async {
+        let conn = tokio::time::timeout(
+            std::time::Duration::from_secs(2),
+            zbus::Connection::system(),
+        )
+        .await
+        .ok()?
+        .ok()?;
+        crate::systemd::unit_facts(&conn, &cfg.unit).await.ok()
+    };
+    // Only a real root asks systemd: under a test root, the unit files there.
+    let facts = if cfg.root == std::path::Path::new("/") {
+        from_systemd.await
+    } else {
+        None
+    };
+    match facts {
+        Some(f) => super::discover::from_facts(&f.environment, &f.exec_args),
+        None => {
+            let (env, args) = super::discover::read_unit(&cfg.root, &cfg.unit)?;
+            super::discover::from_facts(&env, &args)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::fleet::TargetValue;
+
+    fn target(v: &str, now: bool) -> TargetValue {
+        TargetValue {
+            format: FORMAT,
+            version: v.into(),
+            package: "PydioHome".into(),
+            max_parallel: 1,
+            canary_soak: 0,
+            now,
+            by: "t".into(),
+            at: 0,
+        }
+    }
+
+    #[test]
+    fn the_rollout_moves_a_node_only_up_inside_its_window_and_its_edition() {
+        let t = target("4.4.5", false);
+        let ok = || Ok(());
+        assert_eq!(
+            step(None, ok(), "4.4.2", "PydioHome", true).unwrap(),
+            Step::Nothing
+        );
+        assert_eq!(
+            step(Some(&t), ok(), "4.4.5", "PydioHome", true).unwrap(),
+            Step::Nothing
+        );
+        assert_eq!(
+            step(Some(&t), ok(), "4.4.6", "PydioHome", true).unwrap(),
+            Step::Nothing
+        );
+        assert_eq!(
+            step(Some(&t), ok(), "4.4.2", "PydioHome", true).unwrap(),
+            Step::Update("4.4.5".into())
+        );
+        assert_eq!(
+            step(Some(&t), ok(), "", "", true).unwrap(),
+            Step::Update("4.4.5".into())
+        );
+        assert_eq!(
+            step(Some(&t), ok(), "4.4.2", "PydioHome", false).unwrap(),
+            Step::Window
+        );
+        assert_eq!(
+            step(
+                Some(&target("4.4.5", true)),
+                ok(),
+                "4.4.2",
+                "PydioHome",
+                false
+            )
+            .unwrap(),
+            Step::Update("4.4.5".into())
+        );
+        let halted = Err(Error::FleetHalted("halted by n1".into()));
+        assert_eq!(
+            step(Some(&t), halted, "4.4.2", "PydioHome", true).unwrap(),
+            Step::Stopped("halted by n1".into())
+        );
+        let e = step(Some(&t), ok(), "4.4.2", "PydioEnterprise", true).unwrap_err();
+        assert!(e.message().contains("UpgradeToEnterprise"), "{e}");
+        let bad = target("not a version", true);
+        assert!(step(Some(&bad), ok(), "4.4.2", "PydioHome", true).is_err());
+    }
 }

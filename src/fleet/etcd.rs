@@ -8,13 +8,13 @@
 //! strictly ([`super::parse`]) and a malformed one is refused with its key named.
 
 use super::{
-    encode, now, parse, BadValue, FleetConfig, HaltValue, Keys, NodeValue, SlotValue, TargetValue,
-    FORMAT,
+    encode, now, parse, BadValue, CanaryValue, FleetConfig, HaltValue, Keys, NodeValue, SlotValue,
+    TargetValue, FORMAT,
 };
 use crate::error::{Error, Result};
 use etcd_client::{
     Certificate, Client, Compare, CompareOp, ConnectOptions, GetOptions, Identity, PutOptions,
-    TlsOptions, Txn, TxnOp,
+    TlsOptions, Txn, TxnOp, WatchOptions,
 };
 use serde::Serialize;
 use std::future::Future;
@@ -61,6 +61,8 @@ pub struct Status {
     pub target: Option<TargetValue>,
     /// The halt, if any.
     pub halt: Option<HaltValue>,
+    /// The rollout's canary, if one is healthy on the target.
+    pub canary: Option<CanaryValue>,
     /// Releases marked bad: (version, why).
     pub bad: Vec<(String, BadValue)>,
     /// Slots taken: (slot, holder).
@@ -266,6 +268,28 @@ impl Cluster {
         max_parallel: u32,
     ) -> Result<Slot> {
         self.admit(version).await?;
+        let mut max_parallel = max_parallel;
+        // The rollout's own width and canary apply to the release it targets.
+        if let Some((t, _)) = self.read::<TargetValue>(&self.keys.target()).await? {
+            if t.version == version {
+                max_parallel = t.max_parallel.clamp(1, 64);
+                if t.canary_soak > 0 {
+                    match self.read::<CanaryValue>(&self.keys.canary()).await? {
+                        Some((c, _)) if c.version == version => {
+                            let left = (c.since + t.canary_soak as i64) - now();
+                            if left > 0 && c.node != self.node {
+                                return Ok(Slot::Busy(vec![format!(
+                                    "the canary {} is soaking on {version}, {left} s left",
+                                    c.node
+                                )]));
+                            }
+                        }
+                        // No node is healthy on the target yet: one canary at a time.
+                        _ => max_parallel = 1,
+                    }
+                }
+            }
+        }
         let resp = bounded(
             self.cfg.timeout,
             "reading the slots",
@@ -291,10 +315,14 @@ impl Cluster {
                     return Ok(Slot::Held(n))
                 }
                 Ok(s) if s.node == self.node && n < max_parallel => {
-                    // Ours under an older lease (a restart): move it to this lease.
-                    if self.rebind(n, &s, kv.mod_revision(), lease).await? {
+                    // Ours under an older lease (a restart): moved to this lease only once
+                    // that lease is dead; a live one is another process using this name.
+                    if !self.lease_alive(kv.lease()).await?
+                        && self.rebind(n, &s, kv.mod_revision(), lease).await?
+                    {
                         return Ok(Slot::Held(n));
                     }
+                    holders.push(format!("{} (another session of this node's name)", s.node));
                 }
                 Ok(s) => holders.push(s.node),
                 Err(_) => holders.push(format!("an unreadable value in slot {n}")),
@@ -326,6 +354,24 @@ impl Cluster {
             self.admit(version).await?;
         }
         Ok(Slot::Busy(holders))
+    }
+
+    /// Whether lease `id` still has time left (0: not bound to a lease).
+    async fn lease_alive(&mut self, id: i64) -> Result<bool> {
+        if id == 0 {
+            return Ok(false);
+        }
+        let r = bounded(
+            self.cfg.timeout,
+            "reading a lease",
+            self.client.lease_time_to_live(id, None),
+        )
+        .await;
+        match r {
+            Ok(t) => Ok(t.ttl() > 0),
+            Err(e) if e.message().contains("lease not found") => Ok(false),
+            Err(e) => Err(e),
+        }
     }
 
     async fn rebind(&mut self, n: u32, s: &SlotValue, rev: i64, lease: &Lease) -> Result<bool> {
@@ -371,20 +417,125 @@ impl Cluster {
         Ok(())
     }
 
-    /// Gives slot `n` back (only if it is still this node's).
+    /// Gives slot `n` back, only if it is still this node's: the delete compares the
+    /// revision read, so a slot another node took meanwhile is never freed.
     pub async fn release_slot(&mut self, n: u32) -> Result<()> {
         let key = self.keys.slot(n);
-        if let Some((s, _)) = self.read::<SlotValue>(&key).await? {
-            if s.node == self.node {
-                bounded(
-                    self.cfg.timeout,
-                    "freeing a slot",
-                    self.client.delete(key, None),
-                )
-                .await?;
+        let r = bounded(
+            self.cfg.timeout,
+            "reading a slot",
+            self.client.get(key.clone(), None),
+        )
+        .await?;
+        if let Some(kv) = r.kvs().first() {
+            if parse::<SlotValue>(&key, kv.value()).is_ok_and(|s| s.node == self.node) {
+                self.delete_if(&key, kv.mod_revision(), "freeing a slot")
+                    .await?;
             }
         }
         Ok(())
+    }
+
+    /// Gives back every slot this node holds (a job that ended before or after its swap,
+    /// whatever it knew of its grant); the number freed.
+    pub async fn release_mine(&mut self) -> Result<usize> {
+        let r = bounded(
+            self.cfg.timeout,
+            "reading the slots",
+            self.client
+                .get(self.keys.slots(), Some(GetOptions::new().with_prefix())),
+        )
+        .await?;
+        let mine: Vec<(String, i64)> = r
+            .kvs()
+            .iter()
+            .filter_map(|kv| {
+                let key = String::from_utf8_lossy(kv.key()).to_string();
+                let s = parse::<SlotValue>(&key, kv.value()).ok()?;
+                (s.node == self.node).then_some((key, kv.mod_revision()))
+            })
+            .collect();
+        let mut freed = 0;
+        for (key, rev) in mine {
+            if self.delete_if(&key, rev, "freeing a slot").await? {
+                freed += 1;
+            }
+        }
+        Ok(freed)
+    }
+
+    /// Deletes `key` if its mod revision is still `rev`.
+    async fn delete_if(&mut self, key: &str, rev: i64, what: &str) -> Result<bool> {
+        let txn = Txn::new()
+            .when([Compare::mod_revision(key, CompareOp::Equal, rev)])
+            .and_then([TxnOp::delete(key, None)]);
+        let r = bounded(self.cfg.timeout, what, self.client.txn(txn)).await?;
+        Ok(r.succeeded())
+    }
+
+    /// This node is healthy on the rollout's target `version`: it becomes the canary when
+    /// none is (the soak runs from now). Other versions, or a canary already set: nothing.
+    pub async fn record_healthy(&mut self, version: &str) -> Result<()> {
+        let Some((t, _)) = self.read::<TargetValue>(&self.keys.target()).await? else {
+            return Ok(());
+        };
+        if t.version != version || t.canary_soak == 0 {
+            return Ok(());
+        }
+        let c = CanaryValue {
+            format: FORMAT,
+            version: version.to_string(),
+            node: self.node.clone(),
+            since: now(),
+        };
+        // Set once per target: a canary of an older target is replaced.
+        let current = bounded(
+            self.cfg.timeout,
+            "reading the canary",
+            self.client.get(self.keys.canary(), None),
+        )
+        .await?;
+        let cmp = match current.kvs().first() {
+            Some(kv) => {
+                let key = self.keys.canary();
+                if parse::<CanaryValue>(&key, kv.value()).is_ok_and(|c| c.version == version) {
+                    return Ok(());
+                }
+                Compare::mod_revision(key, CompareOp::Equal, kv.mod_revision())
+            }
+            None => Compare::create_revision(self.keys.canary(), CompareOp::Equal, 0),
+        };
+        let txn =
+            Txn::new()
+                .when([cmp])
+                .and_then([TxnOp::put(self.keys.canary(), encode(&c), None)]);
+        bounded(
+            self.cfg.timeout,
+            "recording the canary",
+            self.client.txn(txn),
+        )
+        .await
+        .map(|_| ())
+    }
+
+    /// The rollout target, if any (a malformed one is an error naming its key).
+    pub async fn target(&mut self) -> Result<Option<TargetValue>> {
+        Ok(self
+            .read::<TargetValue>(&self.keys.target())
+            .await?
+            .map(|t| t.0))
+    }
+
+    /// A stream that yields whenever a key of the cluster changes (the agent re-reads then);
+    /// it ends when etcd is lost, and the agent opens another.
+    pub async fn watch(&mut self) -> Result<(etcd_client::Watcher, etcd_client::WatchStream)> {
+        bounded(
+            self.cfg.timeout,
+            "watching the cluster",
+            self.client
+                .watch(self.keys.root(), Some(WatchOptions::new().with_prefix())),
+        )
+        .await
     }
 
     /// `version` failed its health check here: `bad/<version>` and `halt` are written, and
@@ -408,17 +559,45 @@ impl Cluster {
             node: self.node.clone(),
             at: now(),
         };
-        let mut ops = vec![
+        let ops = vec![
             TxnOp::put(self.keys.bad(version), encode(&bad), None),
             TxnOp::put(self.keys.halt(), encode(&halt), None),
         ];
-        if let Some(n) = slot {
-            ops.push(TxnOp::delete(self.keys.slot(n), None));
-        }
+        // The slot goes back in the same transaction only while it is still this node's
+        // (the compare on its revision); otherwise the verdict is written alone.
+        let mine = match slot {
+            Some(n) => {
+                let key = self.keys.slot(n);
+                let r = bounded(
+                    self.cfg.timeout,
+                    "reading a slot",
+                    self.client.get(key.clone(), None),
+                )
+                .await?;
+                r.kvs()
+                    .first()
+                    .filter(|kv| {
+                        parse::<SlotValue>(&key, kv.value()).is_ok_and(|s| s.node == self.node)
+                    })
+                    .map(|kv| (key.clone(), kv.mod_revision()))
+            }
+            None => None,
+        };
+        let txn = match &mine {
+            Some((key, rev)) => {
+                let mut with_slot = ops.clone();
+                with_slot.push(TxnOp::delete(key.as_str(), None));
+                Txn::new()
+                    .when([Compare::mod_revision(key.as_str(), CompareOp::Equal, *rev)])
+                    .and_then(with_slot)
+                    .or_else(ops)
+            }
+            None => Txn::new().and_then(ops),
+        };
         bounded(
             self.cfg.timeout,
             "marking the release bad",
-            self.client.txn(Txn::new().and_then(ops)),
+            self.client.txn(txn),
         )
         .await
         .map(|_| ())
@@ -566,6 +745,11 @@ impl Cluster {
                         });
                         st.unreadable.push(shown(e));
                     }
+                }
+            } else if key == k.canary() {
+                match parse::<CanaryValue>(&key, v) {
+                    Ok(x) => st.canary = Some(x),
+                    Err(e) => st.unreadable.push(shown(e)),
                 }
             } else if let Some(ver) = key.strip_prefix(&k.bads()) {
                 match parse::<BadValue>(&key, v) {

@@ -8,6 +8,7 @@
 
 #[cfg(feature = "fleet")]
 pub mod agent;
+pub mod discover;
 #[cfg(feature = "fleet")]
 pub mod etcd;
 
@@ -46,6 +47,10 @@ pub struct FleetConfig {
     pub canary_soak: Duration,
     /// Longest one etcd request may take.
     pub timeout: Duration,
+    /// How often the agent looks at the rollout target without a watch event (a fallback).
+    pub poll: Duration,
+    /// Where `endpoints` and `prefix` came from: `[fleet]`, or the Cells unit.
+    pub source: String,
 }
 
 impl Default for FleetConfig {
@@ -63,6 +68,8 @@ impl Default for FleetConfig {
             slot_wait: Duration::from_secs(30 * 60),
             canary_soak: Duration::ZERO,
             timeout: Duration::from_secs(5),
+            poll: Duration::from_secs(300),
+            source: "[fleet] endpoints".into(),
         }
     }
 }
@@ -126,6 +133,10 @@ impl Keys {
     pub fn halt(&self) -> String {
         format!("{}halt", self.root)
     }
+    /// The rollout's canary ([`CanaryValue`]): the first node healthy on the target.
+    pub fn canary(&self) -> String {
+        format!("{}canary", self.root)
+    }
 }
 
 /// Who holds a slot.
@@ -170,10 +181,30 @@ pub struct TargetValue {
     pub package: String,
     /// Slots of this rollout.
     pub max_parallel: u32,
+    /// After the first node is healthy on it, seconds before another slot is granted.
+    #[serde(default)]
+    pub canary_soak: u64,
+    /// Install outside the nodes' `[policy] windows` (a hold still binds).
+    #[serde(default)]
+    pub now: bool,
     /// Who set it (`uid N on NODE`).
     pub by: String,
     /// When (unix seconds).
     pub at: i64,
+}
+
+/// The first node healthy on the rollout's target: the soak runs from `since`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CanaryValue {
+    /// [`FORMAT`].
+    pub format: u32,
+    /// The target version.
+    pub version: String,
+    /// The canary node.
+    pub node: String,
+    /// When it reported healthy (unix seconds).
+    pub since: i64,
 }
 
 /// A release marked bad for the cluster.
@@ -219,7 +250,14 @@ macro_rules! values {
         }
     )*};
 }
-values!(SlotValue, NodeValue, TargetValue, BadValue, HaltValue);
+values!(
+    SlotValue,
+    NodeValue,
+    TargetValue,
+    BadValue,
+    HaltValue,
+    CanaryValue
+);
 
 /// Most bytes a value may have: anything larger was not written by cells-updater.
 pub const MAX_VALUE: usize = 4096;

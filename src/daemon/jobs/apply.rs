@@ -340,6 +340,12 @@ pub(in crate::daemon) async fn run(ctx: &Ctx, opts: &Options) -> Result<String> 
             })
             .await?;
         }
+        // On a cluster node, the slot once more, right before the swap: a lease that ran
+        // out during the backup stops the job here, with the old binary still in place.
+        if let Err(e) = super::fleet_gate::confirm(ctx, slot).await {
+            ctx.journal(None).await?;
+            return Err(e);
+        }
         j.step = Step::Swapping;
         ctx.journal(Some(&j)).await?;
         failpoint::hit("apply-before-swap");

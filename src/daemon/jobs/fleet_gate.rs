@@ -61,11 +61,53 @@ where
     }
 }
 
-/// Takes and confirms a slot for installing `version`; `None` without `[fleet]`.
+/// Takes and confirms a slot for installing `version`; `None` without `[fleet]`. When it
+/// fails after asking (cancelled, the wait over, the confirm lost, an answer too late), the
+/// agent is told to give back whatever it granted this node, so no slot leaks until the
+/// lease ends.
 pub(super) async fn take(ctx: &Ctx, version: &str) -> Result<Option<u32>> {
     let Some(f) = ctx.d.cfg.fleet.clone() else {
         return Ok(None);
     };
+    let r = take_in(ctx, version, &f).await;
+    if let Err(e) = &r {
+        let limit = f.timeout * 3 + Duration::from_secs(2);
+        let why = crate::text::one_line(&format!("{}: {}", e.name(), e.message()), 300);
+        if let Err(g) =
+            call::<()>(ctx, limit, "Report", &(version, 0u32, false, why.as_str())).await
+        {
+            crate::log::log(
+                crate::log::Level::Warning,
+                &format!(
+                    "could not give back a slot the agent may have granted for {version} ({}); \
+                     it frees when the agent's lease ends",
+                    g.message()
+                ),
+                &[("VERSION", version)],
+            );
+        }
+    }
+    r
+}
+
+/// Right before the swap, inside the job's point of no return: the slot is confirmed again
+/// (still this node's, half its lease left). `Ok` without `[fleet]`.
+pub(super) async fn confirm(ctx: &Ctx, slot: Option<u32>) -> Result<()> {
+    let (Some(slot), Some(f)) = (slot, ctx.d.cfg.fleet.clone()) else {
+        return Ok(());
+    };
+    let limit = f.timeout * 3 + Duration::from_secs(2);
+    call::<()>(ctx, limit, "ConfirmSlot", &(slot,))
+        .await
+        .map_err(|e| {
+            Error::FleetUnavailable(format!(
+                "the fleet slot was lost right before the swap ({}); nothing was swapped",
+                e.message()
+            ))
+        })
+}
+
+async fn take_in(ctx: &Ctx, version: &str, f: &crate::fleet::FleetConfig) -> Result<Option<u32>> {
     ctx.phase(Phase::WaitingForSlot).await;
     let limit = f.timeout * 3 + Duration::from_secs(2);
     let deadline = Instant::now() + f.slot_wait;
