@@ -148,6 +148,22 @@ pub struct Persistent {
     pub hold: Option<HoldRecord>,
     /// Counters for the metrics.
     pub counters: Counters,
+    /// An outcome the fleet agent has not taken yet (it was away): sent again until it is.
+    pub fleet_report: Option<FleetReport>,
+}
+
+/// A job's outcome for the fleet agent (docs/fleet.md).
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(default)]
+pub struct FleetReport {
+    /// The release the job installed (or tried to).
+    pub version: String,
+    /// The slot it held.
+    pub slot: u32,
+    /// It failed its health check here: the cluster's verdict.
+    pub bad: bool,
+    /// Why it failed, one line; `""` on success.
+    pub reason: String,
 }
 
 /// What happened here over time (the metrics' counters).
@@ -249,6 +265,8 @@ pub struct Journal {
     pub on_failure: OnFailure,
     /// Restart and health-check (Apply's `Restart` option).
     pub restart: bool,
+    /// The fleet slot this operation held (cluster nodes): recovery reports the outcome.
+    pub fleet_slot: Option<u32>,
 }
 
 impl Journal {

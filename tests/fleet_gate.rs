@@ -400,3 +400,186 @@ fn a_rollout_moves_the_nodes_halts_on_a_broken_release_and_soaks_its_canary() {
     assert_eq!(st["canary"]["version"], "4.4.7", "{st}");
     assert_eq!(st["slots"].as_array().unwrap().len(), 0, "{st}");
 }
+
+fn state_file(n: &Node) -> String {
+    std::fs::read_to_string(n.env.root.path().join("var/lib/cells-updater/state.json"))
+        .unwrap_or_default()
+}
+
+#[test]
+fn a_dead_agent_frees_its_slot_by_its_lease_and_its_outcome_waits_for_it() {
+    let etcd = EtcdCluster::start(false);
+    let mut nodes: Vec<Node> = ["n1", "n2", "n3"].iter().map(|n| node(&etcd, n)).collect();
+    fleet_ok(&nodes[0], &["rollout", "4.4.5", "--package", "PydioHome"]);
+    // The first node past its swap: its agent is killed there (kill -9).
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let (holder, killed_at) = loop {
+        let swapped = nodes.iter().position(|n| {
+            matches!(
+                n.bus.manager_prop("State").as_str().unwrap_or_default(),
+                "restarting" | "health-check"
+            )
+        });
+        if let Some(i) = swapped {
+            nodes[i].agent.kill().unwrap();
+            nodes[i].agent.wait().unwrap();
+            break (i, Instant::now());
+        }
+        assert!(Instant::now() < deadline, "no node reached its swap");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    // Its daemon finishes the update without the agent, and keeps the outcome.
+    wait_until(
+        Duration::from_secs(30),
+        "the holder's update to end",
+        || {
+            nodes[holder].bus.manager_prop("InstalledVersion") == "4.4.5"
+                && nodes[holder].bus.manager_prop("State") == "idle"
+        },
+    );
+    wait_until(Duration::from_secs(10), "the kept report", || {
+        state_file(&nodes[holder]).contains("\"fleet_report\": {")
+    });
+    // The slot frees when the dead agent's lease ends (TTL 3 s): the next node swaps.
+    let others: Vec<usize> = (0..3).filter(|i| *i != holder).collect();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let next = loop {
+        if others.iter().any(|i| {
+            matches!(
+                nodes[*i]
+                    .bus
+                    .manager_prop("State")
+                    .as_str()
+                    .unwrap_or_default(),
+                "applying" | "restarting" | "health-check"
+            )
+        }) {
+            break killed_at.elapsed();
+        }
+        assert!(Instant::now() < deadline, "no other node got the slot");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    println!(
+        "kill -9 of the slot holder's agent to the next node's swap: {next:?} (lease TTL 3 s)"
+    );
+    assert!(next <= Duration::from_secs(3 + 5), "{next:?}");
+    wait_until(Duration::from_secs(60), "every node on 4.4.5", || {
+        nodes
+            .iter()
+            .all(|n| n.bus.manager_prop("InstalledVersion") == "4.4.5")
+    });
+    // The agent comes back: the daemon hands it the kept outcome.
+    nodes[holder].agent = start_agent(&nodes[holder].env, &nodes[holder].bus);
+    wait_until(Duration::from_secs(15), "the kept report taken", || {
+        state_file(&nodes[holder]).contains("\"fleet_report\": null")
+    });
+    let st: serde_json::Value =
+        serde_json::from_str(&fleet_ok(&nodes[0], &["status", "--json"])).unwrap();
+    assert_eq!(st["slots"].as_array().unwrap().len(), 0, "{st}");
+}
+
+#[test]
+fn without_quorum_no_node_starts_and_the_rollout_resumes_by_itself() {
+    let mut etcd = EtcdCluster::start(false);
+    let mut nodes: Vec<Node> = ["n1", "n2", "n3"].iter().map(|n| node(&etcd, n)).collect();
+    for n in &mut nodes {
+        n.agent.kill().unwrap();
+        n.agent.wait().unwrap();
+    }
+    fleet_ok(&nodes[0], &["rollout", "4.4.5", "--package", "PydioHome"]);
+    etcd.kill(1);
+    etcd.kill(2);
+    // Within the member's election timeout it knows it has no leader.
+    let mut err = String::new();
+    wait_until(Duration::from_secs(10), "status to say no quorum", || {
+        let out = fleet(&nodes[0], &["status"]);
+        err = String::from_utf8_lossy(&out.stderr).to_string();
+        !out.status.success() && err.contains("no quorum")
+    });
+    for n in &mut nodes {
+        n.agent = Command::new(env!("CARGO_BIN_EXE_cells-updater"))
+            .args(["--bus-address", &n.bus.address, "--root"])
+            .arg(n.env.root.path())
+            .args(["fleet", "agent"])
+            .stderr(
+                std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(n.env.root.path().join("daemon-agent.log"))
+                    .unwrap(),
+            )
+            .spawn()
+            .unwrap();
+    }
+    // 5 s without quorum: nothing moves, and an admin's update fails closed.
+    let w = watch_rollout(&nodes, "4.4.5", {
+        let start = Instant::now();
+        move || start.elapsed() > Duration::from_secs(5)
+    });
+    assert!(!w.busy.iter().any(|b| *b), "a node moved without quorum");
+    for n in &nodes {
+        assert_eq!(n.bus.manager_prop("InstalledVersion"), "4.4.2");
+    }
+    let j = update(&nodes[1], "4.4.5");
+    wait_until(Duration::from_secs(30), "the update to fail", || {
+        job(&nodes[1], &j, "State") == "failed"
+    });
+    assert_eq!(
+        job(&nodes[1], &j, "Error"),
+        "com.pydio.CellsUpdater1.Error.FleetUnavailable"
+    );
+    // Quorum back: the agents join and the rollout goes on by itself.
+    etcd.restart(1);
+    etcd.restart(2);
+    let w = watch_rollout(&nodes, "4.4.5", || false);
+    assert!(w.most <= 1, "{}", w.most);
+}
+
+#[test]
+fn an_agent_with_no_endpoints_joins_the_etcd_the_cells_unit_names() {
+    let etcd = EtcdCluster::start(false);
+    let url = etcd.endpoints()[0].replace("http://", "etcd://");
+    let n = node_with_unit(&url);
+    wait_until(Duration::from_secs(15), "the node's record", || {
+        let out = etcd.etcdctl(&[
+            "get",
+            "--prefix",
+            "--keys-only",
+            "/mycells/cells-updater/gate/nodes/",
+        ]);
+        String::from_utf8_lossy(&out.stdout).contains("nodes/solo")
+    });
+    let log = std::fs::read_to_string(n.env.root.path().join("daemon-agent.log")).unwrap();
+    assert!(
+        log.contains("etcd from cells.service Environment=CELLS_REGISTRY"),
+        "{log}"
+    );
+}
+
+/// One node whose `[fleet]` names no endpoints; its cells.service names `url`/mycells.
+fn node_with_unit(url: &str) -> Node {
+    let env = StageEnv::new(&[&keys().rsa_pkcs1_pub]);
+    env.offer(&[("4.4.5", "ok", false)]);
+    let dir = env.root.path().join("etc/systemd/system");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(
+        dir.join("cells.service"),
+        format!(
+            "[Service]\nUser=pydio\nEnvironment=CELLS_WORKING_DIR=/var/cells \
+             CELLS_REGISTRY={url}/mycells\nExecStart=/opt/pydio/bin/cells start\n"
+        ),
+    )
+    .unwrap();
+    env.write_daemon_config(
+        "[fleet]\ncluster = \"gate\"\nnode = \"solo\"\nlease_ttl = \"3s\"\ntimeout = \"2s\"\n",
+    );
+    let bus = PrivateBus::start();
+    let daemon = env.start_fake_unit_daemon(&bus);
+    let agent = start_agent(&env, &bus);
+    Node {
+        env,
+        bus,
+        _daemon: daemon,
+        agent,
+    }
+}

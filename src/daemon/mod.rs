@@ -596,6 +596,9 @@ pub async fn run(cfg: Config, bus: Bus) -> anyhow::Result<()> {
         &[("READY_MS", &format!("{ready_ms:.1}"))],
     );
     // What the binary reports is learnt after READY: it runs a probe.
+    if daemon.cfg.fleet.is_some() {
+        jobs::fleet_gate::resend_kept(daemon.clone());
+    }
     let d = daemon.clone();
     tokio::spawn(async move {
         match recovery {

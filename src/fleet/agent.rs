@@ -404,8 +404,9 @@ pub async fn run(cfg: crate::config::Config, bus: crate::daemon::Bus) -> anyhow:
     })?;
     super::discover::complete(&mut fleet, discovered(&cfg).await)?;
     let node = node_name(&fleet, &cfg.root)?;
-    let mut cluster = Cluster::connect(&fleet, &node).await?;
-    let lease = cluster.lease().await?;
+    let Some((cluster, lease)) = join(&fleet, &node).await? else {
+        return Ok(());
+    };
     let keys = cluster.keys().clone();
     let inner = Arc::new(Mutex::new(State {
         cluster,
@@ -514,6 +515,44 @@ pub async fn run(cfg: crate::config::Config, bus: crate::daemon::Bus) -> anyhow:
     }
     drop(conn);
     Ok(())
+}
+
+/// Connects to etcd and takes a lease, again every 2 s while etcd is unreachable or has
+/// no quorum (the daemon meanwhile finds no agent and starts no update); `None` on SIGTERM.
+/// A configuration error (a certificate that cannot be read) ends the agent at once.
+async fn join(fleet: &FleetConfig, node: &str) -> Result<Option<(Cluster, Lease)>> {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .map_err(|e| Error::FleetUnavailable(format!("cannot watch for SIGTERM: {e}")))?;
+    let mut said = false;
+    loop {
+        let attempt = async {
+            let mut c = Cluster::connect(fleet, node).await?;
+            let l = c.lease().await?;
+            Ok::<_, Error>((c, l))
+        };
+        match attempt.await {
+            Ok(joined) => return Ok(Some(joined)),
+            Err(e)
+                if e.message().contains("cannot read") || e.message().contains("go together") =>
+            {
+                return Err(e)
+            }
+            Err(e) => {
+                if !said {
+                    log::log(
+                        log::Level::Warning,
+                        &format!("{}; trying again every 2 s", e.message()),
+                        &[],
+                    );
+                    said = true;
+                }
+            }
+        }
+        tokio::select! {
+            _ = term.recv() => return Ok(None),
+            () = tokio::time::sleep(std::time::Duration::from_secs(2)) => {}
+        }
+    }
 }
 
 /// The registry the Cells unit names, if any: systemd's view of it when the system bus

@@ -144,12 +144,14 @@ impl Cluster {
             cfg: cfg.clone(),
         };
         let mut probe = c.client.clone();
-        bounded(
+        let first = bounded(
             cfg.timeout,
             "reading the cluster's keys",
             probe.get(c.keys.halt(), None),
         )
-        .await?;
+        .await
+        .map(|_| ());
+        c.explain(first).await?;
         c.keys = Keys::new(&cfg.prefix, &cfg.cluster);
         Ok(c)
     }

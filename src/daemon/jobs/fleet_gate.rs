@@ -8,7 +8,10 @@
 
 use super::Ctx;
 use crate::daemon::job::Phase;
+use crate::daemon::Daemon;
 use crate::error::{Error, Result};
+use crate::state::FleetReport;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 const AGENT_NAME: &str = "com.pydio.CellsUpdater1.Fleet";
@@ -47,7 +50,19 @@ async fn call<R>(
 where
     R: for<'d> zbus::zvariant::DynamicDeserialize<'d>,
 {
-    let conn = ctx.d.conn()?;
+    call_on(&ctx.d, limit, method, body).await
+}
+
+async fn call_on<R>(
+    d: &Daemon,
+    limit: Duration,
+    method: &str,
+    body: &(impl serde::Serialize + zbus::zvariant::DynamicType),
+) -> Result<R>
+where
+    R: for<'d> zbus::zvariant::DynamicDeserialize<'d>,
+{
+    let conn = d.conn()?;
     let proxy = zbus::Proxy::new(conn, AGENT_NAME, AGENT_PATH, AGENT_IFACE)
         .await
         .map_err(claim)?;
@@ -146,7 +161,8 @@ async fn take_in(ctx: &Ctx, version: &str, f: &crate::fleet::FleetConfig) -> Res
 
 /// Reports the outcome of the job that held `slot`: a failure after the swap (rolled back,
 /// or kept with OnFailure=keep) becomes the cluster's verdict; anything else gives the slot
-/// back.
+/// back. An agent that is away (killed, restarting) gets it later: the outcome is kept in
+/// the state and sent again until the agent takes it.
 pub(super) async fn report(
     ctx: &Ctx,
     slot: Option<u32>,
@@ -155,7 +171,7 @@ pub(super) async fn report(
     swapped: bool,
     result: &Result<String>,
 ) {
-    let (Some(slot), Some(f)) = (slot, ctx.d.cfg.fleet.clone()) else {
+    let (Some(slot), Some(_)) = (slot, ctx.d.cfg.fleet.as_ref()) else {
         return;
     };
     let entry = crate::policy::bad_entry(package, version);
@@ -165,16 +181,118 @@ pub(super) async fn report(
         Err(e) => crate::text::one_line(&format!("{}: {}", e.name(), e.message()), 300),
         Ok(_) => String::new(),
     };
-    let limit = f.timeout * 3 + Duration::from_secs(2);
-    if let Err(e) = call::<()>(ctx, limit, "Report", &(version, slot, bad, reason.as_str())).await {
+    send(
+        &ctx.d,
+        FleetReport {
+            version: version.to_string(),
+            slot,
+            bad,
+            reason,
+        },
+    )
+    .await;
+}
+
+/// After recovery from a crash, the outcome of the interrupted job that held a slot: a
+/// success only when the release it installed runs now.
+pub(super) async fn report_recovered(
+    ctx: &Ctx,
+    j: &crate::state::Journal,
+    result: &Result<String>,
+) {
+    let (Some(slot), Some(_)) = (j.fleet_slot, ctx.d.cfg.fleet.as_ref()) else {
+        return;
+    };
+    let entry = crate::policy::bad_entry(&j.to_package, &j.to_version);
+    let marked = ctx.d.store.lock().await.get().bad_versions.contains(&entry);
+    let runs = ctx.d.installed().is_some_and(|i| i.version == j.to_version);
+    let apply = j.kind == crate::state::JournalKind::Apply;
+    let r = match result {
+        Ok(_) if runs => FleetReport {
+            version: j.to_version.clone(),
+            slot,
+            bad: false,
+            reason: String::new(),
+        },
+        _ => FleetReport {
+            version: j.to_version.clone(),
+            slot,
+            bad: apply && marked,
+            reason: match result {
+                Err(e) => crate::text::one_line(&format!("{}: {}", e.name(), e.message()), 300),
+                Ok(m) => crate::text::one_line(&format!("recovered after a crash: {m}"), 300),
+            },
+        },
+    };
+    send(&ctx.d, r).await;
+}
+
+/// Sends `r` to the agent; when it is not there, keeps it and tries again in the background.
+async fn send(d: &Arc<Daemon>, r: FleetReport) {
+    if deliver(d, &r).await.is_ok() {
+        return;
+    }
+    let kept = d
+        .store
+        .lock()
+        .await
+        .update(|s| s.fleet_report = Some(r.clone()));
+    if let Err(e) = kept {
         crate::log::log(
-            crate::log::Level::Warning,
-            &format!(
-                "could not report the outcome of {version} to the fleet agent ({}); its slot \
-                 stays held until the agent stops (or etcdctl del of the slot key)",
-                e.message()
-            ),
-            &[("VERSION", version)],
+            crate::log::Level::Error,
+            &format!("cannot keep the fleet report of {}: {e}", r.version),
+            &[("VERSION", &r.version)],
         );
     }
+    crate::log::log(
+        crate::log::Level::Warning,
+        &format!(
+            "the fleet agent did not take the outcome of {}; it is kept and sent again until \
+             it does",
+            r.version
+        ),
+        &[("VERSION", &r.version)],
+    );
+    resend_kept(d.clone());
+}
+
+async fn deliver(d: &Daemon, r: &FleetReport) -> Result<()> {
+    let Some(f) = d.cfg.fleet.as_ref() else {
+        return Ok(());
+    };
+    let limit = f.timeout * 3 + Duration::from_secs(2);
+    call_on::<()>(
+        d,
+        limit,
+        "Report",
+        &(r.version.as_str(), r.slot, r.bad, r.reason.as_str()),
+    )
+    .await
+}
+
+/// How long a kept report is offered before the daemon stops trying (the agent's lease, and
+/// so the slot, ended long before).
+const RESEND_FOR: Duration = Duration::from_secs(3600);
+
+/// Sends the kept report, if any, every 2 s until the agent takes it (the daemon stays up
+/// meanwhile). Called at start-up too.
+pub(in crate::daemon) fn resend_kept(d: Arc<Daemon>) {
+    tokio::spawn(async move {
+        let until = Instant::now() + RESEND_FOR;
+        while Instant::now() < until {
+            let Some(r) = d.store.lock().await.get().fleet_report.clone() else {
+                return;
+            };
+            d.touch();
+            if deliver(&d, &r).await.is_ok() {
+                let _ = d.store.lock().await.update(|s| s.fleet_report = None);
+                crate::log::info(
+                    &format!("the fleet agent took the kept outcome of {}", r.version),
+                    &[("VERSION", &r.version)],
+                );
+                return;
+            }
+            tokio::time::sleep(Duration::from_secs(2)).await;
+        }
+    });
 }

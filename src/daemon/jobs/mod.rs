@@ -12,7 +12,7 @@
 
 pub(super) mod apply;
 mod enterprise;
-mod fleet_gate;
+pub(super) mod fleet_gate;
 mod recover;
 mod rollback;
 pub(super) mod stage;
@@ -197,7 +197,11 @@ impl Daemon {
             d: self.clone(),
             job: job.clone(),
         };
+        let journal = self.store.lock().await.journal().cloned();
         let outcome = recover::run(&ctx).await;
+        if let Some(j) = &journal {
+            fleet_gate::report_recovered(&ctx, j, &outcome).await;
+        }
         self.conclude(&job, outcome, None).await;
     }
 

@@ -52,83 +52,94 @@ pub(in crate::daemon) async fn run(ctx: &Ctx) -> Result<String> {
         d.dropin_for(&target, dropin_now.clone()).await?
     };
     ctx.job.update(|j| j.version = backup.version.clone()).await;
-    ctx.job.cancel.check()?;
-    ctx.job.cancel.commit()?;
-    ctx.set_state(Lifecycle::RollingBack).await?;
-    ctx.phase(Phase::RollingBack).await;
-    let cur_dir = binary_dir(&current, cells_uid, true).await?;
-    let adoption = apply::record_adoption(d, &cur_dir).await?;
-    let tgt_dir = binary_dir(&target, cells_uid, true).await?;
-    let now = {
-        let (c, limit) = (cur_dir.clone(), d.cfg.max_binary_size);
-        blocking(move || install::open_and_inspect(&c.dir, &c.name, limit).map(|(_, o)| o)).await?
-    };
-    let from_package = d.package().await;
-    let mut j = Journal {
-        kind: JournalKind::Rollback,
-        step: Step::Swapping,
-        // When the probe could not tell (a binary that does not start), the version the
-        // daemon recorded for this very file.
-        from_version: if installed.version.is_empty() {
-            doc.installed
-                .as_ref()
-                .filter(|r| r.sha256 == trust::encode_checksum(&now.sha256))
-                .map(|r| r.version.clone())
-                .unwrap_or_default()
-        } else {
-            installed.version.clone()
-        },
-        from_package,
-        to_version: backup.version.clone(),
-        to_package: if backup.package.is_empty() {
-            d.cfg.package.clone()
-        } else {
-            backup.package.clone()
-        },
-        old_binary: current.display().to_string(),
-        target: target.display().to_string(),
-        old_sha256: trust::encode_checksum(&now.sha256),
-        new_sha256: backup.sha256.clone(),
-        old_caps: caps_b64(now.caps.and_then(|c| c.preservable()).as_ref()),
-        new_caps: caps_b64(backup_caps.as_ref()),
-        dropin_before: dropin_now,
-        dropin_after,
-        previous_before: doc.previous_version.clone(),
-        on_failure: crate::config::OnFailure::Keep,
-        restart: true,
-    };
-    ctx.journal(Some(&j)).await?;
-    {
-        let _atomic = d.atomic.lock().await;
-        let sha = trust::decode_checksum(&backup.sha256)?;
-        let name = target_name(&target)?;
-        let t = tgt_dir.clone();
-        blocking(move || {
-            install::install(
-                &backup_file,
-                &sha,
-                &t.dir,
-                &name,
-                backup_caps.as_ref(),
-                || {},
-            )
-        })
-        .await?;
-        j.step = Step::Swapped;
-        let mut store = d.store.lock().await;
-        store.update(|s| {
-            s.previous_version.clear();
-            s.package_name = j.to_package.clone();
-            s.installed = Some(InstalledRecord {
-                path: j.target.clone(),
-                version: j.to_version.clone(),
-                sha256: j.new_sha256.clone(),
-                caps: j.new_caps.clone(),
-            });
-        })?;
-        store.set_journal(Some(j.clone()))?;
+    // On a cluster node a rollback restarts Cells too: it takes a slot like an update.
+    let slot = super::fleet_gate::take(ctx, &backup.version).await?;
+    let (version, package) = (backup.version.clone(), backup.package.clone());
+    let result: Result<String> = async {
+        ctx.job.cancel.check()?;
+        ctx.job.cancel.commit()?;
+        ctx.set_state(Lifecycle::RollingBack).await?;
+        ctx.phase(Phase::RollingBack).await;
+        let cur_dir = binary_dir(&current, cells_uid, true).await?;
+        let adoption = apply::record_adoption(d, &cur_dir).await?;
+        let tgt_dir = binary_dir(&target, cells_uid, true).await?;
+        let now = {
+            let (c, limit) = (cur_dir.clone(), d.cfg.max_binary_size);
+            blocking(move || install::open_and_inspect(&c.dir, &c.name, limit).map(|(_, o)| o))
+                .await?
+        };
+        let from_package = d.package().await;
+        let mut j = Journal {
+            kind: JournalKind::Rollback,
+            step: Step::Swapping,
+            // When the probe could not tell (a binary that does not start), the version the
+            // daemon recorded for this very file.
+            from_version: if installed.version.is_empty() {
+                doc.installed
+                    .as_ref()
+                    .filter(|r| r.sha256 == trust::encode_checksum(&now.sha256))
+                    .map(|r| r.version.clone())
+                    .unwrap_or_default()
+            } else {
+                installed.version.clone()
+            },
+            from_package,
+            to_version: backup.version.clone(),
+            to_package: if backup.package.is_empty() {
+                d.cfg.package.clone()
+            } else {
+                backup.package.clone()
+            },
+            old_binary: current.display().to_string(),
+            target: target.display().to_string(),
+            old_sha256: trust::encode_checksum(&now.sha256),
+            new_sha256: backup.sha256.clone(),
+            old_caps: caps_b64(now.caps.and_then(|c| c.preservable()).as_ref()),
+            new_caps: caps_b64(backup_caps.as_ref()),
+            dropin_before: dropin_now,
+            dropin_after,
+            previous_before: doc.previous_version.clone(),
+            on_failure: crate::config::OnFailure::Keep,
+            restart: true,
+            fleet_slot: slot,
+        };
+        ctx.journal(Some(&j)).await?;
+        {
+            let _atomic = d.atomic.lock().await;
+            let sha = trust::decode_checksum(&backup.sha256)?;
+            let name = target_name(&target)?;
+            let t = tgt_dir.clone();
+            blocking(move || {
+                install::install(
+                    &backup_file,
+                    &sha,
+                    &t.dir,
+                    &name,
+                    backup_caps.as_ref(),
+                    || {},
+                )
+            })
+            .await?;
+            j.step = Step::Swapped;
+            let mut store = d.store.lock().await;
+            store.update(|s| {
+                s.previous_version.clear();
+                s.package_name = j.to_package.clone();
+                s.installed = Some(InstalledRecord {
+                    path: j.target.clone(),
+                    version: j.to_version.clone(),
+                    sha256: j.new_sha256.clone(),
+                    caps: j.new_caps.clone(),
+                });
+            })?;
+            store.set_journal(Some(j.clone()))?;
+        }
+        finish(ctx, &mut j).await.map(|m| format!("{m}{adoption}"))
     }
-    finish(ctx, &mut j).await.map(|m| format!("{m}{adoption}"))
+    .await;
+    // A failed rollback is not a verdict on the release it went back to (not `swapped`).
+    super::fleet_gate::report(ctx, slot, &version, &package, false, &result).await;
+    result
 }
 
 /// After the rollback's swap: drop-in, restart, proof, then the binary it replaced goes
