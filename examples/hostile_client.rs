@@ -544,6 +544,18 @@ async fn soak(
     serde_json::json!({"calls": calls, "late": late, "max_ms": max_ms})
 }
 
+/// A local user posing as the fleet agent: it grants every slot and takes every report.
+struct FakeAgent;
+
+#[zbus::interface(name = "com.pydio.CellsUpdater1.Fleet")]
+impl FakeAgent {
+    fn take_slot(&self, _version: String) -> (bool, u32, String) {
+        (true, 0, String::new())
+    }
+    fn confirm_slot(&self, _slot: u32) {}
+    fn report(&self, _version: String, _slot: u32, _bad: bool, _reason: String) {}
+}
+
 fn main() {
     let mut args: Vec<String> = std::env::args().skip(1).collect();
     let address = if args.first().map(String::as_str) == Some("--address") {
@@ -566,6 +578,18 @@ fn main() {
             Some(a) => zbus::connection::Builder::address(a.as_str()).expect("address"),
             None => zbus::connection::Builder::system().expect("system bus"),
         };
+        if args.first().map(String::as_str) == Some("fake-agent") {
+            let _conn = builder
+                .serve_at("/com/pydio/CellsUpdater1/Fleet", FakeAgent)
+                .expect("serve")
+                .name("com.pydio.CellsUpdater1.Fleet")
+                .expect("name")
+                .build()
+                .await
+                .expect("own the agent's name");
+            println!("owned");
+            return std::future::pending::<()>().await;
+        }
         let conn = builder
             .method_timeout(Duration::from_secs(60))
             .build()

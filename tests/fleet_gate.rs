@@ -37,6 +37,13 @@ impl Drop for Node {
     }
 }
 
+impl Node {
+    fn kill_agent(&mut self) {
+        self.agent.kill().unwrap();
+        self.agent.wait().unwrap();
+    }
+}
+
 fn node(etcd: &EtcdCluster, name: &str) -> Node {
     let endpoints: Vec<String> = etcd.endpoints().iter().map(|e| format!("{e:?}")).collect();
     node_with(name, &format!("endpoints = [{}]\n", endpoints.join(", ")))
@@ -224,16 +231,16 @@ fn nodes_take_turns_and_the_first_failure_halts_the_cluster() {
         assert_eq!(end.0, "succeeded", "{end:?}");
         assert_eq!(n.bus.manager_prop("InstalledVersion"), "4.4.5");
     }
-    let slots = etcd.etcdctl(&[
-        "get",
-        "--prefix",
-        "--keys-only",
-        "/cells-updater/gate/slots/",
-    ]);
-    assert!(
-        String::from_utf8_lossy(&slots.stdout).trim().is_empty(),
-        "slots left"
-    );
+    // Each gives its slot back right after its job's end is announced.
+    wait_until(Duration::from_secs(10), "no slot left", || {
+        let slots = etcd.etcdctl(&[
+            "get",
+            "--prefix",
+            "--keys-only",
+            "/cells-updater/gate/slots/",
+        ]);
+        String::from_utf8_lossy(&slots.stdout).trim().is_empty()
+    });
 
     // Halt: a release that exits at start.
     let before: Vec<Vec<u8>> = nodes.iter().map(binary).collect();
@@ -395,10 +402,13 @@ fn a_rollout_moves_the_nodes_halts_on_a_broken_release_and_soaks_its_canary() {
     println!("canary: the second node ran 4.4.7 {gap:?} after the first (soak 4 s)");
     // The soak is counted in whole seconds from the canary's report.
     assert!(gap >= Duration::from_secs(3), "{gap:?}");
-    let st: serde_json::Value =
-        serde_json::from_str(&fleet_ok(&nodes[2], &["status", "--json"])).unwrap();
+    // Each node gives its slot back once its job has ended.
+    let mut st = serde_json::Value::Null;
+    wait_until(Duration::from_secs(10), "every slot given back", || {
+        st = serde_json::from_str(&fleet_ok(&nodes[2], &["status", "--json"])).unwrap();
+        st["slots"].as_array().unwrap().is_empty()
+    });
     assert_eq!(st["canary"]["version"], "4.4.7", "{st}");
-    assert_eq!(st["slots"].as_array().unwrap().len(), 0, "{st}");
 }
 
 fn state_file(n: &Node) -> String {
@@ -421,8 +431,7 @@ fn a_dead_agent_frees_its_slot_by_its_lease_and_its_outcome_waits_for_it() {
             )
         });
         if let Some(i) = swapped {
-            nodes[i].agent.kill().unwrap();
-            nodes[i].agent.wait().unwrap();
+            nodes[i].kill_agent();
             break (i, Instant::now());
         }
         assert!(Instant::now() < deadline, "no node reached its swap");
@@ -473,9 +482,11 @@ fn a_dead_agent_frees_its_slot_by_its_lease_and_its_outcome_waits_for_it() {
     wait_until(Duration::from_secs(15), "the kept report taken", || {
         state_file(&nodes[holder]).contains("\"fleet_report\": null")
     });
-    let st: serde_json::Value =
-        serde_json::from_str(&fleet_ok(&nodes[0], &["status", "--json"])).unwrap();
-    assert_eq!(st["slots"].as_array().unwrap().len(), 0, "{st}");
+    wait_until(Duration::from_secs(10), "every slot given back", || {
+        let st: serde_json::Value =
+            serde_json::from_str(&fleet_ok(&nodes[0], &["status", "--json"])).unwrap();
+        st["slots"].as_array().unwrap().is_empty()
+    });
 }
 
 #[test]
@@ -483,8 +494,7 @@ fn without_quorum_no_node_starts_and_the_rollout_resumes_by_itself() {
     let mut etcd = EtcdCluster::start(false);
     let mut nodes: Vec<Node> = ["n1", "n2", "n3"].iter().map(|n| node(&etcd, n)).collect();
     for n in &mut nodes {
-        n.agent.kill().unwrap();
-        n.agent.wait().unwrap();
+        n.kill_agent();
     }
     fleet_ok(&nodes[0], &["rollout", "4.4.5", "--package", "PydioHome"]);
     etcd.kill(1);
@@ -582,4 +592,39 @@ fn node_with_unit(url: &str) -> Node {
         _daemon: daemon,
         agent,
     }
+}
+
+#[test]
+fn a_local_user_posing_as_the_agent_grants_no_slot() {
+    let etcd = EtcdCluster::start(false);
+    let mut n = node(&etcd, "n1");
+    n.kill_agent();
+    // uid 1 takes the agent's name (a bus without the packaged policy lets it) and grants
+    // every slot.
+    let exe = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("target/debug/examples/hostile_client");
+    assert!(exe.exists(), "cargo build --examples builds hostile_client");
+    n.agent = Command::new("setpriv")
+        .args(["--reuid=1", "--regid=1", "--clear-groups"])
+        .arg(&exe)
+        .args(["--address", &n.bus.address, "fake-agent"])
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_until(Duration::from_secs(10), "the impostor's name", || {
+        n.bus.name_has_owner("com.pydio.CellsUpdater1.Fleet")
+    });
+    let before = binary(&n);
+    let j = update(&n, "4.4.5");
+    wait_until(Duration::from_secs(30), "the update to end", || {
+        job(&n, &j, "State") != "running"
+    });
+    assert_eq!(
+        job(&n, &j, "Error"),
+        "com.pydio.CellsUpdater1.Error.FleetUnavailable"
+    );
+    let msg = job(&n, &j, "Message");
+    assert!(msg.contains("owned by uid 1"), "{msg}");
+    assert_eq!(binary(&n), before, "the impostor's slot let a swap through");
+    assert_eq!(n.bus.manager_prop("InstalledVersion"), "4.4.2");
 }

@@ -38,13 +38,14 @@ struct State {
 impl State {
     /// Writes an outcome to etcd: the verdict, or the slot back (and the canary).
     async fn write_outcome(&mut self, version: &str, bad: bool, reason: &str) -> Result<()> {
+        // The verdict or the canary first, then the slot: no other node may take the slot
+        // before the halt, or before the soak has started.
         if bad {
             self.cluster.report_bad(version, reason, None).await?;
-        }
-        self.cluster.release_mine().await?;
-        if !bad && reason.is_empty() {
+        } else if reason.is_empty() {
             self.cluster.record_healthy(version).await?;
         }
+        self.cluster.release_mine().await?;
         Ok(())
     }
 
@@ -399,9 +400,14 @@ fn rollout_event(keys: &super::Keys, resp: &etcd_client::WatchResponse) -> bool 
 /// Runs the agent on `bus` until SIGTERM: the lease, the heartbeat, the bus name, the
 /// rollout.
 pub async fn run(cfg: crate::config::Config, bus: crate::daemon::Bus) -> anyhow::Result<()> {
-    let mut fleet = cfg.fleet.clone().ok_or_else(|| {
-        anyhow::anyhow!("this node has no [fleet] section in its configuration (docs/fleet.md)")
-    })?;
+    let creds = std::env::var_os("CREDENTIALS_DIRECTORY").map(std::path::PathBuf::from);
+    let mut fleet = cfg
+        .fleet
+        .clone()
+        .ok_or_else(|| {
+            anyhow::anyhow!("this node has no [fleet] section in its configuration (docs/fleet.md)")
+        })?
+        .with_credentials(creds.as_deref());
     super::discover::complete(&mut fleet, discovered(&cfg).await)?;
     let node = node_name(&fleet, &cfg.root)?;
     let Some((cluster, lease)) = join(&fleet, &node).await? else {

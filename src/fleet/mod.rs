@@ -74,6 +74,26 @@ impl Default for FleetConfig {
     }
 }
 
+impl FleetConfig {
+    /// The TLS files systemd passed through `LoadCredential=` (`etcd-ca`, `etcd-cert`,
+    /// `etcd-key` in `$CREDENTIALS_DIRECTORY`) take the place of `[fleet] ca`, `cert` and
+    /// `key`: the unprivileged agent cannot read root's copies, systemd hands it these.
+    pub fn with_credentials(mut self, dir: Option<&std::path::Path>) -> FleetConfig {
+        let Some(dir) = dir else { return self };
+        for (name, slot) in [
+            ("etcd-ca", &mut self.ca),
+            ("etcd-cert", &mut self.cert),
+            ("etcd-key", &mut self.key),
+        ] {
+            let p = dir.join(name);
+            if p.is_file() {
+                *slot = Some(p);
+            }
+        }
+        self
+    }
+}
+
 /// A cluster or node name: 1 to 64 of `[A-Za-z0-9._-]`, not `.` or `..` (it becomes part of
 /// an etcd key).
 pub fn name_ok(s: &str) -> bool {
@@ -318,6 +338,26 @@ pub fn now() -> i64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn credentials_from_systemd_replace_the_configured_tls_files() {
+        let d = tempfile::tempdir().unwrap();
+        std::fs::write(d.path().join("etcd-ca"), "x").unwrap();
+        std::fs::write(d.path().join("etcd-key"), "x").unwrap();
+        let cfg = FleetConfig {
+            ca: Some("/etc/cells-updater/fleet/ca.pem".into()),
+            cert: Some("/etc/cells-updater/fleet/client.pem".into()),
+            ..FleetConfig::default()
+        };
+        let got = cfg.clone().with_credentials(Some(d.path()));
+        assert_eq!(got.ca, Some(d.path().join("etcd-ca")));
+        assert_eq!(
+            got.cert, cfg.cert,
+            "no etcd-cert credential: the configured file"
+        );
+        assert_eq!(got.key, Some(d.path().join("etcd-key")));
+        assert_eq!(cfg.clone().with_credentials(None), cfg);
+    }
 
     #[test]
     fn keys_live_under_the_prefix_and_cluster() {

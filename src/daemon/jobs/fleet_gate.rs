@@ -63,6 +63,7 @@ where
     R: for<'d> zbus::zvariant::DynamicDeserialize<'d>,
 {
     let conn = d.conn()?;
+    agent_is_trusted(conn, limit).await?;
     let proxy = zbus::Proxy::new(conn, AGENT_NAME, AGENT_PATH, AGENT_IFACE)
         .await
         .map_err(claim)?;
@@ -74,6 +75,39 @@ where
             limit.as_secs()
         ))),
     }
+}
+
+/// The agent's packaged user; the name's D-Bus policy lets only it (and root) own the name.
+pub const AGENT_USER: &str = "cells-updater-fleet";
+
+/// Whoever owns the agent's name must be root or the agent's own user: a local user who
+/// took the name (a bus without the packaged policy) would otherwise grant every slot.
+async fn agent_is_trusted(conn: &zbus::Connection, limit: Duration) -> Result<()> {
+    let unavailable = |e: zbus::Error| claim(e);
+    let dbus = zbus::fdo::DBusProxy::new(conn).await.map_err(unavailable)?;
+    let name = zbus::names::BusName::try_from(AGENT_NAME)
+        .map_err(|e| Error::FleetUnavailable(format!("the agent's name: {e}")))?;
+    let uid = match tokio::time::timeout(limit, dbus.get_connection_unix_user(name)).await {
+        Ok(Ok(uid)) => uid,
+        Ok(Err(e)) => return Err(claim(e.into())),
+        Err(_) => {
+            return Err(Error::FleetUnavailable(
+                "the bus did not say who owns the fleet agent's name".into(),
+            ))
+        }
+    };
+    let agent_uid = nix::unistd::User::from_name(AGENT_USER)
+        .ok()
+        .flatten()
+        .map(|u| u.uid.as_raw());
+    if uid == 0 || Some(uid) == agent_uid {
+        return Ok(());
+    }
+    Err(Error::FleetUnavailable(format!(
+        "the fleet agent's name ({AGENT_NAME}) is owned by uid {uid}, neither root nor \
+         {AGENT_USER}: no slot is taken from it (install the packaged D-Bus policy \
+         com.pydio.CellsUpdater1.Fleet.conf)"
+    )))
 }
 
 /// Takes and confirms a slot for installing `version`; `None` without `[fleet]`. When it
@@ -159,7 +193,7 @@ async fn take_in(ctx: &Ctx, version: &str, f: &crate::fleet::FleetConfig) -> Res
     }
 }
 
-/// Reports the outcome of the job that held `slot`: a failure after the swap (rolled back,
+/// Records the outcome of the job that held `slot` (sent when the job has ended): a failure after the swap (rolled back,
 /// or kept with OnFailure=keep) becomes the cluster's verdict; anything else gives the slot
 /// back. An agent that is away (killed, restarting) gets it later: the outcome is kept in
 /// the state and sent again until the agent takes it.
@@ -181,16 +215,29 @@ pub(super) async fn report(
         Err(e) => crate::text::one_line(&format!("{}: {}", e.name(), e.message()), 300),
         Ok(_) => String::new(),
     };
-    send(
-        &ctx.d,
+    keep(
+        ctx,
         FleetReport {
             version: version.to_string(),
             slot,
             bad,
             reason,
         },
-    )
-    .await;
+    );
+}
+
+fn keep(ctx: &Ctx, r: FleetReport) {
+    if let Ok(mut k) = ctx.fleet.lock() {
+        *k = Some(r);
+    }
+}
+
+/// Sends the job's outcome, if it held a slot (after its end was recorded).
+pub(super) async fn send_kept_outcome(ctx: &Ctx) {
+    let r = ctx.fleet.lock().ok().and_then(|mut k| k.take());
+    if let Some(r) = r {
+        send(&ctx.d, r).await;
+    }
 }
 
 /// After recovery from a crash, the outcome of the interrupted job that held a slot: a
@@ -224,7 +271,7 @@ pub(super) async fn report_recovered(
             },
         },
     };
-    send(&ctx.d, r).await;
+    keep(ctx, r);
 }
 
 /// Sends `r` to the agent; when it is not there, keeps it and tries again in the background.

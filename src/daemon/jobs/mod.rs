@@ -32,6 +32,9 @@ use zbus::zvariant::OwnedObjectPath;
 pub(super) struct Ctx {
     pub d: Arc<Daemon>,
     pub job: Arc<JobHandle>,
+    /// The outcome for the fleet agent, sent once the job's end is recorded and announced
+    /// (so no other node swaps while this one still shows its health check).
+    pub fleet: std::sync::Mutex<Option<crate::state::FleetReport>>,
 }
 
 impl Ctx {
@@ -145,6 +148,7 @@ impl Daemon {
         let ctx = Ctx {
             d: self.clone(),
             job: job.clone(),
+            fleet: std::sync::Mutex::new(None),
         };
         // A Stage job comes to rest in `staged`; the others say where they end themselves.
         let success = matches!(work, Work::Stage(_)).then_some(Lifecycle::Staged);
@@ -165,6 +169,7 @@ impl Daemon {
             },
         };
         self.conclude(&job, outcome, success).await;
+        fleet_gate::send_kept_outcome(&ctx).await;
     }
 
     /// Takes the job slot for recovery when a journal says an apply or rollback was
@@ -196,6 +201,7 @@ impl Daemon {
         let ctx = Ctx {
             d: self.clone(),
             job: job.clone(),
+            fleet: std::sync::Mutex::new(None),
         };
         let journal = self.store.lock().await.journal().cloned();
         let outcome = recover::run(&ctx).await;
@@ -203,6 +209,7 @@ impl Daemon {
             fleet_gate::report_recovered(&ctx, j, &outcome).await;
         }
         self.conclude(&job, outcome, None).await;
+        fleet_gate::send_kept_outcome(&ctx).await;
     }
 
     /// Ends a job: records the outcome in the persisted state (LastError cleared or set;
