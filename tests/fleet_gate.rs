@@ -628,3 +628,104 @@ fn a_local_user_posing_as_the_agent_grants_no_slot() {
     assert_eq!(binary(&n), before, "the impostor's slot let a swap through");
     assert_eq!(n.bus.manager_prop("InstalledVersion"), "4.4.2");
 }
+
+#[test]
+fn a_rollout_over_tls_with_client_certificates_and_a_node_without_one() {
+    let etcd = EtcdCluster::start(true);
+    let c = etcd.certs.as_ref().unwrap();
+    let endpoints: Vec<String> = etcd.endpoints().iter().map(|e| format!("{e:?}")).collect();
+    let tls = format!(
+        "endpoints = [{}]\nca = {:?}\ncert = {:?}\nkey = {:?}\n",
+        endpoints.join(", "),
+        c.ca,
+        c.client_crt,
+        c.client_key
+    );
+    let nodes: Vec<Node> = ["n1", "n2", "n3"]
+        .iter()
+        .map(|n| node_with(n, &tls))
+        .collect();
+    fleet_ok(&nodes[0], &["rollout", "4.4.5", "--package", "PydioHome"]);
+    let w = watch_rollout(&nodes, "4.4.5", || false);
+    println!("TLS rollout: at most {} node(s) at once", w.most);
+    assert_eq!(w.most, 1);
+    // A node with the CA but no client certificate: its agent says why and joins nothing;
+    // its daemon installs nothing (fail closed).
+    let env = StageEnv::new(&[&keys().rsa_pkcs1_pub]);
+    env.offer(&[("4.4.5", "ok", false)]);
+    env.write_daemon_config(&format!(
+        "[fleet]\nendpoints = [{}]\nca = {:?}\ncluster = \"gate\"\nnode = \"n4\"\n\
+         lease_ttl = \"3s\"\ntimeout = \"2s\"\n",
+        endpoints.join(", "),
+        c.ca
+    ));
+    let bus = PrivateBus::start();
+    let _daemon = env.start_fake_unit_daemon(&bus);
+    let log_path = env.root.path().join("daemon-agent.log");
+    let mut agent = Command::new(env!("CARGO_BIN_EXE_cells-updater"))
+        .args(["--bus-address", &bus.address, "--root"])
+        .arg(env.root.path())
+        .args(["fleet", "agent"])
+        .stderr(std::fs::File::create(&log_path).unwrap())
+        .spawn()
+        .unwrap();
+    wait_until(Duration::from_secs(20), "the agent to say why", || {
+        std::fs::read_to_string(&log_path)
+            .unwrap_or_default()
+            .contains("etcd did not answer")
+    });
+    assert!(!bus.name_has_owner("com.pydio.CellsUpdater1.Fleet"));
+    let out = fleet(
+        &Node {
+            env,
+            bus,
+            _daemon,
+            agent: Command::new("true").spawn().unwrap(),
+        },
+        &["status"],
+    );
+    let _ = agent.kill();
+    let _ = agent.wait();
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("etcd did not answer"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn garbage_in_the_target_moves_nothing_and_crashes_nothing() {
+    let etcd = EtcdCluster::start(false);
+    let mut n = node(&etcd, "n1");
+    let before = binary(&n);
+    let put = etcd.etcdctl(&[
+        "put",
+        "/cells-updater/gate/target",
+        "{\"format\":1,\"version\":\"\u{1b}[2J4.4.5\"}",
+    ]);
+    assert!(put.status.success());
+    // Two polls go by: the agent reads it, refuses it, and stays up.
+    std::thread::sleep(Duration::from_secs(5));
+    assert!(n.agent.try_wait().unwrap().is_none(), "the agent died");
+    assert_eq!(binary(&n), before);
+    assert_eq!(n.bus.manager_prop("State"), "idle");
+    let table = fleet_ok(&n, &["status"]);
+    assert!(
+        table.contains("Unreadable: the etcd key /cells-updater/gate/target"),
+        "{table}"
+    );
+    assert!(!table.contains('\u{1b}'), "{table}");
+    let log = std::fs::read_to_string(n.env.root.path().join("daemon-agent.log")).unwrap();
+    assert!(log.contains("/cells-updater/gate/target"), "{log}");
+    assert!(
+        !log.contains('\u{1b}'),
+        "the agent's log carries the escape"
+    );
+    // A good target replaces it: the same agent moves its node.
+    fleet_ok(&n, &["rollout", "4.4.5", "--package", "PydioHome"]);
+    wait_until(Duration::from_secs(30), "the node on 4.4.5", || {
+        n.bus.manager_prop("InstalledVersion") == "4.4.5"
+    });
+    n.kill_agent();
+}
