@@ -43,11 +43,21 @@ install -d -m 0755 "$(d "$sysconfdir/cells-updater")" "$(d "$sysconfdir/cells-up
   "$(d "$sysconfdir/cells-updater/config.d")"
 
 install -m 0755 "$binary" "$(d "$bindir/cells-updater")"
-for u in cells-updater.service cells-updater-check.service cells-updater-check.timer cells-updater-recover.service; do
+for u in cells-updater.service cells-updater-check.service cells-updater-check.timer cells-updater-recover.service cells-updater-fleet.service; do
   sed "s|@BINDIR@|$bindir|g" "$here/$u" > "$(d "$unitdir/$u")"
   chmod 0644 "$(d "$unitdir/$u")"
 done
 install -m 0644 "$here/com.pydio.CellsUpdater1.conf" "$(d "$prefix/share/dbus-1/system.d/com.pydio.CellsUpdater1.conf")"
+# The fleet agent (disabled until the admin enables it): its name's policy, its user, the
+# polkit rule that lets it ask its own daemon to Update.
+install -m 0644 "$here/com.pydio.CellsUpdater1.Fleet.conf" "$(d "$prefix/share/dbus-1/system.d/com.pydio.CellsUpdater1.Fleet.conf")"
+install -d -m 0755 "$(d "$prefix/lib/sysusers.d")" "$(d "$prefix/share/polkit-1/rules.d")"
+install -m 0644 "$here/cells-updater-fleet.sysusers" "$(d "$prefix/lib/sysusers.d/cells-updater-fleet.conf")"
+install -m 0644 "$here/50-cells-updater-fleet.rules" "$(d "$prefix/share/polkit-1/rules.d/50-cells-updater-fleet.rules")"
+install -d -m 0700 "$(d "$sysconfdir/cells-updater/fleet")"
+if [ -z "$destdir" ] && command -v systemd-sysusers >/dev/null 2>&1; then
+  systemd-sysusers "$prefix/lib/sysusers.d/cells-updater-fleet.conf" >/dev/null 2>&1 || true
+fi
 install -m 0644 "$here/com.pydio.CellsUpdater1.service" "$(d "$prefix/share/dbus-1/system-services/com.pydio.CellsUpdater1.service")"
 install -m 0644 "$here/com.pydio.cellsupdater.policy" "$(d "$prefix/share/polkit-1/actions/com.pydio.cellsupdater.policy")"
 install -m 0644 "$here/50-cells-updater.rules.example" "$(d "$prefix/share/doc/cells-updater/50-cells-updater.rules.example")"

@@ -8,7 +8,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 command -v cargo-deb >/dev/null || cargo install --locked cargo-deb@3.8.0
 command -v cargo-generate-rpm >/dev/null || cargo install --locked cargo-generate-rpm@0.21.1
-cargo build --release --locked --bin cells-updater
+# The packages carry the fleet agent (cargo feature fleet, docs/fleet.md).
+cargo build --release --locked --features fleet --bin cells-updater
 rm -rf target/pkgroot
 dist/install.sh --destdir target/pkgroot --prefix /usr --binary target/release/cells-updater >/dev/null
 strip --strip-unneeded target/pkgroot/usr/bin/cells-updater

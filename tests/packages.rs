@@ -42,6 +42,10 @@ const EXPECTED_FILES: &[&str] = &[
     "/usr/lib/systemd/system/cells-updater.service",
     "/usr/share/dbus-1/system-services/com.pydio.CellsUpdater1.service",
     "/usr/share/dbus-1/system.d/com.pydio.CellsUpdater1.conf",
+    "/usr/lib/systemd/system/cells-updater-fleet.service",
+    "/usr/share/dbus-1/system.d/com.pydio.CellsUpdater1.Fleet.conf",
+    "/usr/lib/sysusers.d/cells-updater-fleet.conf",
+    "/usr/share/polkit-1/rules.d/50-cells-updater-fleet.rules",
     "/usr/share/polkit-1/actions/com.pydio.cellsupdater.policy",
     "/usr/share/man/man8/cells-updater.8.gz",
     "/usr/share/man/man5/cells-updater.conf.5.gz",
@@ -94,6 +98,15 @@ fn deb_installs_activates_upgrades_removes_and_purges() {
         sb.unit_prop("cells-updater-check.timer", "UnitFileState"),
         "enabled"
     );
+    // The fleet agent: shipped, its user made, its unit disabled until [fleet] is set.
+    assert_eq!(
+        sb.unit_prop("cells-updater-fleet.service", "UnitFileState"),
+        "disabled"
+    );
+    assert!(sb
+        .sh("getent passwd cells-updater-fleet")
+        .starts_with("cells-updater-fleet:"));
+    assert!(sb.sh("cells-updater fleet --help").contains("rollout"));
     let status = sb.sh("cells-updater status");
     assert!(
         status.contains("State:") && status.contains("Daemon version:"),
