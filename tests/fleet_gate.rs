@@ -564,6 +564,38 @@ fn an_agent_with_no_endpoints_joins_the_etcd_the_cells_unit_names() {
         log.contains("etcd from cells.service Environment=CELLS_REGISTRY"),
         "{log}"
     );
+    // doctor says where the endpoints came from, that etcd and the agent answer, and that
+    // this node's heartbeat is there.
+    let out = Command::new(env!("CARGO_BIN_EXE_cells-updater"))
+        .args(["--bus-address", &n.bus.address, "--root"])
+        .arg(n.env.root.path())
+        .args(["doctor", "--json"])
+        .output()
+        .unwrap();
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let fleet: Vec<String> = report["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|c| c["check"] == "fleet")
+        .map(|c| {
+            format!(
+                "{} {}",
+                c["level"].as_str().unwrap(),
+                c["message"].as_str().unwrap()
+            )
+        })
+        .collect();
+    println!("doctor: {fleet:?}");
+    for want in [
+        "ok node solo of cluster gate, etcd http://127.0.0.1",
+        "(from cells.service Environment=CELLS_REGISTRY)",
+        "ok the fleet agent is on the bus",
+        "ok etcd answers: 3 member(s), leader m",
+        "ok this node's heartbeat is",
+    ] {
+        assert!(fleet.iter().any(|l| l.contains(want)), "{want}: {fleet:?}");
+    }
 }
 
 /// One node whose `[fleet]` names no endpoints; its cells.service names `url`/mycells.

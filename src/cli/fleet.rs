@@ -296,3 +296,119 @@ pub fn status_json(st: &Status, now: i64) -> String {
     });
     cells_updater::text::json(&v)
 }
+
+/// `doctor`'s fleet checks, for a node with `[fleet]`: where the endpoints came from and
+/// whether etcd answers (members, leader), the agent on the bus, this node's heartbeat, and
+/// the other nodes' clocks against this one (a heartbeat further than the lease TTL from now).
+pub async fn doctor(cfg: &Config, bus: Option<&str>) -> Vec<cells_updater::doctor::Finding> {
+    use cells_updater::doctor::{Finding, Level};
+    let f = |level, message: String, fix: &str| Finding {
+        check: "fleet",
+        level,
+        message,
+        fix: fix.to_string(),
+    };
+    let mut out = Vec::new();
+    let (fl, node) = match settings(cfg).await {
+        Ok(s) => s,
+        Err(e) => {
+            out.push(f(
+                Level::Fail,
+                e.message,
+                "set [fleet] endpoints (docs/fleet.md)",
+            ));
+            return out;
+        }
+    };
+    out.push(f(
+        Level::Ok,
+        format!(
+            "node {node} of cluster {}, etcd {} (from {})",
+            fl.cluster,
+            fl.endpoints.join(", "),
+            fl.source
+        ),
+        "",
+    ));
+    let agent = match super::client::connect(bus).await {
+        Ok(conn) => match zbus::fdo::DBusProxy::new(&conn).await {
+            Ok(p) => p
+                .name_has_owner(
+                    zbus::names::BusName::try_from(cells_updater::fleet::agent::AGENT_NAME)
+                        .expect("a valid bus name"),
+                )
+                .await
+                .unwrap_or(false),
+            Err(_) => false,
+        },
+        Err(_) => false,
+    };
+    out.push(if agent {
+        f(Level::Ok, "the fleet agent is on the bus".into(), "")
+    } else {
+        f(
+            Level::Fail,
+            "the fleet agent is not on the bus: no update starts on this node".into(),
+            "systemctl enable --now cells-updater-fleet.service",
+        )
+    });
+    let st = match Cluster::connect(&fl, &node).await {
+        Ok(mut c) => c.status().await,
+        Err(e) => Err(e),
+    };
+    let st = match st {
+        Ok(st) => st,
+        Err(e) => {
+            out.push(f(
+                Level::Fail,
+                one_line(&e.message(), 300),
+                "check the endpoints, the certificates and etcd's health (etcdctl endpoint health)",
+            ));
+            return out;
+        }
+    };
+    out.push(f(
+        Level::Ok,
+        format!(
+            "etcd answers: {} member(s), leader {}",
+            st.members.len(),
+            st.leader
+        ),
+        "",
+    ));
+    let now = cells_updater::fleet::now();
+    match st.nodes.iter().find(|(n, _)| *n == node) {
+        Some((_, v)) => out.push(f(
+            Level::Ok,
+            format!("this node's heartbeat is {}", age(now, v.heartbeat)),
+            "",
+        )),
+        None => out.push(f(
+            Level::Warn,
+            format!("no heartbeat of {node} in etcd"),
+            "systemctl status cells-updater-fleet.service",
+        )),
+    }
+    let ttl = fl.lease_ttl.as_secs() as i64;
+    for (n, v) in &st.nodes {
+        if (v.heartbeat - now).abs() > ttl {
+            out.push(f(
+                Level::Warn,
+                format!(
+                    "the clock of {} is {} s off this one's (more than the lease TTL)",
+                    one_line(n, 64),
+                    v.heartbeat - now
+                ),
+                "run NTP (systemd-timesyncd or chrony) on every node",
+            ));
+        }
+    }
+    if let Some(h) = &st.halt {
+        out.push(f(
+            Level::Warn,
+            format!("the cluster is halted: {}", one_line(&h.reason, 200)),
+            "cells-updater fleet resume, after fixing the cause",
+        ));
+    }
+    out
+}

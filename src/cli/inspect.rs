@@ -142,13 +142,17 @@ pub async fn config(cfg: Config, json: bool, cells_key: bool) -> Result<(), Fail
 }
 
 /// `doctor [--json]`: one line per check; exit 1 when one fails.
-pub async fn doctor(cfg: Config, json: bool) -> ExitCode {
+pub async fn doctor(cfg: Config, json: bool, bus: Option<&str>) -> ExitCode {
     if let Err(f) = need_root("doctor") {
         eprintln!("cells-updater: {}", f.message);
         return ExitCode::from(f.code);
     }
+    let fleet = cfg.fleet.is_some().then(|| cfg.clone());
     let host = Host::open(cfg).await;
-    let findings = host.doctor().await;
+    let mut findings = host.doctor().await;
+    if let Some(cfg) = fleet {
+        findings.extend(fleet_findings(&cfg, bus).await);
+    }
     let failed = findings.iter().any(|f| f.level == Level::Fail);
     if json {
         println!(
@@ -184,4 +188,19 @@ pub async fn doctor(cfg: Config, json: bool) -> ExitCode {
     } else {
         ExitCode::SUCCESS
     }
+}
+
+#[cfg(feature = "fleet")]
+async fn fleet_findings(cfg: &Config, bus: Option<&str>) -> Vec<cells_updater::doctor::Finding> {
+    super::fleet::doctor(cfg, bus).await
+}
+
+#[cfg(not(feature = "fleet"))]
+async fn fleet_findings(_cfg: &Config, _bus: Option<&str>) -> Vec<cells_updater::doctor::Finding> {
+    vec![cells_updater::doctor::Finding {
+        check: "fleet",
+        level: Level::Fail,
+        message: "[fleet] is set but this build has no fleet support (cargo feature fleet)".into(),
+        fix: "install a package built with the fleet feature".into(),
+    }]
 }

@@ -356,7 +356,7 @@ async fn run(cli: Cli, root: PathBuf) -> ExitCode {
     match cli.command {
         Command::Doctor { json } => {
             return match load_config(&root, cli.config.as_deref()) {
-                Ok(cfg) => inspect::doctor(cfg, json).await,
+                Ok(cfg) => inspect::doctor(cfg, json, bus).await,
                 Err(f) => exit(Err(f)),
             }
         }
