@@ -272,3 +272,37 @@ fn tls_with_client_certificates_and_a_clear_error_without_one() {
         assert!(e.message().contains("cert and key go together"), "{e}");
     });
 }
+
+#[test]
+fn one_member_down_every_request_still_answers() {
+    let mut etcd = EtcdCluster::start(false);
+    let cfg = config(&etcd, 3);
+    rt().block_on(async {
+        // Connected while all three run, then the member it talks to (the first) dies:
+        // requests move to another member.
+        let mut a = Cluster::connect(&cfg, "n1").await.unwrap();
+        let la = a.lease().await.unwrap();
+        etcd.kill(0);
+        for i in 0..10 {
+            let st = a
+                .status()
+                .await
+                .unwrap_or_else(|e| panic!("request {i}: {e}"));
+            assert_eq!(st.members.len(), 3);
+        }
+        assert_eq!(a.take_slot(&la, "4.4.5", 1).await.unwrap(), Slot::Held(0));
+        a.confirm_slot(&la, 0).await.unwrap();
+        // New connections while it is down: each finds a live member.
+        for i in 0..10 {
+            let mut b = Cluster::connect(&cfg, "n2")
+                .await
+                .unwrap_or_else(|e| panic!("connect {i}: {e}"));
+            b.status()
+                .await
+                .unwrap_or_else(|e| panic!("status {i}: {e}"));
+        }
+        // The lease outlives the TTL: its keep-alives moved too.
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        a.confirm_slot(&la, 0).await.unwrap();
+    });
+}

@@ -23,6 +23,8 @@ use std::time::Duration;
 /// One node's connection to the cluster's etcd.
 pub struct Cluster {
     client: Client,
+    /// The endpoint `client` talks to.
+    current: usize,
     keys: Keys,
     node: String,
     cfg: FleetConfig,
@@ -115,45 +117,131 @@ fn unavailable(what: &str, e: impl std::fmt::Display) -> Error {
     }
 }
 
+/// Runs `$body` (an async block's body returning `$t`) again on the next etcd endpoint when
+/// the one in use fails at the transport (a member down, a leader change, a timeout), at most
+/// once per endpoint: a cluster with one member down still answers.
+macro_rules! failover {
+    ($self:ident, $t:ty, $body:block) => {{
+        let mut left = $self.cfg.endpoints.len();
+        loop {
+            let r: $t = async $body.await;
+            match r {
+                Err(ref e) if left > 1 && transport(e) => {
+                    left -= 1;
+                    $self.switch().await;
+                }
+                other => break other,
+            }
+        }
+    }};
+}
+
+/// An error another member might not give: the connection, a leader change, a timeout.
+fn transport(e: &Error) -> bool {
+    let m = e.message();
+    !m.contains("no quorum")
+        && [
+            "tcp connect error",
+            "transport error",
+            "Connection refused",
+            "leader changed",
+            "did not answer within",
+            "broken pipe",
+            "connection reset",
+            "h2 protocol error",
+        ]
+        .iter()
+        .any(|w| m.contains(w))
+}
+
+/// A client for endpoint `i` of `cfg` alone.
+async fn connect_one(cfg: &FleetConfig, i: usize) -> Result<Client> {
+    let mut opts = ConnectOptions::new()
+        .with_timeout(cfg.timeout)
+        .with_connect_timeout(cfg.timeout)
+        .with_require_leader(true);
+    if let Some(t) = tls(cfg)? {
+        opts = opts.with_tls(t);
+    }
+    let ep = cfg.endpoints.get(i).cloned().unwrap_or_default();
+    bounded(
+        cfg.timeout,
+        "connecting to etcd",
+        Client::connect([ep], Some(opts)),
+    )
+    .await
+}
+
 impl Cluster {
     /// Connects `node` to the etcd of `cfg` and proves the connection with a first request
     /// (`connect` alone is lazy: a bad CA or a missing client certificate shows only then).
+    /// The client talks to one member at a time, the first that answers; requests move to
+    /// the next member when it fails (etcd-client's own balancing keeps sending a share of
+    /// the requests to a member that is down).
     pub async fn connect(cfg: &FleetConfig, node: &str) -> Result<Cluster> {
         if cfg.endpoints.is_empty() {
             return Err(Error::FleetUnavailable(
                 "[fleet] endpoints is empty and cells.service names no etcd registry".into(),
             ));
         }
-        let mut opts = ConnectOptions::new()
-            .with_timeout(cfg.timeout)
-            .with_connect_timeout(cfg.timeout)
-            .with_require_leader(true);
-        if let Some(t) = tls(cfg)? {
-            opts = opts.with_tls(t);
+        tls(cfg)?;
+        let keys = Keys::new(&cfg.prefix, &cfg.cluster);
+        let mut last = None;
+        for i in 0..cfg.endpoints.len() {
+            let first = async {
+                let mut client = connect_one(cfg, i).await?;
+                bounded(
+                    cfg.timeout,
+                    "reading the cluster's keys",
+                    client.get(keys.halt(), None),
+                )
+                .await?;
+                Ok::<_, Error>(client)
+            };
+            match first.await {
+                Ok(client) => {
+                    return Ok(Cluster {
+                        client,
+                        current: i,
+                        keys,
+                        node: node.to_string(),
+                        cfg: cfg.clone(),
+                    })
+                }
+                Err(e) => last = Some(e),
+            }
         }
-        let client = bounded(
-            cfg.timeout,
-            "connecting to etcd",
-            Client::connect(cfg.endpoints.clone(), Some(opts)),
-        )
-        .await?;
-        let mut c = Cluster {
+        let e = last.unwrap_or_else(|| Error::FleetUnavailable("no etcd endpoint".into()));
+        // Said as "no quorum" when a live member says it has no leader.
+        let mut client = None;
+        for i in 0..cfg.endpoints.len() {
+            if let Ok(c) = connect_one(cfg, i).await {
+                client = Some(c);
+                break;
+            }
+        }
+        let Some(client) = client else { return Err(e) };
+        let probe = Cluster {
             client,
-            keys: Keys::new(&cfg.prefix, &cfg.cluster),
+            current: 0,
+            keys,
             node: node.to_string(),
             cfg: cfg.clone(),
         };
-        let mut probe = c.client.clone();
-        let first = bounded(
-            cfg.timeout,
-            "reading the cluster's keys",
-            probe.get(c.keys.halt(), None),
-        )
-        .await
-        .map(|_| ());
-        c.explain(first).await?;
-        c.keys = Keys::new(&cfg.prefix, &cfg.cluster);
-        Ok(c)
+        probe.explain(Err(e)).await
+    }
+
+    /// Moves to the next member that accepts a connection (requests are retried there).
+    async fn switch(&mut self) {
+        let n = self.cfg.endpoints.len();
+        for step in 1..=n {
+            let i = (self.current + step) % n;
+            if let Ok(c) = connect_one(&self.cfg, i).await {
+                self.client = c;
+                self.current = i;
+                return;
+            }
+        }
     }
 
     /// The cluster's keys.
@@ -164,50 +252,60 @@ impl Cluster {
     /// Grants this node a lease of `[fleet] lease_ttl` and keeps it alive (every third of
     /// the TTL) until the [`Lease`] is dropped.
     pub async fn lease(&mut self) -> Result<Lease> {
-        let ttl = self.cfg.lease_ttl.as_secs().max(2) as i64;
-        let t = self.cfg.timeout;
-        let id = bounded(t, "granting a lease", self.client.lease_grant(ttl, None))
-            .await?
-            .id();
-        let (mut keeper, mut stream) = bounded(
-            t,
-            "keeping the lease alive",
-            self.client.lease_keep_alive(id),
-        )
-        .await?;
-        let every = (self.cfg.lease_ttl / 3).max(Duration::from_millis(500));
-        let mut client = self.client.clone();
-        let task = tokio::spawn(async move {
-            let mut failing = false;
-            loop {
-                let pause = if failing {
-                    every.min(Duration::from_secs(1))
-                } else {
-                    every
-                };
-                tokio::time::sleep(pause).await;
-                let once = async {
-                    keeper.keep_alive().await.ok()?;
-                    stream.message().await.ok()?
-                };
-                match tokio::time::timeout(t, once).await {
-                    Ok(Some(r)) if r.ttl() > 0 => failing = false,
-                    // The stream broke (a member restarted, a leader change, the network):
-                    // it never reconnects by itself, so open a new one on the same lease. A
-                    // lease that is gone shows at the next confirm; the holder asks again.
-                    _ => {
-                        failing = true;
-                        if let Ok(Ok((k, s))) =
-                            tokio::time::timeout(t, client.lease_keep_alive(id)).await
-                        {
-                            keeper = k;
-                            stream = s;
+        failover!(self, Result<Lease>, {
+            let ttl = self.cfg.lease_ttl.as_secs().max(2) as i64;
+            let t = self.cfg.timeout;
+            let id = bounded(t, "granting a lease", self.client.lease_grant(ttl, None))
+                .await?
+                .id();
+            let (mut keeper, mut stream) = bounded(
+                t,
+                "keeping the lease alive",
+                self.client.lease_keep_alive(id),
+            )
+            .await?;
+            let every = (self.cfg.lease_ttl / 3).max(Duration::from_millis(500));
+            let mut client = self.client.clone();
+            let (cfg, mut at) = (self.cfg.clone(), self.current);
+            let task = tokio::spawn(async move {
+                let mut failing = false;
+                loop {
+                    let pause = if failing {
+                        every.min(Duration::from_secs(1))
+                    } else {
+                        every
+                    };
+                    tokio::time::sleep(pause).await;
+                    let once = async {
+                        keeper.keep_alive().await.ok()?;
+                        stream.message().await.ok()?
+                    };
+                    match tokio::time::timeout(t, once).await {
+                        Ok(Some(r)) if r.ttl() > 0 => failing = false,
+                        // The stream broke (a member restarted, a leader change, the network):
+                        // it never reconnects by itself, so open a new one on the same lease. A
+                        // lease that is gone shows at the next confirm; the holder asks again.
+                        _ => {
+                            // A second failure in a row: the member may be down, try the next.
+                            if failing && cfg.endpoints.len() > 1 {
+                                at = (at + 1) % cfg.endpoints.len();
+                                if let Ok(c) = connect_one(&cfg, at).await {
+                                    client = c;
+                                }
+                            }
+                            failing = true;
+                            if let Ok(Ok((k, s))) =
+                                tokio::time::timeout(t, client.lease_keep_alive(id)).await
+                            {
+                                keeper = k;
+                                stream = s;
+                            }
                         }
                     }
                 }
-            }
-        });
-        Ok(Lease { id, keeper: task })
+            });
+            Ok(Lease { id, keeper: task })
+        })
     }
 
     /// Revokes `lease` at once (what is bound to it goes now, not after the TTL).
@@ -234,20 +332,22 @@ impl Cluster {
 
     /// Refuses when the cluster is halted or `version` is marked bad for it.
     pub async fn admit(&mut self, version: &str) -> Result<()> {
-        if let Some((h, _)) = self.read::<HaltValue>(&self.keys.halt()).await? {
-            return Err(Error::FleetHalted(format!(
-                "the cluster {} is halted ({}, by {}); `cells-updater fleet resume` lifts it",
-                self.cfg.cluster, h.reason, h.node
-            )));
-        }
-        if let Some((b, _)) = self.read::<BadValue>(&self.keys.bad(version)).await? {
-            return Err(Error::NoSuchVersion(format!(
-                "{version} is marked bad for the cluster {} ({} on {}); `cells-updater fleet \
-                 forget-bad {version}` clears the mark",
-                self.cfg.cluster, b.reason, b.node
-            )));
-        }
-        Ok(())
+        failover!(self, Result<()>, {
+            if let Some((h, _)) = self.read::<HaltValue>(&self.keys.halt()).await? {
+                return Err(Error::FleetHalted(format!(
+                    "the cluster {} is halted ({}, by {}); `cells-updater fleet resume` lifts it",
+                    self.cfg.cluster, h.reason, h.node
+                )));
+            }
+            if let Some((b, _)) = self.read::<BadValue>(&self.keys.bad(version)).await? {
+                return Err(Error::NoSuchVersion(format!(
+                    "{version} is marked bad for the cluster {} ({} on {}); `cells-updater fleet \
+                         forget-bad {version}` clears the mark",
+                    self.cfg.cluster, b.reason, b.node
+                )));
+            }
+            Ok(())
+        })
     }
 
     /// Takes one of `max_parallel` slots for installing `version`, bound to `lease`, in one
@@ -259,8 +359,10 @@ impl Cluster {
         version: &str,
         max_parallel: u32,
     ) -> Result<Slot> {
-        let r = self.take_slot_once(lease, version, max_parallel).await;
-        self.explain(r).await
+        failover!(self, Result<Slot>, {
+            let r = self.take_slot_once(lease, version, max_parallel).await;
+            self.explain(r).await
+        })
     }
 
     async fn take_slot_once(
@@ -396,74 +498,80 @@ impl Cluster {
     /// at least half its TTL left. A lease that ran out under a paused or cut-off holder (and
     /// another node may have its slot now) fails here: the node asks again and does not swap.
     pub async fn confirm_slot(&mut self, lease: &Lease, n: u32) -> Result<()> {
-        let key = self.keys.slot(n);
-        let lost = |why: String| Error::FleetUnavailable(format!("slot {n} is lost: {why}"));
-        match self.read::<SlotValue>(&key).await? {
-            Some((s, l)) if s.node == self.node && l == lease.id => {}
-            Some((s, _)) => return Err(lost(format!("{} holds it now", s.node))),
-            None => return Err(lost("it is free (the lease ran out)".into())),
-        }
-        let ttl = bounded(
-            self.cfg.timeout,
-            "reading the lease",
-            self.client.lease_time_to_live(lease.id, None),
-        )
-        .await?
-        .ttl();
-        let half = (self.cfg.lease_ttl.as_secs() / 2) as i64;
-        if ttl < half {
-            return Err(lost(format!(
-                "the lease has {ttl} s left, less than half its TTL"
-            )));
-        }
-        Ok(())
+        failover!(self, Result<()>, {
+            let key = self.keys.slot(n);
+            let lost = |why: String| Error::FleetUnavailable(format!("slot {n} is lost: {why}"));
+            match self.read::<SlotValue>(&key).await? {
+                Some((s, l)) if s.node == self.node && l == lease.id => {}
+                Some((s, _)) => return Err(lost(format!("{} holds it now", s.node))),
+                None => return Err(lost("it is free (the lease ran out)".into())),
+            }
+            let ttl = bounded(
+                self.cfg.timeout,
+                "reading the lease",
+                self.client.lease_time_to_live(lease.id, None),
+            )
+            .await?
+            .ttl();
+            let half = (self.cfg.lease_ttl.as_secs() / 2) as i64;
+            if ttl < half {
+                return Err(lost(format!(
+                    "the lease has {ttl} s left, less than half its TTL"
+                )));
+            }
+            Ok(())
+        })
     }
 
     /// Gives slot `n` back, only if it is still this node's: the delete compares the
     /// revision read, so a slot another node took meanwhile is never freed.
     pub async fn release_slot(&mut self, n: u32) -> Result<()> {
-        let key = self.keys.slot(n);
-        let r = bounded(
-            self.cfg.timeout,
-            "reading a slot",
-            self.client.get(key.clone(), None),
-        )
-        .await?;
-        if let Some(kv) = r.kvs().first() {
-            if parse::<SlotValue>(&key, kv.value()).is_ok_and(|s| s.node == self.node) {
-                self.delete_if(&key, kv.mod_revision(), "freeing a slot")
-                    .await?;
+        failover!(self, Result<()>, {
+            let key = self.keys.slot(n);
+            let r = bounded(
+                self.cfg.timeout,
+                "reading a slot",
+                self.client.get(key.clone(), None),
+            )
+            .await?;
+            if let Some(kv) = r.kvs().first() {
+                if parse::<SlotValue>(&key, kv.value()).is_ok_and(|s| s.node == self.node) {
+                    self.delete_if(&key, kv.mod_revision(), "freeing a slot")
+                        .await?;
+                }
             }
-        }
-        Ok(())
+            Ok(())
+        })
     }
 
     /// Gives back every slot this node holds (a job that ended before or after its swap,
     /// whatever it knew of its grant); the number freed.
     pub async fn release_mine(&mut self) -> Result<usize> {
-        let r = bounded(
-            self.cfg.timeout,
-            "reading the slots",
-            self.client
-                .get(self.keys.slots(), Some(GetOptions::new().with_prefix())),
-        )
-        .await?;
-        let mine: Vec<(String, i64)> = r
-            .kvs()
-            .iter()
-            .filter_map(|kv| {
-                let key = String::from_utf8_lossy(kv.key()).to_string();
-                let s = parse::<SlotValue>(&key, kv.value()).ok()?;
-                (s.node == self.node).then_some((key, kv.mod_revision()))
-            })
-            .collect();
-        let mut freed = 0;
-        for (key, rev) in mine {
-            if self.delete_if(&key, rev, "freeing a slot").await? {
-                freed += 1;
+        failover!(self, Result<usize>, {
+            let r = bounded(
+                self.cfg.timeout,
+                "reading the slots",
+                self.client
+                    .get(self.keys.slots(), Some(GetOptions::new().with_prefix())),
+            )
+            .await?;
+            let mine: Vec<(String, i64)> = r
+                .kvs()
+                .iter()
+                .filter_map(|kv| {
+                    let key = String::from_utf8_lossy(kv.key()).to_string();
+                    let s = parse::<SlotValue>(&key, kv.value()).ok()?;
+                    (s.node == self.node).then_some((key, kv.mod_revision()))
+                })
+                .collect();
+            let mut freed = 0;
+            for (key, rev) in mine {
+                if self.delete_if(&key, rev, "freeing a slot").await? {
+                    freed += 1;
+                }
             }
-        }
-        Ok(freed)
+            Ok(freed)
+        })
     }
 
     /// Deletes `key` if its mod revision is still `rev`.
@@ -478,66 +586,76 @@ impl Cluster {
     /// This node is healthy on the rollout's target `version`: it becomes the canary when
     /// none is (the soak runs from now). Other versions, or a canary already set: nothing.
     pub async fn record_healthy(&mut self, version: &str) -> Result<()> {
-        let Some((t, _)) = self.read::<TargetValue>(&self.keys.target()).await? else {
-            return Ok(());
-        };
-        if t.version != version || t.canary_soak == 0 {
-            return Ok(());
-        }
-        let c = CanaryValue {
-            format: FORMAT,
-            version: version.to_string(),
-            node: self.node.clone(),
-            since: now(),
-        };
-        // Set once per target: a canary of an older target is replaced.
-        let current = bounded(
-            self.cfg.timeout,
-            "reading the canary",
-            self.client.get(self.keys.canary(), None),
-        )
-        .await?;
-        let cmp = match current.kvs().first() {
-            Some(kv) => {
-                let key = self.keys.canary();
-                if parse::<CanaryValue>(&key, kv.value()).is_ok_and(|c| c.version == version) {
-                    return Ok(());
-                }
-                Compare::mod_revision(key, CompareOp::Equal, kv.mod_revision())
+        failover!(self, Result<()>, {
+            let Some((t, _)) = self.read::<TargetValue>(&self.keys.target()).await? else {
+                return Ok(());
+            };
+            if t.version != version || t.canary_soak == 0 {
+                return Ok(());
             }
-            None => Compare::create_revision(self.keys.canary(), CompareOp::Equal, 0),
-        };
-        let txn =
-            Txn::new()
-                .when([cmp])
-                .and_then([TxnOp::put(self.keys.canary(), encode(&c), None)]);
-        bounded(
-            self.cfg.timeout,
-            "recording the canary",
-            self.client.txn(txn),
-        )
-        .await
-        .map(|_| ())
+            let c = CanaryValue {
+                format: FORMAT,
+                version: version.to_string(),
+                node: self.node.clone(),
+                since: now(),
+            };
+            // Set once per target: a canary of an older target is replaced.
+            let current = bounded(
+                self.cfg.timeout,
+                "reading the canary",
+                self.client.get(self.keys.canary(), None),
+            )
+            .await?;
+            let cmp = match current.kvs().first() {
+                Some(kv) => {
+                    let key = self.keys.canary();
+                    if parse::<CanaryValue>(&key, kv.value()).is_ok_and(|c| c.version == version) {
+                        return Ok(());
+                    }
+                    Compare::mod_revision(key, CompareOp::Equal, kv.mod_revision())
+                }
+                None => Compare::create_revision(self.keys.canary(), CompareOp::Equal, 0),
+            };
+            let txn =
+                Txn::new()
+                    .when([cmp])
+                    .and_then([TxnOp::put(self.keys.canary(), encode(&c), None)]);
+            bounded(
+                self.cfg.timeout,
+                "recording the canary",
+                self.client.txn(txn),
+            )
+            .await
+            .map(|_| ())
+        })
     }
 
     /// The rollout target, if any (a malformed one is an error naming its key).
     pub async fn target(&mut self) -> Result<Option<TargetValue>> {
-        Ok(self
-            .read::<TargetValue>(&self.keys.target())
-            .await?
-            .map(|t| t.0))
+        failover!(self, Result<Option<TargetValue>>, {
+            Ok(self
+                .read::<TargetValue>(&self.keys.target())
+                .await?
+                .map(|t| t.0))
+        })
     }
 
     /// A stream that yields whenever a key of the cluster changes (the agent re-reads then);
     /// it ends when etcd is lost, and the agent opens another.
     pub async fn watch(&mut self) -> Result<(etcd_client::Watcher, etcd_client::WatchStream)> {
-        bounded(
-            self.cfg.timeout,
-            "watching the cluster",
-            self.client
-                .watch(self.keys.root(), Some(WatchOptions::new().with_prefix())),
+        failover!(
+            self,
+            Result<(etcd_client::Watcher, etcd_client::WatchStream)>,
+            {
+                bounded(
+                    self.cfg.timeout,
+                    "watching the cluster",
+                    self.client
+                        .watch(self.keys.root(), Some(WatchOptions::new().with_prefix())),
+                )
+                .await
+            }
         )
-        .await
     }
 
     /// `version` failed its health check here: `bad/<version>` and `halt` are written, and
@@ -548,115 +666,127 @@ impl Cluster {
         reason: &str,
         slot: Option<u32>,
     ) -> Result<()> {
-        let reason = crate::text::one_line(reason, 300);
-        let bad = BadValue {
-            format: FORMAT,
-            node: self.node.clone(),
-            reason: reason.clone(),
-            at: now(),
-        };
-        let halt = HaltValue {
-            format: FORMAT,
-            reason: format!("{version} failed on {}: {reason}", self.node),
-            node: self.node.clone(),
-            at: now(),
-        };
-        let ops = vec![
-            TxnOp::put(self.keys.bad(version), encode(&bad), None),
-            TxnOp::put(self.keys.halt(), encode(&halt), None),
-        ];
-        // The slot goes back in the same transaction only while it is still this node's
-        // (the compare on its revision); otherwise the verdict is written alone.
-        let mine = match slot {
-            Some(n) => {
-                let key = self.keys.slot(n);
-                let r = bounded(
-                    self.cfg.timeout,
-                    "reading a slot",
-                    self.client.get(key.clone(), None),
-                )
-                .await?;
-                r.kvs()
-                    .first()
-                    .filter(|kv| {
-                        parse::<SlotValue>(&key, kv.value()).is_ok_and(|s| s.node == self.node)
-                    })
-                    .map(|kv| (key.clone(), kv.mod_revision()))
-            }
-            None => None,
-        };
-        let txn = match &mine {
-            Some((key, rev)) => {
-                let mut with_slot = ops.clone();
-                with_slot.push(TxnOp::delete(key.as_str(), None));
-                Txn::new()
-                    .when([Compare::mod_revision(key.as_str(), CompareOp::Equal, *rev)])
-                    .and_then(with_slot)
-                    .or_else(ops)
-            }
-            None => Txn::new().and_then(ops),
-        };
-        bounded(
-            self.cfg.timeout,
-            "marking the release bad",
-            self.client.txn(txn),
-        )
-        .await
-        .map(|_| ())
+        failover!(self, Result<()>, {
+            let reason = crate::text::one_line(reason, 300);
+            let bad = BadValue {
+                format: FORMAT,
+                node: self.node.clone(),
+                reason: reason.clone(),
+                at: now(),
+            };
+            let halt = HaltValue {
+                format: FORMAT,
+                reason: format!("{version} failed on {}: {reason}", self.node),
+                node: self.node.clone(),
+                at: now(),
+            };
+            let ops = vec![
+                TxnOp::put(self.keys.bad(version), encode(&bad), None),
+                TxnOp::put(self.keys.halt(), encode(&halt), None),
+            ];
+            // The slot goes back in the same transaction only while it is still this node's
+            // (the compare on its revision); otherwise the verdict is written alone.
+            let mine = match slot {
+                Some(n) => {
+                    let key = self.keys.slot(n);
+                    let r = bounded(
+                        self.cfg.timeout,
+                        "reading a slot",
+                        self.client.get(key.clone(), None),
+                    )
+                    .await?;
+                    r.kvs()
+                        .first()
+                        .filter(|kv| {
+                            parse::<SlotValue>(&key, kv.value()).is_ok_and(|s| s.node == self.node)
+                        })
+                        .map(|kv| (key.clone(), kv.mod_revision()))
+                }
+                None => None,
+            };
+            let txn = match &mine {
+                Some((key, rev)) => {
+                    let mut with_slot = ops.clone();
+                    with_slot.push(TxnOp::delete(key.as_str(), None));
+                    Txn::new()
+                        .when([Compare::mod_revision(key.as_str(), CompareOp::Equal, *rev)])
+                        .and_then(with_slot)
+                        .or_else(ops)
+                }
+                None => Txn::new().and_then(ops),
+            };
+            bounded(
+                self.cfg.timeout,
+                "marking the release bad",
+                self.client.txn(txn),
+            )
+            .await
+            .map(|_| ())
+        })
     }
 
     /// Halts the cluster (an admin's `fleet halt`).
     pub async fn halt(&mut self, reason: &str, by: &str) -> Result<()> {
-        let v = HaltValue {
-            format: FORMAT,
-            reason: crate::text::one_line(reason, 300),
-            node: crate::text::one_line(by, 100),
-            at: now(),
-        };
-        self.put(self.keys.halt(), encode(&v)).await
+        failover!(self, Result<()>, {
+            let v = HaltValue {
+                format: FORMAT,
+                reason: crate::text::one_line(reason, 300),
+                node: crate::text::one_line(by, 100),
+                at: now(),
+            };
+            self.put(self.keys.halt(), encode(&v)).await
+        })
     }
 
     /// Lifts the halt.
     pub async fn resume(&mut self) -> Result<()> {
-        let key = self.keys.halt();
-        bounded(
-            self.cfg.timeout,
-            "lifting the halt",
-            self.client.delete(key, None),
-        )
-        .await
-        .map(|_| ())
+        failover!(self, Result<()>, {
+            let key = self.keys.halt();
+            bounded(
+                self.cfg.timeout,
+                "lifting the halt",
+                self.client.delete(key, None),
+            )
+            .await
+            .map(|_| ())
+        })
     }
 
     /// Clears the cluster's bad mark on `version`; `false` when there was none.
     pub async fn forget_bad(&mut self, version: &str) -> Result<bool> {
-        let key = self.keys.bad(version);
-        let r = bounded(
-            self.cfg.timeout,
-            "clearing the mark",
-            self.client.delete(key, None),
-        )
-        .await?;
-        Ok(r.deleted() > 0)
+        failover!(self, Result<bool>, {
+            let key = self.keys.bad(version);
+            let r = bounded(
+                self.cfg.timeout,
+                "clearing the mark",
+                self.client.delete(key, None),
+            )
+            .await?;
+            Ok(r.deleted() > 0)
+        })
     }
 
     /// Sets the rollout target (refused while halted or for a release marked bad).
     pub async fn set_target(&mut self, t: &TargetValue) -> Result<()> {
-        self.admit(&t.version).await?;
-        self.put(self.keys.target(), encode(t)).await
+        failover!(self, Result<()>, {
+            self.admit(&t.version).await?;
+            self.put(self.keys.target(), encode(t)).await
+        })
     }
 
     /// Writes this node's record, bound to `lease`.
     pub async fn heartbeat(&mut self, lease: &Lease, v: &NodeValue) -> Result<()> {
-        let key = self.keys.node(&self.node);
-        bounded(
-            self.cfg.timeout,
-            "writing the heartbeat",
-            self.client
-                .put(key, encode(v), Some(PutOptions::new().with_lease(lease.id))),
-        )
-        .await
-        .map(|_| ())
+        failover!(self, Result<()>, {
+            let key = self.keys.node(&self.node);
+            bounded(
+                self.cfg.timeout,
+                "writing the heartbeat",
+                self.client
+                    .put(key, encode(v), Some(PutOptions::new().with_lease(lease.id))),
+            )
+            .await
+            .map(|_| ())
+        })
     }
 
     async fn put(&mut self, key: String, value: Vec<u8>) -> Result<()> {
@@ -672,8 +802,10 @@ impl Cluster {
     /// The cluster's status: every value under its keys (unreadable ones listed, not
     /// trusted), etcd's members and leader.
     pub async fn status(&mut self) -> Result<Status> {
-        let r = self.status_once().await;
-        self.explain(r).await
+        failover!(self, Result<Status>, {
+            let r = self.status_once().await;
+            self.explain(r).await
+        })
     }
 
     /// A failed request may have met a member that is down while a live one would say

@@ -477,4 +477,6 @@ impl StageEnv {
 }
 #[cfg(feature = "fleet")]
 pub mod etcd;
+#[cfg(all(feature = "fleet", feature = "fake-unit"))]
+pub mod fleet;
 pub mod sandbox;
