@@ -160,6 +160,8 @@ pub struct FleetReport {
     pub version: String,
     /// The slot it held.
     pub slot: u32,
+    /// The grant's token (the slot key's create revision); 0: whatever this node holds.
+    pub grant: i64,
     /// It failed its health check here: the cluster's verdict.
     pub bad: bool,
     /// Why it failed, one line; `""` on success.
@@ -267,6 +269,8 @@ pub struct Journal {
     pub restart: bool,
     /// The fleet slot this operation held (cluster nodes): recovery reports the outcome.
     pub fleet_slot: Option<u32>,
+    /// That slot's grant token (its key's create revision in etcd).
+    pub fleet_grant: i64,
 }
 
 impl Journal {

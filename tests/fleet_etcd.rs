@@ -49,15 +49,24 @@ fn slots_halt_bad_list_and_quorum_on_a_real_etcd() {
         );
 
         // max_parallel 1: one holder; asking again is granted to the holder only.
-        assert_eq!(a.take_slot(&la, "4.4.5", 1).await.unwrap(), Slot::Held(0));
-        assert_eq!(a.take_slot(&la, "4.4.5", 1).await.unwrap(), Slot::Held(0));
+        assert_eq!(
+            a.take_slot(&la, "4.4.5", 1).await.unwrap().number(),
+            Some(0)
+        );
+        assert_eq!(
+            a.take_slot(&la, "4.4.5", 1).await.unwrap().number(),
+            Some(0)
+        );
         assert_eq!(
             b.take_slot(&lb, "4.4.5", 1).await.unwrap(),
             Slot::Busy(vec!["n1".into()])
         );
         a.confirm_slot(&la, 0).await.unwrap();
         // max_parallel 2: a second holder, not a third.
-        assert_eq!(b.take_slot(&lb, "4.4.5", 2).await.unwrap(), Slot::Held(1));
+        assert_eq!(
+            b.take_slot(&lb, "4.4.5", 2).await.unwrap().number(),
+            Some(1)
+        );
         assert!(
             matches!(c.take_slot(&lc, "4.4.5", 2).await.unwrap(), Slot::Busy(h) if h.len() == 2)
         );
@@ -76,12 +85,15 @@ fn slots_halt_bad_list_and_quorum_on_a_real_etcd() {
 
         // A dead holder (no more keep-alives): its slot frees within TTL + 5 s, and its
         // confirm fails, so it would not swap.
-        assert_eq!(a.take_slot(&la, "4.4.5", 1).await.unwrap(), Slot::Held(0));
+        assert_eq!(
+            a.take_slot(&la, "4.4.5", 1).await.unwrap().number(),
+            Some(0)
+        );
         let dead = la.id;
         drop(la);
         let t0 = Instant::now();
         let freed = loop {
-            if let Slot::Held(n) = b.take_slot(&lb, "4.4.5", 1).await.unwrap() {
+            if let Slot::Held(n, _) = b.take_slot(&lb, "4.4.5", 1).await.unwrap() {
                 break (n, t0.elapsed());
             }
             assert!(
@@ -152,7 +164,10 @@ fn slots_halt_bad_list_and_quorum_on_a_real_etcd() {
         assert!(c.forget_bad("4.4.5").await.unwrap());
         assert!(!c.forget_bad("4.4.5").await.unwrap());
         c.set_target(&target).await.unwrap();
-        assert_eq!(c.take_slot(&lc, "4.4.5", 1).await.unwrap(), Slot::Held(0));
+        assert_eq!(
+            c.take_slot(&lc, "4.4.5", 1).await.unwrap().number(),
+            Some(0)
+        );
         c.release_slot(0).await.unwrap();
 
         // Garbage another writer left (etcdctl): clear errors naming the key, no slot.
@@ -227,7 +242,7 @@ fn slots_halt_bad_list_and_quorum_on_a_real_etcd() {
         let t0 = Instant::now();
         loop {
             match c.take_slot(&lc, "4.4.8", 1).await {
-                Ok(Slot::Held(_)) => break,
+                Ok(Slot::Held(..)) => break,
                 other => {
                     assert!(t0.elapsed() < Duration::from_secs(20), "{other:?}");
                     tokio::time::sleep(Duration::from_millis(200)).await;
@@ -248,7 +263,10 @@ fn tls_with_client_certificates_and_a_clear_error_without_one() {
     rt().block_on(async {
         let mut a = Cluster::connect(&cfg, "n1").await.unwrap();
         let la = a.lease().await.unwrap();
-        assert_eq!(a.take_slot(&la, "4.4.5", 1).await.unwrap(), Slot::Held(0));
+        assert_eq!(
+            a.take_slot(&la, "4.4.5", 1).await.unwrap().number(),
+            Some(0)
+        );
         a.confirm_slot(&la, 0).await.unwrap();
         let st = a.status().await.unwrap();
         assert_eq!(st.slots.len(), 1);
@@ -290,7 +308,10 @@ fn one_member_down_every_request_still_answers() {
                 .unwrap_or_else(|e| panic!("request {i}: {e}"));
             assert_eq!(st.members.len(), 3);
         }
-        assert_eq!(a.take_slot(&la, "4.4.5", 1).await.unwrap(), Slot::Held(0));
+        assert_eq!(
+            a.take_slot(&la, "4.4.5", 1).await.unwrap().number(),
+            Some(0)
+        );
         a.confirm_slot(&la, 0).await.unwrap();
         // New connections while it is down: each finds a live member.
         for i in 0..10 {
@@ -304,5 +325,64 @@ fn one_member_down_every_request_still_answers() {
         // The lease outlives the TTL: its keep-alives moved too.
         tokio::time::sleep(Duration::from_secs(5)).await;
         a.confirm_slot(&la, 0).await.unwrap();
+    });
+}
+
+#[test]
+fn a_late_release_frees_only_its_own_grant_and_a_halt_stops_the_confirm() {
+    let etcd = EtcdCluster::start(false);
+    let cfg = config(&etcd, 5);
+    rt().block_on(async {
+        let mut a = Cluster::connect(&cfg, "n1").await.unwrap();
+        let la = a.lease().await.unwrap();
+        let Slot::Held(0, first) = a.take_slot(&la, "4.4.5", 1).await.unwrap() else {
+            panic!("no slot")
+        };
+        assert!(a.release_grant(0, first).await.unwrap());
+        // The next job on the same node gets the same slot under a new grant; the first
+        // job's report arriving late does not free it.
+        let Slot::Held(0, second) = a.take_slot(&la, "4.4.5", 1).await.unwrap() else {
+            panic!("no slot")
+        };
+        assert_ne!(first, second);
+        assert!(!a.release_grant(0, first).await.unwrap());
+        assert_eq!(a.status().await.unwrap().slots.len(), 1, "the late release freed it");
+        // A halt written between the grant and the swap: the confirm says so.
+        a.confirm_slot(&la, 0).await.unwrap();
+        let out = etcd.etcdctl(&[
+            "put",
+            "/cells-updater/test/halt",
+            r#"{"format":1,"reason":"by hand","node":"admin","at":0}"#,
+        ]);
+        assert!(out.status.success());
+        let e = a.confirm_slot(&la, 0).await.unwrap_err();
+        assert_eq!(e.name(), "FleetHalted", "{e}");
+        a.resume().await.unwrap();
+        // Timestamps at the ends of i64 (an etcd writer's) are shown, never overflow.
+        for (key, v) in [
+            ("halt", r#"{"format":1,"reason":"r","node":"n","at":-9223372036854775808}"#),
+            (
+                "canary",
+                r#"{"format":1,"version":"4.4.5","node":"n9","since":9223372036854775807}"#,
+            ),
+            (
+                "target",
+                r#"{"format":1,"version":"4.4.5","package":"PydioHome","max_parallel":1,"canary_soak":18446744073709551615,"now":false,"by":"x","at":9223372036854775807}"#,
+            ),
+        ] {
+            let out = etcd.etcdctl(&["put", &format!("/cells-updater/test/{key}"), v]);
+            assert!(out.status.success());
+        }
+        let st = a.status().await.unwrap();
+        assert!(st.halt.is_some() && st.canary.is_some() && st.target.is_some());
+        a.resume().await.unwrap();
+        assert!(a.release_grant(0, second).await.unwrap());
+        let mut b = Cluster::connect(&cfg, "n2").await.unwrap();
+        let lb = b.lease().await.unwrap();
+        // The canary soaks until the end of time: refused, not a panic.
+        assert!(matches!(
+            b.take_slot(&lb, "4.4.5", 1).await.unwrap(),
+            Slot::Busy(h) if h[0].contains("canary n9")
+        ));
     });
 }

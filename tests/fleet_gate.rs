@@ -90,7 +90,11 @@ fn nodes_take_turns_and_the_first_failure_halts_the_cluster() {
 #[test]
 fn a_rollout_moves_the_nodes_halts_on_a_broken_release_and_soaks_its_canary() {
     let etcd = EtcdCluster::start(false);
-    let nodes: Vec<Node> = ["n1", "n2", "n3"].iter().map(|n| node(&etcd, n)).collect();
+    // Each node's admin allows up to 3 at once; each rollout says how many.
+    let nodes: Vec<Node> = ["n1", "n2", "n3"]
+        .iter()
+        .map(|n| node_with(n, &format!("{}max_parallel = 3\n", endpoints(&etcd))))
+        .collect();
 
     // max_parallel 2: the agents see the target and ask their daemons.
     let said = fleet_ok(
@@ -138,7 +142,17 @@ fn a_rollout_moves_the_nodes_halts_on_a_broken_release_and_soaks_its_canary() {
     // A broken target: one node tries it and rolls back; the cluster halts; the others
     // never swap it.
     let before: Vec<Vec<u8>> = nodes.iter().map(binary).collect();
-    fleet_ok(&nodes[0], &["rollout", "4.4.6", "--package", "PydioHome"]);
+    fleet_ok(
+        &nodes[0],
+        &[
+            "rollout",
+            "4.4.6",
+            "--max-parallel",
+            "1",
+            "--package",
+            "PydioHome",
+        ],
+    );
     let halted = || {
         !etcd
             .etcdctl(&["get", "/cells-updater/gate/halt", "--print-value-only"])
@@ -561,4 +575,103 @@ fn garbage_in_the_target_moves_nothing_and_crashes_nothing() {
         n.bus.manager_prop("InstalledVersion") == "4.4.5"
     });
     n.kill_agent();
+}
+
+#[test]
+fn an_etcd_writer_cannot_widen_a_rollout_past_each_nodes_limit() {
+    let etcd = EtcdCluster::start(false);
+    let nodes: Vec<Node> = ["n1", "n2", "n3"].iter().map(|n| node(&etcd, n)).collect();
+    // Written straight into etcd: every node at once, outside windows, no soak.
+    let out = etcd.etcdctl(&[
+        "put",
+        "/cells-updater/gate/target",
+        r#"{"format":1,"version":"4.4.5","package":"PydioHome","max_parallel":64,"canary_soak":0,"now":true,"by":"intruder","at":0}"#,
+    ]);
+    assert!(out.status.success());
+    let w = watch_rollout(&nodes, "4.4.5", || false);
+    println!(
+        "target with max_parallel 64 on nodes limited to 1: at most {} at once",
+        w.most
+    );
+    assert_eq!(w.most, 1, "the writer widened the rollout");
+}
+
+#[test]
+fn a_verdict_etcd_could_not_take_is_kept_and_written_when_quorum_returns() {
+    let mut etcd = EtcdCluster::start(false);
+    let nodes: Vec<Node> = ["n1"].iter().map(|n| node(&etcd, n)).collect();
+    let n = &nodes[0];
+    // The broken release takes the slot, swaps, and fails its health check while etcd has
+    // lost its quorum.
+    let j = update(n, "4.4.6");
+    wait_until(Duration::from_secs(30), "the swap", || {
+        matches!(
+            n.bus.manager_prop("State").as_str().unwrap_or_default(),
+            "restarting" | "health-check" | "rolling-back"
+        )
+    });
+    etcd.kill(1);
+    etcd.kill(2);
+    wait_until(Duration::from_secs(60), "the job to end", || {
+        job(n, &j, "State") != "running"
+    });
+    assert_eq!(
+        job(n, &j, "Error"),
+        "com.pydio.CellsUpdater1.Error.UnitFailed"
+    );
+    wait_until(Duration::from_secs(15), "the kept verdict", || {
+        let st = state_file(n);
+        st.contains("\"fleet_report\": {") && st.contains("\"bad\": true")
+    });
+    // While it is kept, this node takes no new slot (the verdict goes first).
+    let j2 = update(n, "4.4.5");
+    wait_until(Duration::from_secs(60), "the second job to end", || {
+        job(n, &j2, "State") != "running"
+    });
+    let msg = job(n, &j2, "Message");
+    assert!(msg.contains("has not reached the cluster yet"), "{msg}");
+    assert_eq!(n.bus.manager_prop("InstalledVersion"), "4.4.2");
+    // Quorum back: the verdict and the halt are written.
+    etcd.restart(1);
+    etcd.restart(2);
+    wait_until(
+        Duration::from_secs(60),
+        "bad/4.4.6 and the halt in etcd",
+        || {
+            let bad = etcd.etcdctl(&["get", "--prefix", "--keys-only", "/cells-updater/gate/bad/"]);
+            let halt = etcd.etcdctl(&["get", "/cells-updater/gate/halt", "--print-value-only"]);
+            String::from_utf8_lossy(&bad.stdout).contains("bad/4.4.6")
+                && String::from_utf8_lossy(&halt.stdout).contains("4.4.6 failed on n1")
+        },
+    );
+}
+
+#[test]
+fn a_daemon_killed_after_its_grant_gives_its_slot_back_through_the_agent() {
+    let etcd = EtcdCluster::start(false);
+    let mut nodes: Vec<Node> = ["n1"].iter().map(|n| node(&etcd, n)).collect();
+    let n = &mut nodes[0];
+    let j = update(n, "4.4.5");
+    let slots = || {
+        let out = etcd.etcdctl(&[
+            "get",
+            "--prefix",
+            "--keys-only",
+            "/cells-updater/gate/slots/",
+        ]);
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    };
+    wait_until(Duration::from_secs(30), "the grant", || !slots().is_empty());
+    let _ = j;
+    n._daemon.kill9();
+    let killed = Instant::now();
+    // The agent is alive (its lease would keep the slot for ever): it sees the daemon gone.
+    wait_until(Duration::from_secs(10), "the slot given back", || {
+        slots().is_empty()
+    });
+    println!(
+        "daemon killed after its grant: slot back in {:?}",
+        killed.elapsed()
+    );
+    assert!(n.agent.try_wait().unwrap().is_none());
 }

@@ -154,7 +154,7 @@ async fn local_package(bus: Option<&str>) -> Result<String, Failure> {
 }
 
 fn age(now: i64, at: i64) -> String {
-    let s = (now - at).max(0);
+    let s = now.saturating_sub(at).max(0);
     match s {
         0..=119 => format!("{s} s ago"),
         120..=7199 => format!("{} min ago", s / 60),
@@ -272,7 +272,7 @@ pub fn status_json(st: &Status, now: i64) -> String {
                 "version": n.version,
                 "state": n.state,
                 "slot": st.slots.iter().find(|(_, s)| s.node == *name).map(|(i, _)| *i),
-                "heartbeat_age_s": (now - n.heartbeat).max(0),
+                "heartbeat_age_s": now.saturating_sub(n.heartbeat).max(0),
                 "last_error": n.last_error,
             })
         })
@@ -391,13 +391,13 @@ pub async fn doctor(cfg: &Config, bus: Option<&str>) -> Vec<cells_updater::docto
     }
     let ttl = fl.lease_ttl.as_secs() as i64;
     for (n, v) in &st.nodes {
-        if (v.heartbeat - now).abs() > ttl {
+        if v.heartbeat.saturating_sub(now).saturating_abs() > ttl {
             out.push(f(
                 Level::Warn,
                 format!(
                     "the clock of {} is {} s off this one's (more than the lease TTL)",
                     one_line(n, 64),
-                    v.heartbeat - now
+                    v.heartbeat.saturating_sub(now)
                 ),
                 "run NTP (systemd-timesyncd or chrony) on every node",
             ));

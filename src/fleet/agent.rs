@@ -29,40 +29,66 @@ struct State {
     state: String,
     last_error: String,
     version: String,
-    /// An outcome etcd did not take yet: (version, bad, reason).
-    pending: Option<(String, bool, String)>,
+    /// The daemon connection (its unique bus name) the current grant went to: a daemon that
+    /// died before reporting leaves the slot, which the agent then gives back itself.
+    granted_to: Option<String>,
     /// The last Update this agent asked for, and when.
     tried: Option<(String, std::time::Instant)>,
 }
 
 impl State {
-    /// Writes an outcome to etcd: the verdict, or the slot back (and the canary).
-    async fn write_outcome(&mut self, version: &str, bad: bool, reason: &str) -> Result<()> {
-        // The verdict or the canary first, then the slot: no other node may take the slot
-        // before the halt, or before the soak has started.
+    /// Writes an outcome to etcd: the verdict or the canary first, then the grant back (no
+    /// other node may take the slot before the halt, or before the soak has started). A
+    /// `grant` of 0 (a job that never learned of its grant) gives back every slot this node
+    /// holds under this lease.
+    async fn write_outcome(
+        &mut self,
+        version: &str,
+        slot: u32,
+        grant: i64,
+        bad: bool,
+        reason: &str,
+    ) -> Result<()> {
         if bad {
             self.cluster.report_bad(version, reason, None).await?;
         } else if reason.is_empty() {
             self.cluster.record_healthy(version).await?;
         }
-        self.cluster.release_mine().await?;
+        if grant != 0 {
+            self.cluster.release_grant(slot, grant).await?;
+        } else {
+            let State { cluster, lease, .. } = self;
+            cluster.release_mine(lease).await?;
+        }
         Ok(())
     }
 
-    /// Writes a kept outcome, if any, now that etcd may be back.
-    async fn flush(&mut self) {
-        let Some((v, bad, reason)) = self.pending.clone() else {
+    /// The daemon that holds the grant left the bus without reporting (it crashed or was
+    /// killed before its swap's outcome): the slot goes back now rather than never.
+    async fn reclaim(&mut self, conn: &zbus::Connection) {
+        let Some(to) = self.granted_to.clone() else {
             return;
         };
-        match self.write_outcome(&v, bad, &reason).await {
-            Ok(()) => {
-                self.pending = None;
-                log::info(
-                    &format!("the outcome of {v} was written to etcd, now that it answers"),
-                    &[("VERSION", &v)],
-                );
-            }
-            Err(e) => log::log(log::Level::Warning, &e.message(), &[]),
+        let gone = match zbus::fdo::DBusProxy::new(conn).await {
+            Ok(p) => match zbus::names::BusName::try_from(to.as_str()) {
+                Ok(n) => matches!(p.name_has_owner(n).await, Ok(false)),
+                Err(_) => true,
+            },
+            Err(_) => false,
+        };
+        if !gone {
+            return;
+        }
+        let State { cluster, lease, .. } = self;
+        if cluster.release_mine(lease).await.is_ok() {
+            self.granted_to = None;
+            self.state = "idle".into();
+            log::log(
+                log::Level::Warning,
+                "the daemon that held this node's slot left the bus without reporting; the \
+                 slot was given back (its recovery reports the outcome)",
+                &[],
+            );
         }
     }
 }
@@ -108,17 +134,18 @@ async fn caller_is_root(conn: &zbus::Connection, hdr: &zbus::message::Header<'_>
 
 #[zbus::interface(name = "com.pydio.CellsUpdater1.Fleet")]
 impl Agent {
-    /// Asks for a slot to install `version`: `(granted, slot, why)`; `why` names the holders
-    /// when every slot is taken. `FleetHalted`, `NoSuchVersion` (marked bad for the cluster)
+    /// Asks for a slot to install `version`: `(granted, slot, grant, why)`; `grant` is the
+    /// token `Report` gives back; `why` names the holders when every slot is taken. `FleetHalted`, `NoSuchVersion` (marked bad for the cluster)
     /// and `FleetUnavailable` as errors.
     async fn take_slot(
         &self,
         version: String,
         #[zbus(header)] hdr: zbus::message::Header<'_>,
         #[zbus(connection)] conn: &zbus::Connection,
-    ) -> std::result::Result<(bool, u32, String), crate::daemon::errors::BusError> {
+    ) -> std::result::Result<(bool, u32, i64, String), crate::daemon::errors::BusError> {
         caller_is_root(conn, &hdr).await?;
         let v = crate::version::CellsVersion::parse(&version)?.to_string();
+        let sender = hdr.sender().map(|n| n.to_string());
         let mut s = self.inner.lock().await;
         let State { cluster, lease, .. } = &mut *s;
         let got = match cluster.take_slot(lease, &v, self.cfg.max_parallel).await {
@@ -136,13 +163,19 @@ impl Agent {
             other => other?,
         };
         Ok(match got {
-            Slot::Held(n) => {
+            Slot::Held(n, grant) => {
                 s.state = "updating".into();
-                (true, n, String::new())
+                s.granted_to = sender;
+                (true, n, grant, String::new())
             }
             Slot::Busy(h) => {
                 s.state = "waiting-for-slot".into();
-                (false, 0, format!("every slot is taken ({})", h.join(", ")))
+                (
+                    false,
+                    0,
+                    0,
+                    format!("every slot is taken ({})", h.join(", ")),
+                )
             }
         })
     }
@@ -161,14 +194,18 @@ impl Agent {
     }
 
     /// The outcome of a job that asked for a slot: `bad` (it failed its health check here)
-    /// marks `version` bad for the cluster and halts it; in every case this node's slots are
-    /// given back (also one granted to a job that never learned of it). Success with no
-    /// `reason` makes this node the rollout's canary when it is the first. When etcd does
-    /// not answer, the outcome is kept and written once it does.
+    /// marks `version` bad for the cluster and halts it; then the grant `grant` of `slot` is
+    /// given back (`grant` 0: every slot this node holds, for a job that never learned of
+    /// its grant). Success with no `reason` makes this node the rollout's canary when it is
+    /// the first. When etcd does not take it, the call fails (`FleetUnavailable`) and the
+    /// daemon keeps the outcome and sends it again.
+    // The D-Bus signature (five arguments) plus the header and connection zbus passes.
+    #[allow(clippy::too_many_arguments)]
     async fn report(
         &self,
         version: String,
         slot: u32,
+        grant: i64,
         bad: bool,
         reason: String,
         #[zbus(header)] hdr: zbus::message::Header<'_>,
@@ -178,12 +215,13 @@ impl Agent {
         let v = crate::version::CellsVersion::parse(&version)?.to_string();
         let reason = crate::text::one_line(&reason, 300);
         let mut s = self.inner.lock().await;
+        s.write_outcome(&v, slot, grant, bad, &reason).await?;
         if bad {
             s.state = "failed".into();
             s.last_error = reason.clone();
             log::log(
                 log::Level::Warning,
-                &format!("{v} failed here: marking it bad for the cluster, which halts"),
+                &format!("{v} failed here: marked bad for the cluster, which is halted"),
                 &[("VERSION", &v)],
             );
         } else if reason.is_empty() {
@@ -194,19 +232,8 @@ impl Agent {
             s.state = "idle".into();
             s.last_error = reason.clone();
         }
+        s.granted_to = None;
         s.tried = None;
-        if let Err(e) = s.write_outcome(&v, bad, &reason).await {
-            log::log(
-                log::Level::Warning,
-                &format!(
-                    "cannot write the outcome of {v} (slot {slot}) to etcd now ({}); it is \
-                     kept and written once etcd answers",
-                    e.message()
-                ),
-                &[("VERSION", &v)],
-            );
-            s.pending = Some((v, bad, reason));
-        }
         Ok(())
     }
 }
@@ -420,7 +447,7 @@ pub async fn run(cfg: crate::config::Config, bus: crate::daemon::Bus) -> anyhow:
         state: "idle".into(),
         last_error: String::new(),
         version: String::new(),
-        pending: None,
+        granted_to: None,
         tried: None,
     }));
     let builder = match &bus {
@@ -477,7 +504,7 @@ pub async fn run(cfg: crate::config::Config, bus: crate::daemon::Bus) -> anyhow:
             },
             _ = beat.tick() => {
                 let mut s = inner.lock().await;
-                s.flush().await;
+                s.reclaim(&conn).await;
                 let v = NodeValue {
                     format: FORMAT,
                     version: s.version.clone(),

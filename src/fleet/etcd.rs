@@ -48,10 +48,28 @@ impl Drop for Lease {
 /// The answer to a slot request.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Slot {
-    /// This node holds slot `n` (just taken, or already its own).
-    Held(u32),
+    /// This node holds slot `n` (just taken, or already its own), granted at etcd revision
+    /// `grant` (the slot key's create revision: the grant's token, which a release must name).
+    Held(u32, i64),
     /// Every slot is taken: by these nodes.
     Busy(Vec<String>),
+}
+
+impl Slot {
+    /// The slot number, when held.
+    pub fn number(&self) -> Option<u32> {
+        match self {
+            Slot::Held(n, _) => Some(*n),
+            Slot::Busy(_) => None,
+        }
+    }
+}
+
+/// The slot number of a key's last segment, in its one spelling (`0`, `1`, …; never `00`
+/// or `+1`).
+pub fn slot_number(segment: &str) -> Option<u32> {
+    let n = segment.parse::<u32>().ok()?;
+    (n.to_string() == segment).then_some(n)
 }
 
 /// The cluster as `fleet status` shows it.
@@ -376,11 +394,14 @@ impl Cluster {
         // The rollout's own width and canary apply to the release it targets.
         if let Some((t, _)) = self.read::<TargetValue>(&self.keys.target()).await? {
             if t.version == version {
-                max_parallel = t.max_parallel.clamp(1, 64);
+                // Up to this node's own [fleet] max_parallel: a writer of the target
+                // cannot widen a rollout past what each node's admin allows.
+                max_parallel = t.max_parallel.clamp(1, max_parallel.max(1));
                 if t.canary_soak > 0 {
                     match self.read::<CanaryValue>(&self.keys.canary()).await? {
                         Some((c, _)) if c.version == version => {
-                            let left = (c.since + t.canary_soak as i64) - now();
+                            let soak = i64::try_from(t.canary_soak).unwrap_or(i64::MAX);
+                            let left = c.since.saturating_add(soak).saturating_sub(now());
                             if left > 0 && c.node != self.node {
                                 return Ok(Slot::Busy(vec![format!(
                                     "the canary {} is soaking on {version}, {left} s left",
@@ -405,10 +426,7 @@ impl Cluster {
         let mut taken = std::collections::BTreeSet::new();
         for kv in resp.kvs() {
             let key = String::from_utf8_lossy(kv.key()).to_string();
-            let Some(n) = key
-                .strip_prefix(&self.keys.slots())
-                .and_then(|n| n.parse::<u32>().ok())
-            else {
+            let Some(n) = key.strip_prefix(&self.keys.slots()).and_then(slot_number) else {
                 continue;
             };
             taken.insert(n);
@@ -416,7 +434,7 @@ impl Cluster {
                 // Only the cluster's own slots count as a grant: one an etcd writer made up
                 // beyond max_parallel does not.
                 Ok(s) if s.node == self.node && kv.lease() == lease.id && n < max_parallel => {
-                    return Ok(Slot::Held(n))
+                    return Ok(Slot::Held(n, kv.create_revision()))
                 }
                 Ok(s) if s.node == self.node && n < max_parallel => {
                     // Ours under an older lease (a restart): moved to this lease only once
@@ -424,7 +442,7 @@ impl Cluster {
                     if !self.lease_alive(kv.lease()).await?
                         && self.rebind(n, &s, kv.mod_revision(), lease).await?
                     {
-                        return Ok(Slot::Held(n));
+                        return Ok(Slot::Held(n, kv.create_revision()));
                     }
                     holders.push(format!("{} (another session of this node's name)", s.node));
                 }
@@ -452,7 +470,9 @@ impl Cluster {
                 )]);
             let r = bounded(self.cfg.timeout, "taking a slot", self.client.txn(txn)).await?;
             if r.succeeded() {
-                return Ok(Slot::Held(n));
+                // The key was created by this transaction: at its revision.
+                let grant = r.header().map_or(0, |h| h.revision());
+                return Ok(Slot::Held(n, grant));
             }
             // Someone was faster, or the cluster was halted meanwhile: say which.
             self.admit(version).await?;
@@ -501,11 +521,13 @@ impl Cluster {
         failover!(self, Result<()>, {
             let key = self.keys.slot(n);
             let lost = |why: String| Error::FleetUnavailable(format!("slot {n} is lost: {why}"));
-            match self.read::<SlotValue>(&key).await? {
-                Some((s, l)) if s.node == self.node && l == lease.id => {}
+            let version = match self.read::<SlotValue>(&key).await? {
+                Some((s, l)) if s.node == self.node && l == lease.id => s.version,
                 Some((s, _)) => return Err(lost(format!("{} holds it now", s.node))),
                 None => return Err(lost("it is free (the lease ran out)".into())),
-            }
+            };
+            // A halt or a bad mark written since the grant stops the swap too.
+            self.admit(&version).await?;
             let ttl = bounded(
                 self.cfg.timeout,
                 "reading the lease",
@@ -544,9 +566,28 @@ impl Cluster {
         })
     }
 
-    /// Gives back every slot this node holds (a job that ended before or after its swap,
-    /// whatever it knew of its grant); the number freed.
-    pub async fn release_mine(&mut self) -> Result<usize> {
+    /// Gives back the grant `grant` of slot `n` (its token from [`Slot::Held`]): the delete
+    /// compares the key's create revision, so a later grant of the same slot (to this node's
+    /// next job, or to another node) is never freed by a late report. `false` when that grant
+    /// was already gone.
+    pub async fn release_grant(&mut self, n: u32, grant: i64) -> Result<bool> {
+        failover!(self, Result<bool>, {
+            let key = self.keys.slot(n);
+            let txn = Txn::new()
+                .when([Compare::create_revision(
+                    key.as_str(),
+                    CompareOp::Equal,
+                    grant,
+                )])
+                .and_then([TxnOp::delete(key.as_str(), None)]);
+            let r = bounded(self.cfg.timeout, "freeing a slot", self.client.txn(txn)).await?;
+            Ok(r.succeeded())
+        })
+    }
+
+    /// Gives back every slot this node holds under `lease` (a job that never learned of its
+    /// grant); the number freed.
+    pub async fn release_mine(&mut self, lease: &Lease) -> Result<usize> {
         failover!(self, Result<usize>, {
             let r = bounded(
                 self.cfg.timeout,
@@ -561,7 +602,10 @@ impl Cluster {
                 .filter_map(|kv| {
                     let key = String::from_utf8_lossy(kv.key()).to_string();
                     let s = parse::<SlotValue>(&key, kv.value()).ok()?;
-                    (s.node == self.node).then_some((key, kv.mod_revision()))
+                    // Only this session's: a live session elsewhere under this node's name
+                    // (a cloned machine id) keeps its own.
+                    (s.node == self.node && kv.lease() == lease.id)
+                        .then_some((key, kv.mod_revision()))
                 })
                 .collect();
             let mut freed = 0;
@@ -891,10 +935,10 @@ impl Cluster {
                     Err(e) => st.unreadable.push(shown(e)),
                 }
             } else if let Some(n) = key.strip_prefix(&k.slots()) {
-                match (n.parse::<u32>(), parse::<SlotValue>(&key, v)) {
-                    (Ok(n), Ok(x)) => st.slots.push((n, x)),
+                match (slot_number(n), parse::<SlotValue>(&key, v)) {
+                    (Some(n), Ok(x)) => st.slots.push((n, x)),
                     (_, Err(e)) => st.unreadable.push(shown(e)),
-                    (Err(_), _) => st.unreadable.push(format!(
+                    (None, _) => st.unreadable.push(format!(
                         "{}: not a slot number",
                         crate::text::one_line(&key, 200)
                     )),
@@ -940,5 +984,19 @@ async fn bounded<T, E: std::fmt::Display>(
             "{what}: etcd did not answer within {} s (unreachable, or without quorum)",
             limit.as_secs()
         ))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::slot_number;
+
+    #[test]
+    fn a_slot_number_has_one_spelling() {
+        assert_eq!(slot_number("0"), Some(0));
+        assert_eq!(slot_number("12"), Some(12));
+        for bad in ["00", "+1", "01", "", "-1", "1 ", "x"] {
+            assert_eq!(slot_number(bad), None, "{bad:?}");
+        }
     }
 }

@@ -32,8 +32,13 @@ impl Node {
 }
 
 pub fn node(etcd: &EtcdCluster, name: &str) -> Node {
+    node_with(name, &endpoints(etcd))
+}
+
+/// `endpoints = [...]` of `etcd`, a line of `[fleet]`.
+pub fn endpoints(etcd: &EtcdCluster) -> String {
     let endpoints: Vec<String> = etcd.endpoints().iter().map(|e| format!("{e:?}")).collect();
-    node_with(name, &format!("endpoints = [{}]\n", endpoints.join(", ")))
+    format!("endpoints = [{}]\n", endpoints.join(", "))
 }
 
 /// A node whose `[fleet]` section has `fleet` (endpoints, or none) besides the test's

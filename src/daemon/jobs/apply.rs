@@ -325,7 +325,8 @@ pub(in crate::daemon) async fn run(ctx: &Ctx, opts: &Options) -> Result<String> 
             previous_before: doc.previous_version.clone(),
             on_failure: opts.on_failure,
             restart: opts.restart,
-            fleet_slot: slot,
+            fleet_slot: slot.map(|g| g.slot),
+            fleet_grant: slot.map_or(0, |g| g.grant),
         };
         // Journal first, then move: a crash in between must find the operation recorded.
         ctx.journal(Some(&j)).await?;

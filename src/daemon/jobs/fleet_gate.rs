@@ -11,6 +11,13 @@ use crate::daemon::job::Phase;
 use crate::daemon::Daemon;
 use crate::error::{Error, Result};
 use crate::state::FleetReport;
+
+/// A slot the agent granted: its number and its token (the slot key's create revision).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct Grant {
+    pub slot: u32,
+    pub grant: i64,
+}
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -63,8 +70,8 @@ where
     R: for<'d> zbus::zvariant::DynamicDeserialize<'d>,
 {
     let conn = d.conn()?;
-    agent_is_trusted(conn, limit).await?;
-    let proxy = zbus::Proxy::new(conn, AGENT_NAME, AGENT_PATH, AGENT_IFACE)
+    let owner = trusted_agent(conn, limit).await?;
+    let proxy = zbus::Proxy::new(conn, owner, AGENT_PATH, AGENT_IFACE)
         .await
         .map_err(claim)?;
     match tokio::time::timeout(limit, proxy.call::<_, _, R>(method, body)).await {
@@ -81,14 +88,22 @@ where
 pub const AGENT_USER: &str = "cells-updater-fleet";
 
 /// Whoever owns the agent's name must be root or the agent's own user: a local user who
-/// took the name (a bus without the packaged policy) would otherwise grant every slot.
-async fn agent_is_trusted(conn: &zbus::Connection, limit: Duration) -> Result<()> {
-    let unavailable = |e: zbus::Error| claim(e);
-    let dbus = zbus::fdo::DBusProxy::new(conn).await.map_err(unavailable)?;
+/// took the name (a bus without the packaged policy) would otherwise grant every slot. The
+/// owner's unique name is returned, and the call goes to it, so the name cannot change hands
+/// between the check and the call.
+async fn trusted_agent(conn: &zbus::Connection, limit: Duration) -> Result<String> {
+    let dbus = zbus::fdo::DBusProxy::new(conn).await.map_err(claim)?;
     let name = zbus::names::BusName::try_from(AGENT_NAME)
         .map_err(|e| Error::FleetUnavailable(format!("the agent's name: {e}")))?;
-    let uid = match tokio::time::timeout(limit, dbus.get_connection_unix_user(name)).await {
-        Ok(Ok(uid)) => uid,
+    let asked = async {
+        let owner = dbus.get_name_owner(name).await?;
+        let uid = dbus
+            .get_connection_unix_user(zbus::names::BusName::Unique(owner.clone().into_inner()))
+            .await?;
+        Ok::<_, zbus::fdo::Error>((owner.to_string(), uid))
+    };
+    let (owner, uid) = match tokio::time::timeout(limit, asked).await {
+        Ok(Ok(v)) => v,
         Ok(Err(e)) => return Err(claim(e.into())),
         Err(_) => {
             return Err(Error::FleetUnavailable(
@@ -101,7 +116,7 @@ async fn agent_is_trusted(conn: &zbus::Connection, limit: Duration) -> Result<()
         .flatten()
         .map(|u| u.uid.as_raw());
     if uid == 0 || Some(uid) == agent_uid {
-        return Ok(());
+        return Ok(owner);
     }
     Err(Error::FleetUnavailable(format!(
         "the fleet agent's name ({AGENT_NAME}) is owned by uid {uid}, neither root nor \
@@ -114,7 +129,7 @@ async fn agent_is_trusted(conn: &zbus::Connection, limit: Duration) -> Result<()
 /// fails after asking (cancelled, the wait over, the confirm lost, an answer too late), the
 /// agent is told to give back whatever it granted this node, so no slot leaks until the
 /// lease ends.
-pub(super) async fn take(ctx: &Ctx, version: &str) -> Result<Option<u32>> {
+pub(super) async fn take(ctx: &Ctx, version: &str) -> Result<Option<Grant>> {
     let Some(f) = ctx.d.cfg.fleet.clone() else {
         return Ok(None);
     };
@@ -141,28 +156,44 @@ pub(super) async fn take(ctx: &Ctx, version: &str) -> Result<Option<u32>> {
 
 /// Right before the swap, inside the job's point of no return: the slot is confirmed again
 /// (still this node's, half its lease left). `Ok` without `[fleet]`.
-pub(super) async fn confirm(ctx: &Ctx, slot: Option<u32>) -> Result<()> {
-    let (Some(slot), Some(f)) = (slot, ctx.d.cfg.fleet.clone()) else {
+pub(super) async fn confirm(ctx: &Ctx, grant: Option<Grant>) -> Result<()> {
+    let (Some(Grant { slot, .. }), Some(f)) = (grant, ctx.d.cfg.fleet.clone()) else {
         return Ok(());
     };
     let limit = f.timeout * 3 + Duration::from_secs(2);
     call::<()>(ctx, limit, "ConfirmSlot", &(slot,))
         .await
-        .map_err(|e| {
-            Error::FleetUnavailable(format!(
+        .map_err(|e| match e {
+            // Halted, or the release marked bad, since the grant.
+            Error::FleetHalted(_) | Error::NoSuchVersion(_) => e,
+            e => Error::FleetUnavailable(format!(
                 "the fleet slot was lost right before the swap ({}); nothing was swapped",
                 e.message()
-            ))
+            )),
         })
 }
 
-async fn take_in(ctx: &Ctx, version: &str, f: &crate::fleet::FleetConfig) -> Result<Option<u32>> {
+async fn take_in(ctx: &Ctx, version: &str, f: &crate::fleet::FleetConfig) -> Result<Option<Grant>> {
     ctx.phase(Phase::WaitingForSlot).await;
+    // An earlier job's outcome the agent has not taken yet goes first: a verdict is never
+    // overtaken by a new grant, and its late release can never free this job's grant.
+    let kept = ctx.d.store.lock().await.get().fleet_report.clone();
+    if let Some(r) = kept {
+        deliver(&ctx.d, &r).await.map_err(|e| {
+            Error::FleetUnavailable(format!(
+                "the outcome of {} on this node has not reached the cluster yet ({}); no new \
+                 slot is taken before it does",
+                r.version,
+                e.message()
+            ))
+        })?;
+        let _ = ctx.d.store.lock().await.update(|s| s.fleet_report = None);
+    }
     let limit = f.timeout * 3 + Duration::from_secs(2);
     let deadline = Instant::now() + f.slot_wait;
     loop {
         ctx.job.cancel.check()?;
-        let (granted, slot, busy): (bool, u32, String) =
+        let (granted, slot, grant, busy): (bool, u32, i64, String) =
             call(ctx, limit, "TakeSlot", &(version,)).await?;
         let why = if granted {
             match call::<()>(ctx, limit, "ConfirmSlot", &(slot,)).await {
@@ -171,7 +202,7 @@ async fn take_in(ctx: &Ctx, version: &str, f: &crate::fleet::FleetConfig) -> Res
                         &format!("fleet slot {slot} held for {version}"),
                         &[("VERSION", version)],
                     );
-                    return Ok(Some(slot));
+                    return Ok(Some(Grant { slot, grant }));
                 }
                 // Lost between the grant and the confirm: ask again, do not swap.
                 Err(e) => e.message(),
@@ -199,13 +230,13 @@ async fn take_in(ctx: &Ctx, version: &str, f: &crate::fleet::FleetConfig) -> Res
 /// the state and sent again until the agent takes it.
 pub(super) async fn report(
     ctx: &Ctx,
-    slot: Option<u32>,
+    grant: Option<Grant>,
     version: &str,
     package: &str,
     swapped: bool,
     result: &Result<String>,
 ) {
-    let (Some(slot), Some(_)) = (slot, ctx.d.cfg.fleet.as_ref()) else {
+    let (Some(Grant { slot, grant }), Some(_)) = (grant, ctx.d.cfg.fleet.as_ref()) else {
         return;
     };
     let entry = crate::policy::bad_entry(package, version);
@@ -220,6 +251,7 @@ pub(super) async fn report(
         FleetReport {
             version: version.to_string(),
             slot,
+            grant,
             bad,
             reason,
         },
@@ -258,12 +290,14 @@ pub(super) async fn report_recovered(
         Ok(_) if runs => FleetReport {
             version: j.to_version.clone(),
             slot,
+            grant: j.fleet_grant,
             bad: false,
             reason: String::new(),
         },
         _ => FleetReport {
             version: j.to_version.clone(),
             slot,
+            grant: j.fleet_grant,
             bad: apply && marked,
             reason: match result {
                 Err(e) => crate::text::one_line(&format!("{}: {}", e.name(), e.message()), 300),
@@ -312,7 +346,13 @@ async fn deliver(d: &Daemon, r: &FleetReport) -> Result<()> {
         d,
         limit,
         "Report",
-        &(r.version.as_str(), r.slot, r.bad, r.reason.as_str()),
+        &(
+            r.version.as_str(),
+            r.slot,
+            r.grant,
+            r.bad,
+            r.reason.as_str(),
+        ),
     )
     .await
 }

@@ -101,7 +101,8 @@ pub(in crate::daemon) async fn run(ctx: &Ctx) -> Result<String> {
             previous_before: doc.previous_version.clone(),
             on_failure: crate::config::OnFailure::Keep,
             restart: true,
-            fleet_slot: slot,
+            fleet_slot: slot.map(|g| g.slot),
+            fleet_grant: slot.map_or(0, |g| g.grant),
         };
         ctx.journal(Some(&j)).await?;
         {
