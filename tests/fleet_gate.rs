@@ -509,13 +509,15 @@ fn a_rollout_over_tls_with_client_certificates_and_a_node_without_one() {
     let bus = PrivateBus::start();
     let _daemon = env.start_fake_unit_daemon(&bus);
     let log_path = env.root.path().join("daemon-agent.log");
-    let mut agent = Command::new(env!("CARGO_BIN_EXE_cells-updater"))
-        .args(["--bus-address", &bus.address, "--root"])
-        .arg(env.root.path())
-        .args(["fleet", "agent"])
-        .stderr(std::fs::File::create(&log_path).unwrap())
-        .spawn()
-        .unwrap();
+    let _agent = Killed(
+        Command::new(env!("CARGO_BIN_EXE_cells-updater"))
+            .args(["--bus-address", &bus.address, "--root"])
+            .arg(env.root.path())
+            .args(["fleet", "agent"])
+            .stderr(std::fs::File::create(&log_path).unwrap())
+            .spawn()
+            .unwrap(),
+    );
     wait_until(Duration::from_secs(20), "the agent to say why", || {
         std::fs::read_to_string(&log_path)
             .unwrap_or_default()
@@ -531,8 +533,6 @@ fn a_rollout_over_tls_with_client_certificates_and_a_node_without_one() {
         },
         &["status"],
     );
-    let _ = agent.kill();
-    let _ = agent.wait();
     assert!(!out.status.success());
     assert!(
         String::from_utf8_lossy(&out.stderr).contains("etcd did not answer"),
@@ -674,4 +674,71 @@ fn a_daemon_killed_after_its_grant_gives_its_slot_back_through_the_agent() {
         killed.elapsed()
     );
     assert!(n.agent.try_wait().unwrap().is_none());
+}
+
+/// A crash between the swap and the health check on a cluster node: the journal recorded the
+/// slot, so the recovery at the next start reports the outcome (here the release fails its
+/// health check: the verdict and the halt reach etcd).
+#[cfg(feature = "failpoints")]
+#[test]
+fn recovery_after_a_crash_reports_the_interrupted_jobs_outcome() {
+    let etcd = EtcdCluster::start(false);
+    let env = StageEnv::new(&[&keys().rsa_pkcs1_pub]);
+    env.offer(&[("4.4.6", "exit", false)]);
+    env.write_daemon_config(&format!(
+        "[policy]\nhealth_settle = \"300ms\"\nhealth_timeout = \"10s\"\n\
+         [fleet]\n{}cluster = \"gate\"\nnode = \"n1\"\nlease_ttl = \"3s\"\n\
+         timeout = \"2s\"\n",
+        endpoints(&etcd)
+    ));
+    let bus = PrivateBus::start();
+    let cells = env.root.path().join("opt/pydio/bin/cells");
+    let f = std::fs::File::open(&cells).unwrap();
+    cells_updater::fcaps::set(
+        std::os::fd::AsFd::as_fd(&f),
+        Some(&cells_updater::fcaps::FileCaps::net_bind_service()),
+    )
+    .unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+        .to_string();
+    let _first = DaemonProc::start_with_env(
+        &bus,
+        env.root.path(),
+        &[
+            ("CELLS_UPDATER_FAKE_UNIT", &port),
+            ("CELLS_UPDATER_FAILPOINT", "apply-after-rename"),
+        ],
+    );
+    let _agent = Killed(start_agent(&env, &bus));
+    let _j = update_on(&bus, "4.4.6");
+    wait_until(
+        Duration::from_secs(60),
+        "the daemon to die after its swap",
+        || !bus.name_has_owner("com.pydio.CellsUpdater1"),
+    );
+    assert!(
+        std::fs::read_to_string(env.root.path().join("var/lib/cells-updater/journal.json"))
+            .unwrap()
+            .contains("\"fleet_slot\": 0"),
+        "the journal does not record the slot"
+    );
+    let _second =
+        DaemonProc::start_with_env(&bus, env.root.path(), &[("CELLS_UPDATER_FAKE_UNIT", &port)]);
+    wait_until(
+        Duration::from_secs(60),
+        "the recovery's verdict in etcd",
+        || {
+            let bad = etcd.etcdctl(&["get", "--prefix", "--keys-only", "/cells-updater/gate/bad/"]);
+            let halt = etcd.etcdctl(&["get", "/cells-updater/gate/halt", "--print-value-only"]);
+            String::from_utf8_lossy(&bad.stdout).contains("bad/4.4.6")
+                && String::from_utf8_lossy(&halt.stdout).contains("4.4.6 failed on n1")
+        },
+    );
+    wait_until(Duration::from_secs(30), "the old release back", || {
+        bus.manager_prop("InstalledVersion") == "4.4.2"
+    });
 }

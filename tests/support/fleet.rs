@@ -66,6 +66,16 @@ pub fn node_with(name: &str, fleet: &str) -> Node {
     }
 }
 
+/// A child killed when dropped (a panicking test leaves no process behind).
+pub struct Killed(pub Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 pub fn start_agent(env: &StageEnv, bus: &PrivateBus) -> Child {
     let log = std::fs::OpenOptions::new()
         .create(true)
@@ -144,6 +154,23 @@ pub fn watch_rollout(nodes: &[Node], version: &str, mut stop: impl FnMut() -> bo
         assert!(Instant::now() < deadline, "the rollout did not end");
         std::thread::sleep(Duration::from_millis(50));
     }
+}
+
+/// `Update(version)` on `bus`: the job's path.
+pub fn update_on(bus: &PrivateBus, version: &str) -> String {
+    bus.busctl_json(&[
+        "call",
+        DEST,
+        MANAGER,
+        MANAGER_IFACE,
+        "Update",
+        "sa{sv}",
+        version,
+        "0",
+    ])["data"][0]
+        .as_str()
+        .unwrap()
+        .to_string()
 }
 
 pub fn update(n: &Node, version: &str) -> String {
