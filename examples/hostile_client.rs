@@ -544,16 +544,28 @@ async fn soak(
     serde_json::json!({"calls": calls, "late": late, "max_ms": max_ms})
 }
 
-/// A local user posing as the fleet agent: it grants every slot and takes every report.
-struct FakeAgent;
+/// A fake fleet agent: it grants every slot and takes every report (a local user posing as
+/// the agent); `lossy`, it loses every grant before the confirm and prints each report.
+struct FakeAgent {
+    lossy: bool,
+}
 
 #[zbus::interface(name = "com.pydio.CellsUpdater1.Fleet")]
 impl FakeAgent {
-    fn take_slot(&self, _version: String) -> (bool, u32, String) {
-        (true, 0, String::new())
+    fn take_slot(&self, _version: String) -> (bool, u32, i64, String) {
+        (true, 0, 7, String::new())
     }
-    fn confirm_slot(&self, _slot: u32) {}
-    fn report(&self, _version: String, _slot: u32, _bad: bool, _reason: String) {}
+    fn confirm_slot(&self, _slot: u32, _grant: i64) -> zbus::fdo::Result<()> {
+        if self.lossy {
+            return Err(zbus::fdo::Error::Failed("lost".into()));
+        }
+        Ok(())
+    }
+    fn report(&self, version: String, slot: u32, grant: i64, bad: bool, _reason: String) {
+        println!("report {version} {slot} {grant} {bad}");
+        use std::io::Write;
+        let _ = std::io::stdout().flush();
+    }
 }
 
 fn main() {
@@ -580,7 +592,12 @@ fn main() {
         };
         if args.first().map(String::as_str) == Some("fake-agent") {
             let _conn = builder
-                .serve_at("/com/pydio/CellsUpdater1/Fleet", FakeAgent)
+                .serve_at(
+                    "/com/pydio/CellsUpdater1/Fleet",
+                    FakeAgent {
+                        lossy: args.get(1).map(String::as_str) == Some("lossy"),
+                    },
+                )
                 .expect("serve")
                 .name("com.pydio.CellsUpdater1.Fleet")
                 .expect("name")

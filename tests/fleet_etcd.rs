@@ -49,19 +49,21 @@ fn slots_halt_bad_list_and_quorum_on_a_real_etcd() {
         );
 
         // max_parallel 1: one holder; asking again is granted to the holder only.
+        let ga = a.take_slot(&la, "4.4.5", 1).await.unwrap();
+        assert_eq!(ga.number(), Some(0));
         assert_eq!(
-            a.take_slot(&la, "4.4.5", 1).await.unwrap().number(),
-            Some(0)
-        );
-        assert_eq!(
-            a.take_slot(&la, "4.4.5", 1).await.unwrap().number(),
-            Some(0)
+            a.take_slot(&la, "4.4.5", 1).await.unwrap(),
+            ga,
+            "the same grant"
         );
         assert_eq!(
             b.take_slot(&lb, "4.4.5", 1).await.unwrap(),
             Slot::Busy(vec!["n1".into()])
         );
-        a.confirm_slot(&la, 0).await.unwrap();
+        let Slot::Held(0, ga) = ga else {
+            panic!("no slot")
+        };
+        a.confirm_slot(&la, 0, ga).await.unwrap();
         // max_parallel 2: a second holder, not a third.
         assert_eq!(
             b.take_slot(&lb, "4.4.5", 2).await.unwrap().number(),
@@ -93,8 +95,8 @@ fn slots_halt_bad_list_and_quorum_on_a_real_etcd() {
         drop(la);
         let t0 = Instant::now();
         let freed = loop {
-            if let Slot::Held(n, _) = b.take_slot(&lb, "4.4.5", 1).await.unwrap() {
-                break (n, t0.elapsed());
+            if let Slot::Held(n, g) = b.take_slot(&lb, "4.4.5", 1).await.unwrap() {
+                break (n, t0.elapsed(), g);
             }
             assert!(
                 t0.elapsed() < Duration::from_secs(3 + 5),
@@ -107,7 +109,7 @@ fn slots_halt_bad_list_and_quorum_on_a_real_etcd() {
             freed.1
         );
         let la2 = a.lease().await.unwrap();
-        let e = a.confirm_slot(&la2, 0).await.unwrap_err();
+        let e = a.confirm_slot(&la2, 0, 0).await.unwrap_err();
         assert_eq!(e.name(), "FleetUnavailable");
         assert!(e.message().contains("n2 holds it now"), "{e}");
 
@@ -125,9 +127,13 @@ fn slots_halt_bad_list_and_quorum_on_a_real_etcd() {
 
         // A failure: bad + halt + slot back in one transaction; nothing is granted while
         // halted, and the release stays refused after the resume until forgotten.
-        b.report_bad("4.4.5", "UnitFailed: exited at start", Some(0))
-            .await
-            .unwrap();
+        b.report_bad(
+            "4.4.5",
+            "UnitFailed: exited at start",
+            Some((freed.0, freed.2)),
+        )
+        .await
+        .unwrap();
         let st = c.status().await.unwrap();
         assert!(st.slots.is_empty(), "{st:?}");
         assert_eq!(st.bad.len(), 1);
@@ -263,11 +269,10 @@ fn tls_with_client_certificates_and_a_clear_error_without_one() {
     rt().block_on(async {
         let mut a = Cluster::connect(&cfg, "n1").await.unwrap();
         let la = a.lease().await.unwrap();
-        assert_eq!(
-            a.take_slot(&la, "4.4.5", 1).await.unwrap().number(),
-            Some(0)
-        );
-        a.confirm_slot(&la, 0).await.unwrap();
+        let Slot::Held(0, g) = a.take_slot(&la, "4.4.5", 1).await.unwrap() else {
+            panic!("no slot")
+        };
+        a.confirm_slot(&la, 0, g).await.unwrap();
         let st = a.status().await.unwrap();
         assert_eq!(st.slots.len(), 1);
         // Without a client certificate: refused at the first request, clearly.
@@ -308,11 +313,10 @@ fn one_member_down_every_request_still_answers() {
                 .unwrap_or_else(|e| panic!("request {i}: {e}"));
             assert_eq!(st.members.len(), 3);
         }
-        assert_eq!(
-            a.take_slot(&la, "4.4.5", 1).await.unwrap().number(),
-            Some(0)
-        );
-        a.confirm_slot(&la, 0).await.unwrap();
+        let Slot::Held(0, g) = a.take_slot(&la, "4.4.5", 1).await.unwrap() else {
+            panic!("no slot")
+        };
+        a.confirm_slot(&la, 0, g).await.unwrap();
         // New connections while it is down: each finds a live member.
         for i in 0..10 {
             let mut b = Cluster::connect(&cfg, "n2")
@@ -324,7 +328,7 @@ fn one_member_down_every_request_still_answers() {
         }
         // The lease outlives the TTL: its keep-alives moved too.
         tokio::time::sleep(Duration::from_secs(5)).await;
-        a.confirm_slot(&la, 0).await.unwrap();
+        a.confirm_slot(&la, 0, g).await.unwrap();
     });
 }
 
@@ -347,16 +351,29 @@ fn a_late_release_frees_only_its_own_grant_and_a_halt_stops_the_confirm() {
         assert_ne!(first, second);
         assert!(!a.release_grant(0, first).await.unwrap());
         assert_eq!(a.status().await.unwrap().slots.len(), 1, "the late release freed it");
+        // A confirm names its grant: the first one's is refused.
+        assert!(a.confirm_slot(&la, 0, first).await.is_err());
         // A halt written between the grant and the swap: the confirm says so.
-        a.confirm_slot(&la, 0).await.unwrap();
+        a.confirm_slot(&la, 0, second).await.unwrap();
         let out = etcd.etcdctl(&[
             "put",
             "/cells-updater/test/halt",
             r#"{"format":1,"reason":"by hand","node":"admin","at":0}"#,
         ]);
         assert!(out.status.success());
-        let e = a.confirm_slot(&la, 0).await.unwrap_err();
+        let e = a.confirm_slot(&la, 0, second).await.unwrap_err();
         assert_eq!(e.name(), "FleetHalted", "{e}");
+        // A verdict sent twice (a report resent after an admin's resume) halts once.
+        a.resume().await.unwrap();
+        a.report_bad("4.4.9", "UnitFailed: x", Some((0, second))).await.unwrap();
+        a.resume().await.unwrap();
+        assert!(a.forget_bad("4.4.9").await.unwrap());
+        a.report_bad("4.4.9", "UnitFailed: x", Some((0, second))).await.unwrap();
+        let st = a.status().await.unwrap();
+        assert!(st.halt.is_none() && st.bad.is_empty(), "the resent verdict halted again");
+        let Slot::Held(0, second) = a.take_slot(&la, "4.4.5", 1).await.unwrap() else {
+            panic!("no slot")
+        };
         a.resume().await.unwrap();
         // Timestamps at the ends of i64 (an etcd writer's) are shown, never overflow.
         for (key, v) in [

@@ -647,11 +647,23 @@ fn a_verdict_etcd_could_not_take_is_kept_and_written_when_quorum_returns() {
 }
 
 #[test]
-fn a_daemon_killed_after_its_grant_gives_its_slot_back_through_the_agent() {
+fn a_daemon_killed_after_its_grant_gets_its_slot_back_once_it_is_at_rest_again() {
     let etcd = EtcdCluster::start(false);
-    let mut nodes: Vec<Node> = ["n1"].iter().map(|n| node(&etcd, n)).collect();
-    let n = &mut nodes[0];
-    let j = update(n, "4.4.5");
+    let env = StageEnv::new(&[&keys().rsa_pkcs1_pub]);
+    env.offer(&[("4.4.5", "ok", false)]);
+    env.write_daemon_config(&format!(
+        "[policy]\nhealth_settle = \"300ms\"\nhealth_timeout = \"10s\"\n\
+         [fleet]\n{}cluster = \"gate\"\nnode = \"n1\"\nlease_ttl = \"3s\"\n\
+         timeout = \"2s\"\n",
+        endpoints(&etcd)
+    ));
+    let bus = PrivateBus::start();
+    let port = free_port();
+    // The daemon dies right after the grant, before its swap (a failpoint would do the same;
+    // here: the slot seen in etcd).
+    let mut first = start_daemon_on(&env, &bus, &port, &[]);
+    let agent = Killed(start_agent(&env, &bus));
+    let _j = update_on(&bus, "4.4.5");
     let slots = || {
         let out = etcd.etcdctl(&[
             "get",
@@ -662,18 +674,79 @@ fn a_daemon_killed_after_its_grant_gives_its_slot_back_through_the_agent() {
         String::from_utf8_lossy(&out.stdout).trim().to_string()
     };
     wait_until(Duration::from_secs(30), "the grant", || !slots().is_empty());
-    let _ = j;
-    n._daemon.kill9();
-    let killed = Instant::now();
-    // The agent is alive (its lease would keep the slot for ever): it sees the daemon gone.
-    wait_until(Duration::from_secs(10), "the slot given back", || {
+    first.kill9();
+    // While it is away the slot stays: its outcome (or its recovery's) is not known yet.
+    std::thread::sleep(Duration::from_secs(3));
+    assert!(
+        !slots().is_empty(),
+        "the slot went before the node's outcome"
+    );
+    // Back, at rest: the agent gives the slot back (its live lease would keep it for ever).
+    let _second = start_daemon_on(&env, &bus, &port, &[]);
+    let back = Instant::now();
+    wait_until(Duration::from_secs(15), "the slot given back", || {
         slots().is_empty()
     });
     println!(
-        "daemon killed after its grant: slot back in {:?}",
-        killed.elapsed()
+        "daemon back at rest: slot given back in {:?}",
+        back.elapsed()
     );
-    assert!(n.agent.try_wait().unwrap().is_none());
+    drop(agent);
+}
+
+#[test]
+fn a_grant_lost_before_the_swap_is_given_back_by_its_token() {
+    let etcd = EtcdCluster::start(false);
+    let env = StageEnv::new(&[&keys().rsa_pkcs1_pub]);
+    env.offer(&[("4.4.5", "ok", false)]);
+    env.write_daemon_config(&format!(
+        "[fleet]\n{}cluster = \"gate\"\nnode = \"n1\"\nslot_wait = \"2s\"\ntimeout = \"2s\"\n",
+        endpoints(&etcd)
+    ));
+    let bus = PrivateBus::start();
+    let _daemon = start_daemon_on(&env, &bus, &free_port(), &[]);
+    // An agent (as root) that grants, then loses every grant before the confirm, and prints
+    // every report it gets.
+    let exe = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("target/debug/examples/hostile_client");
+    let mut fake = Killed(
+        Command::new(&exe)
+            .args(["--address", &bus.address, "fake-agent", "lossy"])
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    let out = fake.0.stdout.take().unwrap();
+    let lines = std::sync::Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    let l2 = lines.clone();
+    std::thread::spawn(move || {
+        use std::io::BufRead;
+        for l in std::io::BufReader::new(out).lines().map_while(Result::ok) {
+            l2.lock().unwrap().push(l);
+        }
+    });
+    wait_until(Duration::from_secs(10), "the fake agent's name", || {
+        bus.name_has_owner("com.pydio.CellsUpdater1.Fleet")
+    });
+    let before = std::fs::read(env.root.path().join("opt/pydio/bin/cells")).unwrap();
+    let j = update_on(&bus, "4.4.5");
+    wait_until(Duration::from_secs(30), "the job to end", || {
+        bus.busctl_json(&["get-property", DEST, &j, JOB_IFACE, "State"])["data"] != "running"
+    });
+    assert_eq!(
+        std::fs::read(env.root.path().join("opt/pydio/bin/cells")).unwrap(),
+        before,
+        "swapped without a confirmed slot"
+    );
+    // The job that never confirmed gives back whatever it was granted (grant 0: every slot
+    // of this node under the agent's lease).
+    wait_until(Duration::from_secs(5), "the give-back report", || {
+        lines
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|l| l == "report 4.4.5 0 0 false")
+    });
 }
 
 /// A crash between the swap and the health check on a cluster node: the journal recorded the

@@ -32,6 +32,8 @@ struct State {
     /// The daemon connection (its unique bus name) the current grant went to: a daemon that
     /// died before reporting leaves the slot, which the agent then gives back itself.
     granted_to: Option<String>,
+    /// The token of that grant.
+    grant: i64,
     /// The last Update this agent asked for, and when.
     tried: Option<(String, std::time::Instant)>,
 }
@@ -50,9 +52,22 @@ impl State {
         reason: &str,
     ) -> Result<()> {
         if bad {
-            self.cluster.report_bad(version, reason, None).await?;
-        } else if reason.is_empty() {
-            self.cluster.record_healthy(version).await?;
+            // The verdict and, once it is written, the grant back.
+            return self
+                .cluster
+                .report_bad(version, reason, Some((slot, grant)))
+                .await;
+        }
+        if reason.is_empty() {
+            // The canary is a nicety: a target another writer left unreadable must not keep
+            // the slot (the release below always runs).
+            if let Err(e) = self.cluster.record_healthy(version).await {
+                log::log(
+                    log::Level::Warning,
+                    &format!("the canary of {version} was not recorded: {}", e.message()),
+                    &[("VERSION", version)],
+                );
+            }
         }
         if grant != 0 {
             self.cluster.release_grant(slot, grant).await?;
@@ -64,19 +79,35 @@ impl State {
     }
 
     /// The daemon that holds the grant left the bus without reporting (it crashed or was
-    /// killed before its swap's outcome): the slot goes back now rather than never.
+    /// killed): the slot goes back once the daemon is on the bus again and at rest (its
+    /// recovery, which reports the outcome, has ended; a daemon at rest holds no slot). Never
+    /// before: another node must not take the slot before this node's verdict.
     async fn reclaim(&mut self, conn: &zbus::Connection) {
         let Some(to) = self.granted_to.clone() else {
             return;
         };
-        let gone = match zbus::fdo::DBusProxy::new(conn).await {
-            Ok(p) => match zbus::names::BusName::try_from(to.as_str()) {
-                Ok(n) => matches!(p.name_has_owner(n).await, Ok(false)),
+        let t = std::time::Duration::from_secs(5);
+        let gone = match tokio::time::timeout(t, zbus::fdo::DBusProxy::new(conn)).await {
+            Ok(Ok(p)) => match zbus::names::BusName::try_from(to.as_str()) {
+                Ok(n) => matches!(
+                    tokio::time::timeout(t, p.name_has_owner(n)).await,
+                    Ok(Ok(false))
+                ),
                 Err(_) => true,
             },
-            Err(_) => false,
+            _ => false,
         };
         if !gone {
+            return;
+        }
+        let at_rest = matches!(
+            daemon_prop(conn, "State").await.as_deref(),
+            Ok("idle" | "staged" | "failed")
+        ) && matches!(
+            daemon_path_prop(conn, "CurrentJob").await.as_deref(),
+            Ok("/")
+        );
+        if !at_rest {
             return;
         }
         let State { cluster, lease, .. } = self;
@@ -85,8 +116,8 @@ impl State {
             self.state = "idle".into();
             log::log(
                 log::Level::Warning,
-                "the daemon that held this node's slot left the bus without reporting; the \
-                 slot was given back (its recovery reports the outcome)",
+                "the daemon that held this node's slot left the bus without reporting and is \
+                 at rest again; the slot was given back",
                 &[],
             );
         }
@@ -166,6 +197,7 @@ impl Agent {
             Slot::Held(n, grant) => {
                 s.state = "updating".into();
                 s.granted_to = sender;
+                s.grant = grant;
                 (true, n, grant, String::new())
             }
             Slot::Busy(h) => {
@@ -184,13 +216,14 @@ impl Agent {
     async fn confirm_slot(
         &self,
         slot: u32,
+        grant: i64,
         #[zbus(header)] hdr: zbus::message::Header<'_>,
         #[zbus(connection)] conn: &zbus::Connection,
     ) -> std::result::Result<(), crate::daemon::errors::BusError> {
         caller_is_root(conn, &hdr).await?;
         let mut s = self.inner.lock().await;
         let State { cluster, lease, .. } = &mut *s;
-        Ok(cluster.confirm_slot(lease, slot).await?)
+        Ok(cluster.confirm_slot(lease, slot, grant).await?)
     }
 
     /// The outcome of a job that asked for a slot: `bad` (it failed its health check here)
@@ -232,7 +265,9 @@ impl Agent {
             s.state = "idle".into();
             s.last_error = reason.clone();
         }
-        s.granted_to = None;
+        if grant == 0 || s.grant == grant {
+            s.granted_to = None;
+        }
         s.tried = None;
         Ok(())
     }
@@ -250,6 +285,34 @@ async fn daemon_prop(conn: &zbus::Connection, name: &str) -> Result<String> {
     .map_err(|e| Error::FleetUnavailable(format!("the daemon: {e}")))?;
     match tokio::time::timeout(DAEMON_TIMEOUT, proxy.get_property::<String>(name)).await {
         Ok(Ok(v)) => Ok(crate::text::one_line(&v, 100)),
+        Ok(Err(e)) => Err(Error::FleetUnavailable(format!(
+            "the daemon's {name}: {}",
+            crate::text::one_line(&e.to_string(), 200)
+        ))),
+        Err(_) => Err(Error::FleetUnavailable(format!(
+            "the daemon did not answer {name} within {} s",
+            DAEMON_TIMEOUT.as_secs()
+        ))),
+    }
+}
+
+/// Reads an object-path property of the daemon's manager, bounded.
+async fn daemon_path_prop(conn: &zbus::Connection, name: &str) -> Result<String> {
+    let proxy = zbus::Proxy::new(
+        conn,
+        crate::daemon::BUS_NAME,
+        crate::daemon::MANAGER_PATH,
+        crate::daemon::MANAGER_INTERFACE,
+    )
+    .await
+    .map_err(|e| Error::FleetUnavailable(format!("the daemon: {e}")))?;
+    match tokio::time::timeout(
+        DAEMON_TIMEOUT,
+        proxy.get_property::<zbus::zvariant::OwnedObjectPath>(name),
+    )
+    .await
+    {
+        Ok(Ok(v)) => Ok(v.to_string()),
         Ok(Err(e)) => Err(Error::FleetUnavailable(format!(
             "the daemon's {name}: {}",
             crate::text::one_line(&e.to_string(), 200)
@@ -448,6 +511,7 @@ pub async fn run(cfg: crate::config::Config, bus: crate::daemon::Bus) -> anyhow:
         last_error: String::new(),
         version: String::new(),
         granted_to: None,
+        grant: 0,
         tried: None,
     }));
     let builder = match &bus {
@@ -481,6 +545,8 @@ pub async fn run(cfg: crate::config::Config, bus: crate::daemon::Bus) -> anyhow:
     let mut int = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())?;
     let mut beat =
         tokio::time::interval((fleet.lease_ttl / 3).max(std::time::Duration::from_secs(1)));
+    // A beat that took long (etcd away) is not made up for with a burst.
+    beat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut poll = tokio::time::interval(fleet.poll);
     let mut watch: Option<(etcd_client::Watcher, etcd_client::WatchStream)> = None;
     loop {

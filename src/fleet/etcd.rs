@@ -471,7 +471,15 @@ impl Cluster {
             let r = bounded(self.cfg.timeout, "taking a slot", self.client.txn(txn)).await?;
             if r.succeeded() {
                 // The key was created by this transaction: at its revision.
-                let grant = r.header().map_or(0, |h| h.revision());
+                let grant = r
+                    .header()
+                    .map(|h| h.revision())
+                    .filter(|g| *g > 0)
+                    .ok_or_else(|| {
+                        Error::FleetUnavailable(
+                            "etcd's answer to a slot grant has no revision".into(),
+                        )
+                    })?;
                 return Ok(Slot::Held(n, grant));
             }
             // Someone was faster, or the cluster was halted meanwhile: say which.
@@ -517,14 +525,28 @@ impl Cluster {
     /// Right before a swap: the slot is still this node's, under `lease`, and the lease has
     /// at least half its TTL left. A lease that ran out under a paused or cut-off holder (and
     /// another node may have its slot now) fails here: the node asks again and does not swap.
-    pub async fn confirm_slot(&mut self, lease: &Lease, n: u32) -> Result<()> {
+    pub async fn confirm_slot(&mut self, lease: &Lease, n: u32, grant: i64) -> Result<()> {
         failover!(self, Result<()>, {
             let key = self.keys.slot(n);
             let lost = |why: String| Error::FleetUnavailable(format!("slot {n} is lost: {why}"));
-            let version = match self.read::<SlotValue>(&key).await? {
-                Some((s, l)) if s.node == self.node && l == lease.id => s.version,
-                Some((s, _)) => return Err(lost(format!("{} holds it now", s.node))),
+            let r = bounded(
+                self.cfg.timeout,
+                "reading a slot",
+                self.client.get(key.clone(), None),
+            )
+            .await?;
+            let version = match r.kvs().first() {
                 None => return Err(lost("it is free (the lease ran out)".into())),
+                Some(kv) => {
+                    let s = parse::<SlotValue>(&key, kv.value())?;
+                    if s.node != self.node || kv.lease() != lease.id {
+                        return Err(lost(format!("{} holds it now", s.node)));
+                    }
+                    if kv.create_revision() != grant {
+                        return Err(lost("it was given back and granted again since".into()));
+                    }
+                    s.version
+                }
             };
             // A halt or a bad mark written since the grant stops the swap too.
             self.admit(&version).await?;
@@ -702,13 +724,16 @@ impl Cluster {
         )
     }
 
-    /// `version` failed its health check here: `bad/<version>` and `halt` are written, and
-    /// slot `n` given back, in one transaction.
+    /// `version` failed its health check here: `bad/<version>` and `halt` are written in
+    /// one transaction, then the grant `(slot, token)` is given back. With a grant, the
+    /// verdict is written once per grant (a marker `verdicts/<node>/<token>` in the same
+    /// transaction): a report sent again, after an admin's resume and forget-bad, does not
+    /// halt the cluster again.
     pub async fn report_bad(
         &mut self,
         version: &str,
         reason: &str,
-        slot: Option<u32>,
+        grant: Option<(u32, i64)>,
     ) -> Result<()> {
         failover!(self, Result<()>, {
             let reason = crate::text::one_line(reason, 300);
@@ -724,48 +749,36 @@ impl Cluster {
                 node: self.node.clone(),
                 at: now(),
             };
-            let ops = vec![
+            let mut ops = vec![
                 TxnOp::put(self.keys.bad(version), encode(&bad), None),
                 TxnOp::put(self.keys.halt(), encode(&halt), None),
             ];
-            // The slot goes back in the same transaction only while it is still this node's
-            // (the compare on its revision); otherwise the verdict is written alone.
-            let mine = match slot {
-                Some(n) => {
-                    let key = self.keys.slot(n);
-                    let r = bounded(
-                        self.cfg.timeout,
-                        "reading a slot",
-                        self.client.get(key.clone(), None),
-                    )
-                    .await?;
-                    r.kvs()
-                        .first()
-                        .filter(|kv| {
-                            parse::<SlotValue>(&key, kv.value()).is_ok_and(|s| s.node == self.node)
-                        })
-                        .map(|kv| (key.clone(), kv.mod_revision()))
-                }
-                None => None,
-            };
-            let txn = match &mine {
-                Some((key, rev)) => {
-                    let mut with_slot = ops.clone();
-                    with_slot.push(TxnOp::delete(key.as_str(), None));
+            let txn = match grant {
+                Some((_, token)) if token != 0 => {
+                    let marker = self.keys.verdict(&self.node, token);
+                    ops.push(TxnOp::put(marker.as_str(), encode(&bad), None));
                     Txn::new()
-                        .when([Compare::mod_revision(key.as_str(), CompareOp::Equal, *rev)])
-                        .and_then(with_slot)
-                        .or_else(ops)
+                        .when([Compare::create_revision(
+                            marker.as_str(),
+                            CompareOp::Equal,
+                            0,
+                        )])
+                        .and_then(ops)
                 }
-                None => Txn::new().and_then(ops),
+                _ => Txn::new().and_then(ops),
             };
             bounded(
                 self.cfg.timeout,
                 "marking the release bad",
                 self.client.txn(txn),
             )
-            .await
-            .map(|_| ())
+            .await?;
+            if let Some((n, token)) = grant {
+                if token != 0 {
+                    self.release_grant(n, token).await?;
+                }
+            }
+            Ok(())
         })
     }
 

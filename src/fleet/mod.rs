@@ -153,6 +153,10 @@ impl Keys {
     pub fn halt(&self) -> String {
         format!("{}halt", self.root)
     }
+    /// The marker that the verdict of `node`'s grant `token` was written (once per grant).
+    pub fn verdict(&self, node: &str, token: i64) -> String {
+        format!("{}verdicts/{node}/{token}", self.root)
+    }
     /// The rollout's canary ([`CanaryValue`]): the first node healthy on the target.
     pub fn canary(&self) -> String {
         format!("{}canary", self.root)

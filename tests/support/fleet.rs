@@ -66,6 +66,36 @@ pub fn node_with(name: &str, fleet: &str) -> Node {
     }
 }
 
+/// Starts a daemon on `bus` whose fake Cells serves on `port` (the same port across restarts,
+/// so a new daemon finds the Cells the last one started), with `env` besides.
+pub fn start_daemon_on(
+    env: &StageEnv,
+    bus: &PrivateBus,
+    port: &str,
+    extra: &[(&str, &str)],
+) -> DaemonProc {
+    let cells = env.root.path().join("opt/pydio/bin/cells");
+    let f = std::fs::File::open(&cells).unwrap();
+    cells_updater::fcaps::set(
+        std::os::fd::AsFd::as_fd(&f),
+        Some(&cells_updater::fcaps::FileCaps::net_bind_service()),
+    )
+    .unwrap();
+    let mut all = vec![("CELLS_UPDATER_FAKE_UNIT", port)];
+    all.extend_from_slice(extra);
+    DaemonProc::start_with_env(bus, env.root.path(), &all)
+}
+
+/// A free port on loopback.
+pub fn free_port() -> String {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+        .to_string()
+}
+
 /// A child killed when dropped (a panicking test leaves no process behind).
 pub struct Killed(pub Child);
 

@@ -137,8 +137,15 @@ pub(super) async fn take(ctx: &Ctx, version: &str) -> Result<Option<Grant>> {
     if let Err(e) = &r {
         let limit = f.timeout * 3 + Duration::from_secs(2);
         let why = crate::text::one_line(&format!("{}: {}", e.name(), e.message()), 300);
-        if let Err(g) =
-            call::<()>(ctx, limit, "Report", &(version, 0u32, false, why.as_str())).await
+        // Grant 0: whatever this node holds under the agent's lease (this is the one job
+        // running here, and a kept report of an earlier one was delivered first).
+        if let Err(g) = call::<()>(
+            ctx,
+            limit,
+            "Report",
+            &(version, 0u32, 0i64, false, why.as_str()),
+        )
+        .await
         {
             crate::log::log(
                 crate::log::Level::Warning,
@@ -157,11 +164,11 @@ pub(super) async fn take(ctx: &Ctx, version: &str) -> Result<Option<Grant>> {
 /// Right before the swap, inside the job's point of no return: the slot is confirmed again
 /// (still this node's, half its lease left). `Ok` without `[fleet]`.
 pub(super) async fn confirm(ctx: &Ctx, grant: Option<Grant>) -> Result<()> {
-    let (Some(Grant { slot, .. }), Some(f)) = (grant, ctx.d.cfg.fleet.clone()) else {
+    let (Some(Grant { slot, grant }), Some(f)) = (grant, ctx.d.cfg.fleet.clone()) else {
         return Ok(());
     };
     let limit = f.timeout * 3 + Duration::from_secs(2);
-    call::<()>(ctx, limit, "ConfirmSlot", &(slot,))
+    call::<()>(ctx, limit, "ConfirmSlot", &(slot, grant))
         .await
         .map_err(|e| match e {
             // Halted, or the release marked bad, since the grant.
@@ -187,7 +194,7 @@ async fn take_in(ctx: &Ctx, version: &str, f: &crate::fleet::FleetConfig) -> Res
                 e.message()
             ))
         })?;
-        let _ = ctx.d.store.lock().await.update(|s| s.fleet_report = None);
+        clear_if(&ctx.d, &r).await;
     }
     let limit = f.timeout * 3 + Duration::from_secs(2);
     let deadline = Instant::now() + f.slot_wait;
@@ -196,7 +203,7 @@ async fn take_in(ctx: &Ctx, version: &str, f: &crate::fleet::FleetConfig) -> Res
         let (granted, slot, grant, busy): (bool, u32, i64, String) =
             call(ctx, limit, "TakeSlot", &(version,)).await?;
         let why = if granted {
-            match call::<()>(ctx, limit, "ConfirmSlot", &(slot,)).await {
+            match call::<()>(ctx, limit, "ConfirmSlot", &(slot, grant)).await {
                 Ok(()) => {
                     crate::log::info(
                         &format!("fleet slot {slot} held for {version}"),
@@ -255,20 +262,35 @@ pub(super) async fn report(
             bad,
             reason,
         },
-    );
+    )
+    .await;
 }
 
-fn keep(ctx: &Ctx, r: FleetReport) {
+/// Keeps the job's outcome in the state before the job's end is recorded: a crash before it
+/// is delivered loses nothing, and a next job on this node delivers it before taking a slot.
+/// A kept verdict is never replaced by a lesser outcome.
+async fn keep(ctx: &Ctx, r: FleetReport) {
     if let Ok(mut k) = ctx.fleet.lock() {
-        *k = Some(r);
+        *k = Some(r.clone());
+    }
+    let kept = ctx.d.store.lock().await.update(|s| match &s.fleet_report {
+        Some(old) if old.bad && !r.bad => {}
+        _ => s.fleet_report = Some(r.clone()),
+    });
+    if let Err(e) = kept {
+        crate::log::log(
+            crate::log::Level::Error,
+            &format!("cannot keep the fleet report of {}: {e}", r.version),
+            &[("VERSION", &r.version)],
+        );
     }
 }
 
 /// Sends the job's outcome, if it held a slot (after its end was recorded).
 pub(super) async fn send_kept_outcome(ctx: &Ctx) {
     let r = ctx.fleet.lock().ok().and_then(|mut k| k.take());
-    if let Some(r) = r {
-        send(&ctx.d, r).await;
+    if r.is_some() {
+        send_kept(&ctx.d).await;
     }
 }
 
@@ -305,25 +327,18 @@ pub(super) async fn report_recovered(
             },
         },
     };
-    keep(ctx, r);
+    keep(ctx, r).await;
 }
 
-/// Sends `r` to the agent; when it is not there, keeps it and tries again in the background.
-async fn send(d: &Arc<Daemon>, r: FleetReport) {
-    if deliver(d, &r).await.is_ok() {
+/// Delivers the kept report, if any, and clears it once taken (only if it is still the one
+/// kept); otherwise tries again in the background.
+async fn send_kept(d: &Arc<Daemon>) {
+    let Some(r) = d.store.lock().await.get().fleet_report.clone() else {
         return;
-    }
-    let kept = d
-        .store
-        .lock()
-        .await
-        .update(|s| s.fleet_report = Some(r.clone()));
-    if let Err(e) = kept {
-        crate::log::log(
-            crate::log::Level::Error,
-            &format!("cannot keep the fleet report of {}: {e}", r.version),
-            &[("VERSION", &r.version)],
-        );
+    };
+    if deliver(d, &r).await.is_ok() {
+        clear_if(d, &r).await;
+        return;
     }
     crate::log::log(
         crate::log::Level::Warning,
@@ -357,29 +372,46 @@ async fn deliver(d: &Daemon, r: &FleetReport) -> Result<()> {
     .await
 }
 
-/// How long a kept report is offered before the daemon stops trying (the agent's lease, and
-/// so the slot, ended long before).
+/// Clears the kept report if it is still `r` (a newer one is left for its own delivery).
+async fn clear_if(d: &Daemon, r: &FleetReport) {
+    let _ = d.store.lock().await.update(|s| {
+        if s.fleet_report.as_ref() == Some(r) {
+            s.fleet_report = None;
+        }
+    });
+}
+
+/// How long the background loop offers a kept report (the daemon stays up meanwhile); after
+/// that it is offered again at the next start and before the next slot.
 const RESEND_FOR: Duration = Duration::from_secs(3600);
 
-/// Sends the kept report, if any, every 2 s until the agent takes it (the daemon stays up
-/// meanwhile). Called at start-up too.
+/// One background loop at a time.
+static RESENDING: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Sends the kept report, if any, every 2 s until the agent takes it. Called at start-up
+/// too.
 pub(in crate::daemon) fn resend_kept(d: Arc<Daemon>) {
+    use std::sync::atomic::Ordering;
+    if RESENDING.swap(true, Ordering::SeqCst) {
+        return;
+    }
     tokio::spawn(async move {
         let until = Instant::now() + RESEND_FOR;
         while Instant::now() < until {
             let Some(r) = d.store.lock().await.get().fleet_report.clone() else {
-                return;
+                break;
             };
             d.touch();
             if deliver(&d, &r).await.is_ok() {
-                let _ = d.store.lock().await.update(|s| s.fleet_report = None);
+                clear_if(&d, &r).await;
                 crate::log::info(
                     &format!("the fleet agent took the kept outcome of {}", r.version),
                     &[("VERSION", &r.version)],
                 );
-                return;
+                continue;
             }
             tokio::time::sleep(Duration::from_secs(2)).await;
         }
+        RESENDING.store(false, Ordering::SeqCst);
     });
 }

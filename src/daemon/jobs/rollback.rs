@@ -104,6 +104,8 @@ pub(in crate::daemon) async fn run(ctx: &Ctx) -> Result<String> {
             fleet_slot: slot.map(|g| g.slot),
             fleet_grant: slot.map_or(0, |g| g.grant),
         };
+        // The slot once more, right before the swap (as an update does).
+        super::fleet_gate::confirm(ctx, slot).await?;
         ctx.journal(Some(&j)).await?;
         {
             let _atomic = d.atomic.lock().await;
