@@ -268,6 +268,31 @@ pub struct StageEnv {
     pub floor: VersionFloor,
 }
 
+impl Drop for StageEnv {
+    /// A fake Cells started by the `fake-unit` stand-in outlives a daemon killed by its test
+    /// (a file-capable binary loses its parent-death signal at exec): every process running
+    /// a binary under this root goes with it.
+    fn drop(&mut self) {
+        let root = self.root.path().to_path_buf();
+        for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+            let Some(pid) = entry
+                .file_name()
+                .to_str()
+                .and_then(|p| p.parse::<i32>().ok())
+            else {
+                continue;
+            };
+            if std::fs::read_link(entry.path().join("exe")).is_ok_and(|exe| exe.starts_with(&root))
+            {
+                let _ = nix::sys::signal::kill(
+                    nix::unistd::Pid::from_raw(pid),
+                    nix::sys::signal::Signal::SIGKILL,
+                );
+            }
+        }
+    }
+}
+
 impl StageEnv {
     pub fn new(trusted: &[&Path]) -> StageEnv {
         let root = tempfile::Builder::new()
