@@ -273,31 +273,25 @@ impl Agent {
     }
 }
 
-/// Reads a property of the daemon's manager, bounded.
+/// Reads a string property of the daemon's manager, bounded.
 async fn daemon_prop(conn: &zbus::Connection, name: &str) -> Result<String> {
-    let proxy = zbus::Proxy::new(
-        conn,
-        crate::daemon::BUS_NAME,
-        crate::daemon::MANAGER_PATH,
-        crate::daemon::MANAGER_INTERFACE,
-    )
-    .await
-    .map_err(|e| Error::FleetUnavailable(format!("the daemon: {e}")))?;
-    match tokio::time::timeout(DAEMON_TIMEOUT, proxy.get_property::<String>(name)).await {
-        Ok(Ok(v)) => Ok(crate::text::one_line(&v, 100)),
-        Ok(Err(e)) => Err(Error::FleetUnavailable(format!(
-            "the daemon's {name}: {}",
-            crate::text::one_line(&e.to_string(), 200)
-        ))),
-        Err(_) => Err(Error::FleetUnavailable(format!(
-            "the daemon did not answer {name} within {} s",
-            DAEMON_TIMEOUT.as_secs()
-        ))),
-    }
+    daemon_property::<String>(conn, name)
+        .await
+        .map(|v| crate::text::one_line(&v, 100))
 }
 
 /// Reads an object-path property of the daemon's manager, bounded.
 async fn daemon_path_prop(conn: &zbus::Connection, name: &str) -> Result<String> {
+    daemon_property::<zbus::zvariant::OwnedObjectPath>(conn, name)
+        .await
+        .map(|p| p.to_string())
+}
+
+async fn daemon_property<T>(conn: &zbus::Connection, name: &str) -> Result<T>
+where
+    T: TryFrom<zbus::zvariant::OwnedValue>,
+    T::Error: Into<zbus::Error>,
+{
     let proxy = zbus::Proxy::new(
         conn,
         crate::daemon::BUS_NAME,
@@ -306,13 +300,8 @@ async fn daemon_path_prop(conn: &zbus::Connection, name: &str) -> Result<String>
     )
     .await
     .map_err(|e| Error::FleetUnavailable(format!("the daemon: {e}")))?;
-    match tokio::time::timeout(
-        DAEMON_TIMEOUT,
-        proxy.get_property::<zbus::zvariant::OwnedObjectPath>(name),
-    )
-    .await
-    {
-        Ok(Ok(v)) => Ok(v.to_string()),
+    match tokio::time::timeout(DAEMON_TIMEOUT, proxy.get_property::<T>(name)).await {
+        Ok(Ok(v)) => Ok(v),
         Ok(Err(e)) => Err(Error::FleetUnavailable(format!(
             "the daemon's {name}: {}",
             crate::text::one_line(&e.to_string(), 200)
