@@ -82,6 +82,29 @@ impl State {
     /// killed): the slot goes back once the daemon is on the bus again and at rest (its
     /// recovery, which reports the outcome, has ended; a daemon at rest holds no slot). Never
     /// before: another node must not take the slot before this node's verdict.
+    /// After "updating": once the daemon is at rest again, what the heartbeat says comes
+    /// from it (a job that ended without an outcome for the agent, such as one refused before
+    /// its slot, leaves nothing else to tell).
+    async fn settle(&mut self, conn: &zbus::Connection) {
+        if self.state != "updating"
+            || !matches!(
+                daemon_path_prop(conn, "CurrentJob").await.as_deref(),
+                Ok("/")
+            )
+        {
+            return;
+        }
+        if let (Ok(state), Ok(version)) = (
+            daemon_prop(conn, "State").await,
+            daemon_prop(conn, "InstalledVersion").await,
+        ) {
+            self.state = state;
+            if !version.is_empty() {
+                self.version = version;
+            }
+        }
+    }
+
     async fn reclaim(&mut self, conn: &zbus::Connection) {
         let Some(to) = self.granted_to.clone() else {
             return;
@@ -403,6 +426,10 @@ impl Rollout {
                 {
                     return Ok(());
                 }
+                // A job already running (this rollout's, or the admin's) reports its own end.
+                if daemon_path_prop(conn, "CurrentJob").await? != "/" {
+                    return Ok(());
+                }
                 s.tried = Some((v.clone(), std::time::Instant::now()));
                 drop(s);
                 let r = ask_update(conn, &v).await;
@@ -489,6 +516,16 @@ pub async fn run(cfg: crate::config::Config, bus: crate::daemon::Bus) -> anyhow:
         .with_credentials(creds.as_deref());
     super::discover::complete(&mut fleet, discovered(&cfg).await)?;
     let node = node_name(&fleet, &cfg.root)?;
+    // Started, even while etcd cannot be reached: the unit is up and says what it waits for
+    // (a start job timing out during an etcd outage would only add restarts). Its bus name,
+    // which the daemon's gate needs, comes after the join.
+    let _ = sd_notify::notify(
+        false,
+        &[
+            sd_notify::NotifyState::Ready,
+            sd_notify::NotifyState::Status("joining etcd"),
+        ],
+    );
     let Some((cluster, lease)) = join(&fleet, &node).await? else {
         return Ok(());
     };
@@ -529,7 +566,8 @@ pub async fn run(cfg: crate::config::Config, bus: crate::daemon::Bus) -> anyhow:
         fleet: fleet.clone(),
         schedule: cfg.schedule()?,
     };
-    let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Ready]);
+    let status = format!("node {node} of cluster {}", fleet.cluster);
+    let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Status(&status)]);
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     let mut int = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())?;
     let mut beat =
@@ -560,6 +598,7 @@ pub async fn run(cfg: crate::config::Config, bus: crate::daemon::Bus) -> anyhow:
             _ = beat.tick() => {
                 let mut s = inner.lock().await;
                 s.reclaim(&conn).await;
+                s.settle(&conn).await;
                 let v = NodeValue {
                     format: FORMAT,
                     version: s.version.clone(),
@@ -626,6 +665,11 @@ async fn join(fleet: &FleetConfig, node: &str) -> Result<Option<(Cluster, Lease)
                 return Err(e)
             }
             Err(e) => {
+                let why = format!(
+                    "waiting for etcd: {}",
+                    crate::text::one_line(&e.message(), 200)
+                );
+                let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Status(&why)]);
                 if !said {
                     log::log(
                         log::Level::Warning,
