@@ -83,11 +83,19 @@ pub struct EtcdCluster {
     members: Vec<Option<Child>>,
     pub certs: Option<Certs>,
     token: String,
+    /// The network namespace the members and etcdctl run in (`None`: the test's own).
+    netns: Option<PathBuf>,
 }
 
 impl EtcdCluster {
     /// Three members, healthy (a leader elected) before it returns.
     pub fn start(tls: bool) -> EtcdCluster {
+        Self::start_in(tls, None)
+    }
+
+    /// [`EtcdCluster::start`] in the network namespace `netns` (a cluster of booted nodes
+    /// shares it), reached through `nsenter --net`.
+    pub fn start_in(tls: bool, netns: Option<&Path>) -> EtcdCluster {
         let dir = tempfile::tempdir().unwrap();
         let certs = tls.then(|| make_certs(dir.path()));
         let ports = (0..3).map(|_| (free_port(), free_port())).collect();
@@ -97,6 +105,7 @@ impl EtcdCluster {
             ports,
             members: vec![None, None, None],
             certs,
+            netns: netns.map(Path::to_path_buf),
         };
         for i in 0..3 {
             c.spawn(i, "new");
@@ -130,7 +139,7 @@ impl EtcdCluster {
             .enumerate()
             .map(|(j, (_, p))| format!("m{j}={s}://127.0.0.1:{p}"))
             .collect();
-        let mut cmd = Command::new("etcd");
+        let mut cmd = self.command("etcd");
         cmd.args([
             "--name",
             &format!("m{i}"),
@@ -186,7 +195,7 @@ impl EtcdCluster {
 
     /// `etcdctl ARGS` against the cluster (with the client certificate on TLS).
     pub fn etcdctl(&self, args: &[&str]) -> std::process::Output {
-        let mut cmd = Command::new("etcdctl");
+        let mut cmd = self.command("etcdctl");
         cmd.env("ETCDCTL_API", "3")
             .arg(format!("--endpoints={}", self.endpoints().join(",")));
         if let Some(c) = &self.certs {
@@ -195,6 +204,19 @@ impl EtcdCluster {
                 .arg(format!("--key={}", c.client_key.display()));
         }
         cmd.args(args).output().unwrap()
+    }
+
+    /// `program` in the cluster's network namespace.
+    fn command(&self, program: &str) -> Command {
+        match &self.netns {
+            None => Command::new(program),
+            Some(ns) => {
+                // nsenter execs `program` (no fork for a network namespace): the child is it.
+                let mut c = Command::new("nsenter");
+                c.arg(format!("--net={}", ns.display())).arg(program);
+                c
+            }
+        }
     }
 
     /// Waits until the cluster has a leader and answers a linearizable read.

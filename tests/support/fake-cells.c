@@ -1,7 +1,9 @@
 /* A stand-in for the Cells binary, built by the tests with the system C compiler.
  * Tests copy it and patch two slots to make releases: the version it reports and how it
  * behaves. `version -f '{{.Version}}'` prints the bare version; `version` prints Cells'
- * label lines; `start` serves the version over HTTP (port FAKE_CELLS_PORT, default 443).
+ * label lines; `start` serves the version over HTTP (port FAKE_CELLS_PORT, default 443;
+ * address FAKE_CELLS_ADDR, default any;
+ * after FAKE_CELLS_START_MS milliseconds, default 0).
  * `version -f '{{.PackageLabel}}'` prints the edition label (a third slot: Home or Enterprise).
  * Modes: "ok"; "hang" (version never returns); "exit" (start fails at once);
  * "introspect" (version reports "<uid>.<environment size>.<network interfaces>-fds.<open
@@ -77,12 +79,18 @@ int main(int argc, char **argv) {
     }
     if (argc >= 2 && strcmp(argv[1], "start") == 0) {
         if (strcmp(mode, "exit") == 0) { fprintf(stderr, "fake cells: broken release\n"); return 1; }
+        /* FAKE_CELLS_START_MS: how long it takes to start listening (a real Cells takes seconds) */
+        const char *d = getenv("FAKE_CELLS_START_MS");
+        if (d) usleep((useconds_t)atoi(d) * 1000);
         const char *p = getenv("FAKE_CELLS_PORT");
         int port = p ? atoi(p) : 443, one = 1;
         int s = socket(AF_INET, SOCK_STREAM, 0);
         setsockopt(s, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
         struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons(port)};
         a.sin_addr.s_addr = htonl(INADDR_ANY);
+        /* FAKE_CELLS_ADDR: one address (nodes sharing a network namespace, one each) */
+        const char *h = getenv("FAKE_CELLS_ADDR");
+        if (h && inet_pton(AF_INET, h, &a.sin_addr) != 1) { fprintf(stderr, "bad FAKE_CELLS_ADDR\n"); return 2; }
         if (bind(s, (struct sockaddr *)&a, sizeof(a)) != 0) { perror("bind"); return 2; }
         listen(s, 16);
         for (;;) {

@@ -501,6 +501,8 @@ impl StageEnv {
     }
 }
 #[cfg(feature = "fleet")]
+pub mod cluster;
+#[cfg(feature = "fleet")]
 pub mod etcd;
 #[cfg(all(feature = "fleet", feature = "fake-unit"))]
 pub mod fleet;

@@ -24,13 +24,20 @@ pub struct Sandbox {
     pub leader: u32,
     /// For a container whose disk survives a power cut: the overlay it boots from.
     persistent: Option<PathBuf>,
-    _guard: MutexGuard<'static, ()>,
+    /// A network namespace the container joins instead of its own (a cluster's nodes).
+    netns: Option<PathBuf>,
+    _guard: Option<MutexGuard<'static, ()>>,
+}
+
+/// The lock every container of this test binary holds; a cluster holds it for its nodes.
+pub fn lock() -> MutexGuard<'static, ()> {
+    ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 impl Sandbox {
     /// Boots a container named `name` (a fresh overlay over the cached rootfs).
     pub fn up(name: &str) -> Sandbox {
-        let mut sb = Self::prepare(name, None);
+        let mut sb = Self::prepare(name, None, Some(lock()));
         sb.boot();
         sb
     }
@@ -39,11 +46,36 @@ impl Sandbox {
     /// with its own upper directory, booted read-write (`--volatile=overlay` would start every
     /// boot from the clean rootfs, and a reboot test could not fail).
     pub fn up_persistent(name: &str) -> Sandbox {
-        let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
+        let guard = lock();
+        let merged = Self::overlay(name);
+        let mut sb = Self::prepare(name, Some(merged), Some(guard));
+        sb.boot();
+        sb
+    }
+
+    /// A cluster node: like [`Sandbox::up_persistent`], in the network namespace `netns`
+    /// (shared with the other nodes and etcd), under the lock its cluster holds.
+    pub fn up_node(name: &str, netns: &Path) -> Sandbox {
+        let merged = Self::overlay(name);
+        let mut sb = Self::prepare(name, Some(merged), None);
+        sb.netns = Some(netns.to_path_buf());
+        sb.boot();
+        sb
+    }
+
+    /// A fresh host overlay of the cached rootfs for container `name`: its merged directory.
+    /// It lives beside the container's state directory, not in it: `systemd-sandbox.sh down`
+    /// unmounts whatever is mounted under that directory, and a disk mounted there was gone
+    /// at the next boot (which then built a whole rootfs into the bare mount point).
+    fn overlay(name: &str) -> PathBuf {
+        let state = Path::new(env!("CARGO_MANIFEST_DIR"))
             .join("target/sandbox")
             .join(name);
+        let _ = Command::new(script()).arg("down").arg(&state).output();
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("target/sandbox")
+            .join(format!("{name}.disk"));
         let merged = dir.join("merged");
-        let _ = Command::new(script()).arg("down").arg(&dir).output();
         let _ = Command::new("umount").arg(&merged).output();
         let _ = std::fs::remove_dir_all(&dir);
         for d in ["upper", "work", "merged"] {
@@ -65,13 +97,14 @@ impl Sandbox {
             "overlay mount: {}",
             String::from_utf8_lossy(&out.stderr)
         );
-        let mut sb = Self::prepare(name, Some(merged));
-        sb.boot();
-        sb
+        merged
     }
 
-    fn prepare(name: &str, persistent: Option<PathBuf>) -> Sandbox {
-        let guard = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    fn prepare(
+        name: &str,
+        persistent: Option<PathBuf>,
+        guard: Option<MutexGuard<'static, ()>>,
+    ) -> Sandbox {
         assert!(
             nix::unistd::geteuid().is_root(),
             "booting systemd-nspawn needs root (.ci/run runs as root)"
@@ -85,6 +118,7 @@ impl Sandbox {
             dir,
             leader: 0,
             persistent,
+            netns: None,
             _guard: guard,
         }
     }
@@ -105,6 +139,11 @@ impl Sandbox {
                 .env("SANDBOX_PERSIST", "1"),
             None => cmd.env("SANDBOX_ROOTFS", rootfs()),
         };
+        if let Some(ns) = &self.netns {
+            // nspawn joins it (no --private-network): `ip netns exec` does not work here.
+            cmd.env("SANDBOX_NET", "host")
+                .arg(format!("--network-namespace-path={}", ns.display()));
+        }
         let out = cmd.output().unwrap();
         assert!(
             out.status.success(),
@@ -128,12 +167,25 @@ impl Sandbox {
     /// no clean shutdown), then boots it again from the same disk. The host's page cache
     /// survives, so this proves recovery at boot, not fsync durability.
     pub fn power_cut_and_boot(&mut self) {
-        assert!(self.persistent.is_some(), "a power cut needs up_persistent");
+        self.power_cut();
+        self.boot();
+    }
+
+    /// Cuts the power and leaves the container off (its disk kept for [`Sandbox::power_on`]).
+    pub fn power_cut(&mut self) {
+        assert!(
+            self.persistent.is_some(),
+            "a power cut needs a persistent disk"
+        );
         let _ = nix::sys::signal::kill(
             nix::unistd::Pid::from_raw(self.leader as i32),
             nix::sys::signal::Signal::SIGKILL,
         );
         let _ = Command::new(script()).arg("down").arg(&self.dir).output();
+    }
+
+    /// Boots a container whose power was cut, from the same disk.
+    pub fn power_on(&mut self) {
         self.boot();
     }
 
