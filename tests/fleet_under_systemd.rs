@@ -77,6 +77,42 @@ fn over_tls_a_rollout_moves_one_node_at_a_time_and_a_broken_release_halts_the_cl
         );
     }
 
+    // doctor on each node, as an admin runs it: etcd with root's credentials, the agent, the
+    // heartbeat, the clocks.
+    for n in &c.nodes {
+        let report: serde_json::Value =
+            serde_json::from_str(&n.sb.try_sh("cells-updater doctor --json").1).unwrap();
+        let fleet: Vec<String> = report["checks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|c| c["check"] == "fleet")
+            .map(|c| {
+                format!(
+                    "{} {}",
+                    c["level"].as_str().unwrap(),
+                    c["message"].as_str().unwrap()
+                )
+            })
+            .collect();
+        for want in [
+            "ok the fleet agent is on the bus",
+            "ok etcd answers: 3 member(s), leader m",
+            "ok this node's heartbeat is",
+        ] {
+            assert!(
+                fleet.iter().any(|l| l.contains(want)),
+                "{}: {want}: {fleet:?}",
+                n.name
+            );
+        }
+        assert!(
+            fleet.iter().all(|l| l.starts_with("ok ")),
+            "{}: {fleet:?}",
+            n.name
+        );
+    }
+
     // Rolling, max_parallel 1.
     let w = Watcher::start(&c);
     let t = Instant::now();
@@ -135,6 +171,10 @@ fn over_tls_a_rollout_moves_one_node_at_a_time_and_a_broken_release_halts_the_cl
             assert_eq!(n.sha(), good[i], "{}'s binary changed", n.name);
         }
     }
+    eprintln!(
+        "fleet status after the halt:\n{}",
+        c.nodes[2].fleet_ok("status")
+    );
     // A new target is refused while halted; after resume, all three proceed.
     let (ok, _, err) = c.nodes[0].fleet("rollout 4.4.7 --package PydioHome");
     assert!(!ok && err.contains("halt"), "{err}");

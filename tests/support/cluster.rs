@@ -83,9 +83,40 @@ pub struct ClusterNode {
     pub name: String,
     /// Where its Cells listens (`127.0.0.N:443`).
     pub addr: SocketAddr,
+    /// Its configuration (config.d/50-test.toml) without and with `[fleet]`.
+    plain: String,
+    fleet: String,
 }
 
 impl ClusterNode {
+    /// Takes the node out of the fleet (no `[fleet]`, agent stopped, daemon restarted): its
+    /// updates are a single node's again. [`ClusterNode::join`] puts it back.
+    pub fn leave(&self) {
+        self.configure(&self.plain, "stop");
+    }
+
+    pub fn join(&self) {
+        self.configure(&self.fleet, "start");
+        self.sb.wait_for(
+            Duration::from_secs(30),
+            "the fleet agent",
+            "busctl call org.freedesktop.DBus /org/freedesktop/DBus org.freedesktop.DBus \
+             NameHasOwner s com.pydio.CellsUpdater1.Fleet | grep -q true",
+        );
+    }
+
+    fn configure(&self, config: &str, agent: &str) {
+        self.sb.write(
+            "/etc/cells-updater/config.d/50-test.toml",
+            config.as_bytes(),
+            0o644,
+        );
+        self.sb.sh(&format!(
+            "systemctl stop cells-updater-fleet.service cells-updater.service \
+             && systemctl {agent} cells-updater-fleet.service"
+        ));
+    }
+
     pub fn sha(&self) -> String {
         self.sb
             .sh("sha256sum /opt/pydio/bin/cells | cut -d' ' -f1")
@@ -171,12 +202,17 @@ impl Cluster {
     /// Three nodes on Cells 4.4.2 with their agents joined, etcd on TLS with client
     /// certificates when `tls` (the agents get theirs through `LoadCredential=`).
     pub fn start(tls: bool) -> Cluster {
+        Self::start_with(tls, RELEASES)
+    }
+
+    /// [`Cluster::start`] with the update server offering `releases` (version, fake mode).
+    pub fn start_with(tls: bool, offered: &[(&str, &str)]) -> Cluster {
         let guard = sandbox::lock();
         let started = Instant::now();
         let netns = Netns::create("cu-fleet");
         let etcd = EtcdCluster::start_in(tls, Some(&netns.path));
         let releases = tempfile::tempdir().unwrap();
-        let server = serve(&netns, releases.path());
+        let server = serve(&netns, releases.path(), offered);
         let mut c = Cluster {
             nodes: Vec::new(),
             server,
@@ -262,17 +298,24 @@ impl Cluster {
                 0o644,
             );
         }
+        let plain = format!(
+            "[server]\nurl = \"http://127.0.0.1:8080/\"\n[policy]\nhealth_settle = \"1s\"\n\
+             health_timeout = \"20s\"\nhealth_url = \"http://{addr}/\"\n"
+        );
+        let fleet = format!("{plain}{fleet}");
         sb.write(
             "/etc/cells-updater/config.d/50-test.toml",
-            format!(
-                "[server]\nurl = \"http://127.0.0.1:8080/\"\n[policy]\nhealth_settle = \"1s\"\n\
-                 health_timeout = \"20s\"\nhealth_url = \"http://{addr}/\"\n{fleet}"
-            )
-            .as_bytes(),
+            fleet.as_bytes(),
             0o644,
         );
         sb.sh("systemctl daemon-reload && systemctl enable --now cells-updater-fleet.service");
-        let node = ClusterNode { sb, name, addr };
+        let node = ClusterNode {
+            sb,
+            name,
+            addr,
+            plain,
+            fleet,
+        };
         node.sb.wait_for(
             Duration::from_secs(10),
             "cells on its address",
@@ -328,15 +371,15 @@ impl Cluster {
     }
 }
 
-/// The update server, in the namespace on 127.0.0.1:8080, offering [`RELEASES`] (signed by
+/// The update server, in the namespace on 127.0.0.1:8080, offering `releases` (signed by
 /// the test key) from `dir`.
-fn serve(netns: &Netns, dir: &Path) -> Owned {
+fn serve(netns: &Netns, dir: &Path, releases: &[(&str, &str)]) -> Owned {
     let k = super::keys();
     let mut cmd = Command::new("nsenter");
     cmd.arg(format!("--net={}", netns.path.display()))
         .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("target/debug/examples/update_server"))
         .args(["--listen", "127.0.0.1:8080"]);
-    for (version, mode) in RELEASES {
+    for (version, mode) in releases {
         let bytes = super::fake_cells(version, mode);
         let file = dir.join(format!("cells-{version}"));
         std::fs::write(&file, &bytes).unwrap();
