@@ -1,6 +1,6 @@
 //! cells-updater: the privileged half of updating Pydio Cells.
 //!
-//! Modules, one responsibility each:
+//! Modules, one responsibility each (their layers: docs/architecture.md, `tests/layering.rs`):
 //! - [`cancel`]: a job's cancel token (cancellable until the swap begins).
 //! - [`cells_config`]: Cells' own update settings in `pydio.json` (read as the Cells user).
 //! - [`config`]: `/etc/cells-updater/config.toml` + `config.d/*.toml`, defaults, root prefix.
@@ -12,7 +12,9 @@
 //! - `fuzzing`: fuzz targets and the drop-in oracle (cargo feature `fuzzing`, tests only).
 //! - [`fcaps`]: file capabilities (the `security.capability` xattr), set and read through an fd.
 //! - [`fleet`]: cluster updates through etcd: settings, keys, values; the etcd client (feature `fleet`).
-//! - [`helper`]: helper processes with lesser rights (probe, network, the Cells user's files).
+//! - [`health`]: the health wait after a restart (the unit settles, the health URL answers).
+//! - [`helper`]: helper processes with lesser rights (probe, network, the Cells user's files);
+//!   their transient units in [`helper::unit`].
 //! - [`host`]: the Cells user, binary and working directory, from the config and the unit.
 //! - [`install`]: the atomic swap and the kept binaries for Rollback.
 //! - [`license`]: the Enterprise license file.
@@ -25,7 +27,7 @@
 //! - [`settings`]: the update-server settings in force, and where each comes from.
 //! - [`stage`]: download or copy into the staging area, verified while streaming.
 //! - [`state`]: the persisted lifecycle state machine and the apply journal.
-//! - [`systemd`]: unit facts, restart and health, drop-ins, transient units, over D-Bus.
+//! - [`systemd`]: unit facts, restart, drop-ins, timers, over D-Bus.
 //! - [`text`]: outside text made inert before it reaches sd_notify, the journal or a terminal.
 //! - [`trust`]: trusted keys (RSA PKCS#1/SPKI, EC P-256), checksum and signature checks.
 //! - [`update_server`]: the Cells update-server protocol (wire types, check).
@@ -42,6 +44,7 @@ pub mod fcaps;
 pub mod fleet;
 #[cfg(feature = "fuzzing")]
 pub mod fuzzing;
+pub mod health;
 pub mod helper;
 pub mod host;
 pub mod install;

@@ -583,7 +583,7 @@ pub struct CheckRequest {
 /// `check`: POST the update request; the answer's body goes out as data frames, its status
 /// in the result.
 pub async fn post_check(req: CheckRequest, out: &mut impl Write) -> Result<serde_json::Value> {
-    let url = crate::update_server::endpoint(&req.server_url)?;
+    let url = endpoint(&req.server_url)?;
     let timeout = Duration::from_secs(req.timeout_secs.max(1));
     let http = client(
         &req.proxy,
@@ -630,6 +630,21 @@ pub async fn post_check(req: CheckRequest, out: &mut impl Write) -> Result<serde
                 timeout.as_secs()
             )))
         })
+}
+
+/// The check endpoint for a configured base URL: an empty path becomes `/a/update-server`;
+/// trailing slashes are trimmed and one is added.
+pub fn endpoint(base: &str) -> Result<reqwest::Url> {
+    let mut url = reqwest::Url::parse(base)
+        .map_err(|e| Error::InvalidArgument(format!("update server URL {base:?}: {e}")))?;
+    let path = url.path().trim_end_matches('/').to_string();
+    let path = if path.is_empty() {
+        "/a/update-server".to_string()
+    } else {
+        path
+    };
+    url.set_path(&format!("{path}/"));
+    Ok(url)
 }
 
 /// The HTTP health probe: `http-get`'s request.

@@ -134,20 +134,9 @@ pub fn parse_response(body: &[u8]) -> Result<UpdateResponse> {
     })
 }
 
-/// The check endpoint for a configured base URL: an empty path becomes `/a/update-server`;
-/// trailing slashes are trimmed and one is added.
-pub fn endpoint(base: &str) -> Result<reqwest::Url> {
-    let mut url = reqwest::Url::parse(base)
-        .map_err(|e| Error::InvalidArgument(format!("update server URL {base:?}: {e}")))?;
-    let path = url.path().trim_end_matches('/').to_string();
-    let path = if path.is_empty() {
-        "/a/update-server".to_string()
-    } else {
-        path
-    };
-    url.set_path(&format!("{path}/"));
-    Ok(url)
-}
+/// The check endpoint for a configured base URL (in [`crate::net`], which the network helper
+/// also uses to check what it is sent).
+pub use crate::net::endpoint;
 
 /// Where and how the update server is asked.
 #[derive(Debug, Clone)]

@@ -7,7 +7,8 @@
 
 use crate::config::Config;
 use crate::error::{Error, Result};
-use crate::systemd::{HealthCheck, UnitFacts};
+use crate::health::HealthCheck;
+use crate::systemd::UnitFacts;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -187,7 +188,7 @@ impl Supervisor {
         }
     }
 
-    /// Waits as [`crate::systemd::wait_healthy`] does.
+    /// Waits as [`crate::health::wait_healthy`] does.
     pub async fn wait_healthy(&self, check: &HealthCheck, baseline: u32) -> Result<()> {
         let started = Instant::now();
         let mut stable: Option<(Instant, u32)> = None;

@@ -4,8 +4,9 @@
 //! can be driven on a private bus by the model-based test (the only place it is used).
 
 use crate::error::{Error, Result};
+use crate::health::{self, HealthCheck};
 use crate::helper::Runner;
-use crate::systemd::{self, HealthCheck, UnitFacts};
+use crate::systemd::{self, UnitFacts};
 use std::time::Duration;
 
 /// Longest wait for systemd's restart job.
@@ -52,7 +53,7 @@ impl Units {
         }
     }
 
-    /// Waits until the unit is healthy (see [`systemd::wait_healthy`]).
+    /// Waits until the unit is healthy (see [`health::wait_healthy`]).
     pub async fn wait_healthy(
         &self,
         unit: &str,
@@ -61,7 +62,7 @@ impl Units {
         runner: &Runner,
     ) -> Result<()> {
         match self {
-            Units::Systemd(c) => systemd::wait_healthy(c, unit, check, baseline_restarts, runner)
+            Units::Systemd(c) => health::wait_healthy(c, unit, check, baseline_restarts, runner)
                 .await
                 .map(|_| ()),
             Units::Absent => Err(absent()),

@@ -13,6 +13,7 @@
 
 pub mod child;
 pub mod protocol;
+pub mod unit;
 
 use crate::error::{Error, Result};
 use protocol::Frame;
@@ -174,7 +175,7 @@ impl Runner {
                     task.command.to_string(),
                 ];
                 argv.extend(task.args.iter().cloned());
-                let props = crate::systemd::TransientProps {
+                let props = unit::TransientProps {
                     description: format!("cells-updater {} helper", task.command),
                     argv,
                     rights: task.rights.clone(),
@@ -184,7 +185,7 @@ impl Runner {
                     memory_max: HELPER_MEMORY_MAX,
                     env: task.env.clone(),
                 };
-                crate::systemd::start_transient(conn, &name, &props).await?;
+                unit::start_transient(conn, &name, &props).await?;
                 Stop::Unit(conn.clone(), name)
             }
             Runner::Fork { exe, user } => {
@@ -269,11 +270,6 @@ impl Running {
             self.spare.push(buf);
         }
     }
-
-    /// Moves the deadline (a download's own deadline is known only once it starts).
-    pub fn extend_to(&mut self, deadline: Instant) {
-        self.deadline = deadline;
-    }
 }
 
 impl Drop for Running {
@@ -286,7 +282,7 @@ impl Drop for Running {
                 // A finished unit is already gone; stopping it again is harmless.
                 if let Ok(handle) = tokio::runtime::Handle::try_current() {
                     handle.spawn(async move {
-                        crate::systemd::stop_transient(&conn, &name).await;
+                        unit::stop_transient(&conn, &name).await;
                     });
                 }
             }

@@ -122,11 +122,6 @@ impl TrustedKeys {
         Ok(Self { keys })
     }
 
-    /// Builds a set from keys already parsed.
-    pub fn from_keys(keys: Vec<TrustedKey>) -> Self {
-        Self { keys }
-    }
-
     /// The keys, in load order.
     pub fn keys(&self) -> &[TrustedKey] {
         &self.keys
