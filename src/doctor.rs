@@ -955,13 +955,13 @@ impl Host {
             Ok(Err(e)) => finding(
                 "daemon",
                 Level::Fail,
-                format!("{} does not answer: {e}", crate::daemon::BUS_NAME),
+                format!("{} does not answer: {e}", crate::contract::BUS_NAME),
                 "systemctl status cells-updater; journalctl -u cells-updater",
             ),
             Err(_) => finding(
                 "daemon",
                 Level::Fail,
-                format!("{} did not answer within 30 s", crate::daemon::BUS_NAME),
+                format!("{} did not answer within 30 s", crate::contract::BUS_NAME),
                 "systemctl status cells-updater; journalctl -u cells-updater",
             ),
         }
@@ -973,11 +973,11 @@ async fn manager_property(
     name: &str,
 ) -> zbus::Result<zbus::zvariant::OwnedValue> {
     let props = zbus::fdo::PropertiesProxy::builder(bus)
-        .destination(crate::daemon::BUS_NAME)?
-        .path(crate::daemon::MANAGER_PATH)?
+        .destination(crate::contract::BUS_NAME)?
+        .path(crate::contract::MANAGER_PATH)?
         .build()
         .await?;
-    let iface = zbus::names::InterfaceName::try_from(crate::daemon::MANAGER_INTERFACE)
+    let iface = zbus::names::InterfaceName::try_from(crate::contract::MANAGER_INTERFACE)
         .map_err(zbus::Error::from)?;
     Ok(props.get(iface, name).await?)
 }

@@ -1,8 +1,7 @@
 //! Typed errors. Each variant is one D-Bus error name of the contract
 //! (`com.pydio.CellsUpdater1.Error.<Name>`); its text is the message an admin reads.
 
-/// Prefix of every D-Bus error name this service returns.
-pub const ERROR_PREFIX: &str = "com.pydio.CellsUpdater1.Error.";
+pub use crate::contract::ERROR_PREFIX;
 
 /// Calls `$m!` with every error name of the contract, in the contract's order. The list is
 /// written once; the library enum, the D-Bus enum and the name table are made from it.

@@ -3,6 +3,7 @@
 //! Modules, one responsibility each (their layers: docs/architecture.md, `tests/layering.rs`):
 //! - [`cancel`]: a job's cancel token (cancellable until the swap begins).
 //! - [`cells_config`]: Cells' own update settings in `pydio.json` (read as the Cells user).
+//! - [`contract`]: the bus names, paths and interfaces of the contract, written once.
 //! - [`config`]: `/etc/cells-updater/config.toml` + `config.d/*.toml`, defaults, root prefix.
 //! - [`daemon`]: the bus name, Manager and Job objects, authorization, jobs, sd-notify, idle exit.
 //! - [`doctor`]: `cells-updater doctor` and `config`: the host inspected as the daemon sees it.
@@ -35,6 +36,7 @@
 pub mod cancel;
 pub mod cells_config;
 pub mod config;
+pub mod contract;
 pub mod daemon;
 pub mod dirfd;
 pub mod doctor;

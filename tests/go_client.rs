@@ -76,3 +76,32 @@ fn the_go_client_drives_the_daemon() {
     assert!(out.status.success(), "go test failed:\n{text}");
     assert!(text.contains("--- PASS: TestAgainstTheDaemon"), "{text}");
 }
+
+/// The Go package's names are the contract's: the bus name, paths, interfaces, the error
+/// prefix and one `Err*` value per error name, no more, no fewer.
+#[test]
+fn the_go_constants_are_the_contracts() {
+    use cells_updater::contract;
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("clients/go/cellsupdater");
+    let main = std::fs::read_to_string(dir.join("cellsupdater.go")).unwrap();
+    let errors = std::fs::read_to_string(dir.join("errors.go")).unwrap();
+    for line in [
+        format!("BusName          = {:?}", contract::BUS_NAME),
+        format!(
+            "ManagerPath      = dbus.ObjectPath({:?})",
+            contract::MANAGER_PATH
+        ),
+        format!("ManagerInterface = {:?}", contract::MANAGER_INTERFACE),
+        format!("JobInterface     = {:?}", contract::JOB_INTERFACE),
+    ] {
+        assert!(main.contains(&line), "cellsupdater.go lacks {line}");
+    }
+    assert!(errors.contains(&format!("const ErrorPrefix = {:?}", contract::ERROR_PREFIX)));
+    let go: Vec<&str> = errors
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("Err"))
+        .filter_map(|l| l.split_once("= &Error{Name: \""))
+        .map(|(_, rest)| rest.trim_end_matches("\"}"))
+        .collect();
+    assert_eq!(go, cells_updater::error::ERROR_NAMES);
+}

@@ -206,12 +206,13 @@ fn or_dash(s: String) -> String {
 /// `status [--json]`.
 pub async fn status(conn: &zbus::Connection, json: bool) -> Result<(), Failure> {
     let props = zbus::fdo::PropertiesProxy::builder(conn)
-        .destination("com.pydio.CellsUpdater1")?
-        .path("/com/pydio/CellsUpdater1")?
+        .destination(cells_updater::contract::BUS_NAME)?
+        .path(cells_updater::contract::MANAGER_PATH)?
         .build()
         .await?;
-    let iface =
-        zbus::names::InterfaceName::from_static_str_unchecked("com.pydio.CellsUpdater1.Manager");
+    let iface = zbus::names::InterfaceName::from_static_str_unchecked(
+        cells_updater::contract::MANAGER_INTERFACE,
+    );
     let all = props.get_all(iface).await.map_err(zbus::Error::from)?;
     if json {
         let mut doc = props_to_json(&all);
@@ -323,12 +324,13 @@ fn u64_of(p: &HashMap<String, OwnedValue>, k: &str) -> u64 {
 
 async fn manager_props(conn: &zbus::Connection) -> Result<HashMap<String, OwnedValue>, Failure> {
     let props = zbus::fdo::PropertiesProxy::builder(conn)
-        .destination("com.pydio.CellsUpdater1")?
-        .path("/com/pydio/CellsUpdater1")?
+        .destination(cells_updater::contract::BUS_NAME)?
+        .path(cells_updater::contract::MANAGER_PATH)?
         .build()
         .await?;
-    let iface =
-        zbus::names::InterfaceName::from_static_str_unchecked("com.pydio.CellsUpdater1.Manager");
+    let iface = zbus::names::InterfaceName::from_static_str_unchecked(
+        cells_updater::contract::MANAGER_INTERFACE,
+    );
     Ok(props.get_all(iface).await.map_err(zbus::Error::from)?)
 }
 
@@ -643,13 +645,14 @@ async fn follow_with(
     json: bool,
 ) -> Result<(), Failure> {
     let props = zbus::fdo::PropertiesProxy::builder(conn)
-        .destination("com.pydio.CellsUpdater1")?
+        .destination(cells_updater::contract::BUS_NAME)?
         .path(path.clone())?
         .build()
         .await?;
     let mut changes = props.receive_properties_changed().await?;
-    let job_iface =
-        zbus::names::InterfaceName::from_static_str_unchecked("com.pydio.CellsUpdater1.Job");
+    let job_iface = zbus::names::InterfaceName::from_static_str_unchecked(
+        cells_updater::contract::JOB_INTERFACE,
+    );
     let mut bar = Progress::new(json);
     let initial = props
         .get_all(job_iface.clone())
@@ -669,7 +672,7 @@ async fn follow_with(
     // A daemon that dies mid-job ends no signal stream: watch the name's owner too.
     let dbus = zbus::fdo::DBusProxy::new(conn).await?;
     let mut owner = dbus
-        .receive_name_owner_changed_with_args(&[(0, "com.pydio.CellsUpdater1")])
+        .receive_name_owner_changed_with_args(&[(0, cells_updater::contract::BUS_NAME)])
         .await?;
     loop {
         tokio::select! {
@@ -836,6 +839,30 @@ pub fn read_license(file: Option<&std::path::Path>) -> Result<String, Failure> {
 #[cfg(test)]
 mod tests {
     use super::format_time;
+
+    /// The proxy's attribute must spell the contract's names (it cannot name the constants).
+    #[test]
+    fn the_proxy_spells_the_contract() {
+        use cells_updater::contract;
+        use zbus::proxy::Defaults;
+        let s = |v: &Option<String>| v.clone().unwrap_or_default();
+        assert_eq!(
+            s(&super::ManagerProxy::INTERFACE
+                .as_ref()
+                .map(|n| n.to_string())),
+            contract::MANAGER_INTERFACE
+        );
+        assert_eq!(
+            s(&super::ManagerProxy::DESTINATION
+                .as_ref()
+                .map(|n| n.to_string())),
+            contract::BUS_NAME
+        );
+        assert_eq!(
+            s(&super::ManagerProxy::PATH.as_ref().map(|n| n.to_string())),
+            contract::MANAGER_PATH
+        );
+    }
 
     #[test]
     fn times_are_utc_dates() {

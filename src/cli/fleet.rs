@@ -139,9 +139,9 @@ async fn local_package(bus: Option<&str>) -> Result<String, Failure> {
     let conn = super::client::connect(bus).await?;
     let p = zbus::Proxy::new(
         &conn,
-        cells_updater::daemon::BUS_NAME,
-        cells_updater::daemon::MANAGER_PATH,
-        cells_updater::daemon::MANAGER_INTERFACE,
+        cells_updater::contract::BUS_NAME,
+        cells_updater::contract::MANAGER_PATH,
+        cells_updater::contract::MANAGER_INTERFACE,
     )
     .await?;
     let name: String = p.get_property("PackageName").await?;
@@ -334,7 +334,7 @@ pub async fn doctor(cfg: &Config, bus: Option<&str>) -> Vec<cells_updater::docto
         Ok(conn) => match zbus::fdo::DBusProxy::new(&conn).await {
             Ok(p) => p
                 .name_has_owner(
-                    zbus::names::BusName::try_from(cells_updater::fleet::agent::AGENT_NAME)
+                    zbus::names::BusName::try_from(cells_updater::contract::AGENT_NAME)
                         .expect("a valid bus name"),
                 )
                 .await

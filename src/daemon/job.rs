@@ -11,13 +11,12 @@ use crate::cancel::Cancel;
 use std::sync::Arc;
 use zbus::zvariant::{OwnedObjectPath, Value};
 
-/// The Job interface name.
-pub const JOB_INTERFACE: &str = "com.pydio.CellsUpdater1.Job";
+pub use crate::contract::JOB_INTERFACE;
 
 /// The object path of job `id`.
 pub fn job_path(id: u32) -> OwnedObjectPath {
     // Invariant: the format is always a valid object path.
-    OwnedObjectPath::try_from(format!("/com/pydio/CellsUpdater1/job/{id}"))
+    OwnedObjectPath::try_from(format!("{}{id}", crate::contract::JOB_PATH_PREFIX))
         .expect("job paths are valid object paths")
 }
 

@@ -15,10 +15,7 @@ use std::sync::Arc;
 use zbus::object_server::SignalEmitter;
 use zbus::zvariant::{ObjectPath, OwnedObjectPath, OwnedValue, Value};
 
-/// The Manager object path.
-pub const MANAGER_PATH: &str = "/com/pydio/CellsUpdater1";
-/// The Manager interface name.
-pub const MANAGER_INTERFACE: &str = "com.pydio.CellsUpdater1.Manager";
+pub use crate::contract::{MANAGER_INTERFACE, MANAGER_PATH};
 
 /// Options and metadata dictionaries as they arrive.
 type Dict = HashMap<String, OwnedValue>;

@@ -34,8 +34,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use tokio::sync::Mutex;
 use zbus::zvariant::{OwnedObjectPath, Value};
 
-/// The well-known bus name.
-pub const BUS_NAME: &str = "com.pydio.CellsUpdater1";
+pub use crate::contract::BUS_NAME;
 /// A finished job is kept at least this long…
 const JOB_RETENTION: Duration = Duration::from_secs(600);
 /// …unless this many newer jobs exist.

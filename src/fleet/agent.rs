@@ -18,10 +18,7 @@ use crate::log;
 use std::sync::Arc;
 use tokio::sync::Mutex;
 
-/// The agent's well-known name.
-pub const AGENT_NAME: &str = "com.pydio.CellsUpdater1.Fleet";
-/// Its object.
-pub const AGENT_PATH: &str = "/com/pydio/CellsUpdater1/Fleet";
+pub use crate::contract::{AGENT_NAME, AGENT_PATH};
 
 struct State {
     cluster: Cluster,
@@ -317,9 +314,9 @@ where
 {
     let proxy = zbus::Proxy::new(
         conn,
-        crate::daemon::BUS_NAME,
-        crate::daemon::MANAGER_PATH,
-        crate::daemon::MANAGER_INTERFACE,
+        crate::contract::BUS_NAME,
+        crate::contract::MANAGER_PATH,
+        crate::contract::MANAGER_INTERFACE,
     )
     .await
     .map_err(|e| Error::FleetUnavailable(format!("the daemon: {e}")))?;
@@ -464,9 +461,9 @@ impl Rollout {
 async fn ask_update(conn: &zbus::Connection, version: &str) -> std::result::Result<String, String> {
     let proxy = zbus::Proxy::new(
         conn,
-        crate::daemon::BUS_NAME,
-        crate::daemon::MANAGER_PATH,
-        crate::daemon::MANAGER_INTERFACE,
+        crate::contract::BUS_NAME,
+        crate::contract::MANAGER_PATH,
+        crate::contract::MANAGER_INTERFACE,
     )
     .await
     .map_err(|e| e.to_string())?;
@@ -718,6 +715,13 @@ pub async fn discovered(cfg: &crate::config::Config) -> Option<super::discover::
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The served interface's attribute must spell the contract's name.
+    #[test]
+    fn the_agent_interface_spells_the_contract() {
+        use zbus::object_server::Interface;
+        assert_eq!(Agent::name().as_str(), crate::contract::AGENT_INTERFACE);
+    }
     use crate::fleet::TargetValue;
 
     fn target(v: &str, now: bool) -> TargetValue {

@@ -21,9 +21,7 @@ pub(super) struct Grant {
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-const AGENT_NAME: &str = "com.pydio.CellsUpdater1.Fleet";
-const AGENT_PATH: &str = "/com/pydio/CellsUpdater1/Fleet";
-const AGENT_IFACE: &str = "com.pydio.CellsUpdater1.Fleet";
+use crate::contract::{AGENT_INTERFACE as AGENT_IFACE, AGENT_NAME, AGENT_PATH};
 
 /// The agent's error as the gate keeps it: a known fleet name, else `FleetUnavailable`.
 fn claim(e: zbus::Error) -> Error {
@@ -84,8 +82,7 @@ where
     }
 }
 
-/// The agent's packaged user; the name's D-Bus policy lets only it (and root) own the name.
-pub const AGENT_USER: &str = "cells-updater-fleet";
+pub use crate::contract::AGENT_USER;
 
 /// Whoever owns the agent's name must be root or the agent's own user: a local user who
 /// took the name (a bus without the packaged policy) would otherwise grant every slot. The
