@@ -31,6 +31,71 @@ pub struct Context<'a> {
     pub force: bool,
 }
 
+/// Why an offered release may not be staged here. Each has one wire spelling (the `Reason`
+/// of an `Available` entry, docs/dbus-api.md) and one error a request for it gets
+/// ([`Assessed::refusal`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reason {
+    /// Its version does not parse, or its download URL breaks the download rules.
+    Invalid,
+    /// Its `Status` is not `Released`.
+    NotReleased,
+    /// Another package (`PydioEnterprise` offered to a Home check).
+    WrongPackage,
+    /// Built for another OS.
+    WrongOs,
+    /// Built for another architecture.
+    WrongArch,
+    /// Larger than `[policy] max_binary_size`.
+    TooLarge,
+    /// It failed its health check here before.
+    Bad,
+    /// Not newer than the installed version, or below the floor.
+    Downgrade,
+    /// Above the pin set with Hold.
+    Held,
+    /// Younger than `[policy] min_release_age`.
+    TooNew,
+}
+
+impl Reason {
+    /// Every reason, in the order [`assess`] tries them.
+    pub const ALL: &[Reason] = &[
+        Reason::Invalid,
+        Reason::NotReleased,
+        Reason::WrongPackage,
+        Reason::WrongOs,
+        Reason::WrongArch,
+        Reason::TooLarge,
+        Reason::Bad,
+        Reason::Downgrade,
+        Reason::Held,
+        Reason::TooNew,
+    ];
+
+    /// The wire spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Reason::Invalid => "invalid",
+            Reason::NotReleased => "not-released",
+            Reason::WrongPackage => "wrong package",
+            Reason::WrongOs => "wrong os",
+            Reason::WrongArch => "wrong arch",
+            Reason::TooLarge => "too large",
+            Reason::Bad => "bad",
+            Reason::Downgrade => "downgrade",
+            Reason::Held => "held",
+            Reason::TooNew => "too-new",
+        }
+    }
+}
+
+impl std::fmt::Display for Reason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// One offered package with the verdict.
 #[derive(Debug, Clone)]
 pub struct Assessed {
@@ -38,13 +103,61 @@ pub struct Assessed {
     pub package: Package,
     /// The parsed version, when it parses.
     pub version: Option<CellsVersion>,
-    /// True when it may be staged.
-    pub allowed: bool,
-    /// Why not: `invalid`, `not-released`, `wrong package`, `wrong os`, `wrong arch`,
-    /// `too large`, `bad`, `downgrade`, `held` (above the pin), `too-new`; `""` when allowed.
-    pub reason: String,
-    /// For `too-new`: when it becomes eligible (unix seconds).
+    /// Why it may not be staged; `None` when it may.
+    pub reason: Option<Reason>,
+    /// For [`Reason::TooNew`]: when it becomes eligible (unix seconds).
     pub eligible_at: Option<i64>,
+}
+
+impl Assessed {
+    /// True when it may be staged.
+    pub fn allowed(&self) -> bool {
+        self.reason.is_none()
+    }
+
+    /// The reason's wire spelling, `""` when allowed.
+    pub fn reason_str(&self) -> &'static str {
+        self.reason.map_or("", Reason::as_str)
+    }
+
+    /// The error a request for this (refused) release gets, naming the version `v`.
+    pub fn refusal(&self, v: &CellsVersion) -> crate::error::Error {
+        use crate::error::Error;
+        let Some(reason) = self.reason else {
+            return Error::InvalidArgument(format!("{v} is allowed; nothing refuses it"));
+        };
+        match reason {
+            Reason::Downgrade => Error::Downgrade(format!(
+                "{v} is not newer than the installed version, or is older than the floor (the \
+                 highest version ever committed here); use Rollback to go back"
+            )),
+            Reason::WrongArch | Reason::WrongOs => Error::WrongArchitecture(format!(
+                "{v} is offered for {}/{} only",
+                crate::text::one_line(&self.package.binary_os, 20),
+                crate::text::one_line(&self.package.binary_arch, 20)
+            )),
+            Reason::NotReleased => Error::NoSuchVersion(format!(
+                "{v} is offered but not released (its Status is {:?}, not Released); it is never installed",
+                self.package.status
+            )),
+            Reason::Held => Error::NoSuchVersion(format!(
+                "{v} is held: above the pin set with Hold; release the hold, or pass Force"
+            )),
+            Reason::TooNew => Error::NoSuchVersion(format!(
+                "{v} is too new: [policy] min_release_age makes it eligible at {}; pass Force to \
+                 take it now",
+                self.eligible_at
+                    .and_then(|t| jiff::Timestamp::from_second(t).ok())
+                    .map_or_else(|| "a later date".to_string(), |t| t.to_string())
+            )),
+            Reason::Bad => Error::NoSuchVersion(format!(
+                "{v} failed its health check here before and is marked bad; it is not installed again"
+            )),
+            Reason::Invalid | Reason::WrongPackage | Reason::TooLarge => Error::NoSuchVersion(
+                format!("{v} is offered but not allowed here ({reason})"),
+            ),
+        }
+    }
 }
 
 /// Judges one offer.
@@ -56,47 +169,48 @@ pub fn assess(p: &Package, ctx: &Context<'_>) -> Assessed {
     let reason = if version.is_none()
         || Release::from_package(p, ctx.server_url, ctx.download_hosts).is_err()
     {
-        "invalid"
+        Some(Reason::Invalid)
     } else if p.status != PackageStatus::Released {
-        "not-released"
+        Some(Reason::NotReleased)
     } else if !p.package_name.is_empty() && p.package_name != ctx.package {
-        "wrong package"
+        Some(Reason::WrongPackage)
     } else if !p.binary_os.is_empty() && p.binary_os != GOOS {
-        "wrong os"
+        Some(Reason::WrongOs)
     } else if !p.binary_arch.is_empty() && p.binary_arch != goarch() {
-        "wrong arch"
+        Some(Reason::WrongArch)
     } else if p.binary_size as u64 > ctx.max_binary_size {
-        "too large"
+        Some(Reason::TooLarge)
     } else if version
         .as_ref()
         .is_some_and(|v| is_bad(ctx.bad, ctx.package, v))
     {
         // Before "downgrade": a release that failed here is also below the highest-ever
         // version, and "bad" is what the admin needs to know.
-        "bad"
+        Some(Reason::Bad)
     } else if version
         .as_ref()
         .is_some_and(|v| ctx.floor.admit(v).is_err())
     {
-        "downgrade"
+        Some(Reason::Downgrade)
     } else if !ctx.force
         && version
             .as_ref()
             .zip(ctx.pin.as_ref())
             .is_some_and(|(v, pin)| v > pin)
     {
-        "held"
+        Some(Reason::Held)
     } else if !ctx.force && eligible_at.is_some_and(|at| at > ctx.now) {
-        "too-new"
+        Some(Reason::TooNew)
     } else {
-        ""
+        None
     };
     Assessed {
         package: p.clone(),
         version,
-        allowed: reason.is_empty(),
-        reason: reason.to_string(),
-        eligible_at: (reason == "too-new").then_some(eligible_at).flatten(),
+        reason,
+        eligible_at: (reason == Some(Reason::TooNew))
+            .then_some(eligible_at)
+            .flatten(),
     }
 }
 
@@ -119,7 +233,7 @@ pub fn is_bad(bad: &[String], package: &str, version: &CellsVersion) -> bool {
 pub fn allowed_versions(list: &[Assessed]) -> Vec<CellsVersion> {
     let mut v: Vec<CellsVersion> = list
         .iter()
-        .filter(|a| a.allowed)
+        .filter(|a| a.allowed())
         .filter_map(|a| a.version.clone())
         .collect();
     v.sort();
@@ -180,8 +294,7 @@ mod tests {
             .map(|i| Assessed {
                 package: pkg(&format!("5.{}.{}", i / 100, i % 100)),
                 version: Some(v(&format!("5.{}.{}", i / 100, i % 100))),
-                allowed: true,
-                reason: String::new(),
+                reason: None,
                 eligible_at: None,
             })
             .collect();
@@ -190,8 +303,7 @@ mod tests {
         list.push(Assessed {
             package: pkg(&long),
             version: None,
-            allowed: false,
-            reason: "invalid".into(),
+            reason: Some(Reason::Invalid),
             eligible_at: None,
         });
         let kept = newest_allowed(&list, 32);
@@ -312,8 +424,8 @@ mod tests {
         ];
         for (p, reason) in rows {
             let a = assess(&p, &ctx);
-            assert_eq!(a.reason, reason, "{p:?}");
-            assert_eq!(a.allowed, reason.is_empty());
+            assert_eq!(a.reason_str(), reason, "{p:?}");
+            assert_eq!(a.allowed(), reason.is_empty());
         }
         let young = Package {
             release_date: 1_800_000_000 - 3600,
@@ -328,7 +440,31 @@ mod tests {
             force: true,
             ..ctx.clone()
         };
-        assert!(assess(&young, &forced).allowed && assess(&pkg("4.5.1"), &forced).allowed);
+        assert!(assess(&young, &forced).allowed() && assess(&pkg("4.5.1"), &forced).allowed());
+    }
+
+    #[test]
+    fn each_reason_has_one_spelling_and_one_error() {
+        let spellings: std::collections::BTreeSet<&str> =
+            Reason::ALL.iter().map(|r| r.as_str()).collect();
+        assert_eq!(spellings.len(), Reason::ALL.len());
+        for r in Reason::ALL {
+            let a = Assessed {
+                package: pkg("4.4.5"),
+                version: Some(v("4.4.5")),
+                reason: Some(*r),
+                eligible_at: None,
+            };
+            let want = match r {
+                Reason::Downgrade => "Downgrade",
+                Reason::WrongArch | Reason::WrongOs => "WrongArchitecture",
+                _ => "NoSuchVersion",
+            };
+            let e = a.refusal(&v("4.4.5"));
+            assert_eq!(e.name(), want, "{r}");
+            assert!(e.to_string().contains("4.4.5"), "{r}: {e}");
+            assert!(!a.allowed());
+        }
     }
 
     #[test]

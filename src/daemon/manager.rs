@@ -123,8 +123,8 @@ fn release_dict(a: &Assessed) -> HashMap<String, OwnedValue> {
     d.insert("ChangeLog".into(), ov(Value::from(p.change_log.clone())));
     d.insert("ReleaseDate".into(), ov(Value::from(p.release_date)));
     d.insert("Size".into(), ov(Value::from(p.binary_size.max(0) as u64)));
-    d.insert("Allowed".into(), ov(Value::from(a.allowed)));
-    d.insert("Reason".into(), ov(Value::from(a.reason.clone())));
+    d.insert("Allowed".into(), ov(Value::from(a.allowed())));
+    d.insert("Reason".into(), ov(Value::from(a.reason_str())));
     d.insert("IsPatch".into(), ov(Value::from(p.is_patch)));
     if let Some(at) = a.eligible_at {
         d.insert("EligibleAt".into(), ov(Value::from(at)));

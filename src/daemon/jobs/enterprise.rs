@@ -75,10 +75,10 @@ pub(in crate::daemon) async fn run(
                 "the update server offers no Enterprise build of {want}"
             ))
         })?;
-    if !offer.allowed {
+    if !offer.allowed() {
         return Err(Error::NoSuchVersion(format!(
             "the Enterprise build of {want} is not usable here ({})",
-            offer.reason
+            offer.reason_str()
         )));
     }
     let mut release = Release::from_package(&offer.package, &server.url, &d.cfg.download_hosts)?;

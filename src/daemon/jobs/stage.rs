@@ -199,7 +199,7 @@ pub(in crate::daemon) fn choose<'a>(
     let Some(v) = wanted else {
         return assessed
             .iter()
-            .filter(|a| a.allowed)
+            .filter(|a| a.allowed())
             .max_by(|a, b| a.version.cmp(&b.version))
             .ok_or_else(|| {
                 Error::NoSuchVersion("no newer version is available; nothing to stage".into())
@@ -209,7 +209,7 @@ pub(in crate::daemon) fn choose<'a>(
         .iter()
         .filter(|a| a.version.as_ref() == Some(v))
         .collect();
-    if let Some(a) = offers.iter().find(|a| a.allowed) {
+    if let Some(a) = offers.iter().find(|a| a.allowed()) {
         return Ok(a);
     }
     match offers.first() {
@@ -217,33 +217,7 @@ pub(in crate::daemon) fn choose<'a>(
             "{v} is not offered by the update server {server} for this package, channel and \
              architecture; run Check to see what is offered"
         ))),
-        Some(a) if a.reason == "downgrade" => Err(Error::Downgrade(format!(
-            "{v} is not newer than the installed version, or is older than the floor (the \
-             highest version ever committed here); use Rollback to go back"
-        ))),
-        Some(a) if a.reason == "wrong arch" || a.reason == "wrong os" => Err(Error::WrongArchitecture(format!(
-            "{v} is offered for {}/{} only",
-            crate::text::one_line(&a.package.binary_os, 20),
-            crate::text::one_line(&a.package.binary_arch, 20)
-        ))),
-        Some(a) if a.reason == "not-released" => Err(Error::NoSuchVersion(format!(
-            "{v} is offered but not released (its Status is {:?}, not Released); it is never installed",
-            a.package.status
-        ))),
-        Some(a) if a.reason == "held" => Err(Error::NoSuchVersion(format!(
-            "{v} is held: above the pin set with Hold; release the hold, or pass Force"
-        ))),
-        Some(a) if a.reason == "too-new" => Err(Error::NoSuchVersion(format!(
-            "{v} is too new: [policy] min_release_age makes it eligible at {}; pass Force to \
-             take it now",
-            a.eligible_at
-                .and_then(|t| jiff::Timestamp::from_second(t).ok())
-                .map_or_else(|| "a later date".to_string(), |t| t.to_string())
-        ))),
-        Some(a) if a.reason == "bad" => Err(Error::NoSuchVersion(format!(
-            "{v} failed its health check here before and is marked bad; it is not installed again"
-        ))),
-        Some(a) => Err(Error::NoSuchVersion(format!("{v} is offered but not allowed here ({})", a.reason))),
+        Some(a) => Err(a.refusal(v)),
     }
 }
 
