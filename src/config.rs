@@ -142,7 +142,7 @@ impl Default for Config {
             user: None,
             server_url: "https://updatecells.pydio.com/".into(),
             channel: "stable".into(),
-            package: "PydioHome".into(),
+            package: crate::package::Package::Home.as_str().into(),
             keys_dir: PathBuf::from("/etc/cells-updater/keys.d"),
             proxy: None,
             timeout: Duration::from_secs(60),
@@ -331,7 +331,7 @@ impl Config {
                 self.channel_set = true;
             }
             if let Some(v) = s.package {
-                one_of(&v, &["PydioHome", "PydioEnterprise"])
+                one_of(&v, &crate::package::Package::ALL.map(|p| p.as_str()))
                     .map_err(|w| bad("[server] package", w))?;
                 self.package = v;
             }

@@ -571,7 +571,7 @@ impl Host {
                 }
             }
         }
-        let enterprise = self.package().await == "PydioEnterprise";
+        let enterprise = crate::package::Package::is_enterprise(&self.package().await);
         out.push(match crate::license::read(&self.runner, &at).await {
             Ok(Some(k)) => finding(
                 "license",

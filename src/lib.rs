@@ -22,6 +22,7 @@
 //! - [`log`]: journal entries with fields under systemd, stderr otherwise.
 //! - [`metrics`]: the Prometheus textfile for node_exporter.
 //! - [`net`]: the download rules and the HTTP client the network helper uses.
+//! - [`package`]: the two Cells packages and their one spelling.
 //! - [`policy`]: which offered releases are allowed, and what `check --auto` may install.
 //! - [`probe`]: ELF check and the `version` run of a Cells binary, in the probe helper.
 //! - [`schedule`]: maintenance windows in a time zone (when `check --auto` may apply).
@@ -54,6 +55,7 @@ pub mod license;
 pub mod log;
 pub mod metrics;
 pub mod net;
+pub mod package;
 pub mod policy;
 pub mod probe;
 pub mod schedule;

@@ -207,7 +207,9 @@ pub fn label_is_enterprise(label: &str) -> bool {
 /// passes (Cells' rule: the label alone never fails the check).
 pub async fn check_edition(runner: &Runner, file: &File, package: &str) -> Result<()> {
     let label = report_label(runner, file).await?;
-    if label.is_empty() || label_is_enterprise(&label) == (package == "PydioEnterprise") {
+    if label.is_empty()
+        || label_is_enterprise(&label) == crate::package::Package::is_enterprise(package)
+    {
         return Ok(());
     }
     Err(Error::VersionMismatch(format!(

@@ -402,7 +402,7 @@ impl Stager {
         } else {
             meta.package.clone()
         };
-        if !matches!(package.as_str(), "PydioHome" | "PydioEnterprise") {
+        if !crate::package::Package::is_known(&package) {
             return Err(Error::InvalidArgument(format!(
                 "PackageName {package:?} is not PydioHome or PydioEnterprise"
             )));

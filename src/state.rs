@@ -298,7 +298,7 @@ impl Journal {
             }
         }
         for p in [&self.from_package, &self.to_package] {
-            if !matches!(p.as_str(), "PydioHome" | "PydioEnterprise") {
+            if !crate::package::Package::is_known(p) {
                 return bad(format!("package {:?}", crate::text::one_line(p, 40)));
             }
         }

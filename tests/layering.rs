@@ -17,6 +17,7 @@ const LAYERS: &[(&str, &[&str])] = &[
             "log",
             "failpoint",
             "version",
+            "package",
             "cancel",
             "dirfd",
             "fcaps",

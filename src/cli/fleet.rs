@@ -93,7 +93,7 @@ pub async fn run(cfg: Config, cmd: FleetCommand, bus: Option<&str>) -> Result<()
                 None => f.canary_soak,
             };
             let package = match package {
-                Some(p) if p == "PydioHome" || p == "PydioEnterprise" => p,
+                Some(p) if cells_updater::package::Package::is_known(&p) => p,
                 Some(p) => {
                     return Err(Failure {
                         code: super::EXIT_USAGE,
@@ -145,9 +145,9 @@ async fn local_package(bus: Option<&str>) -> Result<String, Failure> {
     )
     .await?;
     let name: String = p.get_property("PackageName").await?;
-    match name.as_str() {
-        "PydioHome" | "PydioEnterprise" => Ok(name),
-        _ => Err(failed(
+    match cells_updater::package::Package::parse(&name) {
+        Some(_) => Ok(name),
+        None => Err(failed(
             "this node's daemon does not say which package it runs: pass --package",
         )),
     }

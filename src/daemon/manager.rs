@@ -330,7 +330,7 @@ impl ManagerIface {
         let package = dict_str(&options, "PackageName")?;
         let channel = dict_str(&options, "Channel")?;
         if let Some(p) = &package {
-            if !matches!(p.as_str(), "PydioHome" | "PydioEnterprise") {
+            if !crate::package::Package::is_known(p) {
                 return Err(Error::InvalidArgument(format!(
                     "PackageName {p:?} is not PydioHome or PydioEnterprise"
                 ))
@@ -681,7 +681,7 @@ impl ManagerIface {
         let uid = s.authorize(&hdr, Action::ManagePolicy).await?;
         let shown = crate::text::one_line(&entry, 120);
         let (package, version) = match entry.split_once(':') {
-            Some((p, v)) if matches!(p, "PydioHome" | "PydioEnterprise") => (Some(p), v),
+            Some((p, v)) if crate::package::Package::is_known(p) => (Some(p), v),
             Some(_) => {
                 return Err(Error::InvalidArgument(format!(
                     "{shown:?} is neither a version nor a BadVersions entry (PydioHome:V or \

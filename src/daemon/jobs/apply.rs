@@ -197,7 +197,7 @@ pub(in crate::daemon) async fn restart_and_prove(
     let label = d.installed_label().await;
     if !label.is_empty() {
         let enterprise = crate::probe::label_is_enterprise(&label);
-        if enterprise != (package == "PydioEnterprise") {
+        if enterprise != crate::package::Package::is_enterprise(package) {
             return Err(Error::UnitFailed(format!(
                 "after the restart the binary says it is {label:?}, not the {package} build of {version}"
             )));

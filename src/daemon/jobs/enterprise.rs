@@ -14,7 +14,7 @@ use crate::update_server::{self, UpdateRequest};
 use crate::version::{CellsVersion, VersionFloor};
 
 /// The package name of the Enterprise edition.
-pub const ENTERPRISE: &str = "PydioEnterprise";
+pub const ENTERPRISE: &str = crate::package::Package::Enterprise.as_str();
 
 /// What a cross-package request sends as `CurrentVersion`: the server lists only newer
 /// versions, so Cells' own client lowers it to `max(major-1,0).max(minor-1,0).0`.

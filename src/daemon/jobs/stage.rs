@@ -59,7 +59,7 @@ impl Daemon {
             .map(|v| v.to_string())
             .unwrap_or_default();
         let mut request = UpdateRequest::new(&channel, &package, &installed);
-        if package == "PydioEnterprise" {
+        if crate::package::Package::is_enterprise(&package) {
             if let Some(key) = self.license_key().await? {
                 request.license_info.insert("Key".into(), key);
             }
