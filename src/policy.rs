@@ -250,6 +250,71 @@ pub fn newest_allowed(list: &[Assessed], max: usize) -> Vec<CellsVersion> {
 }
 
 /// True when `policy` lets the timer install `candidate` over `installed` unattended.
+/// What `check --auto` knows when it decides.
+#[derive(Debug, Clone)]
+pub struct AutoFacts<'a> {
+    /// `[policy] auto`.
+    pub policy: AutoPolicy,
+    /// The `Hold` reason (`""`: not held) and `HoldVersion` (a pin: auto goes on under it).
+    pub hold: &'a str,
+    pub hold_version: &'a str,
+    pub installed: &'a CellsVersion,
+    /// The allowed versions on offer (the fresh check's, or the last check's).
+    pub offered: &'a [String],
+    /// `StagedVersion` (`""`: none).
+    pub staged: &'a str,
+    /// Whether now is inside `[policy] windows`.
+    pub in_window: bool,
+}
+
+/// What `check --auto` does.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AutoDecision {
+    /// Held without a pin: nothing is installed automatically.
+    Held(String),
+    /// Nothing the auto policy allows.
+    Nothing,
+    /// Inside a window: install `target`, from the staging area when it is the staged one.
+    Install {
+        target: CellsVersion,
+        from_staged: bool,
+    },
+    /// Outside the windows: stage `target` now, apply it in the next window.
+    Stage { target: CellsVersion },
+    /// Outside the windows with `target` already staged: wait for the next window.
+    Wait { target: CellsVersion },
+}
+
+/// The `check --auto` decision: the newest offered version the auto policy allows, else the
+/// staged one if it fits; then the hold and the windows say what happens to it. Allowed
+/// already means newer than the floor, not bad, released, under the pin, old enough.
+pub fn auto_decide(f: &AutoFacts<'_>) -> AutoDecision {
+    if !f.hold.is_empty() && f.hold_version.is_empty() {
+        return AutoDecision::Held(f.hold.to_string());
+    }
+    let fits = |v: &CellsVersion| auto_allows(f.policy, f.installed, v);
+    let offered = f
+        .offered
+        .iter()
+        .filter_map(|v| CellsVersion::parse(v).ok())
+        .filter(fits)
+        .max();
+    let staged = CellsVersion::parse(f.staged).ok().filter(fits);
+    let Some(target) = offered.or(staged.clone()) else {
+        return AutoDecision::Nothing;
+    };
+    let from_staged = staged.as_ref() == Some(&target);
+    match (f.in_window, from_staged) {
+        (true, _) => AutoDecision::Install {
+            target,
+            from_staged,
+        },
+        (false, false) => AutoDecision::Stage { target },
+        (false, true) => AutoDecision::Wait { target },
+    }
+}
+
+/// True when `check --auto` may install `candidate` over `installed` under `policy`.
 pub fn auto_allows(policy: AutoPolicy, installed: &CellsVersion, candidate: &CellsVersion) -> bool {
     let (ia, ib, _) = installed.triple();
     let (ca, cb, _) = candidate.triple();
@@ -478,5 +543,110 @@ mod tests {
         assert!(auto_allows(AutoPolicy::All, &i, &v("5.0.0")));
         assert!(!auto_allows(AutoPolicy::All, &i, &v("5.0.0-rc1")));
         assert!(!auto_allows(AutoPolicy::All, &i, &v("4.4.2")));
+    }
+
+    #[test]
+    fn check_auto_decides_row_by_row() {
+        let i = v("4.4.2");
+        let s = |l: &[&str]| l.iter().map(|x| x.to_string()).collect::<Vec<_>>();
+        let base = AutoFacts {
+            policy: AutoPolicy::Patch,
+            hold: "",
+            hold_version: "",
+            installed: &i,
+            offered: &[],
+            staged: "",
+            in_window: true,
+        };
+        let offered = s(&["4.4.3", "4.4.5", "4.5.0", "junk"]);
+        let only_minor = s(&["4.5.0"]);
+        let rows: Vec<(AutoFacts<'_>, AutoDecision)> = vec![
+            (
+                AutoFacts {
+                    hold: "freeze",
+                    offered: &offered,
+                    ..base.clone()
+                },
+                AutoDecision::Held("freeze".into()),
+            ),
+            // A pin is a hold with a version: auto goes on under it.
+            (
+                AutoFacts {
+                    hold: "pin",
+                    hold_version: "4.4.9",
+                    offered: &offered,
+                    ..base.clone()
+                },
+                AutoDecision::Install {
+                    target: v("4.4.5"),
+                    from_staged: false,
+                },
+            ),
+            (base.clone(), AutoDecision::Nothing),
+            (
+                AutoFacts {
+                    offered: &only_minor,
+                    ..base.clone()
+                },
+                AutoDecision::Nothing,
+            ),
+            (
+                AutoFacts {
+                    offered: &offered,
+                    staged: "4.4.5",
+                    ..base.clone()
+                },
+                AutoDecision::Install {
+                    target: v("4.4.5"),
+                    from_staged: true,
+                },
+            ),
+            // Nothing offered (not due): the staged release, if the policy allows it.
+            (
+                AutoFacts {
+                    staged: "4.4.3",
+                    ..base.clone()
+                },
+                AutoDecision::Install {
+                    target: v("4.4.3"),
+                    from_staged: true,
+                },
+            ),
+            (
+                AutoFacts {
+                    staged: "4.5.0",
+                    ..base.clone()
+                },
+                AutoDecision::Nothing,
+            ),
+            (
+                AutoFacts {
+                    offered: &offered,
+                    in_window: false,
+                    ..base.clone()
+                },
+                AutoDecision::Stage { target: v("4.4.5") },
+            ),
+            (
+                AutoFacts {
+                    offered: &offered,
+                    staged: "4.4.5",
+                    in_window: false,
+                    ..base.clone()
+                },
+                AutoDecision::Wait { target: v("4.4.5") },
+            ),
+            (
+                AutoFacts {
+                    policy: AutoPolicy::None,
+                    offered: &offered,
+                    ..base.clone()
+                },
+                AutoDecision::Nothing,
+            ),
+        ];
+        for (facts, want) in rows {
+            assert_eq!(auto_decide(&facts), want, "{facts:?}");
+        }
     }
 }

@@ -415,75 +415,87 @@ pub async fn check(conn: &zbus::Connection, json: bool, auto: Option<Auto>) -> R
             println!("{text}");
         }
     };
-    let hold = get_str(&props, "Hold");
-    if !hold.is_empty() && get_str(&props, "HoldVersion").is_empty() {
-        say(format!(
-            "Held ({}): nothing is installed automatically.",
-            cells_updater::text::one_line(&hold, 200)
-        ));
-        return Ok(());
-    }
     let installed = get_str(&props, "InstalledVersion");
-    let installed = cells_updater::version::CellsVersion::parse(&installed).map_err(|_| {
-        Failure::failed(format!(
-            "the installed version is unknown ({installed:?}); not updating"
-        ))
-    })?;
-    let fits = |v: &cells_updater::version::CellsVersion| {
-        cells_updater::policy::auto_allows(auto.policy, &installed, v)
-    };
-    // Allowed already means: newer than the floor, not bad, released, under the pin, old
-    // enough. The auto policy then says how far.
+    let installed_v = cells_updater::version::CellsVersion::parse(&installed);
     // Not due: the allowed versions of the last check stand in for the server's answer.
-    let offered = if due {
+    let offered: Vec<String> = if due {
         releases
             .iter()
             .filter(|r| bool_of(r, "Allowed"))
             .map(|r| get_str(r, "Version"))
-            .collect::<Vec<_>>()
+            .collect()
     } else {
         props
             .get("AvailableVersions")
             .and_then(|v| <Vec<String>>::try_from(v.try_clone().ok()?).ok())
             .unwrap_or_default()
     };
-    let offered = offered
-        .iter()
-        .filter_map(|v| cells_updater::version::CellsVersion::parse(v).ok())
-        .filter(fits)
-        .max();
-    let staged = cells_updater::version::CellsVersion::parse(&get_str(&props, "StagedVersion"))
-        .ok()
-        .filter(fits);
-    let Some(target) = offered.or(staged.clone()) else {
-        say("Auto policy: nothing to install.".into());
-        return Ok(());
-    };
-    let now = jiff::Timestamp::now();
-    if auto.schedule.allows(now) {
-        say(format!("Auto policy allows {target}: updating."));
-        let path = if staged.as_ref() == Some(&target) {
-            let mut o: HashMap<&str, Value<'_>> = HashMap::new();
-            o.insert("Version", Value::from(target.to_string()));
-            manager.apply(o).await?
-        } else {
-            manager.update(&target.to_string(), HashMap::new()).await?
-        };
-        return follow(conn, &manager, path, json).await;
-    }
-    if staged.as_ref() != Some(&target) {
-        say(format!("Auto policy allows {target}: staging it now."));
-        let path = manager.stage(&target.to_string(), HashMap::new()).await?;
-        follow(conn, &manager, path, json).await?;
-    }
-    let next = auto.schedule.next(now).map_or_else(
-        || "-".to_string(),
-        |(s, _)| format_time(s.as_microsecond().max(0) as u64),
+    let (hold, hold_version, staged) = (
+        get_str(&props, "Hold"),
+        get_str(&props, "HoldVersion"),
+        get_str(&props, "StagedVersion"),
     );
-    say(format!(
-        "{target} is staged; it will be applied in the next maintenance window, {next} ({}).",
-        auto.schedule.tz_name()
-    ));
+    let now = jiff::Timestamp::now();
+    let decide = |installed: &cells_updater::version::CellsVersion| {
+        cells_updater::policy::auto_decide(&cells_updater::policy::AutoFacts {
+            policy: auto.policy,
+            hold: &hold,
+            hold_version: &hold_version,
+            installed,
+            offered: &offered,
+            staged: &staged,
+            in_window: auto.schedule.allows(now),
+        })
+    };
+    use cells_updater::policy::AutoDecision;
+    let decision = match &installed_v {
+        Ok(i) => decide(i),
+        // A hold answers before the installed version matters.
+        Err(_) if !hold.is_empty() && hold_version.is_empty() => AutoDecision::Held(hold.clone()),
+        Err(_) => {
+            return Err(Failure::failed(format!(
+                "the installed version is unknown ({installed:?}); not updating"
+            )))
+        }
+    };
+    let wait_message = |target: &cells_updater::version::CellsVersion| {
+        let next = auto.schedule.next(now).map_or_else(
+            || "-".to_string(),
+            |(s, _)| format_time(s.as_microsecond().max(0) as u64),
+        );
+        format!(
+            "{target} is staged; it will be applied in the next maintenance window, {next} ({}).",
+            auto.schedule.tz_name()
+        )
+    };
+    match decision {
+        AutoDecision::Held(why) => say(format!(
+            "Held ({}): nothing is installed automatically.",
+            cells_updater::text::one_line(&why, 200)
+        )),
+        AutoDecision::Nothing => say("Auto policy: nothing to install.".into()),
+        AutoDecision::Install {
+            target,
+            from_staged,
+        } => {
+            say(format!("Auto policy allows {target}: updating."));
+            let path = if from_staged {
+                let mut o: HashMap<&str, Value<'_>> = HashMap::new();
+                o.insert("Version", Value::from(target.to_string()));
+                manager.apply(o).await?
+            } else {
+                manager.update(&target.to_string(), HashMap::new()).await?
+            };
+            return follow(conn, &manager, path, json).await;
+        }
+        AutoDecision::Stage { target } => {
+            say(format!("Auto policy allows {target}: staging it now."));
+            let path = manager.stage(&target.to_string(), HashMap::new()).await?;
+            follow(conn, &manager, path, json).await?;
+            say(wait_message(&target));
+        }
+        AutoDecision::Wait { target } => say(wait_message(&target)),
+    }
     Ok(())
 }
 
