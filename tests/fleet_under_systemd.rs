@@ -45,7 +45,7 @@ fn assert_rolled(c: &Cluster, w: &Watch, from: &str, version: &str, most: usize)
         w.samples
     );
     for (i, n) in c.nodes.iter().enumerate() {
-        assert!(w.ever_down[i], "{} never restarted", n.name);
+        assert_eq!(w.restarts[i], 1, "{} restarts seen", n.name);
         assert_eq!(
             w.versions[i],
             vec![from.to_string(), version.to_string()],
@@ -216,7 +216,32 @@ fn quorum_loss_stops_every_node_and_a_power_cut_of_the_slot_holder_frees_its_slo
     assert!(said.contains("no quorum"), "{said}");
     for n in &c.nodes {
         assert_eq!(n.prop("CurrentJob"), "o \"/\"", "{} started a job", n.name);
+        // The agent's unit is up and says what it waits for; it owns no name, so the
+        // daemon's gate grants nothing.
+        assert!(
+            !n.agent_up(),
+            "{}'s agent owns its name without etcd",
+            n.name
+        );
+        assert_eq!(
+            n.sb.unit_prop("cells-updater-fleet.service", "ActiveState"),
+            "active"
+        );
+        let status = n.sb.unit_prop("cells-updater-fleet.service", "StatusText");
+        assert!(
+            status.starts_with("waiting for etcd"),
+            "{}: {status}",
+            n.name
+        );
     }
+    // An admin's update on a node fails closed, and nothing changes on disk.
+    let before = c.nodes[1].sha();
+    let (ok, out, err) = c.nodes[1].sb.try_sh("cells-updater update 4.4.5");
+    assert!(
+        !ok && format!("{out}{err}").contains("FleetUnavailable"),
+        "{out}{err}"
+    );
+    assert_eq!(c.nodes[1].sha(), before);
     // Members back: the rollout goes on by itself.
     let w = Watcher::start(&c);
     c.etcd.restart(1);
@@ -280,6 +305,12 @@ fn quorum_loss_stops_every_node_and_a_power_cut_of_the_slot_holder_frees_its_slo
         freed.as_secs_f64(),
         TTL.as_secs()
     );
+    // Freed by the lease's end, not before it: the last keep-alive was at most a heartbeat
+    // (TTL / 3) before the cut.
+    assert!(
+        freed + TTL / 3 + Duration::from_millis(500) >= TTL,
+        "the slot was free {freed:?} after the cut: before its lease could end"
+    );
     // The others go on while n1 is off.
     let deadline = Instant::now() + Duration::from_secs(120);
     loop {
@@ -305,14 +336,17 @@ fn quorum_loss_stops_every_node_and_a_power_cut_of_the_slot_holder_frees_its_slo
         "cells",
         "a temporary file left"
     );
-    eprintln!(
-        "n1 after its boot:\n{}",
-        n1.sb
-            .try_sh(
-                "journalctl -b -u cells-updater -u cells-updater-fleet -o cat --no-pager \
-                 | grep -iE 'recover|report|outcome|slot|rollout' | head -n 12"
-            )
-            .1
+    let story = n1
+        .sb
+        .try_sh(
+            "journalctl -b -u cells-updater -u cells-updater-fleet -o cat --no-pager \
+             | grep -iE 'recover|report|outcome|slot|rollout' | head -n 12",
+        )
+        .1;
+    eprintln!("n1 after its boot:\n{story}");
+    assert!(
+        story.contains("recovering an interrupted Apply of 4.4.7"),
+        "n1's own recovery did not run: {story}"
     );
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
@@ -326,7 +360,18 @@ fn quorum_loss_stops_every_node_and_a_power_cut_of_the_slot_holder_frees_its_slo
         let slots = st["slots"].as_array().unwrap().len();
         if me.as_ref().is_some_and(|m| m["version"] == "4.4.7") && slots == 0 {
             assert!(st["halt"].is_null(), "{st}");
-            break;
+            // Nothing left to deliver or to recover.
+            let state: serde_json::Value =
+                serde_json::from_str(&n1.sb.sh("cat /var/lib/cells-updater/state.json")).unwrap();
+            if state["fleet_report"].is_null() {
+                assert!(
+                    !n1.sb
+                        .try_sh("test -e /var/lib/cells-updater/journal.json")
+                        .0,
+                    "the apply journal is left"
+                );
+                break;
+            }
         }
         assert!(Instant::now() < deadline, "n1 did not report: {st}");
         std::thread::sleep(Duration::from_millis(200));

@@ -82,23 +82,15 @@ impl State {
     /// After "updating": once the daemon is at rest again, what the heartbeat says comes
     /// from it (a job that ended without an outcome for the agent, such as one refused before
     /// its slot, leaves nothing else to tell).
-    async fn settle(&mut self, conn: &zbus::Connection) {
-        if self.state != "updating"
-            || !matches!(
-                daemon_path_prop(conn, "CurrentJob").await.as_deref(),
-                Ok("/")
-            )
-        {
+    fn settle(&mut self, rest: Option<AtRest>) {
+        let Some(r) = rest else { return };
+        if self.state != "updating" {
             return;
         }
-        if let (Ok(state), Ok(version)) = (
-            daemon_prop(conn, "State").await,
-            daemon_prop(conn, "InstalledVersion").await,
-        ) {
-            self.state = state;
-            if !version.is_empty() {
-                self.version = version;
-            }
+        self.state = if r.failed { "failed" } else { "idle" }.into();
+        self.last_error = r.last_error;
+        if !r.version.is_empty() {
+            self.version = r.version;
         }
     }
 
@@ -294,6 +286,33 @@ impl Agent {
 }
 
 /// Reads a string property of the daemon's manager, bounded.
+/// The daemon once its job has ended: its state, version and last error.
+struct AtRest {
+    failed: bool,
+    version: String,
+    last_error: String,
+}
+
+/// [`AtRest`] when the daemon has no job (read twice: a job that starts meanwhile is not
+/// mistaken for rest), within 2 s; `None` otherwise.
+async fn at_rest(conn: &zbus::Connection) -> Option<AtRest> {
+    let read = async {
+        if daemon_path_prop(conn, "CurrentJob").await.ok()? != "/" {
+            return None;
+        }
+        let r = AtRest {
+            failed: daemon_prop(conn, "State").await.ok()? == "failed",
+            version: daemon_prop(conn, "InstalledVersion").await.ok()?,
+            last_error: crate::text::one_line(&daemon_prop(conn, "LastError").await.ok()?, 300),
+        };
+        (daemon_path_prop(conn, "CurrentJob").await.ok()? == "/").then_some(r)
+    };
+    tokio::time::timeout(std::time::Duration::from_secs(2), read)
+        .await
+        .ok()
+        .flatten()
+}
+
 async fn daemon_prop(conn: &zbus::Connection, name: &str) -> Result<String> {
     daemon_property::<String>(conn, name)
         .await
@@ -402,11 +421,14 @@ impl Rollout {
         let Some(t) = target else {
             return Ok(());
         };
+        // The job first: while one runs, the installed version is about to change (its
+        // outcome reports the new one), and no second Update is asked.
+        let job = daemon_path_prop(conn, "CurrentJob").await?;
         let installed = daemon_prop(conn, "InstalledVersion").await?;
         let package = daemon_prop(conn, "PackageName").await?;
         let in_window = self.schedule.is_empty() || self.schedule.allows(jiff::Timestamp::now());
         let mut s = inner.lock().await;
-        if !installed.is_empty() {
+        if job == "/" && !installed.is_empty() {
             s.version = installed.clone();
         }
         match step(Some(&t), admitted, &installed, &package, in_window)? {
@@ -423,8 +445,15 @@ impl Rollout {
                 {
                     return Ok(());
                 }
-                // A job already running (this rollout's, or the admin's) reports its own end.
-                if daemon_path_prop(conn, "CurrentJob").await? != "/" {
+                // A job already running (this rollout's, or the admin's) reports its own end;
+                // the next look (a watch event, the poll) asks again.
+                if job != "/" {
+                    if s.state != "updating" {
+                        s.last_error = format!(
+                            "waiting for the daemon's running job {} before updating to {v}",
+                            crate::text::one_line(&job, 80)
+                        );
+                    }
                     return Ok(());
                 }
                 s.tried = Some((v.clone(), std::time::Instant::now()));
@@ -513,6 +542,19 @@ pub async fn run(cfg: crate::config::Config, bus: crate::daemon::Bus) -> anyhow:
         .with_credentials(creds.as_deref());
     super::discover::complete(&mut fleet, discovered(&cfg).await)?;
     let node = node_name(&fleet, &cfg.root)?;
+    // A TLS file it cannot read is a configuration error: the start fails (no READY), and
+    // `systemctl start` says so, instead of a unit that is up and restarting.
+    for (what, path) in [
+        ("ca", &fleet.ca),
+        ("cert", &fleet.cert),
+        ("key", &fleet.key),
+    ] {
+        if let Some(p) = path {
+            std::fs::metadata(p)
+                .and_then(|_| std::fs::File::open(p))
+                .map_err(|e| anyhow::anyhow!("[fleet] {what}: cannot read {}: {e}", p.display()))?;
+        }
+    }
     // Started, even while etcd cannot be reached: the unit is up and says what it waits for
     // (a start job timing out during an etcd outage would only add restarts). Its bus name,
     // which the daemon's gate needs, comes after the join.
@@ -593,9 +635,12 @@ pub async fn run(cfg: crate::config::Config, bus: crate::daemon::Bus) -> anyhow:
                 }
             },
             _ = beat.tick() => {
+                // Read without the lock (the daemon's calls wait on it) and briefly.
+                let updating = inner.lock().await.state == "updating";
+                let rest = if updating { at_rest(&conn).await } else { None };
                 let mut s = inner.lock().await;
                 s.reclaim(&conn).await;
-                s.settle(&conn).await;
+                s.settle(rest);
                 let v = NodeValue {
                     format: FORMAT,
                     version: s.version.clone(),

@@ -170,12 +170,37 @@ impl ClusterNode {
 /// The version served at `addr` (an HTTP GET), `None` when nothing answers in 500 ms. Call it
 /// inside the cluster's namespace.
 pub fn served(addr: SocketAddr) -> Option<String> {
-    let mut s = TcpStream::connect_timeout(&addr, Duration::from_millis(500)).ok()?;
-    s.set_read_timeout(Some(Duration::from_millis(500))).ok()?;
-    s.write_all(b"GET / HTTP/1.0\r\n\r\n").ok()?;
+    match probe(addr) {
+        Probe::Up(v) => Some(v),
+        Probe::Refused | Probe::Unknown => None,
+    }
+}
+
+/// What one look at a node's Cells found.
+pub enum Probe {
+    /// It answered with this version.
+    Up(String),
+    /// Nothing listens (the kernel refused the connection): the node is down.
+    Refused,
+    /// No answer in time, or a broken one: a slow sample on a loaded machine, not evidence.
+    Unknown,
+}
+
+pub fn probe(addr: SocketAddr) -> Probe {
+    let mut s = match TcpStream::connect_timeout(&addr, Duration::from_millis(500)) {
+        Ok(s) => s,
+        Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => return Probe::Refused,
+        Err(_) => return Probe::Unknown,
+    };
     let mut text = String::new();
-    s.read_to_string(&mut text).ok()?;
-    Some(text.split("\r\n\r\n").nth(1)?.trim().to_string())
+    let read = s
+        .set_read_timeout(Some(Duration::from_millis(500)))
+        .and_then(|_| s.write_all(b"GET / HTTP/1.0\r\n\r\n"))
+        .and_then(|_| s.read_to_string(&mut text));
+    match (read, text.split("\r\n\r\n").nth(1)) {
+        (Ok(_), Some(body)) if !body.trim().is_empty() => Probe::Up(body.trim().to_string()),
+        _ => Probe::Unknown,
+    }
 }
 
 /// A child process killed when dropped.
@@ -417,6 +442,9 @@ pub struct Watch {
     pub most_down: usize,
     /// Per node, whether it ever refused.
     pub ever_down: Vec<bool>,
+    /// Per node, how many times it went from answering (or the start) to refusing.
+    pub restarts: Vec<usize>,
+    last_up: Vec<bool>,
     /// Per node, every version it served, in order, without repeats.
     pub versions: Vec<Vec<String>>,
     pub samples: usize,
@@ -437,26 +465,36 @@ impl Watcher {
             let mut w = Watch {
                 most_down: 0,
                 ever_down: vec![false; addrs.len()],
+                restarts: vec![0; addrs.len()],
+                last_up: vec![true; addrs.len()],
                 versions: vec![Vec::new(); addrs.len()],
                 samples: 0,
             };
             while !flag.load(Ordering::SeqCst) {
                 let tick = Instant::now();
                 // Ask all at once: one sample is one moment.
-                let seen: Vec<Option<String>> = std::thread::scope(|s| {
-                    let hs: Vec<_> = addrs.iter().map(|a| s.spawn(|| served(*a))).collect();
+                let seen: Vec<Probe> = std::thread::scope(|s| {
+                    let hs: Vec<_> = addrs.iter().map(|a| s.spawn(|| probe(*a))).collect();
                     hs.into_iter().map(|h| h.join().unwrap()).collect()
                 });
-                let down = seen.iter().filter(|v| v.is_none()).count();
+                let down = seen.iter().filter(|v| matches!(v, Probe::Refused)).count();
                 w.most_down = w.most_down.max(down);
                 for (i, v) in seen.into_iter().enumerate() {
                     match v {
-                        None => w.ever_down[i] = true,
-                        Some(v) => {
+                        Probe::Refused => {
+                            if w.last_up[i] {
+                                w.restarts[i] += 1;
+                            }
+                            w.ever_down[i] = true;
+                            w.last_up[i] = false;
+                        }
+                        Probe::Up(v) => {
+                            w.last_up[i] = true;
                             if w.versions[i].last() != Some(&v) {
                                 w.versions[i].push(v);
                             }
                         }
+                        Probe::Unknown => {}
                     }
                 }
                 w.samples += 1;
