@@ -26,19 +26,10 @@ fn downtime_ms(sb: &Sandbox) -> (f64, f64) {
     ((active - inactive) / 1000.0, (active - left) / 1000.0)
 }
 
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(|a, b| a.partial_cmp(b).unwrap());
-    v[v.len() / 2]
-}
-
 fn main() {
-    if std::env::args().any(|a| a == "--list") {
+    let Some(runs) = support::bench_runs(5) else {
         return;
-    }
-    let runs: usize = std::env::var("BENCH_RUNS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(5);
+    };
     let versions: Vec<String> = (0..runs).map(|i| format!("4.6.{i}")).collect();
     let releases: Vec<(&str, &str)> = versions.iter().map(|v| (v.as_str(), "ok")).collect();
     let sb = Sandbox::cells_host("bench-downtime", &releases);
@@ -64,8 +55,8 @@ fn main() {
         ours.push(d);
         ours_all.push(all);
     }
-    let (o, b) = (median(ours.clone()), median(bare.clone()));
-    let (oa, ba) = (median(ours_all), median(bare_all));
+    let (o, b) = (support::median(ours.clone()), support::median(bare.clone()));
+    let (oa, ba) = (support::median(ours_all), support::median(bare_all));
     println!("\napply downtime on real systemd, {runs} pairs, medians (ms)\n");
     println!("| operation | old exit to active | ratio | whole restart | ratio |");
     println!("| --- | ---: | ---: | ---: | ---: |");

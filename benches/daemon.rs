@@ -45,19 +45,10 @@ fn time_to_ready(mut cmd: Command, sock_path: &std::path::Path) -> (Duration, st
     }
 }
 
-fn median(mut v: Vec<Duration>) -> Duration {
-    v.sort();
-    v[v.len() / 2]
-}
-
 fn main() {
-    if std::env::args().any(|a| a == "--list") {
+    let Some(runs) = support::bench_runs(20) else {
         return;
-    }
-    let runs: usize = std::env::var("BENCH_RUNS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(20);
+    };
     let env = StageEnv::new(&[&keys().rsa_pkcs1_pub]);
     env.write_daemon_config("");
     let bus = PrivateBus::start();
@@ -101,7 +92,7 @@ fn main() {
         .parse()
         .map(rss_kib)
         .unwrap_or(0);
-    let (o, b) = (median(ours), median(base));
+    let (o, b) = (support::median(ours), support::median(base));
     let r = rss[0];
     println!("\ndaemon start-up and idle memory, {runs} runs, medians\n");
     println!("| measure | cells-updater | baseline | ratio |");

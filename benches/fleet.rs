@@ -116,26 +116,17 @@ fn halt() -> (f64, f64) {
     (ours, base)
 }
 
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(|a, b| a.partial_cmp(b).unwrap());
-    v[v.len() / 2]
-}
-
 fn main() {
-    if std::env::args().any(|a| a == "--list") {
+    let Some(runs) = support::bench_runs(3) else {
         return;
-    }
-    let runs: usize = std::env::var("BENCH_RUNS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(3);
+    };
     let ttl = 3.0;
     let dead: Vec<f64> = (0..runs).map(|_| dead_holder()).collect();
     let halts: Vec<(f64, f64)> = (0..runs).map(|_| halt()).collect();
-    let d = median(dead.clone());
+    let d = support::median(dead.clone());
     let (h, b) = (
-        median(halts.iter().map(|x| x.0).collect()),
-        median(halts.iter().map(|x| x.1).collect()),
+        support::median(halts.iter().map(|x| x.0).collect()),
+        support::median(halts.iter().map(|x| x.1).collect()),
     );
     println!("fleet, {runs} runs each (medians):");
     println!("| measure | seconds | baseline | ratio |");

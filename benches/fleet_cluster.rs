@@ -20,19 +20,10 @@ mod support;
 use std::time::{Duration, Instant};
 use support::cluster::*;
 
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(|a, b| a.total_cmp(b));
-    v[v.len() / 2]
-}
-
 fn main() {
-    if std::env::args().any(|a| a == "--list") {
+    let Some(runs) = support::bench_runs(3) else {
         return;
-    }
-    let runs: usize = std::env::var("BENCH_RUNS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(3);
+    };
     let versions: Vec<String> = (0..2 * runs).map(|i| format!("4.5.{i}")).collect();
     let offered: Vec<(&str, &str)> = versions.iter().map(|v| (v.as_str(), "ok")).collect();
     let c = Cluster::start_with(false, &offered);
@@ -61,7 +52,7 @@ fn main() {
             roll[roll.len() - 1]
         );
     }
-    let (b, r) = (median(base), median(roll));
+    let (b, r) = (support::median(base), support::median(roll));
     println!("fleet_cluster (3 booted nodes, max_parallel 1, median of {runs})");
     println!("  3 single-node updates back to back  {b:7.2} s");
     println!("  rollout of the same 3 nodes          {r:7.2} s");

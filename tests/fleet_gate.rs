@@ -387,20 +387,7 @@ fn an_agent_with_no_endpoints_joins_the_etcd_the_cells_unit_names() {
         .args(["doctor", "--json"])
         .output()
         .unwrap();
-    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    let fleet: Vec<String> = report["checks"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|c| c["check"] == "fleet")
-        .map(|c| {
-            format!(
-                "{} {}",
-                c["level"].as_str().unwrap(),
-                c["message"].as_str().unwrap()
-            )
-        })
-        .collect();
+    let fleet = doctor_lines(&String::from_utf8_lossy(&out.stdout), "fleet");
     println!("doctor: {fleet:?}");
     for want in [
         "ok node solo of cluster gate, etcd http://127.0.0.1",

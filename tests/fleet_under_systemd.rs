@@ -80,21 +80,7 @@ fn over_tls_a_rollout_moves_one_node_at_a_time_and_a_broken_release_halts_the_cl
     // doctor on each node, as an admin runs it: etcd with root's credentials, the agent, the
     // heartbeat, the clocks.
     for n in &c.nodes {
-        let report: serde_json::Value =
-            serde_json::from_str(&n.sb.try_sh("cells-updater doctor --json").1).unwrap();
-        let fleet: Vec<String> = report["checks"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .filter(|c| c["check"] == "fleet")
-            .map(|c| {
-                format!(
-                    "{} {}",
-                    c["level"].as_str().unwrap(),
-                    c["message"].as_str().unwrap()
-                )
-            })
-            .collect();
+        let fleet = support::doctor_lines(&n.sb.try_sh("cells-updater doctor --json").1, "fleet");
         for want in [
             "ok the fleet agent is on the bus",
             "ok etcd answers: 3 member(s), leader m",

@@ -507,3 +507,43 @@ pub mod etcd;
 #[cfg(all(feature = "fleet", feature = "fake-unit"))]
 pub mod fleet;
 pub mod sandbox;
+
+// ------------------------------------------------------------------ benchmarks
+
+/// The middle value (the upper of the two middle ones for an even count).
+pub fn median<T: PartialOrd + Copy>(mut v: Vec<T>) -> T {
+    v.sort_by(|a, b| a.partial_cmp(b).expect("measurements compare"));
+    v[v.len() / 2]
+}
+
+/// How many runs a benchmark makes: `BENCH_RUNS`, else `default`; `None` when the bench
+/// harness only asks for the list of benchmarks (`--list`).
+pub fn bench_runs(default: usize) -> Option<usize> {
+    if std::env::args().any(|a| a == "--list") {
+        return None;
+    }
+    Some(
+        std::env::var("BENCH_RUNS")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(default),
+    )
+}
+
+/// `doctor --json`'s findings of `check`, each as "LEVEL MESSAGE".
+pub fn doctor_lines(json: &str, check: &str) -> Vec<String> {
+    let report: serde_json::Value = serde_json::from_str(json).expect("doctor --json");
+    report["checks"]
+        .as_array()
+        .expect("a checks array")
+        .iter()
+        .filter(|c| c["check"] == check)
+        .map(|c| {
+            format!(
+                "{} {}",
+                c["level"].as_str().unwrap_or_default(),
+                c["message"].as_str().unwrap_or_default()
+            )
+        })
+        .collect()
+}
