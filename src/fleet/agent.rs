@@ -33,6 +33,10 @@ struct State {
     grant: i64,
     /// The last Update this agent asked for, and when.
     tried: Option<(String, std::time::Instant)>,
+    /// The grant's holder was seen gone and its daemon at rest on the last beat: on the next
+    /// one the slot is given back. A daemon's recovery reports right after it comes to rest;
+    /// one beat in between lets that report (a bad verdict, the halt) land first.
+    rest_seen: bool,
 }
 
 impl State {
@@ -110,6 +114,7 @@ impl State {
             _ => false,
         };
         if !gone {
+            self.rest_seen = false;
             return;
         }
         let at_rest = matches!(
@@ -120,8 +125,13 @@ impl State {
             Ok("/")
         );
         if !at_rest {
+            self.rest_seen = false;
             return;
         }
+        if !std::mem::replace(&mut self.rest_seen, true) {
+            return;
+        }
+        self.rest_seen = false;
         let State { cluster, lease, .. } = self;
         if cluster.release_mine(lease).await.is_ok() {
             self.granted_to = None;
@@ -209,6 +219,7 @@ impl Agent {
             Slot::Held(n, grant) => {
                 s.state = "updating".into();
                 s.granted_to = sender;
+                s.rest_seen = false;
                 s.grant = grant;
                 (true, n, grant, String::new())
             }
@@ -578,6 +589,7 @@ pub async fn run(cfg: crate::config::Config, bus: crate::daemon::Bus) -> anyhow:
         granted_to: None,
         grant: 0,
         tried: None,
+        rest_seen: false,
     }));
     let builder = match &bus {
         crate::daemon::Bus::System => zbus::connection::Builder::system()?,
