@@ -18,11 +18,8 @@ use std::time::Duration;
 
 /// The check timer `doctor` looks at.
 pub const CHECK_TIMER: &str = "cells-updater-check.timer";
-/// Free space below which staging or the swap would fail: two binaries (the staged copy and
-/// the kept one), and never less than this.
-const MIN_FREE: u64 = 256 << 20;
-/// `CAP_NET_BIND_SERVICE`'s bit.
-const CAP_NET_BIND_SERVICE: u64 = 1 << 10;
+/// `CAP_NET_BIND_SERVICE`'s bit in a capability mask.
+const CAP_NET_BIND_SERVICE: u64 = 1 << crate::fcaps::CAP_NET_BIND_SERVICE;
 
 /// How a check came out.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -817,7 +814,8 @@ impl Host {
     }
 
     fn check_disk(&self, binary_size: u64) -> Finding {
-        let need = (2 * binary_size).max(MIN_FREE);
+        // The daemon's own rule, for a release the size of the installed binary.
+        let need = crate::stage::space_needed(binary_size);
         // The state directory, or its nearest existing parent before the first run.
         let mut dir = self.cfg.state_dir();
         while !dir.exists() {

@@ -125,11 +125,11 @@ impl StagingArea {
             ))
         })?;
         let free = st.blocks_available() as u64 * st.fragment_size() as u64;
-        if free < needed + SPACE_MARGIN {
+        if free < space_needed(needed) {
             return Err(Error::DiskFull(format!(
                 "staging needs {} MiB in {} but only {} MiB are free; free some space or move \
                  [daemon] state_dir",
-                (needed + SPACE_MARGIN).div_ceil(1 << 20),
+                space_needed(needed).div_ceil(1 << 20),
                 self.path().display(),
                 free >> 20
             )));

@@ -45,6 +45,12 @@ const MANIFEST: &str = "manifest.json";
 const WORK: &str = ".work";
 /// Room kept free beyond the binary itself (manifest, journal, filesystem slack).
 const SPACE_MARGIN: u64 = 1 << 20;
+
+/// The free space staging a binary of `size` bytes needs in the state directory: the rule
+/// the daemon applies before it writes, and the one `doctor` reports against.
+pub fn space_needed(size: u64) -> u64 {
+    size.saturating_add(SPACE_MARGIN)
+}
 /// Read size for files and the depth of the download→writer queue (bounds memory).
 const CHUNK: usize = 256 * 1024;
 const QUEUE_DEPTH: usize = 16;
