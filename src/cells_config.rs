@@ -5,9 +5,9 @@
 //! compromised Cells could otherwise make root install a binary of its own choosing.
 
 use crate::error::{Error, Result};
-use crate::helper::{Input, Rights, Runner, Task};
+use crate::helper::request::{CellsAccount, CellsDir, CellsSettings, ReadCellsConfig};
+use crate::helper::Runner;
 use serde::{Deserialize, Serialize};
-use std::time::Duration;
 
 /// The file Cells keeps its configuration in.
 pub const CELLS_CONFIG: &str = "pydio.json";
@@ -52,16 +52,13 @@ pub fn parse(bytes: &[u8]) -> Result<CellsUpdateSettings> {
     })
 }
 
-/// Helper side (as the Cells user): reads `<dir>/pydio.json`, if there is one.
-pub fn read_as_user(req: serde_json::Value) -> Result<serde_json::Value> {
-    let dir = req["dir"]
-        .as_str()
-        .ok_or_else(|| Error::InvalidArgument("malformed request: no dir".into()))?;
+/// Helper side (`cells-config`, as the Cells user): reads `<dir>/pydio.json`, if there is one.
+pub fn read_as_user(req: CellsDir) -> Result<CellsSettings<CellsUpdateSettings>> {
+    let dir = &req.dir;
+    let none = Ok(CellsSettings { settings: None });
     let d = match crate::dirfd::Dir::open_own(std::path::Path::new(dir)) {
         Ok(d) => d,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            return Ok(serde_json::json!({ "settings": null }))
-        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return none,
         Err(e) => {
             return Err(Error::InvalidArgument(format!(
                 "cannot open the Cells working directory {dir}: {e}"
@@ -69,8 +66,10 @@ pub fn read_as_user(req: serde_json::Value) -> Result<serde_json::Value> {
         }
     };
     match d.read(CELLS_CONFIG, MAX_CONFIG) {
-        Ok(None) => Ok(serde_json::json!({ "settings": null })),
-        Ok(Some(bytes)) => Ok(serde_json::json!({ "settings": parse(&bytes)? })),
+        Ok(None) => none,
+        Ok(Some(bytes)) => Ok(CellsSettings {
+            settings: Some(parse(&bytes)?),
+        }),
         Err(e) => Err(Error::InvalidArgument(format!(
             "cannot read {dir}/{CELLS_CONFIG}: {e}"
         ))),
@@ -84,26 +83,17 @@ pub async fn read(
     user: &str,
     group: &str,
 ) -> Result<Option<CellsUpdateSettings>> {
-    let v = runner
-        .run(Task {
-            command: "cells-config",
-            args: Vec::new(),
-            rights: Rights::CellsUser {
-                user: user.to_string(),
-                group: group.to_string(),
-                rw: None,
-            },
-            input: Input::Json(serde_json::json!({ "dir": dir }).to_string().into_bytes()),
-            timeout: Duration::from_secs(30),
-            env: Vec::new(),
-        })
+    let who = CellsAccount {
+        user: user.to_string(),
+        group: group.to_string(),
+    };
+    let dir = CellsDir {
+        dir: dir.to_string_lossy().to_string(),
+    };
+    let reply = runner
+        .call(ReadCellsConfig(who, dir, std::marker::PhantomData))
         .await?;
-    match &v["settings"] {
-        serde_json::Value::Null => Ok(None),
-        s => serde_json::from_value(s.clone())
-            .map(Some)
-            .map_err(|e| Error::InvalidArgument(format!("malformed helper answer: {e}"))),
-    }
+    Ok(reply.settings)
 }
 
 #[cfg(test)]

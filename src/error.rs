@@ -33,7 +33,9 @@ macro_rules! for_each_error {
             NotCancellable,
             Held,
             FleetHalted,
-            FleetUnavailable
+            FleetUnavailable,
+            NoPreviousVersion,
+            Internal
         );
     };
 }
@@ -69,11 +71,11 @@ macro_rules! library_errors {
             }
 
             /// The error called `name` (short or full D-Bus name) with `message`; an unknown
-            /// name (from a helper process of another version) becomes `InvalidArgument`.
+            /// name (from a helper process of another version) becomes `Internal`.
             pub fn from_name(name: &str, message: String) -> Error {
                 match name.strip_prefix(ERROR_PREFIX).unwrap_or(name) {
                     $(stringify!($name) => Error::$name(message),)*
-                    other => Error::InvalidArgument(format!("{other}: {message}")),
+                    other => Error::Internal(format!("{other}: {message}")),
                 }
             }
         }
@@ -123,10 +125,7 @@ mod tests {
                 e
             );
         }
-        assert_eq!(
-            Error::from_name("Nope", "m".into()).name(),
-            "InvalidArgument"
-        );
+        assert_eq!(Error::from_name("Nope", "m".into()).name(), "Internal");
     }
 
     #[test]

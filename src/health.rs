@@ -22,26 +22,13 @@ async fn http_healthy(
     runner: &crate::helper::Runner,
     url: &str,
 ) -> std::result::Result<(), String> {
-    use crate::helper::{Input, Rights, Task};
-    let req = crate::net::HttpGet {
+    let req = crate::helper::request::HttpGet {
         url: url.to_string(),
         timeout_secs: 5,
     };
-    let task = Task {
-        command: "http-get",
-        args: Vec::new(),
-        // The health URL is Cells on this host.
-        rights: Rights::Network { loopback: true },
-        input: Input::Json(serde_json::to_vec(&req).unwrap_or_default()),
-        timeout: Duration::from_secs(15),
-        env: Vec::new(),
-    };
-    match runner.run(task).await {
-        Ok(v) => match v["status"].as_u64() {
-            Some(s) if (200..300).contains(&s) => Ok(()),
-            Some(s) => Err(format!("{url} answered HTTP {s}")),
-            None => Err(format!("{url}: no status")),
-        },
+    match runner.call(req).await {
+        Ok(r) if (200..300).contains(&r.status) => Ok(()),
+        Ok(r) => Err(format!("{url} answered HTTP {}", r.status)),
         Err(e) => Err(e.message()),
     }
 }

@@ -4,12 +4,12 @@
 //! it is read and written by a helper running as that user, never by root (I9).
 
 use crate::error::{Error, Result};
-use crate::helper::{Input, Rights, Runner, Task};
+use crate::helper::request::{
+    CellsAccount, CellsDir, LicenseKey, LicensePath, LicenseWrite, ReadLicense,
+};
+use crate::helper::Runner;
+use std::io::Read;
 use std::path::{Path, PathBuf};
-use std::time::Duration;
-
-/// Longest a license helper may run.
-const HELPER_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// The file name Cells reads.
 pub const LICENSE_FILE: &str = "pydio-license";
@@ -58,53 +58,94 @@ pub struct Location {
     pub group: String,
 }
 
+impl Location {
+    fn account(&self) -> CellsAccount {
+        CellsAccount {
+            user: self.user.clone(),
+            group: self.group.clone(),
+        }
+    }
+
+    fn dir_text(&self) -> String {
+        self.dir.to_string_lossy().to_string()
+    }
+}
+
 /// Reads the installed key with the Cells user's rights (a helper running as that user):
 /// root never opens a path the Cells user controls. `None` when there is no license file.
 pub async fn read(runner: &Runner, at: &Location) -> Result<Option<String>> {
-    let v = runner
-        .run(Task {
-            command: "license-read",
-            args: Vec::new(),
-            rights: Rights::CellsUser {
-                user: at.user.clone(),
-                group: at.group.clone(),
-                rw: None,
-            },
-            input: Input::Json(
-                serde_json::json!({ "dir": at.dir })
-                    .to_string()
-                    .into_bytes(),
-            ),
-            timeout: HELPER_TIMEOUT,
-            env: Vec::new(),
-        })
-        .await?;
-    Ok(v["key"].as_str().map(str::to_string))
+    let dir = CellsDir { dir: at.dir_text() };
+    Ok(runner.call(ReadLicense(at.account(), dir)).await?.key)
 }
 
 /// Writes `key` (validated) as `<dir>/pydio-license` with the Cells user's rights: the file
 /// belongs to that user, mode 0600, written atomically.
 pub async fn write(runner: &Runner, at: &Location, key: &str) -> Result<PathBuf> {
     let key = validate(key)?;
-    runner
-        .run(Task {
-            command: "license-write",
-            args: Vec::new(),
-            rights: Rights::CellsUser {
-                user: at.user.clone(),
-                group: at.group.clone(),
-                rw: Some(at.dir.clone()),
-            },
-            input: Input::Json(
-                serde_json::json!({ "dir": at.dir, "key": key })
-                    .to_string()
-                    .into_bytes(),
-            ),
-            timeout: HELPER_TIMEOUT,
-            env: Vec::new(),
-        })
-        .await?;
+    let req = LicenseWrite {
+        dir: at.dir_text(),
+        key,
+    };
+    runner.call((at.account(), req)).await?;
     Ok(at.dir.join(LICENSE_FILE))
+}
+
+fn open_own_dir(dir: &str) -> Result<crate::dirfd::Dir> {
+    crate::dirfd::Dir::open_own(Path::new(dir)).map_err(|e| {
+        Error::InvalidArgument(format!(
+            "the Cells working directory {dir} cannot be opened as the Cells user ({e}); start \
+             Cells once, or set CELLS_WORKING_DIR in its unit"
+        ))
+    })
+}
+
+/// Helper side (`license-read`, as the Cells user): the key in `<dir>/pydio-license`, which
+/// must be that user's and a valid key.
+pub fn read_as_user(req: CellsDir) -> Result<LicenseKey> {
+    let dir = open_own_dir(&req.dir)?;
+    let me = nix::unistd::geteuid().as_raw();
+    let name = LICENSE_FILE;
+    let opened = match dir.open_file(name) {
+        Ok(o) => o,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(LicenseKey { key: None }),
+        Err(e) => {
+            return Err(Error::LicenseRejected(format!(
+                "the license file {dir}/{name} cannot be used: {e}; replace it with \
+                 `cells-updater license install`",
+                dir = req.dir
+            )))
+        }
+    };
+    if opened.stat.st_uid != me {
+        return Err(Error::LicenseRejected(format!(
+            "the license file {}/{name} does not belong to the Cells user; replace it with \
+             `cells-updater license install`",
+            req.dir
+        )));
+    }
+    let mut bytes = Vec::new();
+    opened
+        .file
+        .take(MAX_KEY as u64 + 1)
+        .read_to_end(&mut bytes)
+        .map_err(|e| Error::LicenseRejected(format!("cannot read the license file: {e}")))?;
+    let text = String::from_utf8(bytes).map_err(|_| {
+        Error::LicenseRejected("the license file is not text; install the key again".into())
+    })?;
+    let key = validate(&text).map_err(|e| Error::LicenseRejected(e.message()))?;
+    Ok(LicenseKey { key: Some(key) })
+}
+
+/// Helper side (`license-write`, as the Cells user, who may write only that directory):
+/// validates the key again and writes it atomically, mode 0600.
+pub fn write_as_user(req: LicenseWrite) -> Result<LicensePath> {
+    let key = validate(&req.key)?;
+    let dir = open_own_dir(&req.dir)?;
+    dir.write_atomic(LICENSE_FILE, key.as_bytes(), 0o600)
+        .map_err(|e| Error::from_io(&e, "cannot write the license file", Error::InvalidArgument))?;
+    Ok(LicensePath {
+        path: format!("{}/{LICENSE_FILE}", req.dir.trim_end_matches('/')),
+    })
 }
 
 #[cfg(test)]

@@ -141,12 +141,12 @@ pub fn write(path: &Path, text: &str) -> Result<bool> {
     if !dir.is_dir() {
         return Ok(false);
     }
-    let chain = open_chain(dir, Owners::Any, None, Error::SwapFailed)?;
+    let chain = open_chain(dir, Owners::Any, None, Error::Internal)?;
     let fail = |e: std::io::Error| {
         Error::from_io(
             &e,
             &format!("cannot write {}", path.display()),
-            Error::SwapFailed,
+            Error::Internal,
         )
     };
     let mut t = chain.dir.temp_for(name, 0o644).map_err(fail)?;

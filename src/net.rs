@@ -10,7 +10,11 @@
 
 use crate::error::{Error, Result};
 use crate::helper::protocol;
-use serde::{Deserialize, Serialize};
+pub use crate::helper::request::{
+    host_is_loopback, CheckRequest, FetchRequest, FetchStart, HttpGet, ProxySettings, INTERRUPTED,
+    PROXY_ENV,
+};
+use crate::helper::request::{FetchDone, HttpStatus};
 use std::io::Write;
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
@@ -29,7 +33,7 @@ pub fn run_blocking<T>(f: impl std::future::Future<Output = Result<T>>) -> Resul
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
-        .map_err(|e| Error::InvalidArgument(format!("cannot start the async runtime: {e}")))?
+        .map_err(|e| Error::Internal(format!("cannot start the async runtime: {e}")))?
         .block_on(f)
 }
 
@@ -50,35 +54,6 @@ fn forbidden(ip: IpAddr, allow_loopback: bool) -> Option<&'static str> {
         _ => None,
     }
 }
-
-fn host_is_loopback(url: &reqwest::Url) -> bool {
-    match url.host() {
-        Some(url::Host::Ipv4(v)) => v.is_loopback(),
-        Some(url::Host::Ipv6(v)) => v.is_loopback(),
-        Some(url::Host::Domain(d)) => d.eq_ignore_ascii_case("localhost"),
-        None => false,
-    }
-}
-
-/// Whether a network helper for `server_url` may reach loopback addresses at all (the
-/// systemd IP filter around it): only when the server, or a proxy the helper would use, is
-/// on loopback. The helper's own address policy then decides per URL.
-pub fn helper_needs_loopback(server_url: &str, proxy: &ProxySettings) -> bool {
-    let env_proxies = PROXY_ENV.iter().filter_map(|k| std::env::var(k).ok());
-    std::iter::once(server_url.to_string())
-        .chain(proxy.proxy.clone())
-        .chain(env_proxies)
-        .any(|u| reqwest::Url::parse(&u).is_ok_and(|u| host_is_loopback(&u)))
-}
-
-/// The proxy variables network helpers are given (with `NO_PROXY`).
-pub const PROXY_ENV: [&str; 5] = [
-    "CELLS_UPDATE_HTTP_PROXY",
-    "HTTPS_PROXY",
-    "https_proxy",
-    "HTTP_PROXY",
-    "http_proxy",
-];
 
 /// What addresses the update server (and the binaries it points to) may be reached at.
 #[derive(Debug, Clone, Copy)]
@@ -228,13 +203,6 @@ impl reqwest::dns::Resolve for FilteringResolver {
     }
 }
 
-/// Proxy settings handed to a network helper.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
-pub struct ProxySettings {
-    /// Explicit proxy URL; `None` = `CELLS_UPDATE_HTTP_PROXY`, then `HTTPS_PROXY`/`NO_PROXY`.
-    pub proxy: Option<String>,
-}
-
 /// The HTTP client of a helper: rustls with the system's CA store (loaded only for `tls`:
 /// plain http never needs it, and redirects never change the scheme), timeouts, proxies, the
 /// address policy and a redirect policy that never leaves the original host and scheme.
@@ -296,46 +264,6 @@ pub fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
     parts.join(": ")
 }
 
-/// A download: `fetch`'s request.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct FetchRequest {
-    /// The binary's URL (checked again here).
-    pub url: String,
-    /// The configured server URL the rules are relative to.
-    pub server_url: String,
-    /// Bytes already held (resume with `Range`); 0 = from the start.
-    pub offset: u64,
-    /// The advertised size: never more bytes than this.
-    pub size: u64,
-    /// Minimum rate, bytes per second: the deadline is `max(min_deadline, size / rate)`.
-    pub min_rate: u64,
-    /// The shortest deadline, seconds (60 in production).
-    pub min_deadline_secs: u64,
-    /// Longest silence between two reads.
-    pub read_timeout_secs: u64,
-    /// At least this many bytes per second over every `window_secs` after the first (0: no
-    /// such rule).
-    #[serde(default)]
-    pub window_rate: u64,
-    /// The sliding window of `window_rate`, seconds.
-    #[serde(default)]
-    pub window_secs: u64,
-    /// Proxies.
-    pub proxy: ProxySettings,
-    /// `[server] download_hosts`.
-    #[serde(default)]
-    pub download_hosts: Vec<String>,
-}
-
-impl FetchRequest {
-    /// The overall deadline of this download.
-    pub fn deadline(&self) -> Duration {
-        let by_rate =
-            Duration::from_secs(self.size.saturating_sub(self.offset) / self.min_rate.max(1));
-        by_rate.max(Duration::from_secs(self.min_deadline_secs.max(1)))
-    }
-}
-
 /// A download's rate over a sliding window: once a whole window has passed, every window
 /// must have brought at least `rate × window` bytes. Sampled once a second (and at most
 /// `window + 2` samples kept), so a server that trickles a byte now and then to keep the read
@@ -379,19 +307,8 @@ impl RateWindow {
     }
 }
 
-/// What `fetch` says before the bytes: where they start.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct FetchStart {
-    /// The first byte's offset (0, or the requested offset when resuming).
-    pub start: u64,
-}
-
-/// Sent before a failed fetch's result when the failure is an interruption (network, server
-/// 5xx, deadline): the partial file is worth keeping for a resumed attempt.
-pub const INTERRUPTED: &str = "interrupted";
-
 /// `fetch`: GET the binary (with `Range` when resuming) and stream it as data frames.
-pub async fn fetch(req: FetchRequest, out: &mut impl Write) -> Result<serde_json::Value> {
+pub async fn fetch(req: FetchRequest, out: &mut impl Write) -> Result<FetchDone> {
     let started = tokio::time::Instant::now();
     let deadline = started + req.deadline();
     let url = check_binary_url(&req.url, &req.server_url, &req.download_hosts)?;
@@ -540,7 +457,9 @@ pub async fn fetch(req: FetchRequest, out: &mut impl Write) -> Result<serde_json
         frames
             .flush(out)
             .map_err(|e| fail(format!("cannot pass the bytes on: {e}")))?;
-        Ok(serde_json::json!({ "bytes": done - start }))
+        Ok(FetchDone {
+            bytes: done - start,
+        })
     };
     match tokio::time::timeout_at(deadline, work).await {
         Ok(r) => r,
@@ -567,22 +486,9 @@ fn content_range_start(resp: &reqwest::Response) -> Option<u64> {
     range.split('-').next()?.trim().parse().ok()
 }
 
-/// A check: `check`'s request.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct CheckRequest {
-    /// The configured server URL.
-    pub server_url: String,
-    /// The `UpdateRequest` body.
-    pub body: serde_json::Value,
-    /// Longest the whole request may take.
-    pub timeout_secs: u64,
-    /// Proxies.
-    pub proxy: ProxySettings,
-}
-
 /// `check`: POST the update request; the answer's body goes out as data frames, its status
 /// in the result.
-pub async fn post_check(req: CheckRequest, out: &mut impl Write) -> Result<serde_json::Value> {
+pub async fn post_check(req: CheckRequest, out: &mut impl Write) -> Result<HttpStatus> {
     let url = endpoint(&req.server_url)?;
     let timeout = Duration::from_secs(req.timeout_secs.max(1));
     let http = client(
@@ -620,7 +526,9 @@ pub async fn post_check(req: CheckRequest, out: &mut impl Write) -> Result<serde
                     .map_err(|e| Error::ServerError(format!("cannot pass the answer on: {e}")))?;
             }
         }
-        Ok(serde_json::json!({ "status": status.as_u16() }))
+        Ok(HttpStatus {
+            status: status.as_u16(),
+        })
     };
     tokio::time::timeout(timeout, work)
         .await
@@ -647,17 +555,8 @@ pub fn endpoint(base: &str) -> Result<reqwest::Url> {
     Ok(url)
 }
 
-/// The HTTP health probe: `http-get`'s request.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct HttpGet {
-    /// The configured `[policy] health_url`.
-    pub url: String,
-    /// Longest the request may take.
-    pub timeout_secs: u64,
-}
-
 /// `http-get`: GET the health URL; the result carries the status.
-pub async fn http_get(req: HttpGet) -> Result<serde_json::Value> {
+pub async fn http_get(req: HttpGet) -> Result<HttpStatus> {
     let url = reqwest::Url::parse(&req.url)
         .map_err(|e| Error::InvalidArgument(format!("health_url {:?}: {e}", req.url)))?;
     let timeout = Duration::from_secs(req.timeout_secs.max(1));
@@ -671,7 +570,9 @@ pub async fn http_get(req: HttpGet) -> Result<serde_json::Value> {
         url.scheme() == "https",
     )?;
     match tokio::time::timeout(timeout, http.get(url.clone()).send()).await {
-        Ok(Ok(r)) => Ok(serde_json::json!({ "status": r.status().as_u16() })),
+        Ok(Ok(r)) => Ok(HttpStatus {
+            status: r.status().as_u16(),
+        }),
         Ok(Err(e)) => Err(Error::UnitFailed(format!("{url}: {}", error_chain(&e)))),
         Err(_) => Err(Error::UnitFailed(format!(
             "{url} did not answer within {} s",

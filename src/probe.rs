@@ -4,13 +4,18 @@
 //! which version and edition the installed binary is.
 
 use crate::error::{Error, Result};
-use crate::helper::{child, Input, Rights, Runner, Task};
+pub use crate::helper::request::ProbeOutput;
+use crate::helper::request::{Probe, PROBE_OUTPUT, PROBE_TIMEOUT};
+use crate::helper::Runner;
 use crate::text;
 use crate::version::CellsVersion;
-use serde::Deserialize;
 use std::fs::File;
+use std::io::Read;
+use std::os::fd::{AsRawFd, FromRawFd};
 use std::os::unix::fs::FileExt;
-use std::time::Duration;
+use std::os::unix::process::CommandExt;
+use std::process::Stdio;
+use std::time::{Duration, Instant};
 
 /// This machine's ELF identity: class, data encoding, `e_machine`.
 fn host_elf() -> (u8, u8, u16) {
@@ -104,21 +109,6 @@ pub fn check_elf_header(h: &[u8]) -> Result<()> {
     Ok(())
 }
 
-/// What one run of a probed binary gave.
-#[derive(Debug, Clone, Deserialize)]
-pub struct ProbeOutput {
-    /// Exit code; `None` when killed by a signal.
-    pub code: Option<i32>,
-    /// Standard output (at most 4 KiB).
-    pub stdout: String,
-    /// True when it printed more than that.
-    #[serde(default)]
-    pub truncated: bool,
-    /// Standard error (at most 4 KiB).
-    #[serde(default)]
-    pub stderr: String,
-}
-
 /// Runs the binary open as `file` with `args` in the probe helper (a dynamic user with no
 /// network under systemd; see [`crate::helper`]). The binary is passed as a descriptor and
 /// executed from it: nothing is re-opened by path, and the staging directory stays root-only.
@@ -126,17 +116,93 @@ pub async fn run(runner: &Runner, file: &File, args: &[&str]) -> Result<ProbeOut
     let dup = file
         .try_clone()
         .map_err(|e| Error::VersionMismatch(format!("cannot pass the binary to the probe: {e}")))?;
-    let task = Task {
-        command: "probe",
-        args: args.iter().map(|a| a.to_string()).collect(),
-        rights: Rights::Sandbox,
-        input: Input::File(dup),
-        timeout: child::PROBE_TIMEOUT + Duration::from_secs(10),
-        env: Vec::new(),
+    runner
+        .call(Probe {
+            binary: dup,
+            args: args.iter().map(|a| a.to_string()).collect(),
+        })
+        .await
+}
+
+/// Helper side (`probe`): runs the binary given as standard input (executed from that
+/// descriptor) with `args`, an empty environment, no input, a timeout and capped output.
+/// Reports its exit status and what it printed.
+pub fn helper(args: &[String]) -> Result<ProbeOutput> {
+    let fail = |what: &str, e: std::io::Error| {
+        Error::VersionMismatch(format!("the version probe could not {what}: {e}"))
     };
-    let value = runner.run(task).await?;
-    serde_json::from_value(value)
-        .map_err(|e| Error::VersionMismatch(format!("the probe's answer is malformed: {e}")))
+    // The binary arrives as fd 0: move it aside (close-on-exec) so the probed program gets
+    // an empty standard input. An ELF file runs from a close-on-exec descriptor.
+    let bin = nix::fcntl::fcntl(std::io::stdin(), nix::fcntl::FcntlArg::F_DUPFD_CLOEXEC(3))
+        .map_err(|e| fail("take the binary", e.into()))?;
+    // SAFETY: F_DUPFD_CLOEXEC returned a fresh descriptor that nothing else owns.
+    let bin = unsafe { std::fs::File::from_raw_fd(bin) };
+    let start = Instant::now();
+    let mut child = std::process::Command::new(format!("/proc/self/fd/{}", bin.as_raw_fd()))
+        .arg0("cells")
+        .args(args)
+        .env_clear()
+        .current_dir("/")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .process_group(0)
+        .spawn()
+        .map_err(|e| fail("run the binary", e))?;
+    drop(bin);
+    let capped = |r: Option<Box<dyn Read + Send>>| {
+        std::thread::spawn(move || {
+            let mut buf = Vec::new();
+            if let Some(r) = r {
+                let _ = r.take(PROBE_OUTPUT as u64 + 1).read_to_end(&mut buf);
+            }
+            buf
+        })
+    };
+    let out = capped(
+        child
+            .stdout
+            .take()
+            .map(|s| Box::new(s) as Box<dyn Read + Send>),
+    );
+    let err = capped(
+        child
+            .stderr
+            .take()
+            .map(|s| Box::new(s) as Box<dyn Read + Send>),
+    );
+    let status = loop {
+        match child.try_wait() {
+            Ok(Some(s)) => break Some(s),
+            Ok(None) if start.elapsed() < PROBE_TIMEOUT => {
+                std::thread::sleep(Duration::from_millis(10))
+            }
+            _ => break None,
+        }
+    };
+    // Nothing the probed binary started may outlive the probe.
+    let _ = nix::sys::signal::killpg(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::Signal::SIGKILL,
+    );
+    let _ = child.kill();
+    let _ = child.wait();
+    let Some(status) = status else {
+        return Err(Error::VersionMismatch(format!(
+            "the binary did not answer `{}` within {} s; it is not a working Cells binary",
+            args.first().map_or("", String::as_str),
+            PROBE_TIMEOUT.as_secs()
+        )));
+    };
+    let stdout = out.join().unwrap_or_default();
+    let stderr = err.join().unwrap_or_default();
+    let text = |b: &[u8]| String::from_utf8_lossy(&b[..b.len().min(PROBE_OUTPUT)]).to_string();
+    Ok(ProbeOutput {
+        code: status.code(),
+        stdout: text(&stdout),
+        truncated: stdout.len() > PROBE_OUTPUT,
+        stderr: text(&stderr),
+    })
 }
 
 /// Runs `version -f '{{.Version}}'` of the binary open as `file`; returns what it printed.
@@ -145,7 +211,7 @@ pub async fn report_version(runner: &Runner, file: &File) -> Result<String> {
     if out.truncated {
         return Err(Error::VersionMismatch(format!(
             "the binary printed more than {} bytes for `version`; it is not a Cells binary",
-            child::PROBE_OUTPUT
+            PROBE_OUTPUT
         )));
     }
     if out.code != Some(0) {

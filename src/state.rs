@@ -279,7 +279,7 @@ impl Journal {
     /// decode. A damaged journal is a clear error, never a recovery guessed from nonsense.
     pub fn check(&self) -> Result<()> {
         let bad = |what: String| {
-            Err(Error::InvalidArgument(format!(
+            Err(Error::Internal(format!(
                 "the apply journal is damaged ({what}); nothing was changed. Move \
                  /var/lib/cells-updater/journal.json away after checking the Cells binary by hand"
             )))
@@ -366,7 +366,7 @@ pub struct StateStore {
 }
 
 fn damaged(name: &str, dir: &Dir, e: impl std::fmt::Display) -> Error {
-    Error::InvalidArgument(format!(
+    Error::Internal(format!(
         "the {name} file {} is damaged ({e}); move it away to start afresh",
         dir.path().join(name).display()
     ))
@@ -462,7 +462,7 @@ impl StateStore {
             Some(j) => write_doc(&self.dir, JOURNAL_FILE, j)?,
             None => {
                 self.dir.remove(JOURNAL_FILE).map_err(|e| {
-                    Error::from_io(&e, "cannot remove the apply journal", Error::SwapFailed)
+                    Error::from_io(&e, "cannot remove the apply journal", Error::Internal)
                 })?;
                 self.dir.sync();
             }
@@ -474,12 +474,12 @@ impl StateStore {
 
 fn write_doc(dir: &Dir, name: &str, doc: &impl Serialize) -> Result<()> {
     let bytes = serde_json::to_vec_pretty(doc)
-        .map_err(|e| Error::InvalidArgument(format!("cannot encode {name}: {e}")))?;
+        .map_err(|e| Error::Internal(format!("cannot encode {name}: {e}")))?;
     dir.write_atomic(name, &bytes, 0o600).map_err(|e| {
         Error::from_io(
             &e,
             &format!("cannot save {}", dir.path().join(name).display()),
-            Error::SwapFailed,
+            Error::Internal,
         )
     })
 }

@@ -4,7 +4,8 @@
 
 use crate::error::{Error, Result};
 use crate::helper::protocol::Frame;
-use crate::helper::{Input, Rights, Runner, Task};
+use crate::helper::request::HttpStatus;
+use crate::helper::{Request, Runner};
 use serde::de::{self, Deserializer};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -151,25 +152,6 @@ pub struct ServerSettings {
     pub download_hosts: Vec<String>,
 }
 
-impl ServerSettings {
-    /// The rights of a network helper talking to this server: loopback only when the server
-    /// or a proxy is on loopback.
-    pub fn helper_rights(&self) -> Rights {
-        Rights::Network {
-            loopback: crate::net::helper_needs_loopback(&self.url, &self.proxy),
-        }
-    }
-
-    /// The environment of network helpers: the proxy variables the daemon itself was given.
-    pub fn helper_env() -> Vec<String> {
-        crate::net::PROXY_ENV
-            .iter()
-            .chain(&["NO_PROXY", "no_proxy"])
-            .filter_map(|k| std::env::var(k).ok().map(|v| format!("{k}={v}")))
-            .collect()
-    }
-}
-
 /// POSTs `request` through the network helper; returns the status and the body.
 async fn post(
     runner: &Runner,
@@ -179,21 +161,11 @@ async fn post(
     let req = crate::net::CheckRequest {
         server_url: server.url.clone(),
         body: serde_json::to_value(request)
-            .map_err(|e| Error::InvalidArgument(format!("cannot encode the request: {e}")))?,
+            .map_err(|e| Error::Internal(format!("cannot encode the request: {e}")))?,
         timeout_secs: server.timeout.as_secs().max(1),
         proxy: server.proxy.clone(),
     };
-    let task = Task {
-        command: "check",
-        args: Vec::new(),
-        rights: server.helper_rights(),
-        input: Input::Json(
-            serde_json::to_vec(&req).map_err(|e| Error::InvalidArgument(e.to_string()))?,
-        ),
-        timeout: server.timeout + Duration::from_secs(15),
-        env: ServerSettings::helper_env(),
-    };
-    let mut running = runner.start(task).await?;
+    let mut running = runner.start(Request::Check(req)).await?;
     let mut body = Vec::new();
     loop {
         match running.next().await? {
@@ -207,8 +179,8 @@ async fn post(
             }
             Frame::Meta(_) => {}
             Frame::Result(r) => {
-                let status = r?["status"].as_u64().unwrap_or(0) as u16;
-                return Ok((status, body));
+                let reply: HttpStatus = running.reply(r?)?;
+                return Ok((reply.status, body));
             }
         }
     }

@@ -176,7 +176,7 @@ impl Model {
             Op::Apply => self.apply(),
             Op::Update(x) => self.stage(x).and_then(|_| self.apply()),
             Op::Rollback => match self.previous.take() {
-                None => Err("NothingStaged"),
+                None => Err("NoPreviousVersion"),
                 Some(p) => {
                     self.installed = p;
                     Ok(())

@@ -546,10 +546,7 @@ impl ManagerIface {
         only_keys(&options, &[])?;
         let previous = s.store.lock().await.get().previous_version.clone();
         if previous.is_empty() {
-            return Err(Error::NothingStaged(
-                "there is no previous version to roll back to".into(),
-            )
-            .into());
+            return Err(super::jobs::rollback::no_previous().into());
         }
         Ok(s.launch(
             JobKind::Rollback,

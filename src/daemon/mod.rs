@@ -343,7 +343,7 @@ impl Daemon {
             .await
             .dir()
             .try_clone()
-            .map_err(|e| Error::from_io(&e, "cannot use the state directory", Error::SwapFailed))
+            .map_err(|e| Error::from_io(&e, "cannot use the state directory", Error::Internal))
     }
 
     fn running_job(&self) -> Option<Arc<JobHandle>> {

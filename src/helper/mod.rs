@@ -13,10 +13,12 @@
 
 pub mod child;
 pub mod protocol;
+pub mod request;
 pub mod unit;
 
 use crate::error::{Error, Result};
 use protocol::Frame;
+pub use request::{Call, Request};
 use std::fs::File;
 use std::os::fd::{AsFd, OwnedFd};
 use std::path::PathBuf;
@@ -77,9 +79,9 @@ pub enum Input {
     File(File),
 }
 
-/// One helper to run.
+/// One helper to run, as [`Request::into_task`] makes it from a typed request.
 #[derive(Debug)]
-pub struct Task {
+struct Task {
     /// The `cells-updater internal` subcommand.
     pub command: &'static str,
     /// Its fixed arguments.
@@ -123,7 +125,7 @@ enum Stop {
 /// The executable helpers run: this very program.
 fn myself() -> Result<PathBuf> {
     let exe = std::env::current_exe()
-        .map_err(|e| Error::InvalidArgument(format!("cannot find this program: {e}")))?;
+        .map_err(|e| Error::Internal(format!("cannot find this program: {e}")))?;
     // A package upgrade may have replaced the file under a running daemon.
     let s = exe.to_string_lossy();
     Ok(match s.strip_suffix(" (deleted)") {
@@ -134,7 +136,7 @@ fn myself() -> Result<PathBuf> {
 
 fn pipe() -> Result<(OwnedFd, OwnedFd)> {
     nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
-        .map_err(|e| Error::InvalidArgument(format!("cannot make a pipe: {e}")))
+        .map_err(|e| Error::Internal(format!("cannot make a pipe: {e}")))
 }
 
 /// Size asked for the helpers' output pipe.
@@ -143,13 +145,14 @@ const PIPE_SIZE: i32 = 1 << 20;
 static SERIAL: AtomicU64 = AtomicU64::new(0);
 
 impl Runner {
-    /// Starts `task`; its output is read from the returned handle.
-    pub async fn start(&self, mut task: Task) -> Result<Running> {
+    /// Starts the helper for `request`; its output is read from the returned handle.
+    pub async fn start(&self, request: impl Into<Request>) -> Result<Running> {
+        let mut task = request.into().into_task()?;
         let (out_r, out_w) = pipe()?;
         // A download streams through this pipe: 1 MiB (the unprivileged limit, the default
         // `fs.pipe-max-size`) instead of 64 KiB lets each side do more per wake-up. Only a
         // hint: a smaller pipe works, slower. Other helpers say little; they keep 64 KiB.
-        if task.command == "fetch" {
+        if task.command == request::command::FETCH {
             let _ = nix::fcntl::fcntl(&out_r, nix::fcntl::FcntlArg::F_SETPIPE_SZ(PIPE_SIZE));
         }
         let input = std::mem::replace(&mut task.input, Input::Json(Vec::new()));
@@ -194,9 +197,9 @@ impl Runner {
                     exe,
                     user,
                     stdin,
-                    out_w.try_clone().map_err(|e| {
-                        Error::InvalidArgument(format!("cannot duplicate a pipe: {e}"))
-                    })?,
+                    out_w
+                        .try_clone()
+                        .map_err(|e| Error::Internal(format!("cannot duplicate a pipe: {e}")))?,
                 )?;
                 Stop::Child(child)
             }
@@ -204,7 +207,7 @@ impl Runner {
         // Only the helper keeps the write end: its exit is our end of file.
         drop(out_w);
         let out = tokio::net::unix::pipe::Receiver::from_owned_fd(out_r)
-            .map_err(|e| Error::InvalidArgument(format!("cannot read {what}: {e}")))?;
+            .map_err(|e| Error::Internal(format!("cannot read {what}: {e}")))?;
         let feeder = feed.map(|(w, bytes)| {
             tokio::spawn(async move {
                 if let Ok(mut tx) = tokio::net::unix::pipe::Sender::from_owned_fd(w) {
@@ -223,37 +226,42 @@ impl Runner {
         })
     }
 
-    /// Runs `task` to its result (no data frames expected).
-    pub async fn run(&self, task: Task) -> Result<serde_json::Value> {
-        let mut r = self.start(task).await?;
+    /// Runs `call` to its typed reply (no data frames expected).
+    pub async fn call<C: Call>(&self, call: C) -> Result<C::Reply> {
+        let mut r = self.start(call).await?;
         match r.next().await? {
-            Frame::Result(res) => res,
-            Frame::Meta(_) | Frame::Data(_) => Err(Error::InvalidArgument(format!(
-                "{} sent unexpected data",
-                r.what
-            ))),
+            Frame::Result(res) => r.reply(res?),
+            Frame::Meta(_) | Frame::Data(_) => {
+                Err(Error::Internal(format!("{} sent unexpected data", r.what)))
+            }
         }
     }
 }
 
 impl Running {
+    /// The helper's result read as its request's reply type.
+    pub fn reply<T: serde::de::DeserializeOwned>(&self, value: serde_json::Value) -> Result<T> {
+        serde_json::from_value(value)
+            .map_err(|e| Error::Internal(format!("{} gave a malformed answer: {e}", self.what)))
+    }
+
     /// The next frame; an error when the helper ends without a result or runs out of time.
     pub async fn next(&mut self) -> Result<Frame> {
         let read = protocol::read_frame(&mut self.out, self.spare.pop());
         match tokio::time::timeout_at(self.deadline, read).await {
-            Err(_) => Err(Error::InvalidArgument(format!(
+            Err(_) => Err(Error::Internal(format!(
                 "{} did not finish in time and was stopped",
                 self.what
             ))),
-            Ok(Err(e)) => Err(Error::InvalidArgument(format!("{}: {e}", self.what))),
-            Ok(Ok(None)) => Err(Error::InvalidArgument(format!(
+            Ok(Err(e)) => Err(Error::Internal(format!("{}: {e}", self.what))),
+            Ok(Ok(None)) => Err(Error::Internal(format!(
                 "{} ended without a result (see journalctl -t cells-updater)",
                 self.what
             ))),
             Ok(Ok(Some(protocol::Frame::Meta(m)))) => {
                 self.metas += 1;
                 if self.metas > MAX_META_FRAMES {
-                    return Err(Error::InvalidArgument(format!(
+                    return Err(Error::Internal(format!(
                         "{} sent more than {MAX_META_FRAMES} metadata frames; it was stopped",
                         self.what
                     )));
@@ -373,9 +381,8 @@ fn spawn_child(
     unsafe {
         cmd.pre_exec(move || isolate(id, root, parent));
     }
-    cmd.spawn().map_err(|e| {
-        Error::InvalidArgument(format!("cannot start the {} helper: {e}", task.command))
-    })
+    cmd.spawn()
+        .map_err(|e| Error::Internal(format!("cannot start the {} helper: {e}", task.command)))
 }
 
 /// In the forked child, before exec: only 0-2 survive exec, no new privileges, the lesser

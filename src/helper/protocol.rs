@@ -180,7 +180,7 @@ pub const MAX_HELPER_MESSAGE: usize = 1024;
 /// A helper's reported error, taken as a claim from a less trusted process: one bounded line
 /// with no control characters, under a known error name. An unknown name, or `Cancelled`
 /// (only the daemon cancels; a helper saying so would hide a failure), is reported as the
-/// helper failing.
+/// helper failing (`Internal`).
 fn helper_error(name: &str, message: &str) -> Error {
     let message = crate::text::one_line(message, MAX_HELPER_MESSAGE);
     let short = name
@@ -188,14 +188,14 @@ fn helper_error(name: &str, message: &str) -> Error {
         .unwrap_or(name);
     match Error::from_name(short, message.clone()) {
         Error::Cancelled(_) => {
-            Error::InvalidArgument(format!("the helper claimed to be cancelled: {message}"))
+            Error::Internal(format!("the helper claimed to be cancelled: {message}"))
         }
-        Error::InvalidArgument(_) if short != "InvalidArgument" => {
+        Error::Internal(_) if short != "Internal" => {
             // A plain name is kept as a clue (a helper of another version); anything else is
             // not repeated.
             let plain =
                 (1..=64).contains(&short.len()) && short.bytes().all(|b| b.is_ascii_alphabetic());
-            Error::InvalidArgument(if plain {
+            Error::Internal(if plain {
                 format!("the helper reported an unknown error {short}: {message}")
             } else {
                 format!("the helper reported an unknown error: {message}")
@@ -273,16 +273,16 @@ mod tests {
             Error::ChecksumMismatch("bad sum".into())
         );
         let e = read_err(result("Cancelled", "x")).await;
-        assert!(matches!(e, Error::InvalidArgument(_)), "{e:?}");
+        assert!(matches!(e, Error::Internal(_)), "{e:?}");
         let e = read_err(result("Evil\u{1b}[2J\0Name", "m")).await;
         assert_eq!(
             e,
-            Error::InvalidArgument("the helper reported an unknown error: m".into())
+            Error::Internal("the helper reported an unknown error: m".into())
         );
         let e = read_err(result("FutureError", "m")).await;
         assert_eq!(
             e,
-            Error::InvalidArgument("the helper reported an unknown error FutureError: m".into())
+            Error::Internal("the helper reported an unknown error FutureError: m".into())
         );
         let full = format!("{}InvalidArgument", crate::error::ERROR_PREFIX);
         assert_eq!(

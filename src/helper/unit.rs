@@ -122,7 +122,7 @@ pub async fn start_transient(
     use super::Rights;
     use futures_util::StreamExt;
     use zbus::zvariant::{Fd, Value};
-    let fail = |e: String| Error::InvalidArgument(format!("cannot start the helper {name}: {e}"));
+    let fail = |e: String| Error::Internal(format!("cannot start the helper {name}: {e}"));
     let exec: Vec<(String, Vec<String>, bool)> = vec![(p.argv[0].clone(), p.argv.clone(), false)];
     let mut props: Vec<(&str, Value<'_>)> = vec![
         ("Description", Value::from(p.description.clone())),

@@ -15,7 +15,7 @@ pub use crate::cancel::Cancel;
 use crate::dirfd::Dir;
 use crate::error::{Error, Result};
 use crate::helper::protocol::Frame;
-use crate::helper::{Input, Runner, Task};
+use crate::helper::{Request, Runner};
 use crate::net::{FetchRequest, FetchStart, INTERRUPTED};
 use crate::probe;
 use crate::trust::{self, Sha256Digest, TrustedKeys};
@@ -363,15 +363,11 @@ impl Stager {
             read_timeout_secs: server.timeout.as_secs().max(1),
             proxy: server.proxy.clone(),
         };
-        let task = Task {
-            command: "fetch",
-            args: Vec::new(),
-            rights: server.helper_rights(),
-            input: Input::Json(serde_json::to_vec(&req).map_err(|e| fatal(e.to_string()))?),
-            timeout: req.deadline() + Duration::from_secs(30),
-            env: ServerSettings::helper_env(),
-        };
-        let mut fetch = self.runner.start(task).await.map_err(Stop::Fatal)?;
+        let mut fetch = self
+            .runner
+            .start(Request::Fetch(req))
+            .await
+            .map_err(Stop::Fatal)?;
         let mut interrupted = false;
         // The first frame says where the bytes start (or the fetch failed at once).
         let offset = loop {
@@ -574,7 +570,9 @@ impl Stager {
 /// a download failure, whatever the helper layer called it.
 fn helper_broke(version: &CellsVersion, e: Error) -> Error {
     match e {
-        Error::InvalidArgument(m) => Error::DownloadFailed(format!("downloading {version}: {m}")),
+        Error::InvalidArgument(m) | Error::Internal(m) => {
+            Error::DownloadFailed(format!("downloading {version}: {m}"))
+        }
         other => other,
     }
 }

@@ -51,6 +51,8 @@ var (
 	ErrHeld              = &Error{Name: "Held"}
 	ErrFleetHalted       = &Error{Name: "FleetHalted"}
 	ErrFleetUnavailable  = &Error{Name: "FleetUnavailable"}
+	ErrNoPreviousVersion = &Error{Name: "NoPreviousVersion"}
+	ErrInternal          = &Error{Name: "Internal"}
 )
 
 // fromName makes an *Error from a full or short D-Bus error name.

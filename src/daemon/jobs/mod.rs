@@ -14,7 +14,7 @@ pub(super) mod apply;
 mod enterprise;
 pub(super) mod fleet_gate;
 mod recover;
-mod rollback;
+pub(in crate::daemon) mod rollback;
 pub(super) mod stage;
 
 use super::auth::Action;

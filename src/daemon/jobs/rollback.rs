@@ -12,13 +12,21 @@ use crate::trust;
 use std::os::fd::AsFd;
 use std::path::PathBuf;
 
+/// `Rollback` without a recorded previous version.
+pub(in crate::daemon) fn no_previous() -> Error {
+    Error::NoPreviousVersion(
+        "there is no previous version to roll back to: none is recorded until an update is \
+         applied here, and a rollback uses it up; install the release you want with \
+         `cells-updater update VERSION`"
+            .into(),
+    )
+}
+
 pub(in crate::daemon) async fn run(ctx: &Ctx) -> Result<String> {
     let d = &ctx.d;
     let doc = d.store.lock().await.get().clone();
     if doc.previous_version.is_empty() {
-        return Err(Error::NothingStaged(
-            "there is no previous version to roll back to".into(),
-        ));
+        return Err(no_previous());
     }
     let state = d.state_dir().await?;
     let previous = doc.previous_version.clone();
