@@ -60,7 +60,7 @@ pub struct Config {
     /// `[server] url`.
     pub server_url: String,
     /// `[server] channel`.
-    pub channel: String,
+    pub channel: crate::package::Channel,
     /// `[server] package`.
     pub package: String,
     /// `[server] keys_dir` (absolute, before the root prefix).
@@ -141,7 +141,7 @@ impl Default for Config {
             binary: None,
             user: None,
             server_url: "https://updatecells.pydio.com/".into(),
-            channel: "stable".into(),
+            channel: crate::package::Channel::Stable,
             package: crate::package::Package::Home.as_str().into(),
             keys_dir: PathBuf::from("/etc/cells-updater/keys.d"),
             proxy: None,
@@ -326,8 +326,8 @@ impl Config {
                 self.server_url_set = true;
             }
             if let Some(v) = s.channel {
-                one_of(&v, &["stable", "dev"]).map_err(|w| bad("[server] channel", w))?;
-                self.channel = v;
+                self.channel = crate::package::Channel::parse(&v)
+                    .ok_or_else(|| bad("[server] channel", expected(&v, "stable, dev")))?;
                 self.channel_set = true;
             }
             if let Some(v) = s.package {
@@ -810,7 +810,7 @@ mod tests {
         .unwrap();
         cfg.apply("[server]\nchannel = \"stable\"\n", "b.toml")
             .unwrap();
-        assert_eq!(cfg.channel, "stable");
+        assert_eq!(cfg.channel, crate::package::Channel::Stable);
         assert_eq!(cfg.auto, AutoPolicy::Patch);
         assert_eq!(cfg.unit, "cells.service");
         assert_eq!(cfg.max_binary_size, 1 << 30);

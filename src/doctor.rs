@@ -764,7 +764,7 @@ impl Host {
             installed
         };
         let package = self.package().await;
-        let request = crate::update_server::UpdateRequest::new(&e.channel, &package, current);
+        let request = crate::update_server::UpdateRequest::new(e.channel, &package, current);
         match crate::update_server::check(&self.runner, &settings, &request).await {
             Ok(resp) => {
                 let versions: Vec<String> = resp

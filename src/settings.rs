@@ -36,8 +36,8 @@ pub struct Effective {
     pub url: String,
     /// Where it comes from.
     pub url_source: Source,
-    /// `stable` or `dev`.
-    pub channel: String,
+    /// The release channel.
+    pub channel: crate::package::Channel,
     /// Where it comes from.
     pub channel_source: Source,
     /// A public key found in `pydio.json` (PEM), reported only.
@@ -61,12 +61,12 @@ pub fn effective(cfg: &Config, cells: Option<&CellsUpdateSettings>) -> Effective
         (false, None) => (cfg.server_url.clone(), Source::Default),
     };
     let cells_channel = cells
-        .and_then(|c| c.channel.clone())
-        .filter(|c| matches!(c.as_str(), "stable" | "dev"));
+        .and_then(|c| c.channel.as_deref())
+        .and_then(crate::package::Channel::parse);
     let (channel, channel_source) = match (cfg.channel_set, cells_channel) {
-        (true, _) => (cfg.channel.clone(), Source::Config),
+        (true, _) => (cfg.channel, Source::Config),
         (false, Some(c)) => (c, Source::Cells),
-        (false, None) => (cfg.channel.clone(), Source::Default),
+        (false, None) => (cfg.channel, Source::Default),
     };
     Effective {
         url,

@@ -10,7 +10,115 @@
 use crate::config::OnFailure;
 use crate::dirfd::Dir;
 use crate::error::{Error, Result};
+use crate::fcaps::FileCaps;
+use crate::package::Package;
+use crate::trust::Sha256Digest;
+use crate::version::CellsVersion;
 use serde::{Deserialize, Serialize};
+
+/// The persisted text of typed values, unchanged from when they were strings: a version as
+/// its text, `""` for none; a digest as base64; capabilities as the base64 of their
+/// `security.capability` value, `""` for none. Text that does not decode does not load.
+mod wire {
+    use super::*;
+    use base64::Engine;
+    use serde::de::Error as _;
+    use serde::{Deserializer, Serializer};
+
+    const B64: base64::engine::GeneralPurpose = base64::engine::general_purpose::STANDARD;
+
+    fn text<'de, D: Deserializer<'de>>(d: D) -> std::result::Result<String, D::Error> {
+        String::deserialize(d)
+    }
+
+    /// `Option<CellsVersion>`, `""` for `None`.
+    pub mod opt_version {
+        use super::*;
+        pub fn serialize<S: Serializer>(
+            v: &Option<CellsVersion>,
+            s: S,
+        ) -> std::result::Result<S::Ok, S::Error> {
+            match v {
+                Some(v) => s.collect_str(v),
+                None => s.serialize_str(""),
+            }
+        }
+        pub fn deserialize<'de, D: Deserializer<'de>>(
+            d: D,
+        ) -> std::result::Result<Option<CellsVersion>, D::Error> {
+            let t = text(d)?;
+            if t.is_empty() {
+                return Ok(None);
+            }
+            CellsVersion::parse(&t)
+                .map(Some)
+                .map_err(|e| D::Error::custom(e.message()))
+        }
+    }
+
+    /// `Sha256Digest` as base64.
+    pub mod digest {
+        use super::*;
+        pub fn serialize<S: Serializer>(
+            v: &Sha256Digest,
+            s: S,
+        ) -> std::result::Result<S::Ok, S::Error> {
+            s.serialize_str(&B64.encode(v))
+        }
+        pub fn deserialize<'de, D: Deserializer<'de>>(
+            d: D,
+        ) -> std::result::Result<Sha256Digest, D::Error> {
+            crate::trust::decode_checksum(&text(d)?).map_err(|e| D::Error::custom(e.message()))
+        }
+    }
+
+    /// `Option<Sha256Digest>`, `""` for `None`.
+    pub mod opt_digest {
+        use super::*;
+        pub fn serialize<S: Serializer>(
+            v: &Option<Sha256Digest>,
+            s: S,
+        ) -> std::result::Result<S::Ok, S::Error> {
+            s.serialize_str(&v.map(|v| B64.encode(v)).unwrap_or_default())
+        }
+        pub fn deserialize<'de, D: Deserializer<'de>>(
+            d: D,
+        ) -> std::result::Result<Option<Sha256Digest>, D::Error> {
+            let t = text(d)?;
+            if t.is_empty() {
+                return Ok(None);
+            }
+            crate::trust::decode_checksum(&t)
+                .map(Some)
+                .map_err(|e| D::Error::custom(e.message()))
+        }
+    }
+
+    /// `Option<FileCaps>` as the base64 of the attribute value, `""` for `None`.
+    pub mod opt_caps {
+        use super::*;
+        pub fn serialize<S: Serializer>(
+            v: &Option<FileCaps>,
+            s: S,
+        ) -> std::result::Result<S::Ok, S::Error> {
+            s.serialize_str(&v.map(|c| B64.encode(c.encode())).unwrap_or_default())
+        }
+        pub fn deserialize<'de, D: Deserializer<'de>>(
+            d: D,
+        ) -> std::result::Result<Option<FileCaps>, D::Error> {
+            let t = text(d)?;
+            if t.is_empty() {
+                return Ok(None);
+            }
+            let raw = B64
+                .decode(&t)
+                .map_err(|e| D::Error::custom(format!("capabilities are not base64: {e}")))?;
+            FileCaps::decode(&raw)
+                .map(Some)
+                .map_err(|e| D::Error::custom(format!("capabilities do not decode: {e}")))
+        }
+    }
+}
 
 /// The state document's file name.
 pub const STATE_FILE: &str = "state.json";
@@ -105,12 +213,37 @@ impl Lifecycle {
 pub struct InstalledRecord {
     /// Where (as the unit names it, under the root prefix).
     pub path: String,
-    /// Version.
-    pub version: String,
-    /// Base64 SHA-256.
-    pub sha256: String,
-    /// `security.capability` (base64; empty = none).
-    pub caps: String,
+    /// Version; `None` when the binary put back never reported one.
+    #[serde(with = "wire::opt_version")]
+    pub version: Option<CellsVersion>,
+    /// SHA-256 of the bytes installed.
+    #[serde(with = "wire::opt_digest")]
+    pub sha256: Option<Sha256Digest>,
+    /// The capabilities set on it (`security.capability`), `None` for none.
+    #[serde(with = "wire::opt_caps")]
+    pub caps: Option<FileCaps>,
+}
+
+impl InstalledRecord {
+    /// The new binary of `j`, once it is in place.
+    pub fn new_of(j: &Journal) -> Self {
+        InstalledRecord {
+            path: j.target.clone(),
+            version: Some(j.to_version.clone()),
+            sha256: Some(j.new_sha256),
+            caps: j.new_caps,
+        }
+    }
+
+    /// The old binary of `j`, once it is back.
+    pub fn old_of(j: &Journal) -> Self {
+        InstalledRecord {
+            path: j.old_binary.clone(),
+            version: j.from_version.clone(),
+            sha256: Some(j.old_sha256),
+            caps: j.old_caps,
+        }
+    }
 }
 
 /// Everything the daemon remembers across restarts.
@@ -235,48 +368,71 @@ impl Step {
 }
 
 /// An apply or rollback in progress: what is being replaced by what, and the last step begun.
-#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
-#[serde(default)]
+/// Its values are typed: a journal whose versions, packages, hashes or capabilities do not
+/// decode does not load; [`Journal::check`] adds the rules about its paths.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct Journal {
     /// Apply or rollback.
+    #[serde(default)]
     pub kind: JournalKind,
     /// The step begun.
+    #[serde(default)]
     pub step: Step,
-    /// Version before, and its package.
-    pub from_version: String,
-    pub from_package: String,
+    /// Version before (`None`: a binary that did not report one), and its package.
+    #[serde(default, with = "wire::opt_version")]
+    pub from_version: Option<CellsVersion>,
+    pub from_package: Package,
     /// Version being installed, and its package.
-    pub to_version: String,
-    pub to_package: String,
+    pub to_version: CellsVersion,
+    pub to_package: Package,
     /// The binary the unit ran before.
     pub old_binary: String,
     /// Where the new binary goes.
     pub target: String,
-    /// Base64 SHA-256 of the old and new binaries.
-    pub old_sha256: String,
-    pub new_sha256: String,
-    /// `security.capability` values (base64, empty = none) of the old and new binaries.
-    pub old_caps: String,
-    pub new_caps: String,
+    /// SHA-256 of the old and new binaries.
+    #[serde(with = "wire::digest")]
+    pub old_sha256: Sha256Digest,
+    #[serde(with = "wire::digest")]
+    pub new_sha256: Sha256Digest,
+    /// `security.capability` values of the old and new binaries (`None` = none).
+    #[serde(default, with = "wire::opt_caps")]
+    pub old_caps: Option<FileCaps>,
+    #[serde(default, with = "wire::opt_caps")]
+    pub new_caps: Option<FileCaps>,
     /// The cells-updater drop-in before, and the one written (None = absent).
+    #[serde(default)]
     pub dropin_before: Option<String>,
+    #[serde(default)]
     pub dropin_after: Option<String>,
     /// `PreviousVersion` before this operation.
+    #[serde(default)]
     pub previous_before: String,
     /// What to do when the new version does not come up.
+    #[serde(default)]
     pub on_failure: OnFailure,
     /// Restart and health-check (Apply's `Restart` option).
+    #[serde(default)]
     pub restart: bool,
     /// The fleet slot this operation held (cluster nodes): recovery reports the outcome.
+    #[serde(default)]
     pub fleet_slot: Option<u32>,
     /// That slot's grant token (its key's create revision in etcd).
+    #[serde(default)]
     pub fleet_grant: i64,
 }
 
 impl Journal {
-    /// Checks a journal read back from disk before recovery acts on it: versions and
-    /// packages that parse, absolute paths in one directory, hashes and capabilities that
-    /// decode. A damaged journal is a clear error, never a recovery guessed from nonsense.
+    /// The version left, as text: `""` when its binary never reported one.
+    pub fn from_text(&self) -> String {
+        self.from_version
+            .as_ref()
+            .map(ToString::to_string)
+            .unwrap_or_default()
+    }
+
+    /// Checks a journal read back from disk before recovery acts on it, beyond what its types
+    /// already hold: absolute, plain paths in one directory, drop-ins that are unit text. A
+    /// damaged journal is a clear error, never a recovery guessed from nonsense.
     pub fn check(&self) -> Result<()> {
         let bad = |what: String| {
             Err(Error::Internal(format!(
@@ -284,24 +440,6 @@ impl Journal {
                  /var/lib/cells-updater/journal.json away after checking the Cells binary by hand"
             )))
         };
-        // The version left may be unknown (a binary that did not report one); the version
-        // put in place never is.
-        let unknown_ok = [true, false];
-        for (v, may_be_empty) in [&self.from_version, &self.to_version]
-            .into_iter()
-            .zip(unknown_ok)
-        {
-            let fine =
-                (may_be_empty && v.is_empty()) || crate::version::CellsVersion::parse(v).is_ok();
-            if !fine {
-                return bad(format!("version {:?}", crate::text::one_line(v, 40)));
-            }
-        }
-        for p in [&self.from_package, &self.to_package] {
-            if !crate::package::Package::is_known(p) {
-                return bad(format!("package {:?}", crate::text::one_line(p, 40)));
-            }
-        }
         let (old, target) = (
             std::path::Path::new(&self.old_binary),
             std::path::Path::new(&self.target),
@@ -326,19 +464,6 @@ impl Journal {
         }
         if old.parent() != target.parent() {
             return bad("the old and new binaries are not in one directory".into());
-        }
-        for h in [&self.old_sha256, &self.new_sha256] {
-            if !h.is_empty() && crate::trust::decode_checksum(h).is_err() {
-                return bad(format!("hash {:?}", crate::text::one_line(h, 60)));
-            }
-        }
-        for c in [&self.old_caps, &self.new_caps] {
-            let decoded = crate::trust::decode_b64("caps", c)
-                .ok()
-                .and_then(|b| crate::fcaps::FileCaps::decode(&b).ok());
-            if !c.is_empty() && decoded.is_none() {
-                return bad(format!("capabilities {:?}", crate::text::one_line(c, 60)));
-            }
         }
         for d in [&self.dropin_before, &self.dropin_after]
             .into_iter()
@@ -366,9 +491,16 @@ pub struct StateStore {
 }
 
 fn damaged(name: &str, dir: &Dir, e: impl std::fmt::Display) -> Error {
+    let path = dir.path().join(name);
+    // An operation was under way: the binary may be the old one, the new one, or between.
+    let advice = if name == JOURNAL_FILE {
+        "nothing was changed; move it away after checking the Cells binary by hand"
+    } else {
+        "move it away to start afresh"
+    };
     Error::Internal(format!(
-        "the {name} file {} is damaged ({e}); move it away to start afresh",
-        dir.path().join(name).display()
+        "the {name} file {} is damaged ({e}); {advice}",
+        path.display()
     ))
 }
 
@@ -577,9 +709,8 @@ mod tests {
         s.transition(Lifecycle::Verifying).unwrap();
         s.transition(Lifecycle::Applying).unwrap();
         s.set_journal(Some(Journal {
-            to_version: "4.4.5".into(),
             step: Step::Swapped,
-            ..Journal::default()
+            ..journal()
         }))
         .unwrap();
         assert!(t.path().join(JOURNAL_FILE).exists());
@@ -599,32 +730,42 @@ mod tests {
         );
     }
 
-    #[test]
-    fn a_journal_is_checked_before_recovery_acts_on_it() {
-        let good = Journal {
+    fn journal() -> Journal {
+        Journal {
             kind: JournalKind::Apply,
             step: Step::Swapping,
-            from_version: "4.4.2".into(),
-            from_package: "PydioHome".into(),
-            to_version: "4.4.5".into(),
-            to_package: "PydioHome".into(),
+            from_version: Some(CellsVersion::parse("4.4.2").unwrap()),
+            from_package: Package::Home,
+            to_version: CellsVersion::parse("4.4.5").unwrap(),
+            to_package: Package::Home,
             old_binary: "/opt/pydio/bin/cells".into(),
             target: "/opt/pydio/bin/cells".into(),
-            ..Journal::default()
-        };
+            old_sha256: [1; 32],
+            new_sha256: [2; 32],
+            old_caps: None,
+            new_caps: Some(FileCaps::net_bind_service()),
+            dropin_before: None,
+            dropin_after: None,
+            previous_before: String::new(),
+            on_failure: OnFailure::default(),
+            restart: true,
+            fleet_slot: None,
+            fleet_grant: 0,
+        }
+    }
+
+    #[test]
+    fn a_journal_is_checked_before_recovery_acts_on_it() {
+        let good = journal();
         good.check().unwrap();
         // A rollback from a binary that reported no version.
         Journal {
-            from_version: String::new(),
+            from_version: None,
             ..good.clone()
         }
         .check()
         .unwrap();
         for bad in [
-            Journal {
-                to_version: String::new(),
-                ..good.clone()
-            },
             Journal {
                 target: "/opt/pydio/bin/../../etc/shadow".into(),
                 ..good.clone()
@@ -634,16 +775,86 @@ mod tests {
                 ..good.clone()
             },
             Journal {
-                to_package: "Evil".into(),
-                ..good.clone()
-            },
-            Journal {
-                new_caps: "!!".into(),
+                dropin_after: Some("[Service]\0".into()),
                 ..good.clone()
             },
         ] {
             let e = bad.check().unwrap_err();
             assert!(e.message().contains("journal is damaged"), "{e}");
+        }
+    }
+
+    /// The typed journal keeps the text it had as strings: a journal written by an earlier
+    /// daemon (its newer fields absent) loads, and one written now reads the same way.
+    #[test]
+    fn the_journal_file_keeps_its_text() {
+        let v = serde_json::to_value(journal()).unwrap();
+        assert_eq!(v["to_version"], "4.4.5");
+        assert_eq!(v["from_package"], "PydioHome");
+        assert_eq!(
+            v["old_sha256"],
+            "AQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQE="
+        );
+        assert_eq!(v["old_caps"], "");
+        assert_eq!(v["new_caps"], "AQAAAgAEAAAAAAAAAAAAAAAAAAA=");
+        let none = serde_json::to_value(Journal {
+            from_version: None,
+            ..journal()
+        })
+        .unwrap();
+        assert_eq!(none["from_version"], "");
+        let earlier = br#"{"kind":"apply","step":"swapped","from_version":"4.4.2",
+            "from_package":"PydioHome","to_version":"4.4.5","to_package":"PydioEnterprise",
+            "old_binary":"/opt/pydio/bin/cells","target":"/opt/pydio/bin/cells-enterprise",
+            "old_sha256":"AQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQE=",
+            "new_sha256":"AgICAgICAgICAgICAgICAgICAgICAgICAgICAgICAgI=",
+            "old_caps":"","new_caps":"AQAAAgAEAAAAAAAAAAAAAAAAAAA="}"#;
+        let j: Journal = parse_doc(earlier).unwrap();
+        assert_eq!(j.to_package, Package::Enterprise);
+        assert_eq!(j.new_caps, Some(FileCaps::net_bind_service()));
+        assert_eq!(j.new_sha256, [2; 32]);
+        assert_eq!(j.fleet_slot, None);
+        j.check().unwrap();
+    }
+
+    /// Row by row: a journal whose version, package, hash or capabilities do not decode
+    /// does not load, with an error naming the file and what to do; nothing changes on disk.
+    #[test]
+    fn a_damaged_journal_does_not_load() {
+        let rows: &[(&str, serde_json::Value, &str)] = &[
+            ("to_version", "".into(), "is not a Cells version"),
+            ("to_version", "4.4.5\n".into(), "is not a Cells version"),
+            ("from_version", "four".into(), "is not a Cells version"),
+            (
+                "to_package",
+                "Evil".into(),
+                "is not PydioHome or PydioEnterprise",
+            ),
+            ("new_sha256", "AAAA".into(), "checksum"),
+            ("old_sha256", "".into(), "checksum"),
+            ("new_caps", "!!".into(), "capabilities are not base64"),
+            ("new_caps", "AAAA".into(), "capabilities do not decode"),
+        ];
+        for (field, value, says) in rows {
+            let t = tempfile::tempdir().unwrap();
+            let mut doc = serde_json::to_value(journal()).unwrap();
+            doc[*field] = value.clone();
+            let bytes = serde_json::to_vec(&doc).unwrap();
+            std::fs::write(t.path().join(JOURNAL_FILE), &bytes).unwrap();
+            let dir = crate::dirfd::root_dir(t.path(), None, Error::SwapFailed).unwrap();
+            let e = StateStore::open(dir).unwrap_err();
+            let m = e.message();
+            assert_eq!(e.name(), "Internal", "{field}: {m}");
+            assert!(
+                m.contains("journal.json file") && m.contains(says),
+                "{field}: {m}"
+            );
+            assert!(
+                m.contains("checking the Cells binary by hand"),
+                "{field}: {m}"
+            );
+            assert_eq!(std::fs::read(t.path().join(JOURNAL_FILE)).unwrap(), bytes);
+            assert!(!t.path().join(STATE_FILE).exists(), "{field}");
         }
     }
 }

@@ -32,9 +32,9 @@ pub struct UpdateRequest {
 
 impl UpdateRequest {
     /// A request for this machine's OS and architecture.
-    pub fn new(channel: &str, package: &str, current_version: &str) -> Self {
+    pub fn new(channel: crate::package::Channel, package: &str, current_version: &str) -> Self {
         UpdateRequest {
-            channel: channel.into(),
+            channel: channel.as_str().into(),
             package_name: package.into(),
             current_version: current_version.into(),
             goos: GOOS.into(),
@@ -325,7 +325,7 @@ mod tests {
 
     #[test]
     fn request_has_only_protocol_keys_and_omits_empty_ones() {
-        let mut req = UpdateRequest::new("stable", "PydioHome", "4.4.2");
+        let mut req = UpdateRequest::new(crate::package::Channel::Stable, "PydioHome", "4.4.2");
         let v: serde_json::Value = serde_json::to_value(&req).unwrap();
         let keys: Vec<&String> = v.as_object().unwrap().keys().collect();
         assert_eq!(

@@ -54,6 +54,20 @@ impl FromStr for CellsVersion {
     }
 }
 
+/// Persisted as its text (`"4.4.5"`); text that is not a version does not deserialize.
+impl serde::Serialize for CellsVersion {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for CellsVersion {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        CellsVersion::parse(&s).map_err(|e| serde::de::Error::custom(e.message()))
+    }
+}
+
 impl fmt::Display for CellsVersion {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         self.0.fmt(f)

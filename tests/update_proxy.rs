@@ -16,7 +16,11 @@ async fn check_uses_the_configured_then_the_environment_proxy() {
         200,
         r#"{"Channel":"stable","AvailableBinaries":[{"Version":"4.4.5","BinarySize":"10"}]}"#,
     );
-    let req = UpdateRequest::new("stable", "PydioHome", "4.4.2");
+    let req = UpdateRequest::new(
+        cells_updater::package::Channel::Stable,
+        "PydioHome",
+        "4.4.2",
+    );
     // An origin that does not resolve: only the proxy can answer.
     let origin = "http://updates.invalid/";
 

@@ -2,13 +2,12 @@
 
 use super::auth::Action;
 use super::errors::BusError;
-use super::job::JobKind;
 use super::jobs::{apply::Options as ApplyOptions, stage::Source, Work};
+use super::props::{Learnt, ManagerProps};
 use super::Daemon;
 use crate::error::{Error, Result};
 use crate::policy::Assessed;
 use crate::stage::FdMetadata;
-use crate::state::Lifecycle;
 use crate::version::CellsVersion;
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -17,91 +16,14 @@ use zbus::zvariant::{ObjectPath, OwnedObjectPath, OwnedValue, Value};
 
 pub use crate::contract::{MANAGER_INTERFACE, MANAGER_PATH};
 
-/// Options and metadata dictionaries as they arrive.
-type Dict = HashMap<String, OwnedValue>;
+use super::options::{
+    apply_options, check_offered_fd, check_options, dict_bool, dict_str, only_keys, option_actions,
+    requested_version, Dict,
+};
 
 /// The served Manager: it validates, authorizes and translates; the work is in `jobs`.
 pub struct ManagerIface {
     pub(super) daemon: Arc<Daemon>,
-}
-
-fn dict_str(d: &Dict, key: &str) -> Result<Option<String>> {
-    match d.get(key) {
-        None => Ok(None),
-        Some(v) => String::try_from(
-            v.try_clone()
-                .map_err(|e| Error::InvalidArgument(e.to_string()))?,
-        )
-        .map(Some)
-        .map_err(|_| Error::InvalidArgument(format!("option {key} must be a string (s)"))),
-    }
-}
-
-/// The version argument of Stage and Update: `""` means the newest allowed.
-fn requested_version(v: &str) -> Result<Option<CellsVersion>> {
-    if v.is_empty() {
-        Ok(None)
-    } else {
-        CellsVersion::parse(v).map(Some)
-    }
-}
-
-fn dict_bool(d: &Dict, key: &str) -> Result<Option<bool>> {
-    match d.get(key) {
-        None => Ok(None),
-        Some(v) => bool::try_from(v)
-            .map(Some)
-            .map_err(|_| Error::InvalidArgument(format!("option {key} must be a boolean (b)"))),
-    }
-}
-
-/// Refuses at once what a `StageFromFd` descriptor cannot be: anything but a regular file
-/// (a directory, socket, pipe, FIFO or device, which could also never end), one not open for
-/// reading, an empty one, or one larger than `[server] max_binary_size`.
-fn check_offered_fd(fd: &std::os::fd::OwnedFd, max: u64) -> Result<()> {
-    use nix::fcntl::{fcntl, FcntlArg, OFlag};
-    let bad = |why: String| Err(Error::InvalidArgument(why));
-    let st = nix::sys::stat::fstat(fd)
-        .map_err(|e| Error::InvalidArgument(format!("cannot inspect the file descriptor: {e}")))?;
-    let kind =
-        nix::sys::stat::SFlag::from_bits_truncate(st.st_mode) & nix::sys::stat::SFlag::S_IFMT;
-    if kind != nix::sys::stat::SFlag::S_IFREG {
-        return bad(
-            "the file descriptor is not a regular file (a directory, socket, pipe, FIFO or \
-             device); send the binary itself"
-                .into(),
-        );
-    }
-    let flags = fcntl(fd, FcntlArg::F_GETFL)
-        .map_err(|e| Error::InvalidArgument(format!("cannot inspect the file descriptor: {e}")))?;
-    if OFlag::from_bits_truncate(flags) & OFlag::O_ACCMODE == OFlag::O_WRONLY {
-        return bad("the file descriptor is not open for reading".into());
-    }
-    if st.st_size <= 0 {
-        return bad("the offered file is empty".into());
-    }
-    if st.st_size as u64 > max {
-        return bad(format!(
-            "the offered file has {} bytes, more than [server] max_binary_size ({max} bytes)",
-            st.st_size
-        ));
-    }
-    Ok(())
-}
-
-fn only_keys(d: &Dict, allowed: &[&str]) -> Result<()> {
-    match d.keys().find(|k| !allowed.contains(&k.as_str())) {
-        Some(k) => Err(Error::InvalidArgument(format!(
-            "unknown option {:?}; this method accepts {}",
-            crate::text::one_line(k, 80),
-            if allowed.is_empty() {
-                "no options".to_string()
-            } else {
-                allowed.join(", ")
-            }
-        ))),
-        None => Ok(()),
-    }
 }
 
 fn ov(v: Value<'_>) -> OwnedValue {
@@ -130,117 +52,6 @@ fn release_dict(a: &Assessed) -> HashMap<String, OwnedValue> {
         d.insert("EligibleAt".into(), ov(Value::from(at)));
     }
     d
-}
-
-impl Daemon {
-    /// The Manager's properties, in contract order.
-    pub(super) async fn manager_props(&self) -> Vec<(&'static str, Value<'static>)> {
-        let doc = self.store.lock().await.get().clone();
-        let installed = self.installed().unwrap_or_default();
-        let package = if doc.package_name.is_empty() {
-            self.cfg.package.clone()
-        } else {
-            doc.package_name.clone()
-        };
-        vec![
-            ("State", Value::from(doc.state.as_str().to_string())),
-            ("InstalledVersion", Value::from(installed.version)),
-            ("PackageName", Value::from(package)),
-            ("Channel", Value::from(self.channel())),
-            ("Unit", Value::from(self.cfg.unit.clone())),
-            (
-                "BinaryPath",
-                Value::from(
-                    installed
-                        .binary
-                        .map(|b| b.display().to_string())
-                        .unwrap_or_default(),
-                ),
-            ),
-            ("StagedVersion", Value::from(doc.staged_version)),
-            ("PreviousVersion", Value::from(doc.previous_version)),
-            ("AvailableVersions", Value::from(doc.available_versions)),
-            ("BadVersions", Value::from(doc.bad_versions)),
-            ("LastCheck", Value::from(doc.last_check)),
-            (
-                "LastError",
-                Value::from(crate::text::no_nul(&doc.last_error)),
-            ),
-            ("CurrentJob", Value::from(self.current_job())),
-            (
-                "Hold",
-                Value::from(
-                    doc.hold
-                        .as_ref()
-                        .map(|h| h.reason.clone())
-                        .unwrap_or_default(),
-                ),
-            ),
-            (
-                "HoldVersion",
-                Value::from(
-                    doc.hold
-                        .as_ref()
-                        .map(|h| h.version.clone())
-                        .unwrap_or_default(),
-                ),
-            ),
-            ("NextWindow", Value::from(self.next_window())),
-            (
-                "DaemonVersion",
-                Value::from(env!("CARGO_PKG_VERSION").to_string()),
-            ),
-        ]
-    }
-}
-
-/// The host admin's actions that options need beyond Apply: `Force` passes the admin's
-/// policy (a hold, a pin, `min_release_age`: manage-policy); `Restart=false` and
-/// `OnFailure=keep` skip the health check or the rollback (override). The Cells application
-/// has neither.
-fn option_actions(d: &Dict) -> Result<Vec<Action>> {
-    let mut out = Vec::new();
-    if dict_bool(d, "Force")? == Some(true) {
-        out.push(Action::ManagePolicy);
-    }
-    if dict_bool(d, "Restart")? == Some(false)
-        || dict_str(d, "OnFailure")?.as_deref() == Some("keep")
-    {
-        out.push(Action::Override);
-    }
-    Ok(out)
-}
-
-fn apply_options(
-    cfg: &crate::config::Config,
-    d: &Dict,
-    allow_version: bool,
-) -> Result<ApplyOptions> {
-    let mut keys = vec!["Restart", "OnFailure", "Force"];
-    if allow_version {
-        keys.push("Version");
-    }
-    only_keys(d, &keys)?;
-    let on_failure = match dict_str(d, "OnFailure")?.as_deref() {
-        None => cfg.on_failure,
-        Some("rollback") => crate::config::OnFailure::Rollback,
-        Some("keep") => crate::config::OnFailure::Keep,
-        Some(other) => {
-            return Err(Error::InvalidArgument(format!(
-                "OnFailure {other:?} is not rollback or keep"
-            )))
-        }
-    };
-    Ok(ApplyOptions {
-        version: dict_str(d, "Version")?
-            .map(|v| CellsVersion::parse(&v))
-            .transpose()?,
-        restart: dict_bool(d, "Restart")?.unwrap_or(true),
-        on_failure,
-        file_name: None,
-        cross_package: None,
-        force: dict_bool(d, "Force")?.unwrap_or(false),
-    })
 }
 
 impl Daemon {
@@ -326,84 +137,8 @@ impl ManagerIface {
     ) -> Result<Vec<HashMap<String, OwnedValue>>, BusError> {
         let s = &self.daemon;
         s.authorize(&hdr, Action::Check).await?;
-        only_keys(&options, &["PackageName", "Channel"])?;
-        let package = dict_str(&options, "PackageName")?;
-        let channel = dict_str(&options, "Channel")?;
-        if let Some(p) = &package {
-            if !crate::package::Package::is_known(p) {
-                return Err(Error::InvalidArgument(format!(
-                    "PackageName {p:?} is not PydioHome or PydioEnterprise"
-                ))
-                .into());
-            }
-        }
-        if let Some(c) = &channel {
-            if !matches!(c.as_str(), "stable" | "dev") {
-                return Err(
-                    Error::InvalidArgument(format!("Channel {c:?} is not stable or dev")).into(),
-                );
-            }
-        }
-        // A check does not disturb a running job; it only moves the state when at rest.
-        let moved = {
-            let mut store = s.store.lock().await;
-            let idle = s.running_job().is_none();
-            idle && store.get().state.is_resting() && store.transition(Lifecycle::Checking).is_ok()
-        };
-        s.publish().await;
-        // One question to the server at a time: a call that arrives while another asks waits
-        // for it and shares its answer (same options), so a flood of Checks costs one helper
-        // run at a time, not one each.
-        let arrived = std::time::Instant::now();
-        let asked = (package.clone(), channel.clone());
-        let result = {
-            let mut last = s.last_check.lock().await;
-            match &*last {
-                Some(a) if a.asked == asked && a.at >= arrived => a.result.clone(),
-                _ => {
-                    let result = match s.floor().await {
-                        Ok(floor) => s.check_now(&floor, package, channel, false).await,
-                        Err(e) => Err(e),
-                    };
-                    *last = Some(super::CheckAnswer {
-                        asked: asked.clone(),
-                        at: std::time::Instant::now(),
-                        result: result.clone(),
-                    });
-                    result
-                }
-            }
-        };
-        // Only an answer for this host's own package and channel is recorded: a Check for
-        // another one (any caller may ask) must not stand in for the timer's next check, nor
-        // fill AvailableVersions with releases the timer would then fail to install.
-        let own_package = match &asked.0 {
-            None => true,
-            Some(p) => *p == s.package().await,
-        };
-        let own_channel = match &asked.1 {
-            None => true,
-            Some(c) => *c == s.channel_settled().await,
-        };
-        let own = own_package && own_channel;
-        let new = match &result {
-            Ok(a) if own => s.record_check(a).await.unwrap_or_default(),
-            _ => Vec::new(),
-        };
-        {
-            let mut store = s.store.lock().await;
-            if let Err(e) = &result {
-                let msg = e.message();
-                let _ = store.update(|d| d.last_error = msg);
-            }
-            // Back to rest only if no job took over while the server was asked.
-            if moved && store.get().state == Lifecycle::Checking {
-                let rest = store.resting();
-                let _ = store.transition(rest);
-            }
-        }
-        s.publish().await;
-        s.announce(&new).await;
+        let (package, channel) = check_options(&options)?;
+        let result = s.check(package, channel).await;
         Ok(result?.iter().map(release_dict).collect())
     }
 
@@ -421,7 +156,6 @@ impl ManagerIface {
         let force = dict_bool(&options, "Force")?.unwrap_or(false);
         s.authorize_options(&hdr, &options).await?;
         Ok(s.launch(
-            JobKind::Stage,
             &version,
             (Action::Stage, Some(uid)),
             Work::Stage(Source::Server(wanted, force)),
@@ -471,7 +205,6 @@ impl ManagerIface {
         let file = std::fs::File::from(binary);
         let label = meta.version.clone();
         Ok(s.launch(
-            JobKind::Stage,
             &label,
             (Action::Stage, Some(uid)),
             Work::Stage(Source::File(file, meta)),
@@ -502,13 +235,10 @@ impl ManagerIface {
             &format!("Apply of {staged}"),
         )
         .await?;
-        Ok(s.launch(
-            JobKind::Apply,
-            &staged,
-            (Action::Apply, Some(uid)),
-            Work::Apply(opts),
+        Ok(
+            s.launch(&staged, (Action::Apply, Some(uid)), Work::Apply(opts))
+                .await?,
         )
-        .await?)
     }
 
     /// Stage then Apply in one job (what the timer uses).
@@ -526,7 +256,6 @@ impl ManagerIface {
         s.check_hold(opts.force, &format!("Update to {version:?}"))
             .await?;
         Ok(s.launch(
-            JobKind::Update,
             &version,
             (Action::Apply, Some(uid)),
             Work::Update(wanted, opts),
@@ -548,13 +277,10 @@ impl ManagerIface {
         if previous.is_empty() {
             return Err(super::jobs::rollback::no_previous().into());
         }
-        Ok(s.launch(
-            JobKind::Rollback,
-            &previous,
-            (Action::Override, Some(uid)),
-            Work::Rollback,
+        Ok(
+            s.launch(&previous, (Action::Override, Some(uid)), Work::Rollback)
+                .await?,
         )
-        .await?)
     }
 
     /// Writes the Enterprise key to `<CELLS_WORKING_DIR>/pydio-license`, owned by the Cells user.
@@ -593,7 +319,6 @@ impl ManagerIface {
         )
         .await?;
         Ok(s.launch(
-            JobKind::Enterprise,
             &label,
             (Action::Apply, Some(uid)),
             Work::Enterprise(key, version, opts),
@@ -744,105 +469,85 @@ impl ManagerIface {
 
     #[zbus(property)]
     async fn state(&self) -> String {
-        self.daemon.store.lock().await.get().state.as_str().into()
+        self.known().await.state
     }
     #[zbus(property)]
     async fn installed_version(&self) -> String {
-        self.daemon.installed_settled().await.version
+        self.settled().await.installed_version
     }
     #[zbus(property)]
     async fn package_name(&self) -> String {
-        self.daemon.package().await
+        self.known().await.package_name
     }
     #[zbus(property)]
     async fn channel(&self) -> String {
-        self.daemon.channel_settled().await
+        self.settled().await.channel
     }
     #[zbus(property)]
     async fn unit(&self) -> String {
-        self.daemon.cfg.unit.clone()
+        self.known().await.unit
     }
     #[zbus(property)]
     async fn binary_path(&self) -> String {
-        self.daemon
-            .installed_settled()
-            .await
-            .binary
-            .map(|b| b.display().to_string())
-            .unwrap_or_default()
+        self.settled().await.binary_path
     }
     #[zbus(property)]
     async fn staged_version(&self) -> String {
-        self.daemon.store.lock().await.get().staged_version.clone()
+        self.known().await.staged_version
     }
     #[zbus(property)]
     async fn previous_version(&self) -> String {
-        self.daemon
-            .store
-            .lock()
-            .await
-            .get()
-            .previous_version
-            .clone()
+        self.known().await.previous_version
     }
     #[zbus(property)]
     async fn available_versions(&self) -> Vec<String> {
-        self.daemon
-            .store
-            .lock()
-            .await
-            .get()
-            .available_versions
-            .clone()
+        self.known().await.available_versions
     }
     /// Releases that failed their health check here (`Package:version`): never installed
     /// again here until a host admin forgets the mark (`ForgetBadVersion`).
     #[zbus(property)]
     async fn bad_versions(&self) -> Vec<String> {
-        self.daemon.store.lock().await.get().bad_versions.clone()
+        self.known().await.bad_versions
     }
     #[zbus(property)]
     async fn last_check(&self) -> u64 {
-        self.daemon.store.lock().await.get().last_check
+        self.known().await.last_check
     }
     #[zbus(property)]
     async fn last_error(&self) -> String {
-        crate::text::no_nul(&self.daemon.store.lock().await.get().last_error)
+        self.known().await.last_error
     }
     #[zbus(property)]
     async fn current_job(&self) -> OwnedObjectPath {
-        self.daemon.current_job()
+        self.known().await.current_job
     }
     #[zbus(property, name = "Hold")]
     async fn hold_reason(&self) -> String {
-        self.daemon
-            .store
-            .lock()
-            .await
-            .get()
-            .hold
-            .as_ref()
-            .map(|h| h.reason.clone())
-            .unwrap_or_default()
+        self.known().await.hold
     }
     #[zbus(property)]
     async fn hold_version(&self) -> String {
-        self.daemon
-            .store
-            .lock()
-            .await
-            .get()
-            .hold
-            .as_ref()
-            .map(|h| h.version.clone())
-            .unwrap_or_default()
+        self.known().await.hold_version
     }
     #[zbus(property)]
     async fn next_window(&self) -> u64 {
-        self.daemon.next_window()
+        self.known().await.next_window
     }
     #[zbus(property)]
     async fn daemon_version(&self) -> String {
-        env!("CARGO_PKG_VERSION").into()
+        self.known().await.daemon_version
+    }
+}
+
+impl ManagerIface {
+    /// The property snapshot as known now.
+    async fn known(&self) -> ManagerProps {
+        self.daemon.props(Learnt::AsKnown).await
+    }
+
+    /// The snapshot once the installed binary and the channel are learnt (briefly waited
+    /// for just after start).
+    async fn settled(&self) -> ManagerProps {
+        self.daemon.props(Learnt::Settled).await
     }
 }

@@ -9,12 +9,15 @@
 
 pub mod auth;
 mod cells;
+mod check;
 pub mod errors;
 #[cfg(feature = "fake-unit")]
 pub mod fake_unit;
 pub mod job;
 mod jobs;
 mod manager;
+mod options;
+mod props;
 mod units;
 
 pub use manager::{ManagerIface, MANAGER_INTERFACE, MANAGER_PATH};
@@ -61,7 +64,7 @@ struct Jobs {
 /// A `Check`'s answer, with what it was asked and when it was answered.
 pub(in crate::daemon) struct CheckAnswer {
     /// `PackageName` and `Channel` as the caller gave them.
-    pub asked: (Option<String>, Option<String>),
+    pub asked: (Option<String>, Option<crate::package::Channel>),
     pub at: Instant,
     pub result: Result<Vec<crate::policy::Assessed>>,
 }
@@ -266,7 +269,7 @@ impl Daemon {
             } else {
                 doc.package_name.clone()
             },
-            channel: self.channel(),
+            channel: self.channel().to_string(),
             state: doc.state.as_str().to_string(),
             last_check_us: doc.last_check,
             last_update_us: doc.counters.last_update,

@@ -389,7 +389,11 @@ impl StageEnv {
         let resp = update_server::check(
             &self.runner,
             &self.settings,
-            &UpdateRequest::new("stable", "PydioHome", "4.4.2"),
+            &UpdateRequest::new(
+                cells_updater::package::Channel::Stable,
+                "PydioHome",
+                "4.4.2",
+            ),
         )
         .await?;
         let pkg = resp

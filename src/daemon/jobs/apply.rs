@@ -23,7 +23,6 @@ use crate::state::{InstalledRecord, Journal, JournalKind, Lifecycle, Step};
 use crate::systemd;
 use crate::trust;
 use crate::version::CellsVersion;
-use base64::Engine;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -51,23 +50,17 @@ pub(in crate::daemon) async fn blocking<T: Send + 'static>(
 ) -> Result<T> {
     tokio::task::spawn_blocking(f)
         .await
-        .map_err(|e| Error::SwapFailed(format!("file task failed: {e}")))?
+        .map_err(|e| Error::Internal(format!("file task failed: {e}")))?
 }
 
-pub(in crate::daemon) fn caps_b64(c: Option<&FileCaps>) -> String {
-    c.map_or_else(String::new, |c| {
-        base64::engine::general_purpose::STANDARD.encode(c.encode())
+/// The package in use as the journal records it.
+pub(in crate::daemon) fn package_of(p: &str) -> Result<crate::package::Package> {
+    crate::package::Package::parse(p).ok_or_else(|| {
+        Error::Internal(format!(
+            "the package in use {:?} is not PydioHome or PydioEnterprise",
+            crate::text::one_line(p, 40)
+        ))
     })
-}
-
-/// Decodes recorded capabilities, keeping only what may be preserved: whatever was recorded,
-/// nothing but `cap_net_bind_service` is ever set from a record.
-pub(in crate::daemon) fn caps_from_b64(s: &str) -> Option<FileCaps> {
-    if s.is_empty() {
-        return None;
-    }
-    let raw = base64::engine::general_purpose::STANDARD.decode(s).ok()?;
-    FileCaps::decode(&raw).ok()?.preservable()
 }
 
 /// The binary's checked directory, in a form blocking tasks can share.
@@ -247,7 +240,11 @@ pub(in crate::daemon) async fn run(ctx: &Ctx, opts: &Options) -> Result<String> 
         d.check_policy(opts, Some(&staged), &format!("the install of {staged}"))
             .await?;
     }
-    let from = floor.installed.map(|v| v.to_string()).unwrap_or_default();
+    let from = floor
+        .installed
+        .as_ref()
+        .map(|v| v.to_string())
+        .unwrap_or_default();
     let from_package = d.package().await;
     let to_package = opts
         .cross_package
@@ -297,9 +294,9 @@ pub(in crate::daemon) async fn run(ctx: &Ctx, opts: &Options) -> Result<String> 
                 // What the daemon set when it installed this very binary.
                 Some(r)
                     if r.path == old_binary.display().to_string()
-                        && r.sha256 == trust::encode_checksum(&old.sha256) =>
+                        && r.sha256 == Some(old.sha256) =>
                 {
-                    caps_from_b64(&r.caps)
+                    r.caps.and_then(|c| c.preservable())
                 }
                 // Otherwise what the descriptor just opened and hashed carries, of what may be
                 // preserved (cap_net_bind_service).
@@ -311,16 +308,16 @@ pub(in crate::daemon) async fn run(ctx: &Ctx, opts: &Options) -> Result<String> 
         let mut j = Journal {
             kind: JournalKind::Apply,
             step: Step::Backup,
-            from_version: from.clone(),
-            from_package: from_package.clone(),
-            to_version: staged.to_string(),
-            to_package,
+            from_version: floor.installed.clone(),
+            from_package: package_of(&from_package)?,
+            to_version: staged.clone(),
+            to_package: package_of(&to_package)?,
             old_binary: old_binary.display().to_string(),
             target: target.display().to_string(),
-            old_sha256: trust::encode_checksum(&old.sha256),
-            new_sha256: manifest.sha256.clone(),
-            old_caps: caps_b64(old.caps.and_then(|c| c.preservable()).as_ref()),
-            new_caps: caps_b64(new_caps.as_ref()),
+            old_sha256: old.sha256,
+            new_sha256: expected,
+            old_caps: old.caps.and_then(|c| c.preservable()),
+            new_caps,
             dropin_before,
             dropin_after,
             previous_before: doc.previous_version.clone(),
@@ -375,12 +372,7 @@ pub(in crate::daemon) async fn run(ctx: &Ctx, opts: &Options) -> Result<String> 
             store.update(|s| {
                 s.staged_version.clear();
                 s.previous_version = from.clone();
-                s.installed = Some(InstalledRecord {
-                    path: j.target.clone(),
-                    version: j.to_version.clone(),
-                    sha256: j.new_sha256.clone(),
-                    caps: j.new_caps.clone(),
-                });
+                s.installed = Some(InstalledRecord::new_of(&j));
             })?;
             store.set_journal(Some(j.clone()))?;
         }
@@ -460,18 +452,20 @@ pub(in crate::daemon) async fn finish(ctx: &Ctx, j: &mut Journal) -> Result<Stri
         commit(ctx, j).await?;
         return Ok(format!(
             "installed {} (was {}); the unit was not restarted: restart {} to run it",
-            j.to_version, j.from_version, d.cfg.unit
+            j.to_version,
+            j.from_text(),
+            d.cfg.unit
         ));
     }
     j.step = Step::Restarting;
     ctx.journal(Some(j)).await?;
     ctx.set_state(Lifecycle::Restarting).await?;
     ctx.phase(Phase::Restarting).await;
-    restart_and_prove(ctx, &j.to_version, &j.to_package).await?;
+    restart_and_prove(ctx, &j.to_version.to_string(), j.to_package.as_str()).await?;
     failpoint::hit("apply-after-health");
     commit(ctx, j).await?;
     if let Ok(state) = d.store.lock().await.dir().try_clone() {
-        let (keep, from) = (d.cfg.keep_versions as usize, j.from_version.clone());
+        let (keep, from) = (d.cfg.keep_versions as usize, j.from_text());
         let _ = blocking(move || {
             Backups::open(&state)?.prune(keep, &[from.as_str()]);
             Ok(())
@@ -480,20 +474,22 @@ pub(in crate::daemon) async fn finish(ctx: &Ctx, j: &mut Journal) -> Result<Stri
     }
     Ok(format!(
         "{} {} is installed and healthy (was {}); the previous binary is kept for Rollback",
-        d.cfg.unit, j.to_version, j.from_version
+        d.cfg.unit,
+        j.to_version,
+        j.from_text()
     ))
 }
 
 /// The release passed: the floor rises to it, its package is the one in use, the journal
 /// ends.
 async fn commit(ctx: &Ctx, j: &Journal) -> Result<()> {
-    let to = CellsVersion::parse(&j.to_version)?;
+    let to = j.to_version.clone();
     {
         let mut store = ctx.d.store.lock().await;
         store.update(|s| {
             let floor = std::cmp::max(CellsVersion::parse(&s.committed).ok(), Some(to.clone()));
             s.committed = floor.map(|v| v.to_string()).unwrap_or_default();
-            s.package_name = j.to_package.clone();
+            s.package_name = j.to_package.to_string();
             // What is now installed (or older) is no longer available.
             s.available_versions
                 .retain(|v| CellsVersion::parse(v).is_ok_and(|v| v > to));
@@ -515,7 +511,8 @@ pub(in crate::daemon) async fn after_failure(
         return Err(Error::UnitFailed(format!(
             "{} did not come up ({why}); it was kept as configured (on_failure = keep); \
              Rollback returns to {}",
-            j.to_version, j.from_version
+            j.to_version,
+            j.from_text()
         )));
     }
     ctx.phase(Phase::RollingBack).await;
@@ -524,12 +521,15 @@ pub(in crate::daemon) async fn after_failure(
             "{} did not come up ({why}); rolled back to {}, which is running again. {} is \
              marked bad and will not be installed again. It ran, so Cells may already have \
              migrated data for it: check the Cells logs before using {}",
-            j.to_version, j.from_version, j.to_version, j.from_version
+            j.to_version,
+            j.from_text(),
+            j.to_version,
+            j.from_text()
         ))),
         Err(e) => {
             let backup = match ctx.d.store.lock().await.dir().try_clone() {
                 Ok(state) => Backups::open(&state)
-                    .map(|b| b.path_of(&j.from_version).display().to_string())
+                    .map(|b| b.path_of(&j.from_text()).display().to_string())
                     .unwrap_or_default(),
                 Err(_) => String::new(),
             };
@@ -537,7 +537,7 @@ pub(in crate::daemon) async fn after_failure(
                 "{} did not come up ({why}), and rolling back to {} failed too: {}. Restore {} \
                  from {backup} by hand",
                 j.to_version,
-                j.from_version,
+                j.from_text(),
                 e.message(),
                 j.old_binary
             )))
@@ -552,7 +552,7 @@ pub(in crate::daemon) async fn undo(ctx: &Ctx, j: &mut Journal) -> Result<()> {
     let d = &ctx.d;
     {
         let mut store = d.store.lock().await;
-        let bad = crate::policy::bad_entry(&j.to_package, &j.to_version);
+        let bad = crate::policy::bad_entry(j.to_package.as_str(), &j.to_version.to_string());
         store.update(|s| {
             if !s.bad_versions.contains(&bad) {
                 s.bad_versions.push(bad.clone());
@@ -576,7 +576,7 @@ pub(in crate::daemon) async fn undo(ctx: &Ctx, j: &mut Journal) -> Result<()> {
         d.put_dropin(j.dropin_before.as_deref()).await?;
     }
     ctx.set_state(Lifecycle::Restarting).await?;
-    restart_and_prove(ctx, &j.from_version, &j.from_package).await?;
+    restart_and_prove(ctx, &j.from_text(), j.from_package.as_str()).await?;
     if target != old_binary {
         // Only now that no drop-in points at it does the failed binary go (I1).
         let bin = binary_dir(&target, cells_uid, false).await?;
@@ -585,13 +585,8 @@ pub(in crate::daemon) async fn undo(ctx: &Ctx, j: &mut Journal) -> Result<()> {
     }
     let mut store = d.store.lock().await;
     store.update(|s| {
-        s.installed = Some(InstalledRecord {
-            path: j.old_binary.clone(),
-            version: j.from_version.clone(),
-            sha256: j.old_sha256.clone(),
-            caps: j.old_caps.clone(),
-        });
-        s.package_name = j.from_package.clone();
+        s.installed = Some(InstalledRecord::old_of(j));
+        s.package_name = j.from_package.to_string();
         s.counters.rollbacks += 1;
     })?;
     store.set_journal(None)?;
@@ -600,11 +595,11 @@ pub(in crate::daemon) async fn undo(ctx: &Ctx, j: &mut Journal) -> Result<()> {
 
 /// Writes the kept copy of the old binary back over the target, unless it is already there.
 pub(in crate::daemon) async fn put_back_old(d: &Daemon, j: &Journal) -> Result<()> {
-    let old_sha = trust::decode_checksum(&j.old_sha256)?;
+    let old_sha = j.old_sha256;
     let cells_uid = d.cells_uid().await;
     let bin = binary_dir(Path::new(&j.old_binary), cells_uid, false).await?;
     let state = d.state_dir().await?;
-    let (from, caps) = (j.from_version.clone(), caps_from_b64(&j.old_caps));
+    let (from, caps) = (j.from_text(), j.old_caps.and_then(|c| c.preservable()));
     let _atomic = d.atomic.lock().await;
     blocking(move || {
         let on_disk = bin

@@ -41,7 +41,7 @@ pub(in crate::daemon) async fn run(
     ctx.job.update(|j| j.version = want.to_string()).await;
     ctx.set_state(Lifecycle::Downloading).await?;
     let server = d.effective_server().await;
-    let mut request = UpdateRequest::new(&server.channel, ENTERPRISE, &lowered(&installed));
+    let mut request = UpdateRequest::new(server.channel, ENTERPRISE, &lowered(&installed));
     request.license_info.insert("Key".into(), key.to_string());
     let settings = d.server_settings(&server);
     let resp = update_server::check_license(&d.runner, &settings, &request).await?;

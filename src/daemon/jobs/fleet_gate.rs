@@ -301,20 +301,23 @@ pub(super) async fn report_recovered(
     let (Some(slot), Some(_)) = (j.fleet_slot, ctx.d.cfg.fleet.as_ref()) else {
         return;
     };
-    let entry = crate::policy::bad_entry(&j.to_package, &j.to_version);
+    let entry = crate::policy::bad_entry(j.to_package.as_str(), &j.to_version.to_string());
     let marked = ctx.d.store.lock().await.get().bad_versions.contains(&entry);
-    let runs = ctx.d.installed().is_some_and(|i| i.version == j.to_version);
+    let runs = ctx
+        .d
+        .installed()
+        .is_some_and(|i| i.version == j.to_version.to_string());
     let apply = j.kind == crate::state::JournalKind::Apply;
     let r = match result {
         Ok(_) if runs => FleetReport {
-            version: j.to_version.clone(),
+            version: j.to_version.to_string(),
             slot,
             grant: j.fleet_grant,
             bad: false,
             reason: String::new(),
         },
         _ => FleetReport {
-            version: j.to_version.clone(),
+            version: j.to_version.to_string(),
             slot,
             grant: j.fleet_grant,
             bad: apply && marked,

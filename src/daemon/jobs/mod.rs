@@ -62,13 +62,27 @@ impl Ctx {
     }
 }
 
-/// What a mutating job does.
+/// What a mutating job does, with what it needs; its [`JobKind`] (the `Kind` property) is
+/// its tag, never chosen apart from it.
 pub(super) enum Work {
     Stage(stage::Source),
     Apply(apply::Options),
     Update(Option<CellsVersion>, apply::Options),
     Rollback,
     Enterprise(String, Option<CellsVersion>, apply::Options),
+}
+
+impl Work {
+    /// The job's `Kind`.
+    pub(super) fn kind(&self) -> JobKind {
+        match self {
+            Work::Stage(_) => JobKind::Stage,
+            Work::Apply(_) => JobKind::Apply,
+            Work::Update(..) => JobKind::Update,
+            Work::Rollback => JobKind::Rollback,
+            Work::Enterprise(..) => JobKind::Enterprise,
+        }
+    }
 }
 
 impl Daemon {
@@ -133,12 +147,11 @@ impl Daemon {
     /// path at once.
     pub(super) async fn launch(
         self: &Arc<Self>,
-        kind: JobKind,
         label: &str,
         started_by: (Action, Option<u32>),
         work: Work,
     ) -> Result<OwnedObjectPath> {
-        let job = self.begin_job(kind, label, started_by).await?;
+        let job = self.begin_job(work.kind(), label, started_by).await?;
         let path = job.path();
         tokio::spawn(self.clone().run_job(job, work));
         Ok(path)
@@ -181,7 +194,7 @@ impl Daemon {
             crate::state::JournalKind::Apply => JobKind::Apply,
         };
         match self
-            .begin_job(kind, &j.to_version, (Action::Apply, None))
+            .begin_job(kind, &j.to_version.to_string(), (Action::Apply, None))
             .await
         {
             Ok(job) => Some(job),

@@ -3,22 +3,21 @@
 //! is read from the journal and from the disk (the target's hash, through its directory's
 //! descriptor), never assumed.
 
-use super::apply::{self, binary_dir, blocking, caps_from_b64};
+use super::apply::{self, binary_dir, blocking};
 use super::{rollback, Ctx};
 use crate::error::{Error, Result};
 use crate::install;
 use crate::log;
 use crate::state::{InstalledRecord, Journal, JournalKind, Lifecycle, Step};
-use crate::trust;
-use crate::version::CellsVersion;
 use std::os::fd::AsFd;
 use std::path::Path;
 
 /// True when the new bytes are at the target; the capabilities are made right on the way.
 async fn new_bytes_in_place(ctx: &Ctx, j: &Journal) -> Result<bool> {
     let cells_uid = ctx.d.cells_uid().await;
-    let new_sha = trust::decode_checksum(&j.new_sha256)?;
-    let caps = caps_from_b64(&j.new_caps);
+    let new_sha = j.new_sha256;
+    // Whatever was recorded, nothing but cap_net_bind_service is ever set from a record.
+    let caps = j.new_caps.and_then(|c| c.preservable());
     for p in [&j.target, &j.old_binary] {
         if let Ok(b) = binary_dir(Path::new(p), cells_uid, false).await {
             install::clean_temp(&b.dir, &b.name);
@@ -70,7 +69,7 @@ async fn nothing_swapped(ctx: &Ctx, j: &Journal) -> Result<String> {
             JournalKind::Rollback => "rollback",
         },
         j.to_version,
-        j.from_version
+        j.from_text()
     ))
 }
 
@@ -88,7 +87,7 @@ pub(in crate::daemon) async fn run(ctx: &Ctx) -> Result<String> {
             j.kind, j.to_version, j.step
         ),
         &[
-            ("VERSION", &j.to_version),
+            ("VERSION", &j.to_version.to_string()),
             ("PHASE", &format!("{:?}", j.step)),
         ],
     );
@@ -100,11 +99,13 @@ pub(in crate::daemon) async fn run(ctx: &Ctx) -> Result<String> {
             Ok(()) => Err(Error::UnitFailed(format!(
                 "{} had failed and was being rolled back when cells-updater stopped; the rollback \
                  to {} is finished and {} stays marked bad",
-                j.to_version, j.from_version, j.to_version
+                j.to_version,
+                j.from_text(),
+                j.to_version
             ))),
             Err(e) => Err(Error::RollbackFailed(format!(
                 "finishing the interrupted rollback to {} failed: {}",
-                j.from_version,
+                j.from_text(),
                 e.message()
             ))),
         };
@@ -125,20 +126,15 @@ pub(in crate::daemon) async fn run(ctx: &Ctx) -> Result<String> {
     {
         let mut store = d.store.lock().await;
         store.update(|s| {
-            s.installed = Some(InstalledRecord {
-                path: j.target.clone(),
-                version: j.to_version.clone(),
-                sha256: j.new_sha256.clone(),
-                caps: j.new_caps.clone(),
-            });
+            s.installed = Some(InstalledRecord::new_of(&j));
             match j.kind {
                 JournalKind::Apply => {
-                    s.previous_version = j.from_version.clone();
+                    s.previous_version = j.from_text();
                     s.staged_version.clear();
                 }
                 JournalKind::Rollback => {
                     s.previous_version.clear();
-                    s.package_name = j.to_package.clone();
+                    s.package_name = j.to_package.to_string();
                 }
             }
         })?;
@@ -149,9 +145,7 @@ pub(in crate::daemon) async fn run(ctx: &Ctx) -> Result<String> {
             .await
             .map(|m| format!("finished an interrupted rollback: {m}")),
         JournalKind::Apply => {
-            if let Ok(v) = CellsVersion::parse(&j.to_version) {
-                let _ = d.stager.area.remove(&v);
-            }
+            let _ = d.stager.area.remove(&j.to_version);
             match apply::finish(ctx, &mut j).await {
                 Ok(m) => Ok(format!("finished an interrupted update: {m}")),
                 Err(e) => apply::after_failure(ctx, &mut j, e).await,

@@ -1,7 +1,7 @@
 //! The rollback job: the recorded previous version, its capabilities and drop-in, restarted.
 //! It is the only way back to an older version (I3), and it does not lower the floor.
 
-use super::apply::{self, binary_dir, blocking, caps_b64, restart_and_prove, target_name};
+use super::apply::{self, binary_dir, blocking, restart_and_prove, target_name};
 use super::Ctx;
 use crate::daemon::job::Phase;
 use crate::error::{Error, Result};
@@ -9,6 +9,7 @@ use crate::fcaps;
 use crate::install::{self, Backups};
 use crate::state::{InstalledRecord, Journal, JournalKind, Lifecycle, Step};
 use crate::trust;
+use crate::version::CellsVersion;
 use std::os::fd::AsFd;
 use std::path::PathBuf;
 
@@ -82,28 +83,29 @@ pub(in crate::daemon) async fn run(ctx: &Ctx) -> Result<String> {
             step: Step::Swapping,
             // When the probe could not tell (a binary that does not start), the version the
             // daemon recorded for this very file.
-            from_version: if installed.version.is_empty() {
-                doc.installed
+            from_version: match CellsVersion::parse(&installed.version) {
+                Ok(v) => Some(v),
+                Err(_) => doc
+                    .installed
                     .as_ref()
-                    .filter(|r| r.sha256 == trust::encode_checksum(&now.sha256))
-                    .map(|r| r.version.clone())
-                    .unwrap_or_default()
-            } else {
-                installed.version.clone()
+                    .filter(|r| r.sha256 == Some(now.sha256))
+                    .and_then(|r| r.version.clone()),
             },
-            from_package,
-            to_version: backup.version.clone(),
-            to_package: if backup.package.is_empty() {
-                d.cfg.package.clone()
+            from_package: apply::package_of(&from_package)?,
+            to_version: CellsVersion::parse(&backup.version).map_err(|e| {
+                Error::RollbackFailed(format!("the kept binary's record is damaged: {e}"))
+            })?,
+            to_package: apply::package_of(if backup.package.is_empty() {
+                &d.cfg.package
             } else {
-                backup.package.clone()
-            },
+                &backup.package
+            })?,
             old_binary: current.display().to_string(),
             target: target.display().to_string(),
-            old_sha256: trust::encode_checksum(&now.sha256),
-            new_sha256: backup.sha256.clone(),
-            old_caps: caps_b64(now.caps.and_then(|c| c.preservable()).as_ref()),
-            new_caps: caps_b64(backup_caps.as_ref()),
+            old_sha256: now.sha256,
+            new_sha256: trust::decode_checksum(&backup.sha256)?,
+            old_caps: now.caps.and_then(|c| c.preservable()),
+            new_caps: backup_caps,
             dropin_before: dropin_now,
             dropin_after,
             previous_before: doc.previous_version.clone(),
@@ -117,7 +119,7 @@ pub(in crate::daemon) async fn run(ctx: &Ctx) -> Result<String> {
         ctx.journal(Some(&j)).await?;
         {
             let _atomic = d.atomic.lock().await;
-            let sha = trust::decode_checksum(&backup.sha256)?;
+            let sha = j.new_sha256;
             let name = target_name(&target)?;
             let t = tgt_dir.clone();
             blocking(move || {
@@ -135,13 +137,8 @@ pub(in crate::daemon) async fn run(ctx: &Ctx) -> Result<String> {
             let mut store = d.store.lock().await;
             store.update(|s| {
                 s.previous_version.clear();
-                s.package_name = j.to_package.clone();
-                s.installed = Some(InstalledRecord {
-                    path: j.target.clone(),
-                    version: j.to_version.clone(),
-                    sha256: j.new_sha256.clone(),
-                    caps: j.new_caps.clone(),
-                });
+                s.package_name = j.to_package.to_string();
+                s.installed = Some(InstalledRecord::new_of(&j));
             })?;
             store.set_journal(Some(j.clone()))?;
         }
@@ -165,7 +162,7 @@ pub(in crate::daemon) async fn finish(ctx: &Ctx, j: &mut Journal) -> Result<Stri
         ctx.journal(Some(j)).await?;
         ctx.set_state(Lifecycle::Restarting).await?;
         ctx.phase(Phase::Restarting).await;
-        restart_and_prove(ctx, &j.to_version, &j.to_package).await?;
+        restart_and_prove(ctx, &j.to_version.to_string(), j.to_package.as_str()).await?;
         if j.target != j.old_binary {
             let cells_uid = d.cells_uid().await;
             let old = binary_dir(std::path::Path::new(&j.old_binary), cells_uid, false).await?;
@@ -179,10 +176,9 @@ pub(in crate::daemon) async fn finish(ctx: &Ctx, j: &mut Journal) -> Result<Stri
     match result {
         Ok(()) => {
             ctx.rest().await?;
-            let from = if j.from_version.is_empty() {
-                "a version its binary did not report"
-            } else {
-                &j.from_version
+            let from = match &j.from_version {
+                None => "a version its binary did not report".to_string(),
+                Some(v) => v.to_string(),
             };
             Ok(format!(
                 "rolled back to {} (from {from}); Cells may have migrated data while {from} ran",

@@ -44,7 +44,7 @@ impl Daemon {
         &self,
         floor: &VersionFloor,
         package: Option<String>,
-        channel: Option<String>,
+        channel: Option<crate::package::Channel>,
         force: bool,
     ) -> Result<Vec<Assessed>> {
         let package = match package {
@@ -52,13 +52,13 @@ impl Daemon {
             None => self.package().await,
         };
         let server = self.effective_server().await;
-        let channel = channel.unwrap_or_else(|| server.channel.clone());
+        let channel = channel.unwrap_or(server.channel);
         let installed = floor
             .installed
             .as_ref()
             .map(|v| v.to_string())
             .unwrap_or_default();
-        let mut request = UpdateRequest::new(&channel, &package, &installed);
+        let mut request = UpdateRequest::new(channel, &package, &installed);
         if crate::package::Package::is_enterprise(&package) {
             if let Some(key) = self.license_key().await? {
                 request.license_info.insert("Key".into(), key);
@@ -102,7 +102,7 @@ impl Daemon {
     }
 
     /// The channel in force, learnt now when it was not yet.
-    pub(in crate::daemon) async fn channel_settled(&self) -> String {
+    pub(in crate::daemon) async fn channel_settled(&self) -> crate::package::Channel {
         let known = || self.effective.lock().ok().is_some_and(|e| e.is_some());
         if known() {
             return self.channel();
@@ -116,12 +116,12 @@ impl Daemon {
     }
 
     /// The channel in force, as last learnt (the configured one until then).
-    pub(in crate::daemon) fn channel(&self) -> String {
+    pub(in crate::daemon) fn channel(&self) -> crate::package::Channel {
         self.effective
             .lock()
             .ok()
-            .and_then(|e| e.as_ref().map(|e| e.channel.clone()))
-            .unwrap_or_else(|| self.cfg.channel.clone())
+            .and_then(|e| e.as_ref().map(|e| e.channel))
+            .unwrap_or(self.cfg.channel)
     }
 
     /// What Cells' pydio.json says about updates, when it can be read.
