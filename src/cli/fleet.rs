@@ -2,7 +2,7 @@
 //! `[fleet]` credentials (root-readable), as etcdctl and locksmithctl do. The agent itself
 //! (`fleet agent`) is in `cells_updater::fleet::agent`.
 
-use super::client::Failure;
+use super::bus::Failure;
 use super::{FleetCommand, EXIT_FAILED};
 use cells_updater::config::Config;
 use cells_updater::fleet::etcd::{Cluster, Status};
@@ -136,7 +136,7 @@ pub async fn run(cfg: Config, cmd: FleetCommand, bus: Option<&str>) -> Result<()
 
 /// The package this node's daemon runs (the default of `--package`).
 async fn local_package(bus: Option<&str>) -> Result<String, Failure> {
-    let conn = super::client::connect(bus).await?;
+    let conn = super::bus::connect(bus).await?;
     let p = zbus::Proxy::new(
         &conn,
         cells_updater::contract::BUS_NAME,
@@ -330,7 +330,7 @@ pub async fn doctor(cfg: &Config, bus: Option<&str>) -> Vec<cells_updater::docto
         ),
         "",
     ));
-    let agent = match super::client::connect(bus).await {
+    let agent = match super::bus::connect(bus).await {
         Ok(conn) => match zbus::fdo::DBusProxy::new(&conn).await {
             Ok(p) => p
                 .name_has_owner(

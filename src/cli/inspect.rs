@@ -1,7 +1,7 @@
 //! `cells-updater config` and `cells-updater doctor`: run as root, without the daemon's help
 //! (the daemon may be the thing that is broken).
 
-use super::client::Failure;
+use super::bus::Failure;
 use cells_updater::config::Config;
 use cells_updater::doctor::{Host, KeySource, Level};
 use std::process::ExitCode;

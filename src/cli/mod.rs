@@ -1,14 +1,18 @@
 //! The `cells-updater` command line: argument definitions and dispatch.
 
+mod bus;
 mod client;
 mod docs;
 #[cfg(feature = "fleet")]
 mod fleet;
+mod follow;
 mod inspect;
+mod render;
 mod verify;
 
+use bus::{exit, Failure};
 use clap::{Parser, Subcommand};
-use client::{exit, Failure, Mutation};
+use client::Mutation;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -399,7 +403,7 @@ async fn run(cli: Cli, root: PathBuf) -> ExitCode {
                         message: format!("{e:#}"),
                     })
             }
-            Command::Status { json } => client::status(&client::connect(bus).await?, json).await,
+            Command::Status { json } => client::status(&bus::connect(bus).await?, json).await,
             Command::Check { json, auto } => {
                 let auto = if auto {
                     let cfg = load_config(&root, cli.config.as_deref())?;
@@ -414,21 +418,21 @@ async fn run(cli: Cli, root: PathBuf) -> ExitCode {
                 } else {
                     None
                 };
-                client::check(&client::connect(bus).await?, json, auto).await
+                client::check(&bus::connect(bus).await?, json, auto).await
             }
             Command::Changelog { version } => {
-                client::changelog(&client::connect(bus).await?, &version).await
+                client::changelog(&bus::connect(bus).await?, &version).await
             }
             Command::Hold { reason, version } => {
                 client::hold(
-                    &client::connect(bus).await?,
+                    &bus::connect(bus).await?,
                     Some((reason.unwrap_or_default(), version)),
                 )
                 .await
             }
-            Command::Unhold => client::hold(&client::connect(bus).await?, None).await,
+            Command::Unhold => client::hold(&bus::connect(bus).await?, None).await,
             Command::ForgetBad { version } => {
-                client::forget_bad(&client::connect(bus).await?, &version).await
+                client::forget_bad(&bus::connect(bus).await?, &version).await
             }
             Command::Stage {
                 version,
@@ -455,11 +459,11 @@ async fn run(cli: Cli, root: PathBuf) -> ExitCode {
                     signature: signature.unwrap_or_default(),
                     package,
                 };
-                client::mutate(&client::connect(bus).await?, what, json).await
+                client::mutate(&bus::connect(bus).await?, what, json).await
             }
             Command::Stage { version, .. } => {
                 client::mutate(
-                    &client::connect(bus).await?,
+                    &bus::connect(bus).await?,
                     Mutation::Stage(version.unwrap_or_default()),
                     json,
                 )
@@ -467,7 +471,7 @@ async fn run(cli: Cli, root: PathBuf) -> ExitCode {
             }
             Command::Apply { no_restart, force } => {
                 client::mutate(
-                    &client::connect(bus).await?,
+                    &bus::connect(bus).await?,
                     Mutation::Apply {
                         restart: !no_restart,
                         force,
@@ -478,20 +482,20 @@ async fn run(cli: Cli, root: PathBuf) -> ExitCode {
             }
             Command::Update { version, force } => {
                 client::mutate(
-                    &client::connect(bus).await?,
+                    &bus::connect(bus).await?,
                     Mutation::Update(version.unwrap_or_default(), force),
                     json,
                 )
                 .await
             }
             Command::Rollback => {
-                client::mutate(&client::connect(bus).await?, Mutation::Rollback, json).await
+                client::mutate(&bus::connect(bus).await?, Mutation::Rollback, json).await
             }
             Command::License {
                 command: LicenseCommand::Install { file },
             } => {
                 let key = client::read_license(file.as_deref())?;
-                client::install_license(&client::connect(bus).await?, &key).await
+                client::install_license(&bus::connect(bus).await?, &key).await
             }
             Command::UpgradeEnterprise {
                 license_file,
@@ -499,7 +503,7 @@ async fn run(cli: Cli, root: PathBuf) -> ExitCode {
             } => {
                 let license = client::read_license(Some(&license_file))?;
                 client::mutate(
-                    &client::connect(bus).await?,
+                    &bus::connect(bus).await?,
                     Mutation::Enterprise { license, version },
                     json,
                 )
