@@ -88,7 +88,7 @@ pub async fn read(
         group: group.to_string(),
     };
     let dir = CellsDir {
-        dir: dir.to_string_lossy().to_string(),
+        dir: crate::license::utf8_dir(dir)?,
     };
     let reply = runner
         .call(ReadCellsConfig(who, dir, std::marker::PhantomData))

@@ -58,6 +58,18 @@ pub struct Location {
     pub group: String,
 }
 
+/// The working directory as the helper is sent it: a path that is not UTF-8 is refused, never
+/// mangled into another one (it also becomes the license writer's only writable path).
+pub fn utf8_dir(dir: &Path) -> Result<String> {
+    dir.to_str().map(str::to_string).ok_or_else(|| {
+        Error::InvalidArgument(format!(
+            "the Cells working directory {} is not UTF-8; set CELLS_WORKING_DIR in the Cells \
+             unit to a plain path",
+            crate::text::one_line(&dir.to_string_lossy(), 200)
+        ))
+    })
+}
+
 impl Location {
     fn account(&self) -> CellsAccount {
         CellsAccount {
@@ -66,15 +78,17 @@ impl Location {
         }
     }
 
-    fn dir_text(&self) -> String {
-        self.dir.to_string_lossy().to_string()
+    fn dir_text(&self) -> Result<String> {
+        utf8_dir(&self.dir)
     }
 }
 
 /// Reads the installed key with the Cells user's rights (a helper running as that user):
 /// root never opens a path the Cells user controls. `None` when there is no license file.
 pub async fn read(runner: &Runner, at: &Location) -> Result<Option<String>> {
-    let dir = CellsDir { dir: at.dir_text() };
+    let dir = CellsDir {
+        dir: at.dir_text()?,
+    };
     Ok(runner.call(ReadLicense(at.account(), dir)).await?.key)
 }
 
@@ -83,7 +97,7 @@ pub async fn read(runner: &Runner, at: &Location) -> Result<Option<String>> {
 pub async fn write(runner: &Runner, at: &Location, key: &str) -> Result<PathBuf> {
     let key = validate(key)?;
     let req = LicenseWrite {
-        dir: at.dir_text(),
+        dir: at.dir_text()?,
         key,
     };
     runner.call((at.account(), req)).await?;

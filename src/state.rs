@@ -18,8 +18,9 @@ use serde::{Deserialize, Serialize};
 
 /// The persisted text of typed values, unchanged from when they were strings: a version as
 /// its text, `""` for none; a digest as base64; capabilities as the base64 of their
-/// `security.capability` value, `""` for none. Text that does not decode does not load.
-mod wire {
+/// `security.capability` value, `""` for none. Text that does not decode does not load. The
+/// staging manifest uses them too.
+pub mod wire {
     use super::*;
     use base64::Engine;
     use serde::de::Error as _;
@@ -254,13 +255,15 @@ pub struct Persistent {
     pub format: u32,
     /// Lifecycle state.
     pub state: Lifecycle,
-    /// Staged version, `""` when none.
-    pub staged_version: String,
+    /// Staged version (`""` in the file when none).
+    #[serde(with = "wire::opt_version")]
+    pub staged_version: Option<CellsVersion>,
     /// Version `Rollback` would restore.
-    pub previous_version: String,
+    #[serde(with = "wire::opt_version")]
+    pub previous_version: Option<CellsVersion>,
     /// The floor: the highest version ever committed here (it passed its health check).
-    #[serde(alias = "highest_installed")]
-    pub committed: String,
+    #[serde(alias = "highest_installed", with = "wire::opt_version")]
+    pub committed: Option<CellsVersion>,
     /// Versions that failed to come up; never installed again unless asked for by name.
     pub bad_versions: Vec<String>,
     /// Allowed newer versions from the last check, ascending.
@@ -405,8 +408,8 @@ pub struct Journal {
     #[serde(default)]
     pub dropin_after: Option<String>,
     /// `PreviousVersion` before this operation.
-    #[serde(default)]
-    pub previous_before: String,
+    #[serde(default, with = "wire::opt_version")]
+    pub previous_before: Option<CellsVersion>,
     /// What to do when the new version does not come up.
     #[serde(default)]
     pub on_failure: OnFailure,
@@ -488,13 +491,18 @@ pub struct StateStore {
     dir: Dir,
     doc: Persistent,
     journal: Option<Journal>,
+    /// Why the journal file on disk could not be read, if it could not: recovery reports it
+    /// (the daemon still starts, in `failed`), and nothing acts on the file.
+    damaged_journal: Option<String>,
 }
 
 fn damaged(name: &str, dir: &Dir, e: impl std::fmt::Display) -> Error {
     let path = dir.path().join(name);
     // An operation was under way: the binary may be the old one, the new one, or between.
     let advice = if name == JOURNAL_FILE {
-        "nothing was changed; move it away after checking the Cells binary by hand"
+        "an update or rollback was under way, and cells-updater will not guess which: the \
+         Cells binary may be the old release, the new one or between them. Check it and its \
+         capabilities by hand (cells version; getcap), then move the journal away"
     } else {
         "move it away to start afresh"
     };
@@ -523,13 +531,22 @@ impl StateStore {
             format: 2,
             ..Persistent::default()
         });
-        let journal = read_doc::<Journal>(&dir, JOURNAL_FILE)?;
-        let mut store = StateStore { dir, doc, journal };
+        let (journal, damaged_journal) = match read_doc::<Journal>(&dir, JOURNAL_FILE) {
+            Ok(j) => (j, None),
+            Err(e) => (None, Some(e.message())),
+        };
+        let mut store = StateStore {
+            dir,
+            doc,
+            journal,
+            damaged_journal,
+        };
         let interrupted = matches!(
             store.doc.state,
             Lifecycle::Checking | Lifecycle::Downloading | Lifecycle::Verifying
         );
-        if interrupted || (!store.doc.state.is_resting() && store.journal.is_none()) {
+        let operation = store.journal.is_some() || store.damaged_journal.is_some();
+        if interrupted || (!store.doc.state.is_resting() && !operation) {
             store.doc.state = store.resting();
         }
         Ok(store)
@@ -545,6 +562,12 @@ impl StateStore {
         self.journal.as_ref()
     }
 
+    /// Why the journal on disk could not be read (an operation was under way, but what it
+    /// was cannot be told): recovery fails with this, and acts on nothing.
+    pub fn damaged_journal(&self) -> Option<&str> {
+        self.damaged_journal.as_deref()
+    }
+
     /// The state directory.
     pub fn dir(&self) -> &Dir {
         &self.dir
@@ -552,7 +575,7 @@ impl StateStore {
 
     /// Where a finished or interrupted operation comes to rest.
     pub fn resting(&self) -> Lifecycle {
-        if self.doc.staged_version.is_empty() {
+        if self.doc.staged_version.is_none() {
             Lifecycle::Idle
         } else {
             Lifecycle::Staged
@@ -600,6 +623,8 @@ impl StateStore {
             }
         }
         self.journal = journal;
+        // The file was replaced (or removed): whatever was damaged in it is gone.
+        self.damaged_journal = None;
         Ok(())
     }
 }
@@ -643,7 +668,8 @@ mod tests {
             "Busy"
         );
         s.transition(Lifecycle::Verifying).unwrap();
-        s.update(|d| d.staged_version = "4.4.5".into()).unwrap();
+        s.update(|d| d.staged_version = CellsVersion::parse("4.4.5").ok())
+            .unwrap();
         s.transition(Lifecycle::Staged).unwrap();
         // Stage then Update of the same version: the restage is a no-op, then apply.
         s.transition(Lifecycle::Downloading).unwrap();
@@ -680,7 +706,7 @@ mod tests {
         let t = tempfile::tempdir().unwrap();
         let mut s = store(&t);
         s.update(|d| {
-            d.staged_version = "4.4.5".into();
+            d.staged_version = CellsVersion::parse("4.4.5").ok();
             d.last_check = 42;
             d.available_versions = vec!["4.4.5".into(), "4.4.6".into()];
         })
@@ -746,7 +772,7 @@ mod tests {
             new_caps: Some(FileCaps::net_bind_service()),
             dropin_before: None,
             dropin_after: None,
-            previous_before: String::new(),
+            previous_before: None,
             on_failure: OnFailure::default(),
             restart: true,
             fleet_slot: None,
@@ -817,10 +843,40 @@ mod tests {
         j.check().unwrap();
     }
 
-    /// Row by row: a journal whose version, package, hash or capabilities do not decode
-    /// does not load, with an error naming the file and what to do; nothing changes on disk.
+    /// The state file keeps its text too: versions as text, `""` for none, and a file of
+    /// an earlier daemon (with its old name for the floor) loads.
     #[test]
-    fn a_damaged_journal_does_not_load() {
+    fn the_state_file_keeps_its_text() {
+        let doc = Persistent {
+            staged_version: CellsVersion::parse("4.4.6").ok(),
+            committed: CellsVersion::parse("4.4.5").ok(),
+            ..Persistent::default()
+        };
+        let v = serde_json::to_value(&doc).unwrap();
+        assert_eq!(v["staged_version"], "4.4.6");
+        assert_eq!(v["previous_version"], "");
+        assert_eq!(v["committed"], "4.4.5");
+        let earlier = br#"{"format":2,"state":"staged","staged_version":"4.4.6",
+            "previous_version":"","highest_installed":"4.4.5","bad_versions":[],
+            "installed":{"path":"/opt/pydio/bin/cells","version":"4.4.5",
+            "sha256":"AQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQE=","caps":""}}"#;
+        let back: Persistent = parse_doc(earlier).unwrap();
+        assert_eq!(back.committed, CellsVersion::parse("4.4.5").ok());
+        assert_eq!(back.previous_version, None);
+        let installed = back.installed.unwrap();
+        assert_eq!(installed.sha256, Some([1; 32]));
+        assert_eq!(installed.caps, None);
+        let bad = br#"{"staged_version":"four"}"#;
+        assert!(parse_doc::<Persistent>(bad)
+            .unwrap_err()
+            .contains("is not a Cells version"));
+    }
+
+    /// Row by row: a journal whose version, package, hash or capabilities do not decode
+    /// does not load; the store opens, keeps why (naming the file and what to do) for
+    /// recovery to report, and nothing changes on disk.
+    #[test]
+    fn a_damaged_journal_is_reported_not_acted_on() {
         let rows: &[(&str, serde_json::Value, &str)] = &[
             ("to_version", "".into(), "is not a Cells version"),
             ("to_version", "4.4.5\n".into(), "is not a Cells version"),
@@ -842,15 +898,17 @@ mod tests {
             let bytes = serde_json::to_vec(&doc).unwrap();
             std::fs::write(t.path().join(JOURNAL_FILE), &bytes).unwrap();
             let dir = crate::dirfd::root_dir(t.path(), None, Error::SwapFailed).unwrap();
-            let e = StateStore::open(dir).unwrap_err();
-            let m = e.message();
-            assert_eq!(e.name(), "Internal", "{field}: {m}");
+            // The daemon still starts (recovery reports it); nothing acts on the journal.
+            let store = StateStore::open(dir).unwrap();
+            assert!(store.journal().is_none(), "{field}");
+            assert_eq!(store.get().state, Lifecycle::Idle, "{field}");
+            let m = store.damaged_journal().unwrap_or_default();
             assert!(
                 m.contains("journal.json file") && m.contains(says),
                 "{field}: {m}"
             );
             assert!(
-                m.contains("checking the Cells binary by hand"),
+                m.contains("Check it and its capabilities by hand"),
                 "{field}: {m}"
             );
             assert_eq!(std::fs::read(t.path().join(JOURNAL_FILE)).unwrap(), bytes);

@@ -44,7 +44,7 @@ async fn offered_file_is_staged_from_the_descriptor() {
         .await
         .expect("stage from fd");
     assert_eq!(m.source, "fd:uid 0");
-    assert_eq!(m.package, "PydioHome");
+    assert_eq!(m.package.as_str(), "PydioHome");
     assert_eq!(
         std::fs::read(env.staged_dir().join("4.4.5/cells")).unwrap(),
         bytes

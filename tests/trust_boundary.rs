@@ -133,7 +133,7 @@ fn unsafe_binary_directories_are_refused_and_nothing_changes() {
             .area
             .staged()
             .iter()
-            .any(|m| m.version == "4.4.5")
+            .any(|m| m.version.to_string() == "4.4.5")
         {
             failures.push(format!("{what}: 4.4.5 was staged"));
         }

@@ -165,7 +165,7 @@ impl Daemon {
                 self.cfg.unit
             )));
         }
-        let committed = CellsVersion::parse(&self.store.lock().await.get().committed).ok();
+        let committed = self.store.lock().await.get().committed.clone();
         Ok(VersionFloor {
             installed: CellsVersion::parse(&installed.version).ok(),
             committed,

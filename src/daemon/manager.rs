@@ -222,23 +222,20 @@ impl ManagerIface {
         let uid = s.authorize(&hdr, Action::Apply).await?;
         let opts = apply_options(&s.cfg, &options, true)?;
         s.authorize_options(&hdr, &options).await?;
-        let staged = s.store.lock().await.get().staged_version.clone();
-        if staged.is_empty() {
+        let Some(staged) = s.store.lock().await.get().staged_version.clone() else {
             return Err(Error::NothingStaged(
                 "nothing is staged; run Stage (or Update) first".into(),
             )
             .into());
-        }
-        s.check_policy(
-            &opts,
-            CellsVersion::parse(&staged).ok().as_ref(),
-            &format!("Apply of {staged}"),
+        };
+        s.check_policy(&opts, Some(&staged), &format!("Apply of {staged}"))
+            .await?;
+        Ok(s.launch(
+            &staged.to_string(),
+            (Action::Apply, Some(uid)),
+            Work::Apply(opts),
         )
-        .await?;
-        Ok(
-            s.launch(&staged, (Action::Apply, Some(uid)), Work::Apply(opts))
-                .await?,
-        )
+        .await?)
     }
 
     /// Stage then Apply in one job (what the timer uses).
@@ -273,14 +270,15 @@ impl ManagerIface {
         // Going back to an older (maybe vulnerable) release is a host admin's decision.
         let uid = s.authorize(&hdr, Action::Override).await?;
         only_keys(&options, &[])?;
-        let previous = s.store.lock().await.get().previous_version.clone();
-        if previous.is_empty() {
+        let Some(previous) = s.store.lock().await.get().previous_version.clone() else {
             return Err(super::jobs::rollback::no_previous().into());
-        }
-        Ok(
-            s.launch(&previous, (Action::Override, Some(uid)), Work::Rollback)
-                .await?,
+        };
+        Ok(s.launch(
+            &previous.to_string(),
+            (Action::Override, Some(uid)),
+            Work::Rollback,
         )
+        .await?)
     }
 
     /// Writes the Enterprise key to `<CELLS_WORKING_DIR>/pydio-license`, owned by the Cells user.
@@ -473,7 +471,7 @@ impl ManagerIface {
     }
     #[zbus(property)]
     async fn installed_version(&self) -> String {
-        self.settled().await.installed_version
+        self.daemon.props(Learnt::Installed).await.installed_version
     }
     #[zbus(property)]
     async fn package_name(&self) -> String {
@@ -481,7 +479,7 @@ impl ManagerIface {
     }
     #[zbus(property)]
     async fn channel(&self) -> String {
-        self.settled().await.channel
+        self.daemon.props(Learnt::Channel).await.channel
     }
     #[zbus(property)]
     async fn unit(&self) -> String {
@@ -489,7 +487,7 @@ impl ManagerIface {
     }
     #[zbus(property)]
     async fn binary_path(&self) -> String {
-        self.settled().await.binary_path
+        self.daemon.props(Learnt::Installed).await.binary_path
     }
     #[zbus(property)]
     async fn staged_version(&self) -> String {
@@ -543,11 +541,5 @@ impl ManagerIface {
     /// The property snapshot as known now.
     async fn known(&self) -> ManagerProps {
         self.daemon.props(Learnt::AsKnown).await
-    }
-
-    /// The snapshot once the installed binary and the channel are learnt (briefly waited
-    /// for just after start).
-    async fn settled(&self) -> ManagerProps {
-        self.daemon.props(Learnt::Settled).await
     }
 }

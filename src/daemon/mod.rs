@@ -319,7 +319,12 @@ impl Daemon {
         match doc.state {
             Lifecycle::Idle => format!("Idle; Cells {installed} installed"),
             Lifecycle::Staged => {
-                format!("Staged {}; Cells {installed} installed", doc.staged_version)
+                let staged = doc
+                    .staged_version
+                    .as_ref()
+                    .map(ToString::to_string)
+                    .unwrap_or_default();
+                format!("Staged {staged}; Cells {installed} installed")
             }
             Lifecycle::Failed => format!("Failed: {}", doc.last_error),
             Lifecycle::Downloading => match running {
@@ -463,8 +468,15 @@ pub fn check_capabilities() -> anyhow::Result<()> {
 /// files are gone is forgotten.
 fn reconcile_staging(store: &mut StateStore, area: &StagingArea) {
     let recorded = store.get().staged_version.clone();
-    let found = area.staged().iter().any(|m| m.version == recorded);
-    let keep = if found { recorded.as_str() } else { "" };
+    let found = area
+        .staged()
+        .iter()
+        .any(|m| Some(&m.version) == recorded.as_ref());
+    let kept = match (&recorded, found) {
+        (Some(v), true) => v.to_string(),
+        _ => String::new(),
+    };
+    let keep = kept.as_str();
     for name in area.remove_all_but(keep) {
         log::info(
             &format!(
@@ -474,7 +486,7 @@ fn reconcile_staging(store: &mut StateStore, area: &StagingArea) {
             &[],
         );
     }
-    if !recorded.is_empty() && !found {
+    if let (Some(recorded), false) = (&recorded, found) {
         log::log(
             log::Level::Warning,
             &format!("the staged files of {recorded} are gone; it is no longer staged"),
@@ -482,7 +494,7 @@ fn reconcile_staging(store: &mut StateStore, area: &StagingArea) {
         );
         let rest_staged = store.get().state == crate::state::Lifecycle::Staged;
         let _ = store.update(|d| {
-            d.staged_version.clear();
+            d.staged_version = None;
             if rest_staged {
                 d.state = crate::state::Lifecycle::Idle;
             }

@@ -34,16 +34,29 @@ pub(super) struct ManagerProps {
 pub(super) enum Learnt {
     /// What is known now (signals must not wait).
     AsKnown,
-    /// Waits, briefly, until it is known (a getter answers what is true, not "").
-    Settled,
+    /// Waits, briefly, until the installed binary is known (its getters answer what is
+    /// true, not "").
+    Installed,
+    /// Waits, briefly, until the channel in force is known.
+    Channel,
+}
+
+/// A version as the contract shows it: `""` for none.
+fn text(v: &Option<crate::version::CellsVersion>) -> String {
+    v.as_ref().map(ToString::to_string).unwrap_or_default()
 }
 
 impl Daemon {
     /// One snapshot of every Manager property.
     pub(super) async fn props(&self, learnt: Learnt) -> ManagerProps {
-        let (installed, channel) = match learnt {
-            Learnt::AsKnown => (self.installed().unwrap_or_default(), self.channel()),
-            Learnt::Settled => (self.installed_settled().await, self.channel_settled().await),
+        // Each getter waits for its own value only.
+        let installed = match learnt {
+            Learnt::Installed => self.installed_settled().await,
+            _ => self.installed().unwrap_or_default(),
+        };
+        let channel = match learnt {
+            Learnt::Channel => self.channel_settled().await,
+            _ => self.channel(),
         };
         let doc = self.store.lock().await.get().clone();
         let package_name = if doc.package_name.is_empty() {
@@ -62,8 +75,8 @@ impl Daemon {
                 .binary
                 .map(|b| b.display().to_string())
                 .unwrap_or_default(),
-            staged_version: doc.staged_version,
-            previous_version: doc.previous_version,
+            staged_version: text(&doc.staged_version),
+            previous_version: text(&doc.previous_version),
             available_versions: doc.available_versions,
             bad_versions: doc.bad_versions,
             last_check: doc.last_check,

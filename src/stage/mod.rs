@@ -291,7 +291,7 @@ impl Stager {
         checksum: &Sha256Digest,
     ) -> Result<Option<Manifest>> {
         match self.area.manifest(v) {
-            Some(m) if m.sha256 == trust::encode_checksum(checksum) => Ok(Some(m)),
+            Some(m) if m.sha256 == *checksum => Ok(Some(m)),
             Some(_) => {
                 // Same version, other bytes: the old staging is stale; stage afresh.
                 self.area.remove(v)?;
@@ -538,9 +538,11 @@ impl Stager {
         probe::check_edition(&self.runner, &file, c.package).await?;
         cancel.check()?;
         let manifest = Manifest {
-            version: c.version.to_string(),
-            package: c.package.to_string(),
-            sha256: trust::encode_checksum(&c.digest),
+            version: c.version.clone(),
+            package: crate::package::Package::parse(c.package).ok_or_else(|| {
+                Error::InvalidArgument(format!("{:?} is not a Cells package", c.package))
+            })?,
+            sha256: c.digest,
             size: c.size,
             key_id: key.id.clone(),
             source: c.source,

@@ -59,11 +59,12 @@ impl Release {
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct Manifest {
     /// The version, as the binary itself reported it.
-    pub version: String,
+    pub version: CellsVersion,
     /// Package name.
-    pub package: String,
-    /// Base64 SHA-256 of the staged binary.
-    pub sha256: String,
+    pub package: crate::package::Package,
+    /// SHA-256 of the staged binary (base64 in the file).
+    #[serde(with = "crate::state::wire::digest")]
+    pub sha256: crate::trust::Sha256Digest,
     /// Size in bytes.
     pub size: u64,
     /// Id of the key whose signature verified.

@@ -21,7 +21,6 @@ use crate::install::{self, Backups, BinaryDir};
 use crate::log;
 use crate::state::{InstalledRecord, Journal, JournalKind, Lifecycle, Step};
 use crate::systemd;
-use crate::trust;
 use crate::version::CellsVersion;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -203,12 +202,11 @@ pub(in crate::daemon) async fn restart_and_prove(
 pub(in crate::daemon) async fn run(ctx: &Ctx, opts: &Options) -> Result<String> {
     let d = &ctx.d;
     let doc = d.store.lock().await.get().clone();
-    if doc.staged_version.is_empty() {
+    let Some(staged) = doc.staged_version.clone() else {
         return Err(Error::NothingStaged(
             "nothing is staged; run Stage (or Update) first".into(),
         ));
-    }
-    let staged = CellsVersion::parse(&doc.staged_version)?;
+    };
     if let Some(v) = &opts.version {
         if *v != staged {
             return Err(Error::InvalidArgument(format!(
@@ -222,7 +220,7 @@ pub(in crate::daemon) async fn run(ctx: &Ctx, opts: &Options) -> Result<String> 
             "the staged files of {staged} are missing; stage it again"
         ))
     })?;
-    let expected = trust::decode_checksum(&manifest.sha256)?;
+    let expected = manifest.sha256;
     let floor = d.floor().await?;
     match &opts.cross_package {
         None => floor.admit(&staged)?,
@@ -271,6 +269,8 @@ pub(in crate::daemon) async fn run(ctx: &Ctx, opts: &Options) -> Result<String> 
                 .into(),
         ));
     }
+    // What the journal records is typed before anything is taken or changed.
+    let packages = (package_of(&from_package)?, package_of(&to_package)?);
     let slot = super::fleet_gate::take(ctx, &staged.to_string()).await?;
     let swapped = std::sync::atomic::AtomicBool::new(false);
     let to_pkg = opts
@@ -309,9 +309,9 @@ pub(in crate::daemon) async fn run(ctx: &Ctx, opts: &Options) -> Result<String> 
             kind: JournalKind::Apply,
             step: Step::Backup,
             from_version: floor.installed.clone(),
-            from_package: package_of(&from_package)?,
+            from_package: packages.0,
             to_version: staged.clone(),
-            to_package: package_of(&to_package)?,
+            to_package: packages.1,
             old_binary: old_binary.display().to_string(),
             target: target.display().to_string(),
             old_sha256: old.sha256,
@@ -370,8 +370,8 @@ pub(in crate::daemon) async fn run(ctx: &Ctx, opts: &Options) -> Result<String> 
             j.step = Step::Swapped;
             let mut store = d.store.lock().await;
             store.update(|s| {
-                s.staged_version.clear();
-                s.previous_version = from.clone();
+                s.staged_version = None;
+                s.previous_version = j.from_version.clone();
                 s.installed = Some(InstalledRecord::new_of(&j));
             })?;
             store.set_journal(Some(j.clone()))?;
@@ -487,8 +487,7 @@ async fn commit(ctx: &Ctx, j: &Journal) -> Result<()> {
     {
         let mut store = ctx.d.store.lock().await;
         store.update(|s| {
-            let floor = std::cmp::max(CellsVersion::parse(&s.committed).ok(), Some(to.clone()));
-            s.committed = floor.map(|v| v.to_string()).unwrap_or_default();
+            s.committed = std::cmp::max(s.committed.clone(), Some(to.clone()));
             s.package_name = j.to_package.to_string();
             // What is now installed (or older) is no longer available.
             s.available_versions

@@ -173,7 +173,7 @@ impl Daemon {
             Work::Update(v, o) => match stage::run(&ctx, stage::Source::Server(v, o.force)).await {
                 Ok(m) => {
                     let o = apply::Options {
-                        version: CellsVersion::parse(&m.version).ok(),
+                        version: Some(m.version.clone()),
                         ..o
                     };
                     apply::run(&ctx, &o).await
@@ -188,15 +188,22 @@ impl Daemon {
     /// Takes the job slot for recovery when a journal says an apply or rollback was
     /// interrupted (before the bus name is requested).
     pub(super) async fn reserve_recovery(self: &Arc<Self>) -> Option<Arc<JobHandle>> {
-        let j = self.store.lock().await.journal().cloned()?;
-        let kind = match j.kind {
-            crate::state::JournalKind::Rollback => JobKind::Rollback,
-            crate::state::JournalKind::Apply => JobKind::Apply,
+        let (kind, version) = {
+            let store = self.store.lock().await;
+            match (store.journal(), store.damaged_journal()) {
+                (Some(j), _) => (
+                    match j.kind {
+                        crate::state::JournalKind::Rollback => JobKind::Rollback,
+                        crate::state::JournalKind::Apply => JobKind::Apply,
+                    },
+                    j.to_version.to_string(),
+                ),
+                // What was under way cannot be told: the recovery job only reports it.
+                (None, Some(_)) => (JobKind::Apply, String::new()),
+                (None, None) => return None,
+            }
         };
-        match self
-            .begin_job(kind, &j.to_version.to_string(), (Action::Apply, None))
-            .await
-        {
+        match self.begin_job(kind, &version, (Action::Apply, None)).await {
             Ok(job) => Some(job),
             Err(e) => {
                 log::log(

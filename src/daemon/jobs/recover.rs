@@ -75,6 +75,11 @@ async fn nothing_swapped(ctx: &Ctx, j: &Journal) -> Result<String> {
 
 pub(in crate::daemon) async fn run(ctx: &Ctx) -> Result<String> {
     let d = &ctx.d;
+    if let Some(why) = d.store.lock().await.damaged_journal() {
+        // Nothing is guessed from a journal that cannot be read: no file is touched, and
+        // the admin is told what to check.
+        return Err(Error::Internal(why.to_string()));
+    }
     let Some(mut j) = d.store.lock().await.journal().cloned() else {
         return Ok("nothing to recover".into());
     };
@@ -129,11 +134,11 @@ pub(in crate::daemon) async fn run(ctx: &Ctx) -> Result<String> {
             s.installed = Some(InstalledRecord::new_of(&j));
             match j.kind {
                 JournalKind::Apply => {
-                    s.previous_version = j.from_text();
-                    s.staged_version.clear();
+                    s.previous_version = j.from_version.clone();
+                    s.staged_version = None;
                 }
                 JournalKind::Rollback => {
-                    s.previous_version.clear();
+                    s.previous_version = None;
                     s.package_name = j.to_package.to_string();
                 }
             }

@@ -26,11 +26,11 @@ pub(in crate::daemon) fn no_previous() -> Error {
 pub(in crate::daemon) async fn run(ctx: &Ctx) -> Result<String> {
     let d = &ctx.d;
     let doc = d.store.lock().await.get().clone();
-    if doc.previous_version.is_empty() {
+    let Some(previous) = doc.previous_version.clone() else {
         return Err(no_previous());
-    }
+    };
     let state = d.state_dir().await?;
-    let previous = doc.previous_version.clone();
+    let previous = previous.to_string();
     let (backup, backup_file) = blocking(move || {
         Backups::open(&state)?.get(&previous).ok_or_else(|| {
             Error::RollbackFailed(format!(
@@ -60,6 +60,16 @@ pub(in crate::daemon) async fn run(ctx: &Ctx) -> Result<String> {
     } else {
         d.dropin_for(&target, dropin_now.clone()).await?
     };
+    // What the journal records is typed before anything is taken or changed.
+    let to_version = CellsVersion::parse(&backup.version)
+        .map_err(|e| Error::RollbackFailed(format!("the kept binary's record is damaged: {e}")))?;
+    let to_package = apply::package_of(if backup.package.is_empty() {
+        &d.cfg.package
+    } else {
+        &backup.package
+    })?;
+    let new_sha256 = trust::decode_checksum(&backup.sha256)?;
+    let from_package = apply::package_of(&d.package().await)?;
     ctx.job.update(|j| j.version = backup.version.clone()).await;
     // On a cluster node a rollback restarts Cells too: it takes a slot like an update.
     let slot = super::fleet_gate::take(ctx, &backup.version).await?;
@@ -77,7 +87,6 @@ pub(in crate::daemon) async fn run(ctx: &Ctx) -> Result<String> {
             blocking(move || install::open_and_inspect(&c.dir, &c.name, limit).map(|(_, o)| o))
                 .await?
         };
-        let from_package = d.package().await;
         let mut j = Journal {
             kind: JournalKind::Rollback,
             step: Step::Swapping,
@@ -91,19 +100,13 @@ pub(in crate::daemon) async fn run(ctx: &Ctx) -> Result<String> {
                     .filter(|r| r.sha256 == Some(now.sha256))
                     .and_then(|r| r.version.clone()),
             },
-            from_package: apply::package_of(&from_package)?,
-            to_version: CellsVersion::parse(&backup.version).map_err(|e| {
-                Error::RollbackFailed(format!("the kept binary's record is damaged: {e}"))
-            })?,
-            to_package: apply::package_of(if backup.package.is_empty() {
-                &d.cfg.package
-            } else {
-                &backup.package
-            })?,
+            from_package,
+            to_version,
+            to_package,
             old_binary: current.display().to_string(),
             target: target.display().to_string(),
             old_sha256: now.sha256,
-            new_sha256: trust::decode_checksum(&backup.sha256)?,
+            new_sha256,
             old_caps: now.caps.and_then(|c| c.preservable()),
             new_caps: backup_caps,
             dropin_before: dropin_now,
@@ -136,7 +139,7 @@ pub(in crate::daemon) async fn run(ctx: &Ctx) -> Result<String> {
             j.step = Step::Swapped;
             let mut store = d.store.lock().await;
             store.update(|s| {
-                s.previous_version.clear();
+                s.previous_version = None;
                 s.package_name = j.to_package.to_string();
                 s.installed = Some(InstalledRecord::new_of(&j));
             })?;

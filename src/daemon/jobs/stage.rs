@@ -32,7 +32,7 @@ pub(in crate::daemon) fn summary(m: &Manifest) -> String {
         "staged {} ({} bytes, sha256 {}, signed by key {})",
         m.version,
         m.size,
-        m.sha256,
+        crate::trust::encode_checksum(&m.sha256),
         crate::trust::keys_short_id(&m.key_id)
     )
 }
@@ -397,15 +397,12 @@ pub(in crate::daemon) async fn run(ctx: &Ctx, source: Source) -> Result<Manifest
 pub(in crate::daemon) async fn record_staged(d: &Daemon, manifest: &Manifest) -> Result<()> {
     {
         let mut store = d.store.lock().await;
-        store.update(|s| s.staged_version = manifest.version.clone())?;
+        store.update(|s| s.staged_version = Some(manifest.version.clone()))?;
         store.transition(Lifecycle::Staged)?;
     }
-    let staged = CellsVersion::parse(&manifest.version)?;
     for m in d.stager.area.staged() {
-        if let Ok(v) = CellsVersion::parse(&m.version) {
-            if v != staged {
-                let _ = d.stager.area.remove(&v);
-            }
+        if m.version != manifest.version {
+            let _ = d.stager.area.remove(&m.version);
         }
     }
     d.publish().await;
