@@ -561,8 +561,7 @@ pub async fn run(cfg: crate::config::Config, bus: crate::daemon::Bus) -> anyhow:
         ("key", &fleet.key),
     ] {
         if let Some(p) = path {
-            std::fs::metadata(p)
-                .and_then(|_| std::fs::File::open(p))
+            std::fs::File::open(p)
                 .map_err(|e| anyhow::anyhow!("[fleet] {what}: cannot read {}: {e}", p.display()))?;
         }
     }
