@@ -104,7 +104,7 @@ fn child_stage() {
         };
         let release = Release {
             version: cells_updater::version::CellsVersion::parse("9.9.9").unwrap(),
-            package: "PydioHome".into(),
+            package: cells_updater::package::Package::Home,
             url,
             checksum: decode_checksum(&var("BENCH_SUM")).unwrap(),
             signature: decode_b64("sig", &var("BENCH_SIG")).unwrap(),

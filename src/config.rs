@@ -62,7 +62,7 @@ pub struct Config {
     /// `[server] channel`.
     pub channel: crate::package::Channel,
     /// `[server] package`.
-    pub package: String,
+    pub package: crate::package::Package,
     /// `[server] keys_dir` (absolute, before the root prefix).
     pub keys_dir: PathBuf,
     /// `[server] proxy`; `None` = from the environment.
@@ -142,7 +142,7 @@ impl Default for Config {
             user: None,
             server_url: "https://updatecells.pydio.com/".into(),
             channel: crate::package::Channel::Stable,
-            package: crate::package::Package::Home.as_str().into(),
+            package: crate::package::Package::Home,
             keys_dir: PathBuf::from("/etc/cells-updater/keys.d"),
             proxy: None,
             timeout: Duration::from_secs(60),
@@ -331,9 +331,15 @@ impl Config {
                 self.channel_set = true;
             }
             if let Some(v) = s.package {
-                one_of(&v, &crate::package::Package::ALL.map(|p| p.as_str()))
-                    .map_err(|w| bad("[server] package", w))?;
-                self.package = v;
+                self.package = crate::package::Package::parse(&v).ok_or_else(|| {
+                    bad(
+                        "[server] package",
+                        expected(
+                            &v,
+                            &crate::package::Package::ALL.map(|p| p.as_str()).join(", "),
+                        ),
+                    )
+                })?;
             }
             if let Some(v) = s.keys_dir {
                 self.keys_dir = absolute(&v).map_err(|w| bad("[server] keys_dir", w))?;
@@ -720,14 +726,6 @@ fn absolute(v: &str) -> Result<PathBuf, String> {
         return Err(format!("{v:?} must be an absolute path without \"..\""));
     }
     Ok(p.to_path_buf())
-}
-
-fn one_of(v: &str, allowed: &[&str]) -> Result<(), String> {
-    if allowed.contains(&v) {
-        Ok(())
-    } else {
-        Err(expected(v, &allowed.join(", ")))
-    }
 }
 
 fn expected(v: &str, allowed: &str) -> String {

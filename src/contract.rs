@@ -24,6 +24,79 @@ pub const AGENT_INTERFACE: &str = "com.pydio.CellsUpdater1.Fleet";
 /// The fleet agent's packaged user; the name's D-Bus policy lets only it (and root) own it.
 pub const AGENT_USER: &str = "cells-updater-fleet";
 
+/// Declares name constants and the list of `(name, D-Bus signature)` in contract order.
+macro_rules! names {
+    ($(#[$doc:meta])* $module:ident, $list:ident { $($c:ident = $name:literal : $sig:literal,)* }) => {
+        $(#[$doc])*
+        pub mod $module {
+            $(#[doc = concat!("`", $name, "` (`", $sig, "`).")]
+            pub const $c: &str = $name;)*
+        }
+        $(#[$doc])*
+        ///
+        /// Each as `(name, D-Bus signature)`, in contract order.
+        pub const $list: &[(&str, &str)] = &[$(($module::$c, $sig),)*];
+    };
+}
+
+names!(
+    /// The Manager's properties.
+    manager_prop, MANAGER_PROPERTIES {
+        STATE = "State": "s",
+        INSTALLED_VERSION = "InstalledVersion": "s",
+        PACKAGE_NAME = "PackageName": "s",
+        CHANNEL = "Channel": "s",
+        UNIT = "Unit": "s",
+        BINARY_PATH = "BinaryPath": "s",
+        STAGED_VERSION = "StagedVersion": "s",
+        PREVIOUS_VERSION = "PreviousVersion": "s",
+        AVAILABLE_VERSIONS = "AvailableVersions": "as",
+        BAD_VERSIONS = "BadVersions": "as",
+        LAST_CHECK = "LastCheck": "t",
+        LAST_ERROR = "LastError": "s",
+        CURRENT_JOB = "CurrentJob": "o",
+        HOLD = "Hold": "s",
+        HOLD_VERSION = "HoldVersion": "s",
+        NEXT_WINDOW = "NextWindow": "t",
+        DAEMON_VERSION = "DaemonVersion": "s",
+    }
+);
+
+names!(
+    /// A Job's properties.
+    job_prop, JOB_PROPERTIES {
+        ID = "Id": "u",
+        KIND = "Kind": "s",
+        VERSION = "Version": "s",
+        STATE = "State": "s",
+        PHASE = "Phase": "s",
+        PERCENT = "Percent": "u",
+        BYTES_DONE = "BytesDone": "t",
+        BYTES_TOTAL = "BytesTotal": "t",
+        ERROR = "Error": "s",
+        MESSAGE = "Message": "s",
+        STARTED_AT = "StartedAt": "t",
+        FINISHED_AT = "FinishedAt": "t",
+    }
+);
+
+names!(
+    /// The keys of each release `Check` returns (`EligibleAt` only when a release is too new).
+    release_key, RELEASE_KEYS {
+        VERSION = "Version": "s",
+        PACKAGE_NAME = "PackageName": "s",
+        LABEL = "Label": "s",
+        DESCRIPTION = "Description": "s",
+        CHANGE_LOG = "ChangeLog": "s",
+        RELEASE_DATE = "ReleaseDate": "x",
+        SIZE = "Size": "t",
+        ALLOWED = "Allowed": "b",
+        REASON = "Reason": "s",
+        IS_PATCH = "IsPatch": "b",
+        ELIGIBLE_AT = "EligibleAt": "x",
+    }
+);
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -6,6 +6,7 @@
 
 use crate::cells_config::CellsUpdateSettings;
 use crate::config::{CapabilityPolicy, Config};
+use crate::contract::manager_prop;
 use crate::error::{Error, Result};
 use crate::helper::Runner;
 use crate::settings::Effective;
@@ -568,7 +569,7 @@ impl Host {
                 }
             }
         }
-        let enterprise = crate::package::Package::is_enterprise(&self.package().await);
+        let enterprise = self.package().await == crate::package::Package::Enterprise;
         out.push(match crate::license::read(&self.runner, &at).await {
             Ok(Some(k)) => finding(
                 "license",
@@ -604,22 +605,23 @@ impl Host {
     }
 
     /// The package in use: the daemon's (after an Enterprise upgrade), else the config's.
-    async fn package(&self) -> String {
+    async fn package(&self) -> crate::package::Package {
         if let Some(bus) = &self.bus {
             if let Ok(Ok(p)) = tokio::time::timeout(
                 Duration::from_secs(10),
-                manager_property(bus, "PackageName"),
+                manager_property(bus, manager_prop::PACKAGE_NAME),
             )
             .await
             {
-                if let Ok(s) = String::try_from(p) {
-                    if !s.is_empty() {
-                        return s;
-                    }
+                if let Some(p) = String::try_from(p)
+                    .ok()
+                    .and_then(|s| crate::package::Package::parse(&s))
+                {
+                    return p;
                 }
             }
         }
-        self.cfg.package.clone()
+        self.cfg.package
     }
 
     fn check_settings(&self, s: &SettingsReport) -> Vec<Finding> {
@@ -764,7 +766,7 @@ impl Host {
             installed
         };
         let package = self.package().await;
-        let request = crate::update_server::UpdateRequest::new(e.channel, &package, current);
+        let request = crate::update_server::UpdateRequest::new(e.channel, package, current);
         match crate::update_server::check(&self.runner, &settings, &request).await {
             Ok(resp) => {
                 let versions: Vec<String> = resp
@@ -937,7 +939,7 @@ impl Host {
         };
         match tokio::time::timeout(
             Duration::from_secs(30),
-            manager_property(bus, "DaemonVersion"),
+            manager_property(bus, manager_prop::DAEMON_VERSION),
         )
         .await
         {

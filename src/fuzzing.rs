@@ -5,6 +5,7 @@
 //! independent of [`crate::systemd`]'s writer, as the drop-in oracle.
 
 use crate::config::Config;
+use crate::package::{BadRelease, Package};
 use crate::policy;
 use crate::stage::Release;
 use crate::state::{Journal, Persistent};
@@ -42,9 +43,9 @@ pub fn update_response(data: &[u8]) {
         installed: Some(v("4.4.2")),
         committed: Some(v("4.4.3")),
     };
-    let bad = vec!["PydioHome:4.4.5".to_string()];
+    let bad = [BadRelease::new(Package::Home, v("4.4.5"))];
     let ctx = policy::Context {
-        package: "PydioHome",
+        package: Package::Home,
         floor: &floor,
         bad: &bad,
         max_binary_size: 1 << 30,
@@ -67,8 +68,8 @@ pub fn update_response(data: &[u8]) {
         }
         let version = a.version.clone().expect("an allowed release has a version");
         assert!(version > v("4.4.3") && version <= v("4.9.0"), "{version}");
-        assert!(!policy::is_bad(&bad, "PydioHome", &version));
-        let r = Release::from_package(&a.package, ctx.server_url, ctx.download_hosts)
+        assert!(!policy::is_bad(&bad, Package::Home, &version));
+        let r = Release::from_package(&a.package, ctx.package, ctx.server_url, ctx.download_hosts)
             .expect("an allowed release can be downloaded");
         assert!(r.url.scheme() == "https", "{}", r.url);
         assert!(r.size > 0 && r.size <= 1 << 30);

@@ -10,7 +10,9 @@
 use crate::dirfd::{self, Dir, Owners};
 use crate::error::{Error, Result};
 use crate::fcaps::{self, FileCaps};
+use crate::package::Package;
 use crate::trust::{self, Sha256Digest};
+use crate::version::CellsVersion;
 use serde::{Deserialize, Serialize};
 use std::fs::File;
 use std::io::Write;
@@ -313,16 +315,18 @@ pub fn clean_temp(dir: &Dir, name: &str) -> bool {
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct Backup {
     /// The version it reports.
-    pub version: String,
+    pub version: CellsVersion,
     /// Where it was installed.
     pub path: String,
-    /// Base64 SHA-256.
-    pub sha256: String,
-    /// Its file capabilities (`getcap` style), for messages.
+    /// SHA-256 (base64 in the file).
+    #[serde(with = "crate::wire::digest")]
+    pub sha256: Sha256Digest,
+    /// Its file capabilities (`getcap` style), only for messages: the capabilities a
+    /// rollback sets are read from the kept file's own attribute.
     pub caps: String,
-    /// The package it belongs to (`PydioHome` or `PydioEnterprise`); `""` in old records.
-    #[serde(default)]
-    pub package: String,
+    /// The package it belongs to; `None` (`""`) in records of earlier daemons.
+    #[serde(default, with = "crate::wire::opt_package")]
+    pub package: Option<Package>,
 }
 
 /// `<state>/backups`: one directory per version with `cells` (capabilities kept) and
@@ -345,18 +349,22 @@ impl Backups {
     }
 
     /// Where the kept binary of `version` lives (for messages).
-    pub fn path_of(&self, version: &str) -> PathBuf {
-        self.dir.path().join(version).join(BACKUP_BINARY)
+    pub fn path_of(&self, version: &CellsVersion) -> PathBuf {
+        self.dir
+            .path()
+            .join(version.to_string())
+            .join(BACKUP_BINARY)
     }
 
     /// The record and the open binary of `version`'s backup, if complete and intact.
-    pub fn get(&self, version: &str) -> Option<(Backup, File)> {
-        let vdir = self.dir.subdir(version, None).ok()?;
+    /// A record that does not decode, or names another version, is no backup.
+    pub fn get(&self, version: &CellsVersion) -> Option<(Backup, File)> {
+        let vdir = self.dir.subdir(&version.to_string(), None).ok()?;
         let record: Backup =
             serde_json::from_slice(&vdir.read(BACKUP_RECORD, 1 << 16).ok()??).ok()?;
         let opened = vdir.open_file(BACKUP_BINARY).ok()?;
         let (sha, _) = hash_file(&opened.file).ok()?;
-        (trust::encode_checksum(&sha) == record.sha256).then_some((record, opened.file))
+        (sha == record.sha256 && record.version == *version).then_some((record, opened.file))
     }
 
     /// Keeps a copy of the open binary `old` (installed at `path`, reporting `version`, of
@@ -367,14 +375,14 @@ impl Backups {
         &self,
         old: &File,
         seen: &OnDisk,
-        version: &str,
+        version: &CellsVersion,
         path: &Path,
-        package: &str,
+        package: Package,
     ) -> Result<(Backup, OnDisk)> {
         let caps = seen.caps.and_then(|c| c.preservable());
         let vdir = self
             .dir
-            .subdir(version, Some(0o700))
+            .subdir(&version.to_string(), Some(0o700))
             .map_err(|e| swap_err(&e, "cannot create the backup directory"))?;
         check_space(&vdir, seen.size)?;
         let mut temp = vdir
@@ -407,11 +415,11 @@ impl Backups {
         temp.commit(BACKUP_BINARY)
             .map_err(|e| swap_err(&e, "cannot put the backup in place"))?;
         let record = Backup {
-            version: version.to_string(),
+            version: version.clone(),
             path: path.display().to_string(),
-            sha256: trust::encode_checksum(&sha256),
+            sha256,
             caps: caps.map_or_else(String::new, |c| c.to_string()),
-            package: package.to_string(),
+            package: Some(package),
         };
         let json =
             serde_json::to_vec_pretty(&record).map_err(|e| Error::SwapFailed(e.to_string()))?;
@@ -429,20 +437,19 @@ impl Backups {
     }
 
     /// Removes backups beyond the newest `keep` (by version), never those in `protect`.
-    pub fn prune(&self, keep: usize, protect: &[&str]) {
-        let mut versions: Vec<crate::version::CellsVersion> = self
+    pub fn prune(&self, keep: usize, protect: &[&CellsVersion]) {
+        let mut versions: Vec<(CellsVersion, String)> = self
             .dir
             .entries()
             .unwrap_or_default()
-            .iter()
-            .filter_map(|e| crate::version::CellsVersion::parse(e).ok())
+            .into_iter()
+            .filter_map(|e| Some((CellsVersion::parse(&e).ok()?, e)))
             .collect();
         versions.sort();
         let n = versions.len();
-        for v in versions.into_iter().take(n.saturating_sub(keep)) {
-            let s = v.to_string();
-            if !protect.contains(&s.as_str()) {
-                let _ = self.dir.remove_tree(&s);
+        for (v, name) in versions.into_iter().take(n.saturating_sub(keep)) {
+            if !protect.contains(&&v) {
+                let _ = self.dir.remove_tree(&name);
             }
         }
         self.dir.sync();
@@ -506,24 +513,49 @@ mod tests {
         let old = File::open(&old_path).unwrap();
         let seen = inspect(&old, "old", 1 << 20).unwrap();
         let backups = Backups::open(&state).unwrap();
+        let v442 = CellsVersion::parse("4.4.2").unwrap();
         let (b, on_disk) = backups
             .keep(
                 &old,
                 &seen,
-                "4.4.2",
+                &v442,
                 Path::new("/opt/pydio/bin/cells"),
-                "PydioHome",
+                Package::Home,
             )
             .unwrap();
-        assert_eq!(b.sha256, trust::encode_checksum(&on_disk.sha256));
-        let (got, mut f) = backups.get("4.4.2").unwrap();
+        assert_eq!(b.sha256, on_disk.sha256);
+        let (got, mut f) = backups.get(&v442).unwrap();
         assert_eq!(got, b);
         let mut bytes = Vec::new();
         f.read_to_end(&mut bytes).unwrap();
         assert_eq!(bytes, b"old binary");
+        // The record keeps its text: an earlier daemon's (no package) still reads.
+        let record = t.path().join("backups/4.4.2/backup.json");
+        let text: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(&record).unwrap()).unwrap();
+        assert_eq!(text["version"], "4.4.2");
+        assert_eq!(text["package"], "PydioHome");
+        assert_eq!(text["sha256"], trust::encode_checksum(&on_disk.sha256));
+        let mut earlier = text.clone();
+        earlier.as_object_mut().unwrap().remove("package");
+        std::fs::write(&record, serde_json::to_vec(&earlier).unwrap()).unwrap();
+        assert_eq!(backups.get(&v442).unwrap().0.package, None);
+        // A record that does not decode, or names another version, is no backup.
+        for (field, value) in [
+            ("version", "4.4.3"),
+            ("version", "four"),
+            ("sha256", "AAAA"),
+        ] {
+            let mut bad = text.clone();
+            bad[field] = value.into();
+            std::fs::write(&record, serde_json::to_vec(&bad).unwrap()).unwrap();
+            assert!(backups.get(&v442).is_none(), "{field}: {value}");
+        }
+        std::fs::write(&record, serde_json::to_vec(&text).unwrap()).unwrap();
+        assert!(backups.get(&v442).is_some());
         // A damaged copy is not offered.
-        std::fs::write(backups.path_of("4.4.2"), b"tampered").unwrap();
-        assert!(backups.get("4.4.2").is_none());
+        std::fs::write(backups.path_of(&v442), b"tampered").unwrap();
+        assert!(backups.get(&v442).is_none());
     }
 
     /// The Cells user may still hold a write descriptor on its old binary: what it writes
@@ -539,20 +571,21 @@ mod tests {
         // Same size, other bytes; then more bytes.
         std::fs::write(bin.path().join("cells"), b"evil binar").unwrap();
         let backups = Backups::open(&state).unwrap();
+        let v442 = CellsVersion::parse("4.4.2").unwrap();
         for _ in 0..2 {
             let err = backups
                 .keep(
                     &old,
                     &seen,
-                    "4.4.2",
+                    &v442,
                     Path::new("/opt/pydio/bin/cells"),
-                    "PydioHome",
+                    Package::Home,
                 )
                 .unwrap_err();
             assert_eq!(err.name(), "SwapFailed", "{err}");
             assert!(err.message().contains("changed while"), "{err}");
-            assert!(backups.get("4.4.2").is_none());
-            let left: Vec<_> = std::fs::read_dir(backups.path_of("4.4.2").parent().unwrap())
+            assert!(backups.get(&v442).is_none());
+            let left: Vec<_> = std::fs::read_dir(backups.path_of(&v442).parent().unwrap())
                 .unwrap()
                 .collect();
             assert!(left.is_empty(), "a partial copy was left: {left:?}");

@@ -68,5 +68,6 @@ pub mod trust;
 pub mod unit_syntax;
 pub mod update_server;
 pub mod version;
+pub mod wire;
 
 pub use error::{Error, Result};

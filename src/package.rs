@@ -33,11 +33,6 @@ impl Package {
     pub fn is_known(s: &str) -> bool {
         Package::parse(s).is_some()
     }
-
-    /// True when `s` spells the Enterprise package.
-    pub fn is_enterprise(s: &str) -> bool {
-        Package::parse(s) == Some(Package::Enterprise)
-    }
 }
 
 impl std::fmt::Display for Package {
@@ -80,6 +75,83 @@ impl std::fmt::Display for Channel {
     }
 }
 
+/// A release marked bad here (it failed to come up): never installed again automatically.
+/// Spelled `PydioHome:4.4.6` (the `BadVersions` property and `state.json`); a bare `4.4.6`,
+/// written by earlier daemons, stands for that version of either package.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BadRelease {
+    /// Its package; `None` for an entry of an earlier daemon (either package).
+    pub package: Option<Package>,
+    /// Its version.
+    pub version: crate::version::CellsVersion,
+}
+
+impl BadRelease {
+    /// `version` of `package`.
+    pub fn new(package: Package, version: crate::version::CellsVersion) -> Self {
+        BadRelease {
+            package: Some(package),
+            version,
+        }
+    }
+
+    /// The entry `s` spells, or why it is not one.
+    pub fn parse(s: &str) -> Result<Self, String> {
+        let (package, version) = match s.split_once(':') {
+            Some((p, v)) => (
+                Some(Package::parse(p).ok_or_else(|| {
+                    format!(
+                        "{:?} is not PydioHome or PydioEnterprise",
+                        crate::text::one_line(p, 40)
+                    )
+                })?),
+                v,
+            ),
+            None => (None, s),
+        };
+        let version = crate::version::CellsVersion::parse(version).map_err(|e| e.message())?;
+        Ok(BadRelease { package, version })
+    }
+
+    /// True when `ForgetBadVersion` of `version` (of `package`, or of both editions when
+    /// `None`) clears this entry. An earlier daemon's bare entry is cleared by the version
+    /// alone.
+    pub fn cleared_by(
+        &self,
+        package: Option<Package>,
+        version: &crate::version::CellsVersion,
+    ) -> bool {
+        self.version == *version && (package.is_none() || self.package == package)
+    }
+
+    /// True when this entry marks `version` of `package`.
+    pub fn marks(&self, package: Package, version: &crate::version::CellsVersion) -> bool {
+        self.package.is_none_or(|p| p == package) && self.version == *version
+    }
+}
+
+impl std::fmt::Display for BadRelease {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.package {
+            Some(p) => write!(f, "{p}:{}", self.version),
+            None => write!(f, "{}", self.version),
+        }
+    }
+}
+
+impl serde::Serialize for BadRelease {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for BadRelease {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        BadRelease::parse(&s).map_err(serde::de::Error::custom)
+    }
+}
+
 /// Both types travel as their wire spelling, and nothing else deserializes.
 macro_rules! wire_spelling {
     ($t:ty, $what:literal) => {
@@ -118,7 +190,6 @@ mod tests {
         for s in ["", "pydiohome", "PydioHome ", "Pydio", "PydioEnterprise\n"] {
             assert_eq!(Package::parse(s), None, "{s:?}");
         }
-        assert!(Package::is_enterprise("PydioEnterprise") && !Package::is_enterprise("PydioHome"));
         for c in Channel::ALL {
             assert_eq!(Channel::parse(c.as_str()), Some(c));
             assert_eq!(c.to_string(), c.as_str());
@@ -136,6 +207,42 @@ mod tests {
         assert!(
             e.to_string().contains("\"beta\" is not stable or dev"),
             "{e}"
+        );
+    }
+
+    #[test]
+    fn a_bad_release_keeps_its_text_and_marks_what_it_names() {
+        let v = |s: &str| crate::version::CellsVersion::parse(s).unwrap();
+        let home = BadRelease::parse("PydioHome:4.4.6").unwrap();
+        assert_eq!(home, BadRelease::new(Package::Home, v("4.4.6")));
+        assert_eq!(home.to_string(), "PydioHome:4.4.6");
+        assert!(home.marks(Package::Home, &v("4.4.6")));
+        assert!(!home.marks(Package::Enterprise, &v("4.4.6")));
+        assert!(!home.marks(Package::Home, &v("4.4.7")));
+        // An earlier daemon's bare entry marks either package.
+        let bare = BadRelease::parse("4.4.6").unwrap();
+        assert_eq!(bare.to_string(), "4.4.6");
+        assert!(bare.marks(Package::Enterprise, &v("4.4.6")));
+        for (s, says) in [
+            ("Evil:4.4.6", "is not PydioHome or PydioEnterprise"),
+            ("PydioHome:", "is not a Cells version"),
+            ("PydioHome:four", "is not a Cells version"),
+            ("", "is not a Cells version"),
+        ] {
+            let e = BadRelease::parse(s).unwrap_err();
+            assert!(e.contains(says), "{s:?}: {e}");
+        }
+        // Forgetting: a version alone clears both editions and a bare entry; a package, its own.
+        assert!(home.cleared_by(None, &v("4.4.6")) && bare.cleared_by(None, &v("4.4.6")));
+        assert!(home.cleared_by(Some(Package::Home), &v("4.4.6")));
+        assert!(!home.cleared_by(Some(Package::Enterprise), &v("4.4.6")));
+        assert!(!home.cleared_by(None, &v("4.4.7")));
+        assert!(!bare.cleared_by(Some(Package::Home), &v("4.4.6")));
+        let back: Vec<BadRelease> =
+            serde_json::from_str(r#"["PydioEnterprise:4.4.6","4.4.5"]"#).unwrap();
+        assert_eq!(
+            serde_json::to_string(&back).unwrap(),
+            r#"["PydioEnterprise:4.4.6","4.4.5"]"#
         );
     }
 }

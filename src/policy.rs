@@ -2,6 +2,7 @@
 //! update server's own filtering is not relied on: every entry is checked.
 
 use crate::config::AutoPolicy;
+use crate::package::BadRelease;
 use crate::stage::Release;
 use crate::update_server::{goarch, Package, PackageStatus, GOOS};
 use crate::version::{CellsVersion, VersionFloor};
@@ -10,11 +11,11 @@ use crate::version::{CellsVersion, VersionFloor};
 #[derive(Debug, Clone)]
 pub struct Context<'a> {
     /// Package in use.
-    pub package: &'a str,
+    pub package: crate::package::Package,
     /// Versions a release must beat.
     pub floor: &'a VersionFloor,
     /// Releases marked bad after a failed start (see [`is_bad`]).
-    pub bad: &'a [String],
+    pub bad: &'a [BadRelease],
     /// `[server] max_binary_size`.
     pub max_binary_size: u64,
     /// The configured server URL (the download rules are relative to it).
@@ -167,12 +168,12 @@ pub fn assess(p: &Package, ctx: &Context<'_>) -> Assessed {
     let eligible_at = (p.release_date > 0 && !ctx.min_age.is_zero())
         .then(|| p.release_date.saturating_add(ctx.min_age.as_secs() as i64));
     let reason = if version.is_none()
-        || Release::from_package(p, ctx.server_url, ctx.download_hosts).is_err()
+        || Release::from_package(p, ctx.package, ctx.server_url, ctx.download_hosts).is_err()
     {
         Some(Reason::Invalid)
     } else if p.status != PackageStatus::Released {
         Some(Reason::NotReleased)
-    } else if !p.package_name.is_empty() && p.package_name != ctx.package {
+    } else if !p.package_name.is_empty() && p.package_name != ctx.package.as_str() {
         Some(Reason::WrongPackage)
     } else if !p.binary_os.is_empty() && p.binary_os != GOOS {
         Some(Reason::WrongOs)
@@ -214,19 +215,15 @@ pub fn assess(p: &Package, ctx: &Context<'_>) -> Assessed {
     }
 }
 
-/// The bad-list entry of `version` of `package`: `PydioHome:4.4.6`.
-pub fn bad_entry(package: &str, version: &str) -> String {
-    format!("{package}:{version}")
-}
-
 /// True when `version` of `package` failed its health check here. An entry names the
 /// package (`PydioEnterprise:4.4.2`: the Home build of the same version stays usable); an
 /// entry without one (older state files) holds for every package.
-pub fn is_bad(bad: &[String], package: &str, version: &CellsVersion) -> bool {
-    bad.iter().any(|b| {
-        let (pkg, v) = b.split_once(':').unwrap_or((package, b));
-        pkg == package && CellsVersion::parse(v).is_ok_and(|b| b == *version)
-    })
+pub fn is_bad(
+    bad: &[BadRelease],
+    package: crate::package::Package,
+    version: &CellsVersion,
+) -> bool {
+    bad.iter().any(|b| b.marks(package, version))
 }
 
 /// Allowed versions, ascending, without duplicates.
@@ -384,13 +381,12 @@ mod tests {
             installed: Some(v("4.4.2")),
             committed: Some(v("4.4.2")),
         };
-        let bad = vec![
-            "PydioHome:4.4.7".to_string(),
-            "PydioEnterprise:4.4.8".to_string(),
-        ];
+        let bad = ["PydioHome:4.4.7", "PydioEnterprise:4.4.8"]
+            .map(|b| BadRelease::parse(b).unwrap())
+            .to_vec();
         let hosts = vec!["example.org".to_string()];
         let ctx = Context {
-            package: "PydioHome",
+            package: crate::package::Package::Home,
             floor: &floor,
             bad: &bad,
             max_binary_size: 1000,

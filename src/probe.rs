@@ -271,10 +271,14 @@ pub fn label_is_enterprise(label: &str) -> bool {
 /// Checks, before the swap, that `file` is the edition `package` asks for: a genuine binary
 /// of the other edition never runs on this host's data. A binary whose label says nothing
 /// passes (Cells' rule: the label alone never fails the check).
-pub async fn check_edition(runner: &Runner, file: &File, package: &str) -> Result<()> {
+pub async fn check_edition(
+    runner: &Runner,
+    file: &File,
+    package: crate::package::Package,
+) -> Result<()> {
     let label = report_label(runner, file).await?;
     if label.is_empty()
-        || label_is_enterprise(&label) == crate::package::Package::is_enterprise(package)
+        || label_is_enterprise(&label) == (package == crate::package::Package::Enterprise)
     {
         return Ok(());
     }

@@ -11,115 +11,10 @@ use crate::config::OnFailure;
 use crate::dirfd::Dir;
 use crate::error::{Error, Result};
 use crate::fcaps::FileCaps;
-use crate::package::Package;
+use crate::package::{BadRelease, Package};
 use crate::trust::Sha256Digest;
 use crate::version::CellsVersion;
 use serde::{Deserialize, Serialize};
-
-/// The persisted text of typed values, unchanged from when they were strings: a version as
-/// its text, `""` for none; a digest as base64; capabilities as the base64 of their
-/// `security.capability` value, `""` for none. Text that does not decode does not load. The
-/// staging manifest uses them too.
-pub mod wire {
-    use super::*;
-    use base64::Engine;
-    use serde::de::Error as _;
-    use serde::{Deserializer, Serializer};
-
-    const B64: base64::engine::GeneralPurpose = base64::engine::general_purpose::STANDARD;
-
-    fn text<'de, D: Deserializer<'de>>(d: D) -> std::result::Result<String, D::Error> {
-        String::deserialize(d)
-    }
-
-    /// `Option<CellsVersion>`, `""` for `None`.
-    pub mod opt_version {
-        use super::*;
-        pub fn serialize<S: Serializer>(
-            v: &Option<CellsVersion>,
-            s: S,
-        ) -> std::result::Result<S::Ok, S::Error> {
-            match v {
-                Some(v) => s.collect_str(v),
-                None => s.serialize_str(""),
-            }
-        }
-        pub fn deserialize<'de, D: Deserializer<'de>>(
-            d: D,
-        ) -> std::result::Result<Option<CellsVersion>, D::Error> {
-            let t = text(d)?;
-            if t.is_empty() {
-                return Ok(None);
-            }
-            CellsVersion::parse(&t)
-                .map(Some)
-                .map_err(|e| D::Error::custom(e.message()))
-        }
-    }
-
-    /// `Sha256Digest` as base64.
-    pub mod digest {
-        use super::*;
-        pub fn serialize<S: Serializer>(
-            v: &Sha256Digest,
-            s: S,
-        ) -> std::result::Result<S::Ok, S::Error> {
-            s.serialize_str(&B64.encode(v))
-        }
-        pub fn deserialize<'de, D: Deserializer<'de>>(
-            d: D,
-        ) -> std::result::Result<Sha256Digest, D::Error> {
-            crate::trust::decode_checksum(&text(d)?).map_err(|e| D::Error::custom(e.message()))
-        }
-    }
-
-    /// `Option<Sha256Digest>`, `""` for `None`.
-    pub mod opt_digest {
-        use super::*;
-        pub fn serialize<S: Serializer>(
-            v: &Option<Sha256Digest>,
-            s: S,
-        ) -> std::result::Result<S::Ok, S::Error> {
-            s.serialize_str(&v.map(|v| B64.encode(v)).unwrap_or_default())
-        }
-        pub fn deserialize<'de, D: Deserializer<'de>>(
-            d: D,
-        ) -> std::result::Result<Option<Sha256Digest>, D::Error> {
-            let t = text(d)?;
-            if t.is_empty() {
-                return Ok(None);
-            }
-            crate::trust::decode_checksum(&t)
-                .map(Some)
-                .map_err(|e| D::Error::custom(e.message()))
-        }
-    }
-
-    /// `Option<FileCaps>` as the base64 of the attribute value, `""` for `None`.
-    pub mod opt_caps {
-        use super::*;
-        pub fn serialize<S: Serializer>(
-            v: &Option<FileCaps>,
-            s: S,
-        ) -> std::result::Result<S::Ok, S::Error> {
-            s.serialize_str(&v.map(|c| B64.encode(c.encode())).unwrap_or_default())
-        }
-        pub fn deserialize<'de, D: Deserializer<'de>>(
-            d: D,
-        ) -> std::result::Result<Option<FileCaps>, D::Error> {
-            let t = text(d)?;
-            if t.is_empty() {
-                return Ok(None);
-            }
-            let raw = B64
-                .decode(&t)
-                .map_err(|e| D::Error::custom(format!("capabilities are not base64: {e}")))?;
-            FileCaps::decode(&raw)
-                .map(Some)
-                .map_err(|e| D::Error::custom(format!("capabilities do not decode: {e}")))
-        }
-    }
-}
 
 /// The state document's file name.
 pub const STATE_FILE: &str = "state.json";
@@ -215,13 +110,13 @@ pub struct InstalledRecord {
     /// Where (as the unit names it, under the root prefix).
     pub path: String,
     /// Version; `None` when the binary put back never reported one.
-    #[serde(with = "wire::opt_version")]
+    #[serde(with = "crate::wire::opt_version")]
     pub version: Option<CellsVersion>,
     /// SHA-256 of the bytes installed.
-    #[serde(with = "wire::opt_digest")]
+    #[serde(with = "crate::wire::opt_digest")]
     pub sha256: Option<Sha256Digest>,
     /// The capabilities set on it (`security.capability`), `None` for none.
-    #[serde(with = "wire::opt_caps")]
+    #[serde(with = "crate::wire::opt_caps")]
     pub caps: Option<FileCaps>,
 }
 
@@ -256,24 +151,25 @@ pub struct Persistent {
     /// Lifecycle state.
     pub state: Lifecycle,
     /// Staged version (`""` in the file when none).
-    #[serde(with = "wire::opt_version")]
+    #[serde(with = "crate::wire::opt_version")]
     pub staged_version: Option<CellsVersion>,
     /// Version `Rollback` would restore.
-    #[serde(with = "wire::opt_version")]
+    #[serde(with = "crate::wire::opt_version")]
     pub previous_version: Option<CellsVersion>,
     /// The floor: the highest version ever committed here (it passed its health check).
-    #[serde(alias = "highest_installed", with = "wire::opt_version")]
+    #[serde(alias = "highest_installed", with = "crate::wire::opt_version")]
     pub committed: Option<CellsVersion>,
-    /// Versions that failed to come up; never installed again unless asked for by name.
-    pub bad_versions: Vec<String>,
+    /// Releases that failed to come up; never installed again unless asked for by name.
+    pub bad_versions: Vec<BadRelease>,
     /// Allowed newer versions from the last check, ascending.
-    pub available_versions: Vec<String>,
+    pub available_versions: Vec<CellsVersion>,
     /// Last check, µs since the epoch; 0 = never.
     pub last_check: u64,
     /// Last failure, human readable.
     pub last_error: String,
-    /// Package in use: `PydioHome` or `PydioEnterprise` (overrides the configuration).
-    pub package_name: String,
+    /// Package in use (overrides the configuration); `None` (`""`): the configuration's.
+    #[serde(with = "crate::wire::opt_package")]
+    pub package_name: Option<Package>,
     /// Id of the last job created, so ids keep increasing across restarts.
     pub last_job_id: u32,
     /// What the daemon installed last.
@@ -289,18 +185,21 @@ pub struct Persistent {
 }
 
 /// A job's outcome for the fleet agent (docs/fleet.md).
-#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
-#[serde(default)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct FleetReport {
     /// The release the job installed (or tried to).
-    pub version: String,
+    pub version: CellsVersion,
     /// The slot it held.
+    #[serde(default)]
     pub slot: u32,
     /// The grant's token (the slot key's create revision); 0: whatever this node holds.
+    #[serde(default)]
     pub grant: i64,
     /// It failed its health check here: the cluster's verdict.
+    #[serde(default)]
     pub bad: bool,
     /// Why it failed, one line; `""` on success.
+    #[serde(default)]
     pub reason: String,
 }
 
@@ -325,8 +224,9 @@ pub struct Counters {
 pub struct HoldRecord {
     /// Why, in the admin's words.
     pub reason: String,
-    /// The pin: automatic installs stay at or below it; `""` = a full hold.
-    pub version: String,
+    /// The pin: automatic installs stay at or below it; `None` (`""`) = a full hold.
+    #[serde(with = "crate::wire::opt_version")]
+    pub version: Option<CellsVersion>,
     /// Since when, µs since the epoch.
     pub since: u64,
 }
@@ -382,7 +282,7 @@ pub struct Journal {
     #[serde(default)]
     pub step: Step,
     /// Version before (`None`: a binary that did not report one), and its package.
-    #[serde(default, with = "wire::opt_version")]
+    #[serde(default, with = "crate::wire::opt_version")]
     pub from_version: Option<CellsVersion>,
     pub from_package: Package,
     /// Version being installed, and its package.
@@ -393,14 +293,14 @@ pub struct Journal {
     /// Where the new binary goes.
     pub target: String,
     /// SHA-256 of the old and new binaries.
-    #[serde(with = "wire::digest")]
+    #[serde(with = "crate::wire::digest")]
     pub old_sha256: Sha256Digest,
-    #[serde(with = "wire::digest")]
+    #[serde(with = "crate::wire::digest")]
     pub new_sha256: Sha256Digest,
     /// `security.capability` values of the old and new binaries (`None` = none).
-    #[serde(default, with = "wire::opt_caps")]
+    #[serde(default, with = "crate::wire::opt_caps")]
     pub old_caps: Option<FileCaps>,
-    #[serde(default, with = "wire::opt_caps")]
+    #[serde(default, with = "crate::wire::opt_caps")]
     pub new_caps: Option<FileCaps>,
     /// The cells-updater drop-in before, and the one written (None = absent).
     #[serde(default)]
@@ -408,7 +308,7 @@ pub struct Journal {
     #[serde(default)]
     pub dropin_after: Option<String>,
     /// `PreviousVersion` before this operation.
-    #[serde(default, with = "wire::opt_version")]
+    #[serde(default, with = "crate::wire::opt_version")]
     pub previous_before: Option<CellsVersion>,
     /// What to do when the new version does not come up.
     #[serde(default)]
@@ -708,7 +608,7 @@ mod tests {
         s.update(|d| {
             d.staged_version = CellsVersion::parse("4.4.5").ok();
             d.last_check = 42;
-            d.available_versions = vec!["4.4.5".into(), "4.4.6".into()];
+            d.available_versions = ["4.4.5", "4.4.6"].map(|v| v.parse().unwrap()).to_vec();
         })
         .unwrap();
         s.transition(Lifecycle::Downloading).unwrap();
@@ -719,7 +619,10 @@ mod tests {
             "an interrupted download rests"
         );
         assert_eq!(again.get().last_check, 42);
-        assert_eq!(again.get().available_versions, ["4.4.5", "4.4.6"]);
+        assert_eq!(
+            serde_json::to_value(&again.get().available_versions).unwrap(),
+            serde_json::json!(["4.4.5", "4.4.6"])
+        );
         std::fs::write(t.path().join(STATE_FILE), b"{oops").unwrap();
         let e =
             StateStore::open(crate::dirfd::root_dir(t.path(), None, Error::SwapFailed).unwrap())
@@ -866,6 +769,75 @@ mod tests {
         let installed = back.installed.unwrap();
         assert_eq!(installed.sha256, Some([1; 32]));
         assert_eq!(installed.caps, None);
+        // The lists, the package, the pin and the fleet report keep their text too.
+        let doc = Persistent {
+            bad_versions: vec![
+                BadRelease::parse("PydioHome:4.4.6").unwrap(),
+                BadRelease::parse("4.4.4").unwrap(),
+            ],
+            available_versions: vec![CellsVersion::parse("4.4.7").unwrap()],
+            package_name: Some(Package::Enterprise),
+            hold: Some(HoldRecord {
+                reason: "audit".into(),
+                version: CellsVersion::parse("4.5.0").ok(),
+                since: 1,
+            }),
+            fleet_report: Some(FleetReport {
+                version: CellsVersion::parse("4.4.6").unwrap(),
+                slot: 1,
+                grant: 9,
+                bad: true,
+                reason: "UnitFailed: no".into(),
+            }),
+            ..Persistent::default()
+        };
+        let v = serde_json::to_value(&doc).unwrap();
+        assert_eq!(
+            v["bad_versions"],
+            serde_json::json!(["PydioHome:4.4.6", "4.4.4"])
+        );
+        assert_eq!(v["available_versions"], serde_json::json!(["4.4.7"]));
+        assert_eq!(v["package_name"], "PydioEnterprise");
+        assert_eq!(v["hold"]["version"], "4.5.0");
+        assert_eq!(v["fleet_report"]["version"], "4.4.6");
+        assert_eq!(
+            parse_doc::<Persistent>(&serde_json::to_vec(&v).unwrap()).unwrap(),
+            doc
+        );
+        let none = serde_json::to_value(Persistent::default()).unwrap();
+        assert_eq!(none["package_name"], "");
+        let full_hold = br#"{"package_name":"","hold":{"reason":"r","version":"","since":3}}"#;
+        let back: Persistent = parse_doc(full_hold).unwrap();
+        assert_eq!(back.package_name, None);
+        assert_eq!(back.hold.unwrap().version, None);
+        // Row by row: text that does not decode does not load.
+        for (bad, says) in [
+            (
+                &br#"{"staged_version":"four"}"#[..],
+                "is not a Cells version",
+            ),
+            (
+                br#"{"bad_versions":["Evil:4.4.6"]}"#,
+                "is not PydioHome or PydioEnterprise",
+            ),
+            (
+                br#"{"bad_versions":["PydioHome:x"]}"#,
+                "is not a Cells version",
+            ),
+            (
+                br#"{"available_versions":["latest"]}"#,
+                "is not a Cells version",
+            ),
+            (
+                br#"{"package_name":"Pydio"}"#,
+                "is not PydioHome or PydioEnterprise",
+            ),
+            (br#"{"hold":{"version":"soon"}}"#, "is not a Cells version"),
+            (br#"{"fleet_report":{"slot":1}}"#, "missing field `version`"),
+        ] {
+            let e = parse_doc::<Persistent>(bad).unwrap_err();
+            assert!(e.contains(says), "{}: {e}", String::from_utf8_lossy(bad));
+        }
         let bad = br#"{"staged_version":"four"}"#;
         assert!(parse_doc::<Persistent>(bad)
             .unwrap_err()

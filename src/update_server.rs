@@ -32,10 +32,14 @@ pub struct UpdateRequest {
 
 impl UpdateRequest {
     /// A request for this machine's OS and architecture.
-    pub fn new(channel: crate::package::Channel, package: &str, current_version: &str) -> Self {
+    pub fn new(
+        channel: crate::package::Channel,
+        package: crate::package::Package,
+        current_version: &str,
+    ) -> Self {
         UpdateRequest {
             channel: channel.as_str().into(),
-            package_name: package.into(),
+            package_name: package.as_str().into(),
             current_version: current_version.into(),
             goos: GOOS.into(),
             goarch: goarch().into(),
@@ -325,7 +329,11 @@ mod tests {
 
     #[test]
     fn request_has_only_protocol_keys_and_omits_empty_ones() {
-        let mut req = UpdateRequest::new(crate::package::Channel::Stable, "PydioHome", "4.4.2");
+        let mut req = UpdateRequest::new(
+            crate::package::Channel::Stable,
+            crate::package::Package::Home,
+            "4.4.2",
+        );
         let v: serde_json::Value = serde_json::to_value(&req).unwrap();
         let keys: Vec<&String> = v.as_object().unwrap().keys().collect();
         assert_eq!(

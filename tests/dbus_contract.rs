@@ -12,6 +12,27 @@ use support::*;
 
 const JOB_IFACE: &str = "com.pydio.CellsUpdater1.Job";
 
+/// `(name, signature)` pairs, sorted.
+fn pairs(list: &[(&str, &str)]) -> Vec<(String, String)> {
+    let mut v: Vec<_> = list
+        .iter()
+        .map(|(n, s)| (n.to_string(), s.to_string()))
+        .collect();
+    v.sort();
+    v
+}
+
+/// The `(name, signature)` of every property in `members`' output, sorted.
+fn served_properties(m: &[(String, String, String, String, String)]) -> Vec<(String, String)> {
+    let mut v: Vec<_> = m
+        .iter()
+        .filter(|x| x.1 == "property")
+        .map(|x| (x.0.trim_start_matches('.').to_string(), x.2.clone()))
+        .collect();
+    v.sort();
+    v
+}
+
 /// `(member, kind, signature, result)` for every member of an interface, from busctl.
 fn members(
     bus: &PrivateBus,
@@ -143,6 +164,12 @@ fn introspection_lists_every_member_of_the_contract() {
             "property {name} {sig} (emits-change) missing: {m:?}"
         );
     }
+    // The library's one list says the same, and the daemon serves no property beyond it.
+    assert_eq!(
+        pairs(cells_updater::contract::MANAGER_PROPERTIES),
+        pairs(&want_props)
+    );
+    assert_eq!(served_properties(&m), pairs(&want_props));
     for (name, sig) in [(".JobFinished", "osss"), (".UpdateAvailable", "s")] {
         assert!(
             m.iter()
@@ -167,7 +194,7 @@ fn introspection_lists_every_member_of_the_contract() {
     assert!(j
         .iter()
         .any(|x| x.0 == ".Cancel" && x.1 == "method" && x.2 == "-" && x.3 == "-"));
-    for (name, sig) in [
+    let want_job = [
         ("Id", "u"),
         ("Kind", "s"),
         ("Version", "s"),
@@ -180,7 +207,8 @@ fn introspection_lists_every_member_of_the_contract() {
         ("Message", "s"),
         ("StartedAt", "t"),
         ("FinishedAt", "t"),
-    ] {
+    ];
+    for (name, sig) in want_job {
         let dotted = format!(".{name}");
         assert!(
             j.iter()
@@ -188,6 +216,11 @@ fn introspection_lists_every_member_of_the_contract() {
             "job property {name} {sig} missing: {j:?}"
         );
     }
+    assert_eq!(
+        pairs(cells_updater::contract::JOB_PROPERTIES),
+        pairs(&want_job)
+    );
+    assert_eq!(served_properties(&j), pairs(&want_job));
     // The interface XML the packages install says exactly what the daemon introspects.
     for (file, path, iface) in [
         (

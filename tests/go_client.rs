@@ -104,4 +104,41 @@ fn the_go_constants_are_the_contracts() {
         .map(|(_, rest)| rest.trim_end_matches("\"}"))
         .collect();
     assert_eq!(go, cells_updater::error::ERROR_NAMES);
+    // Every key the Go client reads from a release, a job or the Manager is a contract name.
+    let job = std::fs::read_to_string(dir.join("job.go")).unwrap();
+    let test = std::fs::read_to_string(dir.join("cellsupdater_test.go")).unwrap();
+    let names = |list: &[(&str, &str)]| list.iter().map(|(n, _)| n.to_string()).collect::<Vec<_>>();
+    for (file, text, opener, list) in [
+        (
+            "cellsupdater.go",
+            &main,
+            "str(d, \"",
+            contract::RELEASE_KEYS,
+        ),
+        ("cellsupdater.go", &main, "d[\"", contract::RELEASE_KEYS),
+        ("job.go", &job, "p[\"", contract::JOB_PROPERTIES),
+        (
+            "cellsupdater_test.go",
+            &test,
+            "st.String(\"",
+            contract::MANAGER_PROPERTIES,
+        ),
+    ] {
+        let keys = quoted_after(text, opener);
+        assert!(!keys.is_empty(), "{file}: no key after {opener}");
+        for k in keys {
+            assert!(
+                names(list).contains(&k),
+                "{file} reads {k:?}, which the contract does not name"
+            );
+        }
+    }
+}
+
+/// Each string literal that follows `opener` (which ends in its opening quote) in `text`.
+fn quoted_after(text: &str, opener: &str) -> Vec<String> {
+    text.split(opener)
+        .skip(1)
+        .filter_map(|rest| rest.split_once('"').map(|(k, _)| k.to_string()))
+        .collect()
 }

@@ -24,6 +24,7 @@ const LAYERS: &[(&str, &[&str])] = &[
             "schedule",
             "unit_syntax",
             "trust",
+            "wire",
             "helper::protocol",
         ],
     ),

@@ -18,7 +18,7 @@ async fn check_uses_the_configured_then_the_environment_proxy() {
     );
     let req = UpdateRequest::new(
         cells_updater::package::Channel::Stable,
-        "PydioHome",
+        cells_updater::package::Package::Home,
         "4.4.2",
     );
     // An origin that does not resolve: only the proxy can answer.

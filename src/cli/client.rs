@@ -8,6 +8,7 @@ use super::follow::{follow, follow_with};
 use super::render::{
     bool_of, format_time, get_str, or_dash, print_releases, props_to_json, u64_of,
 };
+use cells_updater::contract::{manager_prop, release_key};
 use std::collections::HashMap;
 use std::time::Duration;
 use zbus::zvariant::{OwnedValue, Value};
@@ -37,45 +38,51 @@ pub async fn status(conn: &zbus::Connection, json: bool) -> Result<(), Failure> 
             .and_then(|v| Vec::<String>::try_from(v.try_clone().ok()?).ok())
             .unwrap_or_default()
     };
-    let avail = strings("AvailableVersions");
-    let bad: Vec<String> = strings("BadVersions")
+    let avail = strings(manager_prop::AVAILABLE_VERSIONS);
+    let bad: Vec<String> = strings(manager_prop::BAD_VERSIONS)
         .iter()
         .map(|b| cells_updater::text::one_line(b, 80))
         .collect();
     let last_check = all
-        .get("LastCheck")
+        .get(manager_prop::LAST_CHECK)
         .and_then(|v| u64::try_from(v).ok())
         .unwrap_or(0);
     let rows = [
-        ("State", get_str(&all, "State")),
+        ("State", get_str(&all, manager_prop::STATE)),
         (
             "Installed version",
             format!(
                 "{} ({}, {})",
-                or_dash(get_str(&all, "InstalledVersion")),
-                get_str(&all, "PackageName"),
-                get_str(&all, "Channel")
+                or_dash(get_str(&all, manager_prop::INSTALLED_VERSION)),
+                get_str(&all, manager_prop::PACKAGE_NAME),
+                get_str(&all, manager_prop::CHANNEL)
             ),
         ),
         (
             "Unit",
             format!(
                 "{} -> {}",
-                get_str(&all, "Unit"),
-                or_dash(get_str(&all, "BinaryPath"))
+                get_str(&all, manager_prop::UNIT),
+                or_dash(get_str(&all, manager_prop::BINARY_PATH))
             ),
         ),
-        ("Staged version", or_dash(get_str(&all, "StagedVersion"))),
+        (
+            "Staged version",
+            or_dash(get_str(&all, manager_prop::STAGED_VERSION)),
+        ),
         (
             "Previous version",
-            or_dash(get_str(&all, "PreviousVersion")),
+            or_dash(get_str(&all, manager_prop::PREVIOUS_VERSION)),
         ),
         ("Available", or_dash(avail.join(", "))),
         ("Marked bad", or_dash(bad.join(", "))),
         ("Last check", format_time(last_check)),
         (
             "Hold",
-            match (get_str(&all, "Hold"), get_str(&all, "HoldVersion")) {
+            match (
+                get_str(&all, manager_prop::HOLD),
+                get_str(&all, manager_prop::HOLD_VERSION),
+            ) {
                 (h, _) if h.is_empty() => "-".to_string(),
                 (h, v) if v.is_empty() => cells_updater::text::one_line(&h, 120),
                 (h, v) => format!("pinned at {v} ({})", cells_updater::text::one_line(&h, 100)),
@@ -84,7 +91,7 @@ pub async fn status(conn: &zbus::Connection, json: bool) -> Result<(), Failure> 
         (
             "Next window",
             match all
-                .get("NextWindow")
+                .get(manager_prop::NEXT_WINDOW)
                 .and_then(|v| u64::try_from(v).ok())
                 .unwrap_or(0)
             {
@@ -98,12 +105,18 @@ pub async fn status(conn: &zbus::Connection, json: bool) -> Result<(), Failure> 
         (
             "Last error",
             or_dash(cells_updater::text::one_line(
-                &get_str(&all, "LastError"),
+                &get_str(&all, manager_prop::LAST_ERROR),
                 300,
             )),
         ),
-        ("Current job", or_dash(get_str(&all, "CurrentJob"))),
-        ("Daemon version", get_str(&all, "DaemonVersion")),
+        (
+            "Current job",
+            or_dash(get_str(&all, manager_prop::CURRENT_JOB)),
+        ),
+        (
+            "Daemon version",
+            get_str(&all, manager_prop::DAEMON_VERSION),
+        ),
     ];
     for (k, v) in rows {
         println!("{:<18} {v}", format!("{k}:"));
@@ -140,7 +153,8 @@ pub async fn check(conn: &zbus::Connection, json: bool, auto: Option<Auto>) -> R
     let now_us = cells_updater::daemon::now_us();
     // The timer runs every 15 minutes; the update server is asked once per check interval.
     let due = auto.as_ref().is_none_or(|a| {
-        now_us.saturating_sub(u64_of(&props, "LastCheck")) >= a.check_interval.as_micros() as u64
+        now_us.saturating_sub(u64_of(&props, manager_prop::LAST_CHECK))
+            >= a.check_interval.as_micros() as u64
     });
     let releases = if due {
         manager.check(HashMap::new()).await?
@@ -163,7 +177,7 @@ pub async fn check(conn: &zbus::Connection, json: bool, auto: Option<Auto>) -> R
     } else if !json {
         println!(
             "Last check {}; the next one is due after [policy] check_interval.",
-            format_time(u64_of(&props, "LastCheck"))
+            format_time(u64_of(&props, manager_prop::LAST_CHECK))
         );
     }
     let Some(auto) = auto else { return Ok(()) };
@@ -179,25 +193,25 @@ pub async fn check(conn: &zbus::Connection, json: bool, auto: Option<Auto>) -> R
             println!("{text}");
         }
     };
-    let installed = get_str(&props, "InstalledVersion");
+    let installed = get_str(&props, manager_prop::INSTALLED_VERSION);
     let installed_v = cells_updater::version::CellsVersion::parse(&installed);
     // Not due: the allowed versions of the last check stand in for the server's answer.
     let offered: Vec<String> = if due {
         releases
             .iter()
-            .filter(|r| bool_of(r, "Allowed"))
-            .map(|r| get_str(r, "Version"))
+            .filter(|r| bool_of(r, release_key::ALLOWED))
+            .map(|r| get_str(r, release_key::VERSION))
             .collect()
     } else {
         props
-            .get("AvailableVersions")
+            .get(manager_prop::AVAILABLE_VERSIONS)
             .and_then(|v| <Vec<String>>::try_from(v.try_clone().ok()?).ok())
             .unwrap_or_default()
     };
     let (hold, hold_version, staged) = (
-        get_str(&props, "Hold"),
-        get_str(&props, "HoldVersion"),
-        get_str(&props, "StagedVersion"),
+        get_str(&props, manager_prop::HOLD),
+        get_str(&props, manager_prop::HOLD_VERSION),
+        get_str(&props, manager_prop::STAGED_VERSION),
     );
     let now = jiff::Timestamp::now();
     let decide = |installed: &cells_updater::version::CellsVersion| {
@@ -269,19 +283,19 @@ pub async fn changelog(conn: &zbus::Connection, version: &str) -> Result<(), Fai
     let releases = manager.check(HashMap::new()).await?;
     let r = releases
         .iter()
-        .find(|r| get_str(r, "Version") == version)
+        .find(|r| get_str(r, release_key::VERSION) == version)
         .ok_or_else(|| {
             Failure::failed(format!("the update server offers no release {version:?}"))
         })?;
     println!(
         "{} {}",
-        cells_updater::text::one_line(&get_str(r, "Version"), 40),
-        cells_updater::text::one_line(&get_str(r, "Label"), 120)
+        cells_updater::text::one_line(&get_str(r, release_key::VERSION), 40),
+        cells_updater::text::one_line(&get_str(r, release_key::LABEL), 120)
     );
     println!();
     println!(
         "{}",
-        cells_updater::text::multi_line(&get_str(r, "ChangeLog"))
+        cells_updater::text::multi_line(&get_str(r, release_key::CHANGE_LOG))
     );
     Ok(())
 }

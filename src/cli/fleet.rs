@@ -5,6 +5,7 @@
 use super::bus::Failure;
 use super::{FleetCommand, EXIT_FAILED};
 use cells_updater::config::Config;
+use cells_updater::contract::manager_prop;
 use cells_updater::fleet::etcd::{Cluster, Status};
 use cells_updater::fleet::{FleetConfig, TargetValue, FORMAT};
 use cells_updater::text::one_line;
@@ -144,7 +145,7 @@ async fn local_package(bus: Option<&str>) -> Result<String, Failure> {
         cells_updater::contract::MANAGER_INTERFACE,
     )
     .await?;
-    let name: String = p.get_property("PackageName").await?;
+    let name: String = p.get_property(manager_prop::PACKAGE_NAME).await?;
     match cells_updater::package::Package::parse(&name) {
         Some(_) => Ok(name),
         None => Err(failed(

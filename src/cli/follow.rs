@@ -4,6 +4,7 @@
 use super::bus::{Failure, JobFinishedStream, ManagerProxy, JSON_FORMAT};
 use super::render::get_str;
 use super::EXIT_UNREACHABLE;
+use cells_updater::contract::job_prop;
 use futures_util::StreamExt;
 use std::collections::HashMap;
 use std::io::IsTerminal;
@@ -46,12 +47,12 @@ pub(super) async fn follow_with(
         .await
         .map_err(zbus::Error::from)?;
     bar.show(&initial);
-    let done = |p: &HashMap<String, OwnedValue>| get_str(p, "State") != "running";
+    let done = |p: &HashMap<String, OwnedValue>| get_str(p, job_prop::STATE) != "running";
     if done(&initial) {
         return bar.end(
-            &get_str(&initial, "State"),
-            &get_str(&initial, "Error"),
-            &get_str(&initial, "Message"),
+            &get_str(&initial, job_prop::STATE),
+            &get_str(&initial, job_prop::ERROR),
+            &get_str(&initial, job_prop::MESSAGE),
             &path,
         );
     }
@@ -137,22 +138,22 @@ impl Progress {
             return;
         }
         let percent = p
-            .get("Percent")
+            .get(job_prop::PERCENT)
             .and_then(|v| u32::try_from(v).ok())
             .unwrap_or(0);
         let done = p
-            .get("BytesDone")
+            .get(job_prop::BYTES_DONE)
             .and_then(|v| u64::try_from(v).ok())
             .unwrap_or(0);
         let total = p
-            .get("BytesTotal")
+            .get(job_prop::BYTES_TOTAL)
             .and_then(|v| u64::try_from(v).ok())
             .unwrap_or(0);
-        let phase = get_str(p, "Phase");
-        let version = get_str(p, "Version");
+        let phase = get_str(p, job_prop::PHASE);
+        let version = get_str(p, job_prop::VERSION);
         match &self.bar {
             Some(bar) => {
-                bar.set_prefix(format!("{} {version}:", get_str(p, "Kind")));
+                bar.set_prefix(format!("{} {version}:", get_str(p, job_prop::KIND)));
                 bar.set_position(u64::from(percent.min(100)));
                 bar.set_message(format!(
                     "{phase}  {:.1}/{:.1} MiB",
@@ -164,7 +165,10 @@ impl Progress {
                 // Plain lines: one per phase and per 10 % step.
                 let key = format!("{phase} {}", percent / 10);
                 if key != self.last {
-                    eprintln!("{} {version}: {phase} {percent}%", get_str(p, "Kind"));
+                    eprintln!(
+                        "{} {version}: {phase} {percent}%",
+                        get_str(p, job_prop::KIND)
+                    );
                     self.last = key;
                 }
             }

@@ -1,6 +1,7 @@
 //! Rendering for a person or a script: D-Bus values as JSON, times, the releases table (all
 //! outside text made inert first).
 
+use cells_updater::contract::release_key;
 use std::collections::HashMap;
 use zbus::zvariant::{OwnedValue, Value};
 
@@ -71,8 +72,11 @@ pub(super) fn print_releases(releases: &[HashMap<String, OwnedValue>]) {
     );
     for r in releases {
         let inert = |k: &str, max| cells_updater::text::one_line(&get_str(r, k), max);
-        let mut reason = or_dash(inert("Reason", 40));
-        if let Some(at) = r.get("EligibleAt").and_then(|v| i64::try_from(v).ok()) {
+        let mut reason = or_dash(inert(release_key::REASON, 40));
+        if let Some(at) = r
+            .get(release_key::ELIGIBLE_AT)
+            .and_then(|v| i64::try_from(v).ok())
+        {
             reason = format!(
                 "{reason} (eligible {})",
                 format_time(at.max(0) as u64 * 1_000_000)
@@ -80,13 +84,17 @@ pub(super) fn print_releases(releases: &[HashMap<String, OwnedValue>]) {
         }
         println!(
             "{:<14} {:<8} {:<14} {:>10.1}  {}",
-            inert("Version", 40),
-            if bool_of(r, "Allowed") { "yes" } else { "no" },
+            inert(release_key::VERSION, 40),
+            if bool_of(r, release_key::ALLOWED) {
+                "yes"
+            } else {
+                "no"
+            },
             reason,
-            u64_of(r, "Size") as f64 / 1048576.0,
-            inert("Label", 80)
+            u64_of(r, release_key::SIZE) as f64 / 1048576.0,
+            inert(release_key::LABEL, 80)
         );
-        let log = cells_updater::text::multi_line(&get_str(r, "ChangeLog"));
+        let log = cells_updater::text::multi_line(&get_str(r, release_key::CHANGE_LOG));
         for line in log.lines().filter(|l| !l.trim().is_empty()).take(2) {
             println!("    {}", cells_updater::text::one_line(line.trim(), 96));
         }

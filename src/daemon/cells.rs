@@ -173,13 +173,9 @@ impl Daemon {
     }
 
     /// The package in use: the persisted one (after an Enterprise upgrade), else the config.
-    pub async fn package(&self) -> String {
-        let p = self.store.lock().await.get().package_name.clone();
-        if p.is_empty() {
-            self.cfg.package.clone()
-        } else {
-            p
-        }
+    pub async fn package(&self) -> crate::package::Package {
+        let p = self.store.lock().await.get().package_name;
+        p.unwrap_or(self.cfg.package)
     }
 
     /// Where the license lives: the working directory, and whose it is.

@@ -12,7 +12,7 @@ impl Daemon {
     /// records and announces what is new, and returns every offer with its verdict.
     pub(super) async fn check(
         &self,
-        package: Option<String>,
+        package: Option<crate::package::Package>,
         channel: Option<Channel>,
     ) -> Result<Vec<Assessed>> {
         // A check does not disturb a running job; it only moves the state when at rest.
@@ -26,7 +26,7 @@ impl Daemon {
         // for it and shares its answer (same options), so a flood of Checks costs one helper
         // run at a time, not one each.
         let arrived = std::time::Instant::now();
-        let asked = (package.clone(), channel);
+        let asked = (package, channel);
         let result = {
             let mut last = self.last_check.lock().await;
             match &*last {
@@ -37,7 +37,7 @@ impl Daemon {
                         Err(e) => Err(e),
                     };
                     *last = Some(super::CheckAnswer {
-                        asked: asked.clone(),
+                        asked,
                         at: std::time::Instant::now(),
                         result: result.clone(),
                     });

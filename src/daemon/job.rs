@@ -142,19 +142,20 @@ pub struct JobData {
 impl JobData {
     /// Every property with its value, for change detection.
     pub fn props(&self) -> Vec<(&'static str, Value<'static>)> {
+        use crate::contract::job_prop as P;
         vec![
-            ("Id", Value::from(self.id)),
-            ("Kind", Value::from(self.kind.as_str())),
-            ("Version", Value::from(self.version.clone())),
-            ("State", Value::from(self.state.as_str())),
-            ("Phase", Value::from(self.phase.as_str())),
-            ("Percent", Value::from(self.percent)),
-            ("BytesDone", Value::from(self.bytes_done)),
-            ("BytesTotal", Value::from(self.bytes_total)),
-            ("Error", Value::from(self.error.clone())),
-            ("Message", Value::from(self.message.clone())),
-            ("StartedAt", Value::from(self.started_at)),
-            ("FinishedAt", Value::from(self.finished_at)),
+            (P::ID, Value::from(self.id)),
+            (P::KIND, Value::from(self.kind.as_str())),
+            (P::VERSION, Value::from(self.version.clone())),
+            (P::STATE, Value::from(self.state.as_str())),
+            (P::PHASE, Value::from(self.phase.as_str())),
+            (P::PERCENT, Value::from(self.percent)),
+            (P::BYTES_DONE, Value::from(self.bytes_done)),
+            (P::BYTES_TOTAL, Value::from(self.bytes_total)),
+            (P::ERROR, Value::from(self.error.clone())),
+            (P::MESSAGE, Value::from(self.message.clone())),
+            (P::STARTED_AT, Value::from(self.started_at)),
+            (P::FINISHED_AT, Value::from(self.finished_at)),
         ]
     }
 }
@@ -318,5 +319,39 @@ impl JobObject {
     #[zbus(property)]
     fn finished_at(&self) -> u64 {
         self.handle.data().finished_at
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A job's properties are the contract's list, in its order and with its signatures.
+    #[test]
+    fn a_job_names_every_property_of_the_contract() {
+        let data = JobData {
+            id: 3,
+            kind: JobKind::Apply,
+            version: "4.4.7".into(),
+            state: JobState::Running,
+            phase: Phase::Swapping,
+            percent: 50,
+            bytes_done: 1,
+            bytes_total: 2,
+            error: String::new(),
+            message: String::new(),
+            started_at: 1,
+            finished_at: 0,
+        };
+        let got: Vec<(&str, String)> = data
+            .props()
+            .iter()
+            .map(|(n, v)| (*n, v.value_signature().to_string()))
+            .collect();
+        let want: Vec<(&str, String)> = crate::contract::JOB_PROPERTIES
+            .iter()
+            .map(|(n, s)| (*n, s.to_string()))
+            .collect();
+        assert_eq!(got, want);
     }
 }

@@ -33,23 +33,27 @@ fn ov(v: Value<'_>) -> OwnedValue {
 }
 
 fn release_dict(a: &Assessed) -> HashMap<String, OwnedValue> {
+    use crate::contract::release_key as K;
     let p = &a.package;
     let mut d = HashMap::new();
-    d.insert("Version".into(), ov(Value::from(p.version.clone())));
+    d.insert(K::VERSION.into(), ov(Value::from(p.version.clone())));
     d.insert(
-        "PackageName".into(),
+        K::PACKAGE_NAME.into(),
         ov(Value::from(p.package_name.clone())),
     );
-    d.insert("Label".into(), ov(Value::from(p.label.clone())));
-    d.insert("Description".into(), ov(Value::from(p.description.clone())));
-    d.insert("ChangeLog".into(), ov(Value::from(p.change_log.clone())));
-    d.insert("ReleaseDate".into(), ov(Value::from(p.release_date)));
-    d.insert("Size".into(), ov(Value::from(p.binary_size.max(0) as u64)));
-    d.insert("Allowed".into(), ov(Value::from(a.allowed())));
-    d.insert("Reason".into(), ov(Value::from(a.reason_str())));
-    d.insert("IsPatch".into(), ov(Value::from(p.is_patch)));
+    d.insert(K::LABEL.into(), ov(Value::from(p.label.clone())));
+    d.insert(
+        K::DESCRIPTION.into(),
+        ov(Value::from(p.description.clone())),
+    );
+    d.insert(K::CHANGE_LOG.into(), ov(Value::from(p.change_log.clone())));
+    d.insert(K::RELEASE_DATE.into(), ov(Value::from(p.release_date)));
+    d.insert(K::SIZE.into(), ov(Value::from(p.binary_size.max(0) as u64)));
+    d.insert(K::ALLOWED.into(), ov(Value::from(a.allowed())));
+    d.insert(K::REASON.into(), ov(Value::from(a.reason_str())));
+    d.insert(K::IS_PATCH.into(), ov(Value::from(p.is_patch)));
     if let Some(at) = a.eligible_at {
-        d.insert("EligibleAt".into(), ov(Value::from(at)));
+        d.insert(K::ELIGIBLE_AT.into(), ov(Value::from(at)));
     }
     d
 }
@@ -66,8 +70,7 @@ impl Daemon {
 
     /// The hold's pin, if any.
     pub(super) async fn pin(&self) -> Option<CellsVersion> {
-        let hold = self.store.lock().await.get().hold.clone()?;
-        CellsVersion::parse(&hold.version).ok()
+        self.store.lock().await.get().hold.as_ref()?.version.clone()
     }
 
     /// The start of the maintenance window open now, or of the next one (µs since the
@@ -95,7 +98,7 @@ impl Daemon {
             );
             return Ok(());
         }
-        if h.version.is_empty() {
+        if h.version.is_none() {
             return Err(Error::Held(format!(
                 "updates are held ({}); run `cells-updater unhold` (Release), or pass Force to \
                  go past the hold",
@@ -192,7 +195,7 @@ impl ManagerIface {
             version: need("Version")?,
             checksum: need("Checksum")?,
             signature: need("Signature")?,
-            package: dict_str(&metadata, "PackageName")?.unwrap_or_default(),
+            package: super::options::package_option(&metadata)?,
             offered_by: match hdr.sender() {
                 Some(sender) => format!("{sender}"),
                 None => String::new(),
@@ -351,7 +354,7 @@ impl ManagerIface {
             } else {
                 reason
             },
-            version: pin.as_ref().map(|v| v.to_string()).unwrap_or_default(),
+            version: pin.clone(),
             since: super::now_us(),
         };
         crate::log::info(
@@ -401,7 +404,9 @@ impl ManagerIface {
         let uid = s.authorize(&hdr, Action::ManagePolicy).await?;
         let shown = crate::text::one_line(&entry, 120);
         let (package, version) = match entry.split_once(':') {
-            Some((p, v)) if crate::package::Package::is_known(p) => (Some(p), v),
+            Some((p, v)) if crate::package::Package::parse(p).is_some() => {
+                (crate::package::Package::parse(p), v)
+            }
             Some(_) => {
                 return Err(Error::InvalidArgument(format!(
                     "{shown:?} is neither a version nor a BadVersions entry (PydioHome:V or \
@@ -412,19 +417,14 @@ impl ManagerIface {
             None => (None, entry.as_str()),
         };
         let want = CellsVersion::parse(version)?;
-        let matches = |listed: &String| {
-            listed.split_once(':').is_some_and(|(p, v)| {
-                package.is_none_or(|want_p| want_p == p)
-                    && CellsVersion::parse(v).is_ok_and(|v| v == want)
-            })
-        };
+        let matches = |listed: &crate::package::BadRelease| listed.cleared_by(package, &want);
         let mut store = s.store.lock().await;
         let gone: Vec<String> = store
             .get()
             .bad_versions
             .iter()
             .filter(|b| matches(b))
-            .cloned()
+            .map(ToString::to_string)
             .collect();
         if gone.is_empty() {
             return Err(Error::InvalidArgument(format!(

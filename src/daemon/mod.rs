@@ -64,7 +64,10 @@ struct Jobs {
 /// A `Check`'s answer, with what it was asked and when it was answered.
 pub(in crate::daemon) struct CheckAnswer {
     /// `PackageName` and `Channel` as the caller gave them.
-    pub asked: (Option<String>, Option<crate::package::Channel>),
+    pub asked: (
+        Option<crate::package::Package>,
+        Option<crate::package::Channel>,
+    ),
     pub at: Instant,
     pub result: Result<Vec<crate::policy::Assessed>>,
 }
@@ -264,11 +267,7 @@ impl Daemon {
         let doc = self.store.lock().await.get().clone();
         let snapshot = crate::metrics::Snapshot {
             installed_version: self.installed().map(|i| i.version).unwrap_or_default(),
-            package: if doc.package_name.is_empty() {
-                self.cfg.package.clone()
-            } else {
-                doc.package_name.clone()
-            },
+            package: doc.package_name.unwrap_or(self.cfg.package).to_string(),
             channel: self.channel().to_string(),
             state: doc.state.as_str().to_string(),
             last_check_us: doc.last_check,
@@ -276,7 +275,11 @@ impl Daemon {
             updates_succeeded: doc.counters.updates_succeeded,
             updates_failed: doc.counters.updates_failed,
             rollbacks: doc.counters.rollbacks,
-            available: doc.available_versions.last().cloned().unwrap_or_default(),
+            available: doc
+                .available_versions
+                .last()
+                .map(ToString::to_string)
+                .unwrap_or_default(),
             held: doc.hold.is_some(),
         };
         let text = crate::metrics::render(&snapshot);

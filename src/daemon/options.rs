@@ -140,17 +140,29 @@ pub(super) fn apply_options(
     })
 }
 
+/// The `PackageName` option, if given, spelled as the contract spells a package.
+pub(super) fn package_option(d: &Dict) -> Result<Option<crate::package::Package>> {
+    dict_str(d, "PackageName")?
+        .map(|p| {
+            crate::package::Package::parse(&p).ok_or_else(|| {
+                Error::InvalidArgument(format!(
+                    "PackageName {:?} is not PydioHome or PydioEnterprise",
+                    crate::text::one_line(&p, 40)
+                ))
+            })
+        })
+        .transpose()
+}
+
 /// `Check`'s options: `PackageName` and `Channel`, each spelled as the contract spells it.
-pub(super) fn check_options(d: &Dict) -> Result<(Option<String>, Option<crate::package::Channel>)> {
+pub(super) fn check_options(
+    d: &Dict,
+) -> Result<(
+    Option<crate::package::Package>,
+    Option<crate::package::Channel>,
+)> {
     only_keys(d, &["PackageName", "Channel"])?;
-    let package = dict_str(d, "PackageName")?;
-    if let Some(p) = &package {
-        if !crate::package::Package::is_known(p) {
-            return Err(Error::InvalidArgument(format!(
-                "PackageName {p:?} is not PydioHome or PydioEnterprise"
-            )));
-        }
-    }
+    let package = package_option(d)?;
     let channel = match dict_str(d, "Channel")? {
         None => None,
         Some(c) => Some(crate::package::Channel::parse(&c).ok_or_else(|| {
@@ -158,4 +170,55 @@ pub(super) fn check_options(d: &Dict) -> Result<(Option<String>, Option<crate::p
         })?),
     };
     Ok((package, channel))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::package::{Channel, Package};
+    use zbus::zvariant::Value;
+
+    fn dict(rows: &[(&str, Value<'_>)]) -> Dict {
+        rows.iter()
+            .map(|(k, v)| (k.to_string(), OwnedValue::try_from(v.clone()).unwrap()))
+            .collect()
+    }
+
+    /// `PackageName` (Check's and StageFromFd's) and `Channel`, row by row: each spelling of
+    /// the contract, and a clear `InvalidArgument` for anything else.
+    #[test]
+    fn packages_and_channels_are_spelled_as_the_contract_spells_them() {
+        assert_eq!(package_option(&dict(&[])).unwrap(), None);
+        for p in Package::ALL {
+            let d = dict(&[("PackageName", Value::from(p.as_str()))]);
+            assert_eq!(package_option(&d).unwrap(), Some(p));
+        }
+        let d = dict(&[
+            ("PackageName", Value::from("PydioEnterprise")),
+            ("Channel", Value::from("dev")),
+        ]);
+        assert_eq!(
+            check_options(&d).unwrap(),
+            (Some(Package::Enterprise), Some(Channel::Dev))
+        );
+        for (key, value, says) in [
+            (
+                "PackageName",
+                Value::from("Pydio"),
+                "is not PydioHome or PydioEnterprise",
+            ),
+            (
+                "PackageName",
+                Value::from("pydiohome"),
+                "is not PydioHome or PydioEnterprise",
+            ),
+            ("PackageName", Value::from(7u32), "must be a string"),
+            ("Channel", Value::from("beta"), "is not stable or dev"),
+            ("Other", Value::from("x"), "Other"),
+        ] {
+            let e = check_options(&dict(&[(key, value)])).unwrap_err();
+            assert_eq!(e.name(), "InvalidArgument", "{key}: {e}");
+            assert!(e.message().contains(says), "{key}: {e}");
+        }
+    }
 }

@@ -46,6 +46,11 @@ fn text(v: &Option<crate::version::CellsVersion>) -> String {
     v.as_ref().map(ToString::to_string).unwrap_or_default()
 }
 
+/// Typed values as the bus carries them: their text.
+fn texts<T: ToString>(v: &[T]) -> Vec<String> {
+    v.iter().map(ToString::to_string).collect()
+}
+
 impl Daemon {
     /// One snapshot of every Manager property.
     pub(super) async fn props(&self, learnt: Learnt) -> ManagerProps {
@@ -59,11 +64,7 @@ impl Daemon {
             _ => self.channel(),
         };
         let doc = self.store.lock().await.get().clone();
-        let package_name = if doc.package_name.is_empty() {
-            self.cfg.package.clone()
-        } else {
-            doc.package_name.clone()
-        };
+        let package_name = doc.package_name.unwrap_or(self.cfg.package).to_string();
         let hold = doc.hold.as_ref();
         ManagerProps {
             state: doc.state.as_str().to_string(),
@@ -77,13 +78,13 @@ impl Daemon {
                 .unwrap_or_default(),
             staged_version: text(&doc.staged_version),
             previous_version: text(&doc.previous_version),
-            available_versions: doc.available_versions,
-            bad_versions: doc.bad_versions,
+            available_versions: texts(&doc.available_versions),
+            bad_versions: texts(&doc.bad_versions),
             last_check: doc.last_check,
             last_error: crate::text::no_nul(&doc.last_error),
             current_job: self.current_job(),
             hold: hold.map(|h| h.reason.clone()).unwrap_or_default(),
-            hold_version: hold.map(|h| h.version.clone()).unwrap_or_default(),
+            hold_version: hold.map(|h| text(&h.version)).unwrap_or_default(),
             next_window: self.next_window(),
             daemon_version: env!("CARGO_PKG_VERSION").to_string(),
         }
@@ -98,24 +99,65 @@ impl Daemon {
 impl ManagerProps {
     /// Name and value of each, in contract order (the names of `crate::contract`).
     pub(super) fn into_values(self) -> Vec<(&'static str, Value<'static>)> {
+        use crate::contract::manager_prop as P;
         vec![
-            ("State", Value::from(self.state)),
-            ("InstalledVersion", Value::from(self.installed_version)),
-            ("PackageName", Value::from(self.package_name)),
-            ("Channel", Value::from(self.channel)),
-            ("Unit", Value::from(self.unit)),
-            ("BinaryPath", Value::from(self.binary_path)),
-            ("StagedVersion", Value::from(self.staged_version)),
-            ("PreviousVersion", Value::from(self.previous_version)),
-            ("AvailableVersions", Value::from(self.available_versions)),
-            ("BadVersions", Value::from(self.bad_versions)),
-            ("LastCheck", Value::from(self.last_check)),
-            ("LastError", Value::from(self.last_error)),
-            ("CurrentJob", Value::from(self.current_job)),
-            ("Hold", Value::from(self.hold)),
-            ("HoldVersion", Value::from(self.hold_version)),
-            ("NextWindow", Value::from(self.next_window)),
-            ("DaemonVersion", Value::from(self.daemon_version)),
+            (P::STATE, Value::from(self.state)),
+            (P::INSTALLED_VERSION, Value::from(self.installed_version)),
+            (P::PACKAGE_NAME, Value::from(self.package_name)),
+            (P::CHANNEL, Value::from(self.channel)),
+            (P::UNIT, Value::from(self.unit)),
+            (P::BINARY_PATH, Value::from(self.binary_path)),
+            (P::STAGED_VERSION, Value::from(self.staged_version)),
+            (P::PREVIOUS_VERSION, Value::from(self.previous_version)),
+            (P::AVAILABLE_VERSIONS, Value::from(self.available_versions)),
+            (P::BAD_VERSIONS, Value::from(self.bad_versions)),
+            (P::LAST_CHECK, Value::from(self.last_check)),
+            (P::LAST_ERROR, Value::from(self.last_error)),
+            (P::CURRENT_JOB, Value::from(self.current_job)),
+            (P::HOLD, Value::from(self.hold)),
+            (P::HOLD_VERSION, Value::from(self.hold_version)),
+            (P::NEXT_WINDOW, Value::from(self.next_window)),
+            (P::DAEMON_VERSION, Value::from(self.daemon_version)),
         ]
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The snapshot yields every property of the contract's list, in its order and with its
+    /// D-Bus signature, so the getters and `PropertiesChanged` speak the contract.
+    #[test]
+    fn the_snapshot_names_every_property_of_the_contract() {
+        let props = ManagerProps {
+            state: "idle".into(),
+            installed_version: "4.4.6".into(),
+            package_name: "PydioHome".into(),
+            channel: "stable".into(),
+            unit: "cells.service".into(),
+            binary_path: "/opt/pydio/bin/cells".into(),
+            staged_version: String::new(),
+            previous_version: String::new(),
+            available_versions: vec!["4.4.7".into()],
+            bad_versions: vec![],
+            last_check: 1,
+            last_error: String::new(),
+            current_job: OwnedObjectPath::try_from("/").expect("a valid path"),
+            hold: String::new(),
+            hold_version: String::new(),
+            next_window: 0,
+            daemon_version: "0.1.0".into(),
+        };
+        let got: Vec<(&str, String)> = props
+            .into_values()
+            .iter()
+            .map(|(n, v)| (*n, v.value_signature().to_string()))
+            .collect();
+        let want: Vec<(&str, String)> = crate::contract::MANAGER_PROPERTIES
+            .iter()
+            .map(|(n, s)| (*n, s.to_string()))
+            .collect();
+        assert_eq!(got, want);
     }
 }

@@ -158,7 +158,7 @@ impl Stager {
                 &work,
                 Checked {
                     version: &release.version,
-                    package: &release.package,
+                    package: release.package,
                     expected: &release.checksum,
                     signature: &release.signature,
                     digest,
@@ -181,7 +181,7 @@ impl Stager {
         &self,
         file: File,
         meta: &FdMetadata,
-        default_package: &str,
+        default_package: crate::package::Package,
         floor: &VersionFloor,
         progress: &mut (dyn FnMut(Progress) + Send),
         cancel: &Cancel,
@@ -189,16 +189,7 @@ impl Stager {
         let version = CellsVersion::parse(&meta.version)?;
         let expected = trust::decode_checksum(&meta.checksum)?;
         let signature = trust::decode_b64("the signature", &meta.signature)?;
-        let package = if meta.package.is_empty() {
-            default_package.to_string()
-        } else {
-            meta.package.clone()
-        };
-        if !crate::package::Package::is_known(&package) {
-            return Err(Error::InvalidArgument(format!(
-                "PackageName {package:?} is not PydioHome or PydioEnterprise"
-            )));
-        }
+        let package = meta.package.unwrap_or(default_package);
         floor.admit(&version)?;
         self.require_keys()?;
         let stat = file.metadata().map_err(|e| {
@@ -257,7 +248,7 @@ impl Stager {
                 &work,
                 Checked {
                     version: &version,
-                    package: &package,
+                    package,
                     expected: &expected,
                     signature: &signature,
                     digest,
@@ -539,9 +530,7 @@ impl Stager {
         cancel.check()?;
         let manifest = Manifest {
             version: c.version.clone(),
-            package: crate::package::Package::parse(c.package).ok_or_else(|| {
-                Error::InvalidArgument(format!("{:?} is not a Cells package", c.package))
-            })?,
+            package: c.package,
             sha256: c.digest,
             size: c.size,
             key_id: key.id.clone(),
@@ -591,7 +580,7 @@ fn resumable(e: Error) -> Error {
 
 struct Checked<'a> {
     version: &'a CellsVersion,
-    package: &'a str,
+    package: crate::package::Package,
     expected: &'a Sha256Digest,
     signature: &'a [u8],
     digest: Sha256Digest,

@@ -8,8 +8,10 @@ use super::*;
 pub struct Release {
     /// The advertised version.
     pub version: CellsVersion,
-    /// `PydioHome` or `PydioEnterprise`.
-    pub package: String,
+    /// The edition the binary must be: the one asked for, whatever the server's entry says
+    /// (an empty `PackageName` passes the policy, and must not pass the edition check as
+    /// Home).
+    pub package: crate::package::Package,
     /// Where the binary is downloaded from (checked against the download rules).
     pub url: reqwest::Url,
     /// Advertised SHA-256 of the whole binary.
@@ -23,9 +25,11 @@ pub struct Release {
 impl Release {
     /// Checks the form of a package offered by the server at `server_url`: a Cells version, a
     /// `BinaryURL` that follows the download rules (on the server's host or one of
-    /// `download_hosts`), a 32-byte checksum, a signature, a size.
+    /// `download_hosts`), a 32-byte checksum, a signature, a size. `package` is the edition
+    /// asked for.
     pub fn from_package(
         p: &Package,
+        package: crate::package::Package,
         server_url: &str,
         download_hosts: &[String],
     ) -> Result<Release> {
@@ -46,7 +50,7 @@ impl Release {
         }
         Ok(Release {
             version,
-            package: p.package_name.clone(),
+            package,
             url,
             checksum,
             signature,
@@ -63,7 +67,7 @@ pub struct Manifest {
     /// Package name.
     pub package: crate::package::Package,
     /// SHA-256 of the staged binary (base64 in the file).
-    #[serde(with = "crate::state::wire::digest")]
+    #[serde(with = "crate::wire::digest")]
     pub sha256: crate::trust::Sha256Digest,
     /// Size in bytes.
     pub size: u64,
@@ -84,8 +88,8 @@ pub struct FdMetadata {
     pub checksum: String,
     /// `Signature`, base64.
     pub signature: String,
-    /// `PackageName`; empty = the configured package.
-    pub package: String,
+    /// `PackageName`; `None` = the package in use.
+    pub package: Option<crate::package::Package>,
     /// Who offered it, for the manifest (e.g. `uid 1000`).
     pub offered_by: String,
 }

@@ -391,7 +391,7 @@ impl StageEnv {
             &self.settings,
             &UpdateRequest::new(
                 cells_updater::package::Channel::Stable,
-                "PydioHome",
+                cells_updater::package::Package::Home,
                 "4.4.2",
             ),
         )
@@ -401,8 +401,12 @@ impl StageEnv {
             .iter()
             .find(|p| p.version == version)
             .unwrap_or_else(|| panic!("{version:?} not in catalog"));
-        let release =
-            Release::from_package(pkg, &self.server.base(), &self.settings.download_hosts)?;
+        let release = Release::from_package(
+            pkg,
+            cells_updater::package::Package::Home,
+            &self.server.base(),
+            &self.settings.download_hosts,
+        )?;
         self.stager
             .stage_release(
                 &self.settings,

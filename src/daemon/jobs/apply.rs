@@ -19,6 +19,7 @@ use crate::fcaps::FileCaps;
 use crate::health::HealthCheck;
 use crate::install::{self, Backups, BinaryDir};
 use crate::log;
+use crate::package::BadRelease;
 use crate::state::{InstalledRecord, Journal, JournalKind, Lifecycle, Step};
 use crate::systemd;
 use crate::version::CellsVersion;
@@ -38,7 +39,7 @@ pub(in crate::daemon) struct Options {
     pub file_name: Option<String>,
     /// The package of the staged release when it differs from the installed one (Enterprise):
     /// the same version may then be installed.
-    pub cross_package: Option<String>,
+    pub cross_package: Option<crate::package::Package>,
     /// Past a hold, its pin and the release age.
     pub force: bool,
 }
@@ -50,16 +51,6 @@ pub(in crate::daemon) async fn blocking<T: Send + 'static>(
     tokio::task::spawn_blocking(f)
         .await
         .map_err(|e| Error::Internal(format!("file task failed: {e}")))?
-}
-
-/// The package in use as the journal records it.
-pub(in crate::daemon) fn package_of(p: &str) -> Result<crate::package::Package> {
-    crate::package::Package::parse(p).ok_or_else(|| {
-        Error::Internal(format!(
-            "the package in use {:?} is not PydioHome or PydioEnterprise",
-            crate::text::one_line(p, 40)
-        ))
-    })
 }
 
 /// The binary's checked directory, in a form blocking tasks can share.
@@ -162,12 +153,13 @@ impl Daemon {
 }
 
 /// Restarts the unit and waits until it is healthy and its binary reports `version` (compared
-/// as versions: `v4.4.5` is 4.4.5) and, when it prints an edition label, the edition of
+/// as versions: `v4.4.5` is 4.4.5; `None`: a binary put back that never reported one, of
+/// which only its health can be proved) and, when it prints an edition label, the edition of
 /// `package`.
 pub(in crate::daemon) async fn restart_and_prove(
     ctx: &Ctx,
-    version: &str,
-    package: &str,
+    version: Option<&CellsVersion>,
+    package: crate::package::Package,
 ) -> Result<()> {
     let d = &ctx.d;
     let before = d.units.facts(&d.cfg.unit).await?;
@@ -179,19 +171,21 @@ pub(in crate::daemon) async fn restart_and_prove(
         .wait_healthy(&d.cfg.unit, &d.health(), before.n_restarts, &d.runner)
         .await?;
     let now = d.refresh_installed().await;
-    let want = CellsVersion::parse(version)?;
-    if CellsVersion::parse(&now.version).ok() != Some(want) {
-        return Err(Error::UnitFailed(format!(
-            "after the restart the binary reports {:?}, not {version}",
-            crate::text::one_line(&now.version, 80)
-        )));
+    let shown = version.map_or("the previous release".into(), |v| v.to_string());
+    if let Some(want) = version {
+        if CellsVersion::parse(&now.version).ok().as_ref() != Some(want) {
+            return Err(Error::UnitFailed(format!(
+                "after the restart the binary reports {:?}, not {want}",
+                crate::text::one_line(&now.version, 80)
+            )));
+        }
     }
     let label = d.installed_label().await;
     if !label.is_empty() {
         let enterprise = crate::probe::label_is_enterprise(&label);
-        if enterprise != crate::package::Package::is_enterprise(package) {
+        if enterprise != (package == crate::package::Package::Enterprise) {
             return Err(Error::UnitFailed(format!(
-                "after the restart the binary says it is {label:?}, not the {package} build of {version}"
+                "after the restart the binary says it is {label:?}, not the {package} build of {shown}"
             )));
         }
     }
@@ -226,28 +220,22 @@ pub(in crate::daemon) async fn run(ctx: &Ctx, opts: &Options) -> Result<String> 
         None => floor.admit(&staged)?,
         Some(_) => floor.admit_cross(&staged)?,
     }
-    super::stage::refuse_bad(
-        d,
-        opts.cross_package.as_deref().unwrap_or(&d.package().await),
-        &staged,
-    )
-    .await?;
+    let from_package = d.package().await;
+    let to_package = opts.cross_package.unwrap_or(from_package);
+    super::stage::refuse_bad(d, to_package, &staged).await?;
     // A hold or pin set while this job downloaded stops it here, before anything changes
     // (a forced job was let past them, and said so, when it was asked for).
     if !opts.force {
         d.check_policy(opts, Some(&staged), &format!("the install of {staged}"))
             .await?;
     }
-    let from = floor
-        .installed
-        .as_ref()
-        .map(|v| v.to_string())
-        .unwrap_or_default();
-    let from_package = d.package().await;
-    let to_package = opts
-        .cross_package
-        .clone()
-        .unwrap_or_else(|| from_package.clone());
+    // The kept copy is filed under the version the installed binary reports.
+    let from = floor.installed.clone().ok_or_else(|| {
+        Error::SwapFailed(
+            "the installed Cells binary reports no version cells-updater can read, so no copy              of it could be kept for Rollback; nothing was changed"
+                .into(),
+        )
+    })?;
     let installed = d.installed().unwrap_or_default();
     let old_binary = installed
         .binary
@@ -270,13 +258,8 @@ pub(in crate::daemon) async fn run(ctx: &Ctx, opts: &Options) -> Result<String> 
         ));
     }
     // What the journal records is typed before anything is taken or changed.
-    let packages = (package_of(&from_package)?, package_of(&to_package)?);
     let slot = super::fleet_gate::take(ctx, &staged.to_string()).await?;
     let swapped = std::sync::atomic::AtomicBool::new(false);
-    let to_pkg = opts
-        .cross_package
-        .clone()
-        .unwrap_or_else(|| from_package.clone());
     let result: Result<String> = async {
         ctx.job.cancel.check()?;
         // The point of no return: from here on Cancel is refused and the job finishes or undoes.
@@ -308,10 +291,10 @@ pub(in crate::daemon) async fn run(ctx: &Ctx, opts: &Options) -> Result<String> 
         let mut j = Journal {
             kind: JournalKind::Apply,
             step: Step::Backup,
-            from_version: floor.installed.clone(),
-            from_package: packages.0,
+            from_version: Some(from.clone()),
+            from_package,
             to_version: staged.clone(),
-            to_package: packages.1,
+            to_package,
             old_binary: old_binary.display().to_string(),
             target: target.display().to_string(),
             old_sha256: old.sha256,
@@ -331,11 +314,11 @@ pub(in crate::daemon) async fn run(ctx: &Ctx, opts: &Options) -> Result<String> 
         failpoint::hit("apply-before-backup");
         {
             let state = d.state_dir().await?;
-            let (from, path, pkg) = (from.clone(), old_binary.clone(), from_package.clone());
+            let (from, path) = (from.clone(), old_binary.clone());
             let seen = old.clone();
             blocking(move || {
                 Backups::open(&state)?
-                    .keep(&old_file, &seen, &from, &path, &pkg)
+                    .keep(&old_file, &seen, &from, &path, from_package)
                     .map(|_| ())
             })
             .await?;
@@ -391,8 +374,8 @@ pub(in crate::daemon) async fn run(ctx: &Ctx, opts: &Options) -> Result<String> 
     super::fleet_gate::report(
         ctx,
         slot,
-        &staged.to_string(),
-        &to_pkg,
+        &staged,
+        to_package,
         swapped.load(std::sync::atomic::Ordering::SeqCst),
         &result,
     )
@@ -461,13 +444,13 @@ pub(in crate::daemon) async fn finish(ctx: &Ctx, j: &mut Journal) -> Result<Stri
     ctx.journal(Some(j)).await?;
     ctx.set_state(Lifecycle::Restarting).await?;
     ctx.phase(Phase::Restarting).await;
-    restart_and_prove(ctx, &j.to_version.to_string(), j.to_package.as_str()).await?;
+    restart_and_prove(ctx, Some(&j.to_version), j.to_package).await?;
     failpoint::hit("apply-after-health");
     commit(ctx, j).await?;
     if let Ok(state) = d.store.lock().await.dir().try_clone() {
-        let (keep, from) = (d.cfg.keep_versions as usize, j.from_text());
+        let (keep, from) = (d.cfg.keep_versions as usize, j.from_version.clone());
         let _ = blocking(move || {
-            Backups::open(&state)?.prune(keep, &[from.as_str()]);
+            Backups::open(&state)?.prune(keep, &from.iter().collect::<Vec<_>>());
             Ok(())
         })
         .await;
@@ -488,10 +471,9 @@ async fn commit(ctx: &Ctx, j: &Journal) -> Result<()> {
         let mut store = ctx.d.store.lock().await;
         store.update(|s| {
             s.committed = std::cmp::max(s.committed.clone(), Some(to.clone()));
-            s.package_name = j.to_package.to_string();
+            s.package_name = Some(j.to_package);
             // What is now installed (or older) is no longer available.
-            s.available_versions
-                .retain(|v| CellsVersion::parse(v).is_ok_and(|v| v > to));
+            s.available_versions.retain(|v| *v > to);
         })?;
         store.set_journal(None)?;
     }
@@ -527,9 +509,10 @@ pub(in crate::daemon) async fn after_failure(
         ))),
         Err(e) => {
             let backup = match ctx.d.store.lock().await.dir().try_clone() {
-                Ok(state) => Backups::open(&state)
-                    .map(|b| b.path_of(&j.from_text()).display().to_string())
-                    .unwrap_or_default(),
+                Ok(state) => match (Backups::open(&state), &j.from_version) {
+                    (Ok(b), Some(v)) => b.path_of(v).display().to_string(),
+                    _ => String::new(),
+                },
                 Err(_) => String::new(),
             };
             Err(Error::RollbackFailed(format!(
@@ -551,7 +534,7 @@ pub(in crate::daemon) async fn undo(ctx: &Ctx, j: &mut Journal) -> Result<()> {
     let d = &ctx.d;
     {
         let mut store = d.store.lock().await;
-        let bad = crate::policy::bad_entry(j.to_package.as_str(), &j.to_version.to_string());
+        let bad = BadRelease::new(j.to_package, j.to_version.clone());
         store.update(|s| {
             if !s.bad_versions.contains(&bad) {
                 s.bad_versions.push(bad.clone());
@@ -575,7 +558,7 @@ pub(in crate::daemon) async fn undo(ctx: &Ctx, j: &mut Journal) -> Result<()> {
         d.put_dropin(j.dropin_before.as_deref()).await?;
     }
     ctx.set_state(Lifecycle::Restarting).await?;
-    restart_and_prove(ctx, &j.from_text(), j.from_package.as_str()).await?;
+    restart_and_prove(ctx, j.from_version.as_ref(), j.from_package).await?;
     if target != old_binary {
         // Only now that no drop-in points at it does the failed binary go (I1).
         let bin = binary_dir(&target, cells_uid, false).await?;
@@ -585,7 +568,7 @@ pub(in crate::daemon) async fn undo(ctx: &Ctx, j: &mut Journal) -> Result<()> {
     let mut store = d.store.lock().await;
     store.update(|s| {
         s.installed = Some(InstalledRecord::old_of(j));
-        s.package_name = j.from_package.to_string();
+        s.package_name = Some(j.from_package);
         s.counters.rollbacks += 1;
     })?;
     store.set_journal(None)?;
@@ -598,7 +581,10 @@ pub(in crate::daemon) async fn put_back_old(d: &Daemon, j: &Journal) -> Result<(
     let cells_uid = d.cells_uid().await;
     let bin = binary_dir(Path::new(&j.old_binary), cells_uid, false).await?;
     let state = d.state_dir().await?;
-    let (from, caps) = (j.from_text(), j.old_caps.and_then(|c| c.preservable()));
+    let (from, caps) = (
+        j.from_version.clone(),
+        j.old_caps.and_then(|c| c.preservable()),
+    );
     let _atomic = d.atomic.lock().await;
     blocking(move || {
         let on_disk = bin
@@ -609,8 +595,13 @@ pub(in crate::daemon) async fn put_back_old(d: &Daemon, j: &Journal) -> Result<(
         if on_disk.map(|(h, _)| h) == Some(old_sha) {
             return Ok(());
         }
-        let (_, file) = Backups::open(&state)?.get(&from).ok_or_else(|| {
-            Error::RollbackFailed(format!("the kept binary of {from} is missing or damaged"))
+        let backups = Backups::open(&state)?;
+        let (_, file) = from.as_ref().and_then(|v| backups.get(v)).ok_or_else(|| {
+            Error::RollbackFailed(format!(
+                "the kept binary of {} is missing or damaged",
+                from.as_ref()
+                    .map_or("the previous release".into(), |v| v.to_string())
+            ))
         })?;
         install::install(&file, &old_sha, &bin.dir, &bin.name, caps.as_ref(), || {})
     })

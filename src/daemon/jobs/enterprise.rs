@@ -13,8 +13,8 @@ use crate::state::Lifecycle;
 use crate::update_server::{self, UpdateRequest};
 use crate::version::{CellsVersion, VersionFloor};
 
-/// The package name of the Enterprise edition.
-pub const ENTERPRISE: &str = crate::package::Package::Enterprise.as_str();
+/// The Enterprise edition.
+const ENTERPRISE: crate::package::Package = crate::package::Package::Enterprise;
 
 /// What a cross-package request sends as `CurrentVersion`: the server lists only newer
 /// versions, so Cells' own client lowers it to `max(major-1,0).max(minor-1,0).0`.
@@ -81,9 +81,13 @@ pub(in crate::daemon) async fn run(
             offer.reason_str()
         )));
     }
-    let mut release = Release::from_package(&offer.package, &server.url, &d.cfg.download_hosts)?;
+    let release = Release::from_package(
+        &offer.package,
+        ENTERPRISE,
+        &server.url,
+        &d.cfg.download_hosts,
+    )?;
     // Whatever the entry's PackageName says: the binary must be the Enterprise edition.
-    release.package = ENTERPRISE.to_string();
     let mut reporter = Reporter::start(d.clone(), ctx.job.clone());
     let staged = d
         .stager
@@ -105,7 +109,7 @@ pub(in crate::daemon) async fn run(
     crate::license::write(&d.runner, &at, key).await?;
     opts.version = Some(want.clone());
     opts.file_name = Some("cells-enterprise".into());
-    opts.cross_package = Some(ENTERPRISE.into());
+    opts.cross_package = Some(ENTERPRISE);
     let msg = apply::run(ctx, &opts).await?;
     Ok(format!(
         "Pydio Cells Enterprise {want}: license saved; {msg}"

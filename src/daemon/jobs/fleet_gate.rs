@@ -10,7 +10,9 @@ use super::Ctx;
 use crate::daemon::job::Phase;
 use crate::daemon::Daemon;
 use crate::error::{Error, Result};
+use crate::package::BadRelease;
 use crate::state::FleetReport;
+use crate::version::CellsVersion;
 
 /// A slot the agent granted: its number and its token (the slot key's create revision).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -235,15 +237,15 @@ async fn take_in(ctx: &Ctx, version: &str, f: &crate::fleet::FleetConfig) -> Res
 pub(super) async fn report(
     ctx: &Ctx,
     grant: Option<Grant>,
-    version: &str,
-    package: &str,
+    version: &CellsVersion,
+    package: crate::package::Package,
     swapped: bool,
     result: &Result<String>,
 ) {
     let (Some(Grant { slot, grant }), Some(_)) = (grant, ctx.d.cfg.fleet.as_ref()) else {
         return;
     };
-    let entry = crate::policy::bad_entry(package, version);
+    let entry = BadRelease::new(package, version.clone());
     let bad = result.is_err()
         && (swapped || ctx.d.store.lock().await.get().bad_versions.contains(&entry));
     let reason = match result {
@@ -253,7 +255,7 @@ pub(super) async fn report(
     keep(
         ctx,
         FleetReport {
-            version: version.to_string(),
+            version: version.clone(),
             slot,
             grant,
             bad,
@@ -278,7 +280,7 @@ async fn keep(ctx: &Ctx, r: FleetReport) {
         crate::log::log(
             crate::log::Level::Error,
             &format!("cannot keep the fleet report of {}: {e}", r.version),
-            &[("VERSION", &r.version)],
+            &[("VERSION", &r.version.to_string())],
         );
     }
 }
@@ -301,7 +303,7 @@ pub(super) async fn report_recovered(
     let (Some(slot), Some(_)) = (j.fleet_slot, ctx.d.cfg.fleet.as_ref()) else {
         return;
     };
-    let entry = crate::policy::bad_entry(j.to_package.as_str(), &j.to_version.to_string());
+    let entry = BadRelease::new(j.to_package, j.to_version.clone());
     let marked = ctx.d.store.lock().await.get().bad_versions.contains(&entry);
     let runs = ctx
         .d
@@ -310,14 +312,14 @@ pub(super) async fn report_recovered(
     let apply = j.kind == crate::state::JournalKind::Apply;
     let r = match result {
         Ok(_) if runs => FleetReport {
-            version: j.to_version.to_string(),
+            version: j.to_version.clone(),
             slot,
             grant: j.fleet_grant,
             bad: false,
             reason: String::new(),
         },
         _ => FleetReport {
-            version: j.to_version.to_string(),
+            version: j.to_version.clone(),
             slot,
             grant: j.fleet_grant,
             bad: apply && marked,
@@ -347,7 +349,7 @@ async fn send_kept(d: &Arc<Daemon>) {
              it does",
             r.version
         ),
-        &[("VERSION", &r.version)],
+        &[("VERSION", &r.version.to_string())],
     );
     resend_kept(d.clone());
 }
@@ -362,7 +364,7 @@ async fn deliver(d: &Daemon, r: &FleetReport) -> Result<()> {
         limit,
         "Report",
         &(
-            r.version.as_str(),
+            r.version.to_string(),
             r.slot,
             r.grant,
             r.bad,
@@ -406,7 +408,7 @@ pub(in crate::daemon) fn resend_kept(d: Arc<Daemon>) {
                 clear_if(&d, &r).await;
                 crate::log::info(
                     &format!("the fleet agent took the kept outcome of {}", r.version),
-                    &[("VERSION", &r.version)],
+                    &[("VERSION", &r.version.to_string())],
                 );
                 continue;
             }

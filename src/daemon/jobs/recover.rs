@@ -139,7 +139,7 @@ pub(in crate::daemon) async fn run(ctx: &Ctx) -> Result<String> {
                 }
                 JournalKind::Rollback => {
                     s.previous_version = None;
-                    s.package_name = j.to_package.to_string();
+                    s.package_name = Some(j.to_package);
                 }
             }
         })?;

@@ -8,7 +8,6 @@ use crate::error::{Error, Result};
 use crate::fcaps;
 use crate::install::{self, Backups};
 use crate::state::{InstalledRecord, Journal, JournalKind, Lifecycle, Step};
-use crate::trust;
 use crate::version::CellsVersion;
 use std::os::fd::AsFd;
 use std::path::PathBuf;
@@ -30,7 +29,6 @@ pub(in crate::daemon) async fn run(ctx: &Ctx) -> Result<String> {
         return Err(no_previous());
     };
     let state = d.state_dir().await?;
-    let previous = previous.to_string();
     let (backup, backup_file) = blocking(move || {
         Backups::open(&state)?.get(&previous).ok_or_else(|| {
             Error::RollbackFailed(format!(
@@ -60,20 +58,16 @@ pub(in crate::daemon) async fn run(ctx: &Ctx) -> Result<String> {
     } else {
         d.dropin_for(&target, dropin_now.clone()).await?
     };
-    // What the journal records is typed before anything is taken or changed.
-    let to_version = CellsVersion::parse(&backup.version)
-        .map_err(|e| Error::RollbackFailed(format!("the kept binary's record is damaged: {e}")))?;
-    let to_package = apply::package_of(if backup.package.is_empty() {
-        &d.cfg.package
-    } else {
-        &backup.package
-    })?;
-    let new_sha256 = trust::decode_checksum(&backup.sha256)?;
-    let from_package = apply::package_of(&d.package().await)?;
-    ctx.job.update(|j| j.version = backup.version.clone()).await;
+    // The kept binary's record is typed (a record that does not decode is no backup); what
+    // an earlier daemon left without a package is of the configured one.
+    let to_version = backup.version.clone();
+    let to_package = backup.package.unwrap_or(d.cfg.package);
+    let new_sha256 = backup.sha256;
+    let from_package = d.package().await;
+    ctx.job.update(|j| j.version = to_version.to_string()).await;
     // On a cluster node a rollback restarts Cells too: it takes a slot like an update.
-    let slot = super::fleet_gate::take(ctx, &backup.version).await?;
-    let (version, package) = (backup.version.clone(), backup.package.clone());
+    let slot = super::fleet_gate::take(ctx, &to_version.to_string()).await?;
+    let version = to_version.clone();
     let result: Result<String> = async {
         ctx.job.cancel.check()?;
         ctx.job.cancel.commit()?;
@@ -140,7 +134,7 @@ pub(in crate::daemon) async fn run(ctx: &Ctx) -> Result<String> {
             let mut store = d.store.lock().await;
             store.update(|s| {
                 s.previous_version = None;
-                s.package_name = j.to_package.to_string();
+                s.package_name = Some(j.to_package);
                 s.installed = Some(InstalledRecord::new_of(&j));
             })?;
             store.set_journal(Some(j.clone()))?;
@@ -149,7 +143,7 @@ pub(in crate::daemon) async fn run(ctx: &Ctx) -> Result<String> {
     }
     .await;
     // A failed rollback is not a verdict on the release it went back to (not `swapped`).
-    super::fleet_gate::report(ctx, slot, &version, &package, false, &result).await;
+    super::fleet_gate::report(ctx, slot, &version, to_package, false, &result).await;
     result
 }
 
@@ -165,7 +159,7 @@ pub(in crate::daemon) async fn finish(ctx: &Ctx, j: &mut Journal) -> Result<Stri
         ctx.journal(Some(j)).await?;
         ctx.set_state(Lifecycle::Restarting).await?;
         ctx.phase(Phase::Restarting).await;
-        restart_and_prove(ctx, &j.to_version.to_string(), j.to_package.as_str()).await?;
+        restart_and_prove(ctx, Some(&j.to_version), j.to_package).await?;
         if j.target != j.old_binary {
             let cells_uid = d.cells_uid().await;
             let old = binary_dir(std::path::Path::new(&j.old_binary), cells_uid, false).await?;

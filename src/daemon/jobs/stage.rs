@@ -43,7 +43,7 @@ impl Daemon {
     pub(in crate::daemon) async fn check_now(
         &self,
         floor: &VersionFloor,
-        package: Option<String>,
+        package: Option<crate::package::Package>,
         channel: Option<crate::package::Channel>,
         force: bool,
     ) -> Result<Vec<Assessed>> {
@@ -58,8 +58,8 @@ impl Daemon {
             .as_ref()
             .map(|v| v.to_string())
             .unwrap_or_default();
-        let mut request = UpdateRequest::new(channel, &package, &installed);
-        if crate::package::Package::is_enterprise(&package) {
+        let mut request = UpdateRequest::new(channel, package, &installed);
+        if package == crate::package::Package::Enterprise {
             if let Some(key) = self.license_key().await? {
                 request.license_info.insert("Key".into(), key);
             }
@@ -68,7 +68,7 @@ impl Daemon {
         let resp = update_server::check(&self.runner, &settings, &request).await?;
         let bad = self.store.lock().await.get().bad_versions.clone();
         let ctx = policy::Context {
-            package: &package,
+            package,
             floor,
             bad: &bad,
             max_binary_size: self.cfg.max_binary_size,
@@ -161,10 +161,7 @@ impl Daemon {
     ) -> Result<Vec<String>> {
         // The newest few only: a server listing thousands cannot bloat the state or flood
         // the bus with signals.
-        let allowed: Vec<String> = policy::newest_allowed(assessed, MAX_AVAILABLE)
-            .iter()
-            .map(|v| v.to_string())
-            .collect();
+        let allowed = policy::newest_allowed(assessed, MAX_AVAILABLE);
         let mut store = self.store.lock().await;
         let before = store.get().available_versions.clone();
         store.update(|d| {
@@ -174,6 +171,7 @@ impl Daemon {
         Ok(allowed
             .into_iter()
             .filter(|v| !before.contains(v))
+            .map(|v| v.to_string())
             .collect())
     }
 
@@ -344,12 +342,12 @@ pub(in crate::daemon) async fn run(ctx: &Ctx, source: Source) -> Result<Manifest
             d.announce(&new).await;
             let server = d.effective_server().await;
             let chosen = choose(&assessed, wanted.as_ref(), &server.url)?;
-            let mut release =
-                Release::from_package(&chosen.package, &server.url, &d.cfg.download_hosts)?;
-            // The edition the binary must be is the one asked for, whatever the server's
-            // entry says (an empty PackageName passes the policy, and must not pass the
-            // edition check as "Home").
-            release.package = d.package().await;
+            let release = Release::from_package(
+                &chosen.package,
+                d.package().await,
+                &server.url,
+                &d.cfg.download_hosts,
+            )?;
             ctx.job
                 .update(|j| j.version = release.version.to_string())
                 .await;
@@ -366,18 +364,13 @@ pub(in crate::daemon) async fn run(ctx: &Ctx, source: Source) -> Result<Manifest
         Source::File(file, meta) => {
             let package = d.package().await;
             if let Ok(v) = CellsVersion::parse(&meta.version) {
-                let p = if meta.package.is_empty() {
-                    package.clone()
-                } else {
-                    meta.package.clone()
-                };
-                refuse_bad(d, &p, &v).await?;
+                refuse_bad(d, meta.package.unwrap_or(package), &v).await?;
             }
             d.stager
                 .stage_from_file(
                     file,
                     &meta,
-                    &package,
+                    package,
                     &floor,
                     &mut |p| reporter.report(p),
                     cancel,
@@ -412,7 +405,7 @@ pub(in crate::daemon) async fn record_staged(d: &Daemon, manifest: &Manifest) ->
 /// A version that failed its health check here is not staged again.
 pub(in crate::daemon) async fn refuse_bad(
     d: &Daemon,
-    package: &str,
+    package: crate::package::Package,
     v: &CellsVersion,
 ) -> Result<()> {
     let bad = d.store.lock().await.get().bad_versions.clone();
