@@ -508,6 +508,31 @@ fn cli_stage_file_accepts_a_good_binary_and_rejects_a_tampered_one() {
         .unwrap()
         .contains("SHA-256"));
 
+    // A PackageName the contract does not spell is refused by the bus, before any byte is
+    // read: InvalidArgument, and nothing staged.
+    let unknown = std::process::Command::new(env!("CARGO_BIN_EXE_cells-updater"))
+        .args(["--bus-address", &bus.address, "stage", "--file"])
+        .arg(&good_path)
+        .args([
+            "--version",
+            "4.4.5",
+            "--checksum",
+            &sum,
+            "--signature",
+            &sig,
+        ])
+        .args(["--package", "Pydio"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&unknown.stderr);
+    assert_ne!(unknown.status.code(), Some(0), "{err}");
+    assert!(
+        err.contains("com.pydio.CellsUpdater1.Error.InvalidArgument")
+            && err.contains("is not PydioHome or PydioEnterprise"),
+        "{err}"
+    );
+    assert_eq!(bus.manager_prop("StagedVersion"), "");
+
     let ok = cli(&good_path);
     assert_eq!(
         ok.status.code(),
