@@ -268,7 +268,6 @@ pub async fn restart(
     start_only: bool,
     timeout: Duration,
 ) -> Result<()> {
-    use futures_util::StreamExt;
     let m = timed("connecting", ManagerProxy::new(conn)).await?;
     // Subscribing makes systemd send job signals; a second subscription is harmless.
     let _ = timed("Subscribe", m.subscribe()).await;
@@ -290,27 +289,50 @@ pub async fn restart(
         )
         .await?
     };
-    let wait = async {
-        while let Some(sig) = removed.next().await {
-            if let Ok(args) = sig.args() {
-                if args.job == job {
-                    return Some(args.result.clone());
-                }
-            }
-        }
-        None
-    };
-    match tokio::time::timeout(timeout, wait).await {
-        Ok(Some(r)) if r == "done" => Ok(()),
-        Ok(Some(r)) => Err(Error::UnitFailed(format!(
+    match job_end(&mut removed, &job, timeout).await {
+        JobEnd::Result(r) if r == "done" => Ok(()),
+        JobEnd::Result(r) => Err(Error::UnitFailed(format!(
             "systemd's job restarting {unit} ended with '{r}'"
         ))),
-        Ok(None) => Err(Error::UnitFailed("lost the connection to systemd".into())),
-        Err(_) => Err(Error::UnitFailed(format!(
+        JobEnd::Lost => Err(Error::UnitFailed("lost the connection to systemd".into())),
+        JobEnd::TimedOut => Err(Error::UnitFailed(format!(
             "systemd did not finish restarting {unit} within {} s",
             timeout.as_secs()
         ))),
     }
+}
+
+/// How a job given to systemd ended.
+pub(crate) enum JobEnd {
+    /// Its `JobRemoved` result (`done`, `failed`, `timeout`, …).
+    Result(String),
+    /// The connection to systemd closed first.
+    Lost,
+    /// No `JobRemoved` within the wait.
+    TimedOut,
+}
+
+/// Waits at most `timeout` for `job`'s `JobRemoved` on `removed`, which was subscribed
+/// before the job was queued so that a quick job's signal is not missed.
+pub(crate) async fn job_end(
+    removed: &mut JobRemovedStream,
+    job: &OwnedObjectPath,
+    timeout: Duration,
+) -> JobEnd {
+    use futures_util::StreamExt;
+    let wait = async {
+        while let Some(sig) = removed.next().await {
+            if let Ok(args) = sig.args() {
+                if args.job == *job {
+                    return JobEnd::Result(args.result.clone());
+                }
+            }
+        }
+        JobEnd::Lost
+    };
+    tokio::time::timeout(timeout, wait)
+        .await
+        .unwrap_or(JobEnd::TimedOut)
 }
 
 /// Quotes one ExecStart word the way systemd parses it: specifiers (`%`) and variables

@@ -2,7 +2,7 @@
 //! limits) and starting and stopping it through systemd's manager.
 
 use crate::error::{Error, Result};
-use crate::systemd::{timed, ManagerProxy, CALL_TIMEOUT};
+use crate::systemd::{job_end, timed, JobEnd, ManagerProxy, CALL_TIMEOUT};
 use std::time::Duration;
 
 /// The fixed properties of a helper's transient unit (see [`crate::helper`]).
@@ -120,7 +120,6 @@ pub async fn start_transient(
     p: &TransientProps<'_>,
 ) -> Result<()> {
     use super::Rights;
-    use futures_util::StreamExt;
     use zbus::zvariant::{Fd, Value};
     let fail = |e: String| Error::Internal(format!("cannot start the helper {name}: {e}"));
     let exec: Vec<(String, Vec<String>, bool)> = vec![(p.argv[0].clone(), p.argv.clone(), false)];
@@ -220,23 +219,13 @@ pub async fn start_transient(
         m.start_transient_unit(name, "fail", &props, &[]),
     )
     .await?;
-    let wait = async {
-        while let Some(sig) = removed.next().await {
-            if let Ok(args) = sig.args() {
-                if args.job == job {
-                    return Some(args.result.clone());
-                }
-            }
-        }
-        None
-    };
-    match tokio::time::timeout(CALL_TIMEOUT, wait).await {
-        Ok(Some(r)) if r == "done" => Ok(()),
-        Ok(Some(r)) => Err(fail(format!(
+    match job_end(&mut removed, &job, CALL_TIMEOUT).await {
+        JobEnd::Result(r) if r == "done" => Ok(()),
+        JobEnd::Result(r) => Err(fail(format!(
             "systemd's start job ended with '{r}' (see journalctl -u {name})"
         ))),
-        Ok(None) => Err(fail("lost the connection to systemd".into())),
-        Err(_) => Err(fail(format!(
+        JobEnd::Lost => Err(fail("lost the connection to systemd".into())),
+        JobEnd::TimedOut => Err(fail(format!(
             "systemd did not start it within {} s",
             CALL_TIMEOUT.as_secs()
         ))),
