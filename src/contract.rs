@@ -97,6 +97,20 @@ names!(
     }
 );
 
+/// Asserts that `values` are named and typed as `list` says, in its order.
+#[cfg(test)]
+pub(crate) fn assert_spelled_as(
+    values: &[(&str, zbus::zvariant::Value<'_>)],
+    list: &[(&str, &str)],
+) {
+    let got: Vec<(&str, String)> = values
+        .iter()
+        .map(|(n, v)| (*n, v.value_signature().to_string()))
+        .collect();
+    let want: Vec<(&str, String)> = list.iter().map(|(n, s)| (*n, s.to_string())).collect();
+    assert_eq!(got, want);
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

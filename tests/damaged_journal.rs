@@ -13,29 +13,6 @@ use std::time::Duration;
 use support::bus::*;
 use support::*;
 
-fn update(bus: &PrivateBus, version: &str) {
-    let out = bus.busctl_json(&[
-        "call",
-        DEST,
-        MANAGER,
-        MANAGER_IFACE,
-        "Update",
-        "sa{sv}",
-        version,
-        "0",
-    ]);
-    assert!(out["data"][0].as_str().is_some(), "{out}");
-}
-
-fn free_port() -> String {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-        .to_string()
-}
-
 fn sha(path: &std::path::Path) -> Vec<u8> {
     sha2::Sha256::digest(std::fs::read(path).unwrap()).to_vec()
 }
@@ -57,7 +34,7 @@ fn a_damaged_journal_is_reported_and_nothing_acts_on_it() {
                 ("CELLS_UPDATER_FAILPOINT", "apply-after-rename"),
             ],
         );
-        update(&bus, "4.4.6");
+        update_on(&bus, "4.4.6");
         wait_until(
             Duration::from_secs(60),
             "the daemon to die after its swap",

@@ -343,15 +343,6 @@ mod tests {
             started_at: 1,
             finished_at: 0,
         };
-        let got: Vec<(&str, String)> = data
-            .props()
-            .iter()
-            .map(|(n, v)| (*n, v.value_signature().to_string()))
-            .collect();
-        let want: Vec<(&str, String)> = crate::contract::JOB_PROPERTIES
-            .iter()
-            .map(|(n, s)| (*n, s.to_string()))
-            .collect();
-        assert_eq!(got, want);
+        crate::contract::assert_spelled_as(&data.props(), crate::contract::JOB_PROPERTIES);
     }
 }

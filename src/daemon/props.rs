@@ -149,15 +149,9 @@ mod tests {
             next_window: 0,
             daemon_version: "0.1.0".into(),
         };
-        let got: Vec<(&str, String)> = props
-            .into_values()
-            .iter()
-            .map(|(n, v)| (*n, v.value_signature().to_string()))
-            .collect();
-        let want: Vec<(&str, String)> = crate::contract::MANAGER_PROPERTIES
-            .iter()
-            .map(|(n, s)| (*n, s.to_string()))
-            .collect();
-        assert_eq!(got, want);
+        crate::contract::assert_spelled_as(
+            &props.into_values(),
+            crate::contract::MANAGER_PROPERTIES,
+        );
     }
 }

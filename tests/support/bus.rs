@@ -312,3 +312,31 @@ pub fn wait_until(limit: Duration, what: &str, mut check: impl FnMut() -> bool) 
         std::thread::sleep(Duration::from_millis(50));
     }
 }
+
+/// `Update(version)` on `bus`, by busctl: the job's path.
+pub fn update_on(bus: &PrivateBus, version: &str) -> String {
+    let out = bus.busctl_json(&[
+        "call",
+        DEST,
+        MANAGER,
+        MANAGER_IFACE,
+        "Update",
+        "sa{sv}",
+        version,
+        "0",
+    ]);
+    out["data"][0]
+        .as_str()
+        .unwrap_or_else(|| panic!("Update({version}) returned no job: {out}"))
+        .to_string()
+}
+
+/// A free port on loopback.
+pub fn free_port() -> String {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+        .to_string()
+}

@@ -86,16 +86,6 @@ pub fn start_daemon_on(
     DaemonProc::start_with_env(bus, env.root.path(), &all)
 }
 
-/// A free port on loopback.
-pub fn free_port() -> String {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-        .to_string()
-}
-
 /// A child killed when dropped (a panicking test leaves no process behind).
 pub struct Killed(pub Child);
 
@@ -186,37 +176,9 @@ pub fn watch_rollout(nodes: &[Node], version: &str, mut stop: impl FnMut() -> bo
     }
 }
 
-/// `Update(version)` on `bus`: the job's path.
-pub fn update_on(bus: &PrivateBus, version: &str) -> String {
-    bus.busctl_json(&[
-        "call",
-        DEST,
-        MANAGER,
-        MANAGER_IFACE,
-        "Update",
-        "sa{sv}",
-        version,
-        "0",
-    ])["data"][0]
-        .as_str()
-        .unwrap()
-        .to_string()
-}
-
+/// `Update(version)` on a node: the job's path.
 pub fn update(n: &Node, version: &str) -> String {
-    n.bus.busctl_json(&[
-        "call",
-        DEST,
-        MANAGER,
-        MANAGER_IFACE,
-        "Update",
-        "sa{sv}",
-        version,
-        "0",
-    ])["data"][0]
-        .as_str()
-        .unwrap()
-        .to_string()
+    update_on(&n.bus, version)
 }
 
 pub fn job(n: &Node, job: &str, prop: &str) -> String {
