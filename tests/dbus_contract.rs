@@ -838,19 +838,7 @@ fn a_hold_set_during_a_download_stops_the_job_before_the_swap() {
     let (env, bus, _d) = started();
     publish_slow(&env, "4.4.5");
     let before = std::fs::read(env.root.path().join("opt/pydio/bin/cells")).unwrap();
-    let job = bus.busctl_json(&[
-        "call",
-        DEST,
-        MANAGER,
-        MANAGER_IFACE,
-        "Update",
-        "sa{sv}",
-        "4.4.5",
-        "0",
-    ])["data"][0]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let job = update_on(&bus, "4.4.5");
     wait_until(Duration::from_secs(10), "the download", || {
         bus.busctl_json(&["get-property", DEST, &job, JOB_IFACE, "Phase"])["data"] == "downloading"
     });
