@@ -156,7 +156,7 @@ fn slots_halt_bad_list_and_quorum_on_a_real_etcd() {
         let target = TargetValue {
             format: FORMAT,
             version: "4.4.5".into(),
-            package: "PydioHome".into(),
+            package: cells_updater::package::Package::Home,
             max_parallel: 1,
             canary_soak: 0,
             now: false,

@@ -8,6 +8,7 @@ use cells_updater::config::Config;
 use cells_updater::contract::manager_prop;
 use cells_updater::fleet::etcd::{Cluster, Status};
 use cells_updater::fleet::{FleetConfig, TargetValue, FORMAT};
+use cells_updater::package::Package;
 use cells_updater::text::one_line;
 
 fn failed(e: impl std::fmt::Display) -> Failure {
@@ -94,16 +95,18 @@ pub async fn run(cfg: Config, cmd: FleetCommand, bus: Option<&str>) -> Result<()
                 None => f.canary_soak,
             };
             let package = match package {
-                Some(p) if cells_updater::package::Package::is_known(&p) => p,
-                Some(p) => {
-                    return Err(Failure {
-                        code: super::EXIT_USAGE,
-                        message: format!(
-                            "--package {:?} must be PydioHome or PydioEnterprise",
-                            one_line(&p, 40)
-                        ),
-                    })
-                }
+                Some(p) => match Package::parse(&p) {
+                    Some(p) => p,
+                    None => {
+                        return Err(Failure {
+                            code: super::EXIT_USAGE,
+                            message: format!(
+                                "--package {:?} must be PydioHome or PydioEnterprise",
+                                one_line(&p, 40)
+                            ),
+                        })
+                    }
+                },
                 None => local_package(bus).await?,
             };
             let t = TargetValue {
@@ -136,7 +139,7 @@ pub async fn run(cfg: Config, cmd: FleetCommand, bus: Option<&str>) -> Result<()
 }
 
 /// The package this node's daemon runs (the default of `--package`).
-async fn local_package(bus: Option<&str>) -> Result<String, Failure> {
+async fn local_package(bus: Option<&str>) -> Result<Package, Failure> {
     let conn = super::bus::connect(bus).await?;
     let p = zbus::Proxy::new(
         &conn,
@@ -146,8 +149,8 @@ async fn local_package(bus: Option<&str>) -> Result<String, Failure> {
     )
     .await?;
     let name: String = p.get_property(manager_prop::PACKAGE_NAME).await?;
-    match cells_updater::package::Package::parse(&name) {
-        Some(_) => Ok(name),
+    match Package::parse(&name) {
+        Some(p) => Ok(p),
         None => Err(failed(
             "this node's daemon does not say which package it runs: pass --package",
         )),
@@ -180,7 +183,7 @@ pub fn status_table(st: &Status, now: i64) -> String {
     out += &match &st.target {
         Some(t) => format!(
             "Target:   {} {}, {} at a time{}{}, set by {} {}\n",
-            l(&t.package),
+            t.package,
             l(&t.version),
             t.max_parallel,
             if t.canary_soak > 0 {

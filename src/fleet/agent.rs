@@ -13,8 +13,10 @@
 
 use super::etcd::{Cluster, Lease, Slot};
 use super::{FleetConfig, NodeValue, FORMAT};
+use crate::contract::manager_prop as P;
 use crate::error::{Error, Result};
 use crate::log;
+use crate::package::Package;
 use std::sync::Arc;
 use tokio::sync::Mutex;
 
@@ -118,10 +120,10 @@ impl State {
             return;
         }
         let at_rest = matches!(
-            daemon_prop(conn, "State").await.as_deref(),
+            daemon_prop(conn, P::STATE).await.as_deref(),
             Ok("idle" | "staged" | "failed")
         ) && matches!(
-            daemon_path_prop(conn, "CurrentJob").await.as_deref(),
+            daemon_path_prop(conn, P::CURRENT_JOB).await.as_deref(),
             Ok("/")
         );
         if !at_rest {
@@ -308,15 +310,15 @@ struct AtRest {
 /// mistaken for rest), within 2 s; `None` otherwise.
 async fn at_rest(conn: &zbus::Connection) -> Option<AtRest> {
     let read = async {
-        if daemon_path_prop(conn, "CurrentJob").await.ok()? != "/" {
+        if daemon_path_prop(conn, P::CURRENT_JOB).await.ok()? != "/" {
             return None;
         }
         let r = AtRest {
-            failed: daemon_prop(conn, "State").await.ok()? == "failed",
-            version: daemon_prop(conn, "InstalledVersion").await.ok()?,
-            last_error: crate::text::one_line(&daemon_prop(conn, "LastError").await.ok()?, 300),
+            failed: daemon_prop(conn, P::STATE).await.ok()? == "failed",
+            version: daemon_prop(conn, P::INSTALLED_VERSION).await.ok()?,
+            last_error: crate::text::one_line(&daemon_prop(conn, P::LAST_ERROR).await.ok()?, 300),
         };
-        (daemon_path_prop(conn, "CurrentJob").await.ok()? == "/").then_some(r)
+        (daemon_path_prop(conn, P::CURRENT_JOB).await.ok()? == "/").then_some(r)
     };
     tokio::time::timeout(std::time::Duration::from_secs(2), read)
         .await
@@ -384,7 +386,7 @@ fn step(
     target: Option<&super::TargetValue>,
     admitted: Result<()>,
     installed: &str,
-    package: &str,
+    package: Option<Package>,
     in_window: bool,
 ) -> Result<Step> {
     let Some(t) = target else {
@@ -399,7 +401,7 @@ fn step(
     if let Err(e) = admitted {
         return Ok(Step::Stopped(e.message()));
     }
-    if !package.is_empty() && t.package != package {
+    if let Some(package) = package.filter(|p| *p != t.package) {
         return Err(Error::InvalidArgument(format!(
             "the rollout targets {} {}, this node runs {package}: an edition change is each \
              node's UpgradeToEnterprise, not a rollout",
@@ -434,15 +436,15 @@ impl Rollout {
         };
         // The job first: while one runs, the installed version is about to change (its
         // outcome reports the new one), and no second Update is asked.
-        let job = daemon_path_prop(conn, "CurrentJob").await?;
-        let installed = daemon_prop(conn, "InstalledVersion").await?;
-        let package = daemon_prop(conn, "PackageName").await?;
+        let job = daemon_path_prop(conn, P::CURRENT_JOB).await?;
+        let installed = daemon_prop(conn, P::INSTALLED_VERSION).await?;
+        let package = Package::parse(&daemon_prop(conn, P::PACKAGE_NAME).await?);
         let in_window = self.schedule.is_empty() || self.schedule.allows(jiff::Timestamp::now());
         let mut s = inner.lock().await;
         if job == "/" && !installed.is_empty() {
             s.version = installed.clone();
         }
-        match step(Some(&t), admitted, &installed, &package, in_window)? {
+        match step(Some(&t), admitted, &installed, package, in_window)? {
             Step::Nothing => {}
             Step::Stopped(why) => {
                 s.state = "halted".into();
@@ -784,7 +786,7 @@ mod tests {
         TargetValue {
             format: FORMAT,
             version: v.into(),
-            package: "PydioHome".into(),
+            package: Package::Home,
             max_parallel: 1,
             canary_soak: 0,
             now,
@@ -798,27 +800,27 @@ mod tests {
         let t = target("4.4.5", false);
         let ok = || Ok(());
         assert_eq!(
-            step(None, ok(), "4.4.2", "PydioHome", true).unwrap(),
+            step(None, ok(), "4.4.2", Some(Package::Home), true).unwrap(),
             Step::Nothing
         );
         assert_eq!(
-            step(Some(&t), ok(), "4.4.5", "PydioHome", true).unwrap(),
+            step(Some(&t), ok(), "4.4.5", Some(Package::Home), true).unwrap(),
             Step::Nothing
         );
         assert_eq!(
-            step(Some(&t), ok(), "4.4.6", "PydioHome", true).unwrap(),
+            step(Some(&t), ok(), "4.4.6", Some(Package::Home), true).unwrap(),
             Step::Nothing
         );
         assert_eq!(
-            step(Some(&t), ok(), "4.4.2", "PydioHome", true).unwrap(),
+            step(Some(&t), ok(), "4.4.2", Some(Package::Home), true).unwrap(),
             Step::Update("4.4.5".into())
         );
         assert_eq!(
-            step(Some(&t), ok(), "", "", true).unwrap(),
+            step(Some(&t), ok(), "", None, true).unwrap(),
             Step::Update("4.4.5".into())
         );
         assert_eq!(
-            step(Some(&t), ok(), "4.4.2", "PydioHome", false).unwrap(),
+            step(Some(&t), ok(), "4.4.2", Some(Package::Home), false).unwrap(),
             Step::Window
         );
         assert_eq!(
@@ -826,7 +828,7 @@ mod tests {
                 Some(&target("4.4.5", true)),
                 ok(),
                 "4.4.2",
-                "PydioHome",
+                Some(Package::Home),
                 false
             )
             .unwrap(),
@@ -834,12 +836,12 @@ mod tests {
         );
         let halted = Err(Error::FleetHalted("halted by n1".into()));
         assert_eq!(
-            step(Some(&t), halted, "4.4.2", "PydioHome", true).unwrap(),
+            step(Some(&t), halted, "4.4.2", Some(Package::Home), true).unwrap(),
             Step::Stopped("halted by n1".into())
         );
-        let e = step(Some(&t), ok(), "4.4.2", "PydioEnterprise", true).unwrap_err();
+        let e = step(Some(&t), ok(), "4.4.2", Some(Package::Enterprise), true).unwrap_err();
         assert!(e.message().contains("UpgradeToEnterprise"), "{e}");
         let bad = target("not a version", true);
-        assert!(step(Some(&bad), ok(), "4.4.2", "PydioHome", true).is_err());
+        assert!(step(Some(&bad), ok(), "4.4.2", Some(Package::Home), true).is_err());
     }
 }

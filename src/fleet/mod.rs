@@ -201,8 +201,8 @@ pub struct TargetValue {
     pub format: u32,
     /// The version every node should run.
     pub version: String,
-    /// `PydioHome` or `PydioEnterprise`.
-    pub package: String,
+    /// Its package (`PydioHome` or `PydioEnterprise`; any other text does not decode).
+    pub package: crate::package::Package,
     /// Slots of this rollout.
     pub max_parallel: u32,
     /// After the first node is healthy on it, seconds before another slot is granted.
@@ -406,6 +406,23 @@ mod tests {
             assert_eq!(e.name(), "FleetUnavailable");
             assert!(e.message().contains("/cells-updater/c/halt"), "{e}");
             assert!(e.message().contains(says), "{says}: {e}");
+        }
+        // A target names one of the two editions, as the contract spells them, or nothing
+        // is read of it.
+        let target = |package: &str| {
+            format!(
+                r#"{{"format":1,"version":"4.4.5","package":"{package}","max_parallel":1,"canary_soak":0,"now":true,"by":"x","at":1}}"#
+            )
+        };
+        let t = parse::<TargetValue>("k", target("PydioEnterprise").as_bytes()).unwrap();
+        assert_eq!(t.package, crate::package::Package::Enterprise);
+        for bad in ["PydioPwned", "pydiohome", ""] {
+            let e = parse::<TargetValue>("/c/target", target(bad).as_bytes()).unwrap_err();
+            assert_eq!(e.name(), "FleetUnavailable", "{bad}");
+            assert!(
+                e.message().contains("is not PydioHome or PydioEnterprise"),
+                "{bad}: {e}"
+            );
         }
     }
 }
