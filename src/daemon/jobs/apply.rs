@@ -222,6 +222,15 @@ pub(in crate::daemon) async fn run(ctx: &Ctx, opts: &Options) -> Result<String> 
     }
     let from_package = d.package().await;
     let to_package = opts.cross_package.unwrap_or(from_package);
+    // A binary staged as the other edition (StageFromFd names its own) never runs on this
+    // host's data: only UpgradeToEnterprise changes the edition.
+    if manifest.package != to_package {
+        return Err(Error::VersionMismatch(format!(
+            "{staged} is staged as {}, but this host runs {to_package}: changing the edition \
+             is UpgradeToEnterprise's; nothing was changed",
+            manifest.package
+        )));
+    }
     super::stage::refuse_bad(d, to_package, &staged).await?;
     // A hold or pin set while this job downloaded stops it here, before anything changes
     // (a forced job was let past them, and said so, when it was asked for).
@@ -232,7 +241,8 @@ pub(in crate::daemon) async fn run(ctx: &Ctx, opts: &Options) -> Result<String> 
     // The kept copy is filed under the version the installed binary reports.
     let from = floor.installed.clone().ok_or_else(|| {
         Error::SwapFailed(
-            "the installed Cells binary reports no version cells-updater can read, so no copy              of it could be kept for Rollback; nothing was changed"
+            "the installed Cells binary reports no version cells-updater can read, so no copy \
+             of it could be kept for Rollback; nothing was changed"
                 .into(),
         )
     })?;
