@@ -313,7 +313,7 @@ pub async fn fetch(req: FetchRequest, out: &mut impl Write) -> Result<FetchDone>
     let deadline = started + req.deadline();
     let url = check_binary_url(&req.url, &req.server_url, &req.download_hosts)?;
     let server = reqwest::Url::parse(&req.server_url)
-        .map_err(|e| Error::InvalidArgument(format!("[server] url: {e}")))?;
+        .map_err(|e| Error::Internal(format!("[server] url: {e}")))?;
     let http = client(
         &req.proxy,
         Duration::from_secs(req.read_timeout_secs.max(1)),

@@ -33,6 +33,14 @@ impl Package {
     pub fn is_known(s: &str) -> bool {
         Package::parse(s).is_some()
     }
+
+    /// The other edition.
+    pub fn other(self) -> Package {
+        match self {
+            Package::Home => Package::Enterprise,
+            Package::Enterprise => Package::Home,
+        }
+    }
 }
 
 impl std::fmt::Display for Package {
@@ -113,15 +121,23 @@ impl BadRelease {
         Ok(BadRelease { package, version })
     }
 
-    /// True when `ForgetBadVersion` of `version` (of `package`, or of both editions when
-    /// `None`) clears this entry. An earlier daemon's bare entry is cleared by the version
-    /// alone.
-    pub fn cleared_by(
+    /// What is left of this entry once `ForgetBadVersion` forgets `version` of `package` (of
+    /// both editions when `None`): nothing, the entry itself, or, for an earlier daemon's
+    /// bare entry (either edition), the other edition's mark, so that it still binds it.
+    pub fn without(
         &self,
         package: Option<Package>,
         version: &crate::version::CellsVersion,
-    ) -> bool {
-        self.version == *version && (package.is_none() || self.package == package)
+    ) -> Option<BadRelease> {
+        if self.version != *version {
+            return Some(self.clone());
+        }
+        match (self.package, package) {
+            (_, None) => None,
+            (Some(mine), Some(p)) if mine == p => None,
+            (Some(_), Some(_)) => Some(self.clone()),
+            (None, Some(p)) => Some(BadRelease::new(p.other(), version.clone())),
+        }
     }
 
     /// True when this entry marks `version` of `package`.
@@ -232,12 +248,20 @@ mod tests {
             let e = BadRelease::parse(s).unwrap_err();
             assert!(e.contains(says), "{s:?}: {e}");
         }
-        // Forgetting: a version alone clears both editions and a bare entry; a package, its own.
-        assert!(home.cleared_by(None, &v("4.4.6")) && bare.cleared_by(None, &v("4.4.6")));
-        assert!(home.cleared_by(Some(Package::Home), &v("4.4.6")));
-        assert!(!home.cleared_by(Some(Package::Enterprise), &v("4.4.6")));
-        assert!(!home.cleared_by(None, &v("4.4.7")));
-        assert!(!bare.cleared_by(Some(Package::Home), &v("4.4.6")));
+        // Forgetting: a version alone clears both editions and a bare entry; a package, its
+        // own; a package and a bare entry leave the other edition's mark.
+        let v6 = v("4.4.6");
+        assert_eq!(home.without(None, &v6), None);
+        assert_eq!(bare.without(None, &v6), None);
+        assert_eq!(home.without(Some(Package::Home), &v6), None);
+        assert_eq!(
+            home.without(Some(Package::Enterprise), &v6),
+            Some(home.clone())
+        );
+        assert_eq!(home.without(None, &v("4.4.7")), Some(home.clone()));
+        let left = bare.without(Some(Package::Home), &v6).unwrap();
+        assert_eq!(left, BadRelease::new(Package::Enterprise, v6.clone()));
+        assert!(!left.marks(Package::Home, &v6) && left.marks(Package::Enterprise, &v6));
         let back: Vec<BadRelease> =
             serde_json::from_str(r#"["PydioEnterprise:4.4.6","4.4.5"]"#).unwrap();
         assert_eq!(

@@ -125,7 +125,7 @@ impl Assessed {
     pub fn refusal(&self, v: &CellsVersion) -> crate::error::Error {
         use crate::error::Error;
         let Some(reason) = self.reason else {
-            return Error::InvalidArgument(format!("{v} is allowed; nothing refuses it"));
+            return Error::Internal(format!("{v} is allowed; nothing refuses it"));
         };
         match reason {
             Reason::Downgrade => Error::Downgrade(format!(

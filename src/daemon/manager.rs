@@ -180,7 +180,7 @@ impl ManagerIface {
             &binary,
             nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::FD_CLOEXEC),
         )
-        .map_err(|e| Error::InvalidArgument(format!("cannot use the file descriptor: {e}")))?;
+        .map_err(|e| Error::Internal(format!("cannot use the file descriptor: {e}")))?;
         let s = &self.daemon;
         let uid = s.authorize(&hdr, Action::Stage).await?;
         only_keys(
@@ -195,7 +195,7 @@ impl ManagerIface {
             version: need("Version")?,
             checksum: need("Checksum")?,
             signature: need("Signature")?,
-            package: super::options::package_option(&metadata)?,
+            package: super::options::offered_package(&metadata)?,
             offered_by: match hdr.sender() {
                 Some(sender) => format!("{sender}"),
                 None => String::new(),
@@ -417,13 +417,17 @@ impl ManagerIface {
             None => (None, entry.as_str()),
         };
         let want = CellsVersion::parse(version)?;
-        let matches = |listed: &crate::package::BadRelease| listed.cleared_by(package, &want);
         let mut store = s.store.lock().await;
-        let gone: Vec<String> = store
-            .get()
-            .bad_versions
+        let before = store.get().bad_versions.clone();
+        let mut after: Vec<crate::package::BadRelease> = Vec::new();
+        for left in before.iter().filter_map(|b| b.without(package, &want)) {
+            if !after.contains(&left) {
+                after.push(left);
+            }
+        }
+        let gone: Vec<String> = before
             .iter()
-            .filter(|b| matches(b))
+            .filter(|b| !after.contains(b))
             .map(ToString::to_string)
             .collect();
         if gone.is_empty() {
@@ -433,7 +437,7 @@ impl ManagerIface {
             ))
             .into());
         }
-        store.update(|d| d.bad_versions.retain(|b| !matches(b)))?;
+        store.update(|d| d.bad_versions = after)?;
         drop(store);
         crate::log::info(
             &format!(

@@ -515,7 +515,7 @@ pub async fn run(cfg: Config, bus: Bus) -> anyhow::Result<()> {
     use anyhow::Context;
     let started = Instant::now();
     check_capabilities()?;
-    let state_dir = crate::dirfd::root_dir(&cfg.state_dir(), Some(0o700), Error::SwapFailed)
+    let state_dir = crate::dirfd::root_dir(&cfg.state_dir(), Some(0o700), Error::Internal)
         .map_err(|e| anyhow::anyhow!(e.message()))?;
     crate::failpoint::set_mark_dir(&cfg.state_dir());
     let store =

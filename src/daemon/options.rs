@@ -15,12 +15,9 @@ pub(super) type Dict = HashMap<String, OwnedValue>;
 pub(super) fn dict_str(d: &Dict, key: &str) -> Result<Option<String>> {
     match d.get(key) {
         None => Ok(None),
-        Some(v) => String::try_from(
-            v.try_clone()
-                .map_err(|e| Error::InvalidArgument(e.to_string()))?,
-        )
-        .map(Some)
-        .map_err(|_| Error::InvalidArgument(format!("option {key} must be a string (s)"))),
+        Some(v) => String::try_from(v.try_clone().map_err(|e| Error::Internal(e.to_string()))?)
+            .map(Some)
+            .map_err(|_| Error::InvalidArgument(format!("option {key} must be a string (s)"))),
     }
 }
 
@@ -49,7 +46,7 @@ pub(super) fn check_offered_fd(fd: &std::os::fd::OwnedFd, max: u64) -> Result<()
     use nix::fcntl::{fcntl, FcntlArg, OFlag};
     let bad = |why: String| Err(Error::InvalidArgument(why));
     let st = nix::sys::stat::fstat(fd)
-        .map_err(|e| Error::InvalidArgument(format!("cannot inspect the file descriptor: {e}")))?;
+        .map_err(|e| Error::Internal(format!("cannot inspect the file descriptor: {e}")))?;
     let kind =
         nix::sys::stat::SFlag::from_bits_truncate(st.st_mode) & nix::sys::stat::SFlag::S_IFMT;
     if kind != nix::sys::stat::SFlag::S_IFREG {
@@ -60,7 +57,7 @@ pub(super) fn check_offered_fd(fd: &std::os::fd::OwnedFd, max: u64) -> Result<()
         );
     }
     let flags = fcntl(fd, FcntlArg::F_GETFL)
-        .map_err(|e| Error::InvalidArgument(format!("cannot inspect the file descriptor: {e}")))?;
+        .map_err(|e| Error::Internal(format!("cannot inspect the file descriptor: {e}")))?;
     if OFlag::from_bits_truncate(flags) & OFlag::O_ACCMODE == OFlag::O_WRONLY {
         return bad("the file descriptor is not open for reading".into());
     }
@@ -143,15 +140,26 @@ pub(super) fn apply_options(
 /// The `PackageName` option, if given, spelled as the contract spells a package.
 pub(super) fn package_option(d: &Dict) -> Result<Option<crate::package::Package>> {
     dict_str(d, "PackageName")?
-        .map(|p| {
-            crate::package::Package::parse(&p).ok_or_else(|| {
-                Error::InvalidArgument(format!(
-                    "PackageName {:?} is not PydioHome or PydioEnterprise",
-                    crate::text::one_line(&p, 40)
-                ))
-            })
-        })
+        .map(|p| package_named(&p))
         .transpose()
+}
+
+/// `StageFromFd`'s `PackageName`: as [`package_option`], and an empty one stands for the
+/// package in use, as it always has for this method.
+pub(super) fn offered_package(d: &Dict) -> Result<Option<crate::package::Package>> {
+    dict_str(d, "PackageName")?
+        .filter(|p| !p.is_empty())
+        .map(|p| package_named(&p))
+        .transpose()
+}
+
+fn package_named(p: &str) -> Result<crate::package::Package> {
+    crate::package::Package::parse(p).ok_or_else(|| {
+        Error::InvalidArgument(format!(
+            "PackageName {:?} is not PydioHome or PydioEnterprise",
+            crate::text::one_line(p, 40)
+        ))
+    })
 }
 
 /// `Check`'s options: `PackageName` and `Channel`, each spelled as the contract spells it.
@@ -189,6 +197,15 @@ mod tests {
     #[test]
     fn packages_and_channels_are_spelled_as_the_contract_spells_them() {
         assert_eq!(package_option(&dict(&[])).unwrap(), None);
+        let empty = dict(&[("PackageName", Value::from(""))]);
+        assert_eq!(offered_package(&empty).unwrap(), None);
+        assert_eq!(offered_package(&dict(&[])).unwrap(), None);
+        assert!(
+            package_option(&empty).is_err(),
+            "Check names a package or none"
+        );
+        let e = offered_package(&dict(&[("PackageName", Value::from("Pydio"))])).unwrap_err();
+        assert!(e.message().contains("is not PydioHome"), "{e}");
         for p in Package::ALL {
             let d = dict(&[("PackageName", Value::from(p.as_str()))]);
             assert_eq!(package_option(&d).unwrap(), Some(p));

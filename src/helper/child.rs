@@ -50,8 +50,7 @@ fn read_request() -> Result<Vec<u8>> {
 }
 
 fn parse<T: for<'de> Deserialize<'de>>(req: &[u8]) -> Result<T> {
-    serde_json::from_slice(req)
-        .map_err(|e| Error::InvalidArgument(format!("malformed request: {e}")))
+    serde_json::from_slice(req).map_err(|e| Error::Internal(format!("malformed request: {e}")))
 }
 
 fn reply<T: Serialize>(r: T) -> Result<serde_json::Value> {
@@ -66,8 +65,6 @@ fn dispatch(command: &str, req: Vec<u8>, out: &mut impl Write) -> Result<serde_j
         command::LICENSE_READ => reply(crate::license::read_as_user(parse(&req)?)?),
         command::LICENSE_WRITE => reply(crate::license::write_as_user(parse(&req)?)?),
         command::CELLS_CONFIG => reply(crate::cells_config::read_as_user(parse(&req)?)?),
-        other => Err(Error::InvalidArgument(format!(
-            "no helper command {other:?}"
-        ))),
+        other => Err(Error::Internal(format!("no helper command {other:?}"))),
     }
 }

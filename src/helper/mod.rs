@@ -326,12 +326,12 @@ fn lookup(user: &str, group: Option<&str>) -> Result<(u32, u32)> {
     let pw = nix::unistd::User::from_name(user)
         .ok()
         .flatten()
-        .ok_or_else(|| Error::InvalidArgument(format!("the user {user:?} does not exist")))?;
+        .ok_or_else(|| Error::Internal(format!("the user {user:?} does not exist")))?;
     let gid = match group.filter(|g| !g.is_empty()) {
         Some(g) => nix::unistd::Group::from_name(g)
             .ok()
             .flatten()
-            .ok_or_else(|| Error::InvalidArgument(format!("the group {g:?} does not exist")))?
+            .ok_or_else(|| Error::Internal(format!("the group {g:?} does not exist")))?
             .gid
             .as_raw(),
         None => pw.gid.as_raw(),
@@ -354,7 +354,7 @@ fn spawn_child(
     // The daemon, as the child will see it as its parent.
     let parent = nix::unistd::getpid();
     if root && uid == 0 {
-        return Err(Error::InvalidArgument(format!(
+        return Err(Error::Internal(format!(
             "{} must not run as root; set [daemon] probe_user and the unit's User=",
             task.command
         )));

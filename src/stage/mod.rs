@@ -192,9 +192,9 @@ impl Stager {
         let package = meta.package.unwrap_or(default_package);
         floor.admit(&version)?;
         self.require_keys()?;
-        let stat = file.metadata().map_err(|e| {
-            Error::InvalidArgument(format!("cannot inspect the file descriptor: {e}"))
-        })?;
+        let stat = file
+            .metadata()
+            .map_err(|e| Error::Internal(format!("cannot inspect the file descriptor: {e}")))?;
         if !stat.is_file() {
             return Err(Error::InvalidArgument(
                 "the file descriptor is not a regular file".into(),
