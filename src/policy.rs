@@ -173,7 +173,9 @@ pub fn assess(p: &Package, ctx: &Context<'_>) -> Assessed {
         Some(Reason::Invalid)
     } else if p.status != PackageStatus::Released {
         Some(Reason::NotReleased)
-    } else if !p.package_name.is_empty() && p.package_name != ctx.package.as_str() {
+    } else if !p.package_name.is_empty()
+        && crate::package::Package::parse(&p.package_name) != Some(ctx.package)
+    {
         Some(Reason::WrongPackage)
     } else if !p.binary_os.is_empty() && p.binary_os != GOOS {
         Some(Reason::WrongOs)

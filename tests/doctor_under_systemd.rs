@@ -99,6 +99,14 @@ fn doctor_on_a_pydio_guide_host_then_on_broken_ones() {
             "no cap_net_bind_service",
             "setcap cap_net_bind_service=+ep /opt/pydio/bin/cells",
         ),
+        // A capability written for a user namespace's root (v3, root id 1000) grants nothing
+        // on the host, and the daemon does not carry it over: not "updates keep it".
+        (
+            "setcap -n 1000 cap_net_bind_service=+ep /opt/pydio/bin/cells",
+            "capability",
+            "user namespace only",
+            "setcap cap_net_bind_service=+ep /opt/pydio/bin/cells",
+        ),
         (
             "systemctl stop update-server.service",
             "server",

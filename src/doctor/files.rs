@@ -131,7 +131,12 @@ impl Host {
                 format!("cannot read the binary's file capabilities: {e}"),
                 "",
             ),
-            Ok(Some(c)) if c.to_string().contains("cap_net_bind_service") => finding(
+            // What the daemon carries to the next binary (fcaps::FileCaps::preservable).
+            Ok(Some(c))
+                if c.preservable()
+                    .is_some_and(|p| p.permitted & CAP_NET_BIND_SERVICE != 0) =>
+            {
+                finding(
                 "capability",
                 Level::Ok,
                 format!(
@@ -142,6 +147,17 @@ impl Host {
                     }
                 ),
                 "",
+                )
+            }
+            Ok(Some(c)) if c.permitted & CAP_NET_BIND_SERVICE != 0 && !ambient => finding(
+                "capability",
+                Level::Fail,
+                format!(
+                    "the binary has {c}, which holds in a user namespace only (a v3 root id): \
+                     Cells cannot bind ports below 1024, and updates do not carry it over"
+                ),
+                "setcap 'cap_net_bind_service=+ep' <binary> as the host's root, or \
+                 AmbientCapabilities=CAP_NET_BIND_SERVICE in the unit",
             ),
             _ if ambient => finding(
                 "capability",

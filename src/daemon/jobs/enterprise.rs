@@ -75,11 +75,9 @@ pub(in crate::daemon) async fn run(
                 "the update server offers no Enterprise build of {want}"
             ))
         })?;
+    // Refused as any release is: each reason with its own error (policy::Assessed::refusal).
     if !offer.allowed() {
-        return Err(Error::NoSuchVersion(format!(
-            "the Enterprise build of {want} is not usable here ({})",
-            offer.reason_str()
-        )));
+        return Err(offer.refusal(&want));
     }
     let release = Release::from_package(
         &offer.package,
