@@ -69,7 +69,7 @@ pub fn update_response(data: &[u8]) {
         let version = a.version.clone().expect("an allowed release has a version");
         assert!(version > v("4.4.3") && version <= v("4.9.0"), "{version}");
         assert!(!policy::is_bad(&bad, Package::Home, &version));
-        let r = Release::from_package(&a.package, ctx.package, ctx.server_url, ctx.download_hosts)
+        let r = Release::from_offer(&a.package, ctx.package, ctx.server_url, ctx.download_hosts)
             .expect("an allowed release can be downloaded");
         assert!(r.url.scheme() == "https", "{}", r.url);
         assert!(r.size > 0 && r.size <= 1 << 30);

@@ -4,13 +4,13 @@
 use crate::config::AutoPolicy;
 use crate::package::BadRelease;
 use crate::stage::Release;
-use crate::update_server::{goarch, Package, PackageStatus, GOOS};
+use crate::update_server::{goarch, Offer, PackageStatus, GOOS};
 use crate::version::{CellsVersion, VersionFloor};
 
 /// What is known locally when judging an offer.
 #[derive(Debug, Clone)]
 pub struct Context<'a> {
-    /// Package in use.
+    /// The package in use.
     pub package: crate::package::Package,
     /// Versions a release must beat.
     pub floor: &'a VersionFloor,
@@ -101,7 +101,7 @@ impl std::fmt::Display for Reason {
 #[derive(Debug, Clone)]
 pub struct Assessed {
     /// As the server sent it.
-    pub package: Package,
+    pub package: Offer,
     /// The parsed version, when it parses.
     pub version: Option<CellsVersion>,
     /// Why it may not be staged; `None` when it may.
@@ -162,13 +162,13 @@ impl Assessed {
 }
 
 /// Judges one offer.
-pub fn assess(p: &Package, ctx: &Context<'_>) -> Assessed {
+pub fn assess(p: &Offer, ctx: &Context<'_>) -> Assessed {
     let version = CellsVersion::parse(&p.version).ok();
     // An unknown release date (0: older servers) cannot be judged young.
     let eligible_at = (p.release_date > 0 && !ctx.min_age.is_zero())
         .then(|| p.release_date.saturating_add(ctx.min_age.as_secs() as i64));
     let reason = if version.is_none()
-        || Release::from_package(p, ctx.package, ctx.server_url, ctx.download_hosts).is_err()
+        || Release::from_offer(p, ctx.package, ctx.server_url, ctx.download_hosts).is_err()
     {
         Some(Reason::Invalid)
     } else if p.status != PackageStatus::Released {
@@ -336,8 +336,8 @@ mod tests {
         CellsVersion::parse(s).unwrap()
     }
 
-    fn pkg(version: &str) -> Package {
-        Package {
+    fn pkg(version: &str) -> Offer {
+        Offer {
             package_name: "PydioHome".into(),
             version: version.into(),
             binary_url: "https://example.org/cells".into(),
@@ -403,14 +403,14 @@ mod tests {
             (pkg("4.4.5"), ""),
             (pkg("4.5.1"), "held"),
             (
-                Package {
+                Offer {
                     release_date: 1_800_000_000 - 3600,
                     ..pkg("4.4.5")
                 },
                 "too-new",
             ),
             (
-                Package {
+                Offer {
                     release_date: 1_800_000_000 - 4 * 86_400,
                     ..pkg("4.4.5")
                 },
@@ -421,56 +421,56 @@ mod tests {
             (pkg("4.4.8"), ""),
             (pkg("latest"), "invalid"),
             (
-                Package {
+                Offer {
                     status: PackageStatus::Draft,
                     ..pkg("4.4.5")
                 },
                 "not-released",
             ),
             (
-                Package {
+                Offer {
                     status: PackageStatus::Pending,
                     ..pkg("4.4.5")
                 },
                 "not-released",
             ),
             (
-                Package {
+                Offer {
                     binary_url: "file:///etc/shadow".into(),
                     ..pkg("4.4.5")
                 },
                 "invalid",
             ),
             (
-                Package {
+                Offer {
                     package_name: "PydioEnterprise".into(),
                     ..pkg("4.4.5")
                 },
                 "wrong package",
             ),
             (
-                Package {
+                Offer {
                     binary_arch: "s390".into(),
                     ..pkg("4.4.5")
                 },
                 "wrong arch",
             ),
             (
-                Package {
+                Offer {
                     binary_os: "darwin".into(),
                     ..pkg("4.4.5")
                 },
                 "wrong os",
             ),
             (
-                Package {
+                Offer {
                     binary_size: 5000,
                     ..pkg("4.4.5")
                 },
                 "too large",
             ),
             (
-                Package {
+                Offer {
                     binary_checksum: "abc".into(),
                     ..pkg("4.4.5")
                 },
@@ -478,7 +478,7 @@ mod tests {
             ),
             // Neither the server's host nor a listed download host (an intranet address).
             (
-                Package {
+                Offer {
                     binary_url: "https://10.0.0.7/cells".into(),
                     ..pkg("4.4.5")
                 },
@@ -490,7 +490,7 @@ mod tests {
             assert_eq!(a.reason_str(), reason, "{p:?}");
             assert_eq!(a.allowed(), reason.is_empty());
         }
-        let young = Package {
+        let young = Offer {
             release_date: 1_800_000_000 - 3600,
             ..pkg("4.4.5")
         };

@@ -78,10 +78,11 @@ pub enum PackageStatus {
     Unknown,
 }
 
-/// One package of `AvailableBinaries`, as the server sent it (nothing checked yet).
+/// One release the server offers: an entry of `AvailableBinaries` (Cells' `update.Package`),
+/// as the server sent it (nothing checked yet).
 #[derive(Debug, Clone, Default, Deserialize, PartialEq)]
 #[serde(default)]
-pub struct Package {
+pub struct Offer {
     #[serde(rename = "PackageName", deserialize_with = "string")]
     pub package_name: String,
     #[serde(rename = "Version", deserialize_with = "string")]
@@ -127,7 +128,7 @@ pub struct UpdateResponse {
     #[serde(rename = "Channel", deserialize_with = "string")]
     pub channel: String,
     #[serde(rename = "AvailableBinaries", deserialize_with = "packages")]
-    pub available_binaries: Vec<Package>,
+    pub available_binaries: Vec<Offer>,
 }
 
 /// Parses a response body.
@@ -298,8 +299,8 @@ fn status<'de, D: Deserializer<'de>>(d: D) -> std::result::Result<PackageStatus,
     })
 }
 
-fn packages<'de, D: Deserializer<'de>>(d: D) -> std::result::Result<Vec<Package>, D::Error> {
-    Ok(Option::<Vec<Package>>::deserialize(d)?.unwrap_or_default())
+fn packages<'de, D: Deserializer<'de>>(d: D) -> std::result::Result<Vec<Offer>, D::Error> {
+    Ok(Option::<Vec<Offer>>::deserialize(d)?.unwrap_or_default())
 }
 
 #[cfg(test)]

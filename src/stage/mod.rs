@@ -19,7 +19,7 @@ use crate::helper::{Request, Runner};
 use crate::net::{FetchRequest, FetchStart, INTERRUPTED};
 use crate::probe;
 use crate::trust::{self, Sha256Digest, TrustedKeys};
-use crate::update_server::{Package, ServerSettings};
+use crate::update_server::{Offer, ServerSettings};
 use crate::version::{CellsVersion, VersionFloor};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};

@@ -23,12 +23,12 @@ pub struct Release {
 }
 
 impl Release {
-    /// Checks the form of a package offered by the server at `server_url`: a Cells version, a
+    /// Checks the form of a release offered by the server at `server_url`: a Cells version, a
     /// `BinaryURL` that follows the download rules (on the server's host or one of
     /// `download_hosts`), a 32-byte checksum, a signature, a size. `package` is the edition
     /// asked for.
-    pub fn from_package(
-        p: &Package,
+    pub fn from_offer(
+        p: &Offer,
         package: crate::package::Package,
         server_url: &str,
         download_hosts: &[String],

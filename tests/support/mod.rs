@@ -401,7 +401,7 @@ impl StageEnv {
             .iter()
             .find(|p| p.version == version)
             .unwrap_or_else(|| panic!("{version:?} not in catalog"));
-        let release = Release::from_package(
+        let release = Release::from_offer(
             pkg,
             cells_updater::package::Package::Home,
             &self.server.base(),

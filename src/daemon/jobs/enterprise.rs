@@ -79,7 +79,7 @@ pub(in crate::daemon) async fn run(
     if !offer.allowed() {
         return Err(offer.refusal(&want));
     }
-    let release = Release::from_package(
+    let release = Release::from_offer(
         &offer.package,
         ENTERPRISE,
         &server.url,

@@ -342,7 +342,7 @@ pub(in crate::daemon) async fn run(ctx: &Ctx, source: Source) -> Result<Manifest
             d.announce(&new).await;
             let server = d.effective_server().await;
             let chosen = choose(&assessed, wanted.as_ref(), &server.url)?;
-            let release = Release::from_package(
+            let release = Release::from_offer(
                 &chosen.package,
                 d.package().await,
                 &server.url,
