@@ -10,7 +10,7 @@ use std::fmt;
 
 /// Where a setting comes from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Source {
+pub enum SettingSource {
     /// cells-updater's built-in default.
     Default,
     /// `/etc/cells-updater/config.toml` or `config.d`.
@@ -19,12 +19,12 @@ pub enum Source {
     Cells,
 }
 
-impl fmt::Display for Source {
+impl fmt::Display for SettingSource {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {
-            Source::Default => "default",
-            Source::Config => "/etc/cells-updater",
-            Source::Cells => "Cells' pydio.json",
+            SettingSource::Default => "default",
+            SettingSource::Config => "/etc/cells-updater",
+            SettingSource::Cells => "Cells' pydio.json",
         })
     }
 }
@@ -35,11 +35,11 @@ pub struct Effective {
     /// The update server's base URL.
     pub url: String,
     /// Where it comes from.
-    pub url_source: Source,
+    pub url_source: SettingSource,
     /// The release channel.
     pub channel: crate::package::Channel,
     /// Where it comes from.
-    pub channel_source: Source,
+    pub channel_source: SettingSource,
     /// A public key found in `pydio.json` (PEM), reported only.
     pub cells_key: Option<String>,
 }
@@ -56,17 +56,17 @@ pub fn effective(cfg: &Config, cells: Option<&CellsUpdateSettings>) -> Effective
         .filter(|u| crate::config::no_credentials(u).is_ok())
         .map(|u| u.to_string());
     let (url, url_source) = match (cfg.server_url_set, cells_url) {
-        (true, _) => (cfg.server_url.clone(), Source::Config),
-        (false, Some(u)) => (u, Source::Cells),
-        (false, None) => (cfg.server_url.clone(), Source::Default),
+        (true, _) => (cfg.server_url.clone(), SettingSource::Config),
+        (false, Some(u)) => (u, SettingSource::Cells),
+        (false, None) => (cfg.server_url.clone(), SettingSource::Default),
     };
     let cells_channel = cells
         .and_then(|c| c.channel.as_deref())
         .and_then(crate::package::Channel::parse);
     let (channel, channel_source) = match (cfg.channel_set, cells_channel) {
-        (true, _) => (cfg.channel, Source::Config),
-        (false, Some(c)) => (c, Source::Cells),
-        (false, None) => (cfg.channel, Source::Default),
+        (true, _) => (cfg.channel, SettingSource::Config),
+        (false, Some(c)) => (c, SettingSource::Cells),
+        (false, None) => (cfg.channel, SettingSource::Default),
     };
     Effective {
         url,
@@ -92,11 +92,11 @@ mod tests {
         let e = effective(&cfg, Some(&cells));
         assert_eq!(
             (e.url.as_str(), e.url_source),
-            ("https://mirror.example/", Source::Cells)
+            ("https://mirror.example/", SettingSource::Cells)
         );
         assert_eq!(
             (e.channel.as_str(), e.channel_source),
-            ("dev", Source::Cells)
+            ("dev", SettingSource::Cells)
         );
         assert_eq!(e.cells_key.as_deref(), Some("PEM"));
         cfg.apply("[server]\nurl = \"https://explicit.example/\"\n", "t")
@@ -104,15 +104,15 @@ mod tests {
         let e = effective(&cfg, Some(&cells));
         assert_eq!(
             (e.url.as_str(), e.url_source),
-            ("https://explicit.example/", Source::Config)
+            ("https://explicit.example/", SettingSource::Config)
         );
-        assert_eq!(e.channel_source, Source::Cells);
+        assert_eq!(e.channel_source, SettingSource::Cells);
         cfg.apply("[server]\nfollow_cells_config = false\n", "t")
             .unwrap();
         let e = effective(&cfg, Some(&cells));
         assert_eq!(
             (e.channel.as_str(), e.channel_source),
-            ("stable", Source::Default)
+            ("stable", SettingSource::Default)
         );
         assert_eq!(e.cells_key, None);
         // Nonsense in pydio.json is not followed.
@@ -124,7 +124,7 @@ mod tests {
         let e = effective(&Config::default(), Some(&odd));
         assert_eq!(
             (e.url_source, e.channel_source),
-            (Source::Default, Source::Default)
+            (SettingSource::Default, SettingSource::Default)
         );
         // Nor a URL with credentials: they would be copied into LastError and the journal.
         let secret = CellsUpdateSettings {
@@ -133,7 +133,7 @@ mod tests {
             public_key: None,
         };
         let e = effective(&Config::default(), Some(&secret));
-        assert_eq!(e.url_source, Source::Default);
+        assert_eq!(e.url_source, SettingSource::Default);
         assert!(!e.url.contains("s3cret"), "{}", e.url);
         // The Cells user writes terminal escapes and a fake doctor line into its URL: what is
         // followed and shown has no control character left.
@@ -143,7 +143,7 @@ mod tests {
             public_key: None,
         };
         let e = effective(&Config::default(), Some(&hostile));
-        assert_eq!(e.url_source, Source::Cells);
+        assert_eq!(e.url_source, SettingSource::Cells);
         assert!(!e.url.chars().any(char::is_control), "{:?}", e.url);
         assert!(e.url.starts_with("https://mirror.example/"), "{}", e.url);
     }

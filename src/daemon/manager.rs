@@ -2,7 +2,7 @@
 
 use super::auth::Action;
 use super::errors::BusError;
-use super::jobs::{apply::Options as ApplyOptions, stage::Source, Work};
+use super::jobs::{apply::Options as ApplyOptions, stage::StageFrom, Work};
 use super::props::{Learnt, ManagerProps};
 use super::Daemon;
 use crate::error::{Error, Result};
@@ -161,7 +161,7 @@ impl ManagerIface {
         Ok(s.launch(
             &version,
             (Action::Stage, Some(uid)),
-            Work::Stage(Source::Server(wanted, force)),
+            Work::Stage(StageFrom::Server(wanted, force)),
         )
         .await?)
     }
@@ -210,7 +210,7 @@ impl ManagerIface {
         Ok(s.launch(
             &label,
             (Action::Stage, Some(uid)),
-            Work::Stage(Source::File(file, meta)),
+            Work::Stage(StageFrom::File(file, meta)),
         )
         .await?)
     }

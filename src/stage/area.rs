@@ -8,10 +8,13 @@ pub struct StagingArea {
     pub(super) dir: Arc<Dir>,
 }
 
+/// What a partial download is of (`source.json` beside it): a resumed attempt keeps the
+/// bytes only for the same URL, digest and size.
 #[derive(Serialize, Deserialize, PartialEq)]
-pub(super) struct Source {
+pub(super) struct PartialOrigin {
     pub(super) url: String,
-    pub(super) sha256: String,
+    #[serde(with = "crate::wire::digest")]
+    pub(super) sha256: crate::trust::Sha256Digest,
     pub(super) size: u64,
 }
 

@@ -33,7 +33,7 @@ mod area;
 mod release;
 mod sink;
 pub use area::StagingArea;
-use area::{io_fail, Source};
+use area::{io_fail, PartialOrigin};
 pub use release::{FdMetadata, Manifest, Release};
 use sink::{copy_file_into, Sink};
 
@@ -131,9 +131,9 @@ impl Stager {
         }
         let name = release.version.to_string();
         self.area.prune_partials(&name)?;
-        let source = Source {
+        let source = PartialOrigin {
             url: release.url.to_string(),
-            sha256: trust::encode_checksum(&release.checksum),
+            sha256: release.checksum,
             size: release.size,
         };
         let work = Arc::new(self.prepare_work_dir(&name, &source)?);
@@ -301,11 +301,11 @@ impl Stager {
 
     /// Readies the work directory of `name`; a partial download of the same source is kept
     /// for a resumed attempt, anything else is cleared.
-    fn prepare_work_dir(&self, name: &str, source: &Source) -> Result<Dir> {
+    fn prepare_work_dir(&self, name: &str, source: &PartialOrigin) -> Result<Dir> {
         let fail = io_fail(format!("cannot prepare the work directory of {name}"));
         let workroot = self.area.work()?;
         if let Ok(work) = workroot.subdir(name, None) {
-            let previous: Option<Source> = work
+            let previous: Option<PartialOrigin> = work
                 .read(SOURCE, 1 << 16)
                 .ok()
                 .flatten()

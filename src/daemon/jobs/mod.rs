@@ -65,7 +65,7 @@ impl Ctx {
 /// What a mutating job does, with what it needs; its [`JobKind`] (the `Kind` property) is
 /// its tag, never chosen apart from it.
 pub(super) enum Work {
-    Stage(stage::Source),
+    Stage(stage::StageFrom),
     Apply(apply::Options),
     Update(Option<CellsVersion>, apply::Options),
     Rollback,
@@ -170,16 +170,18 @@ impl Daemon {
             Work::Apply(o) => apply::run(&ctx, &o).await,
             Work::Rollback => rollback::run(&ctx).await,
             Work::Enterprise(key, v, o) => enterprise::run(&ctx, &key, v, o).await,
-            Work::Update(v, o) => match stage::run(&ctx, stage::Source::Server(v, o.force)).await {
-                Ok(m) => {
-                    let o = apply::Options {
-                        version: Some(m.version.clone()),
-                        ..o
-                    };
-                    apply::run(&ctx, &o).await
+            Work::Update(v, o) => {
+                match stage::run(&ctx, stage::StageFrom::Server(v, o.force)).await {
+                    Ok(m) => {
+                        let o = apply::Options {
+                            version: Some(m.version.clone()),
+                            ..o
+                        };
+                        apply::run(&ctx, &o).await
+                    }
+                    Err(e) => Err(e),
                 }
-                Err(e) => Err(e),
-            },
+            }
         };
         self.conclude(&job, outcome, success).await;
         fleet_gate::send_kept_outcome(&ctx).await;

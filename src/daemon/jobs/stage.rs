@@ -18,7 +18,7 @@ use std::time::Duration;
 pub(in crate::daemon) const MAX_AVAILABLE: usize = 32;
 
 /// Where a stage job gets its binary.
-pub(in crate::daemon) enum Source {
+pub(in crate::daemon) enum StageFrom {
     /// The update server; `None` = the newest allowed version; `true`: past the pin and
     /// the release age (`Force`).
     Server(Option<CellsVersion>, bool),
@@ -329,14 +329,14 @@ impl Reporter {
 }
 
 /// Stages one release (from the server or a descriptor) and keeps it as the only staged one.
-pub(in crate::daemon) async fn run(ctx: &Ctx, source: Source) -> Result<Manifest> {
+pub(in crate::daemon) async fn run(ctx: &Ctx, source: StageFrom) -> Result<Manifest> {
     let d = &ctx.d;
     ctx.set_state(Lifecycle::Downloading).await?;
     let mut reporter = Reporter::start(d.clone(), ctx.job.clone());
     let floor = d.floor().await?;
     let cancel = &ctx.job.cancel;
     let result = match source {
-        Source::Server(wanted, force) => {
+        StageFrom::Server(wanted, force) => {
             let assessed = d.check_now(&floor, None, None, force).await?;
             let new = d.record_check(&assessed).await?;
             d.announce(&new).await;
@@ -361,7 +361,7 @@ pub(in crate::daemon) async fn run(ctx: &Ctx, source: Source) -> Result<Manifest
                 )
                 .await
         }
-        Source::File(file, meta) => {
+        StageFrom::File(file, meta) => {
             let package = d.package().await;
             if let Ok(v) = CellsVersion::parse(&meta.version) {
                 refuse_bad(d, meta.package.unwrap_or(package), &v).await?;
