@@ -18,7 +18,7 @@ pub type ExecCommand = (String, Vec<String>, bool, u64, u64, u64, u64, u32, i32,
     default_service = "org.freedesktop.systemd1",
     default_path = "/org/freedesktop/systemd1"
 )]
-pub(crate) trait Manager {
+pub(crate) trait SystemdManager {
     fn load_unit(&self, name: &str) -> zbus::Result<OwnedObjectPath>;
     fn restart_unit(&self, name: &str, mode: &str) -> zbus::Result<OwnedObjectPath>;
     fn reset_failed_unit(&self, name: &str) -> zbus::Result<()>;
@@ -86,7 +86,7 @@ pub struct TimerFacts {
 
 /// Reads a timer's facts from systemd on `conn`.
 pub async fn timer_facts(conn: &zbus::Connection, timer: &str) -> Result<TimerFacts> {
-    let manager = timed("connecting", ManagerProxy::new(conn)).await?;
+    let manager = timed("connecting", SystemdManagerProxy::new(conn)).await?;
     let path = timed(&format!("LoadUnit({timer})"), manager.load_unit(timer)).await?;
     let bad_path = |e: zbus::Error| Error::UnitFailed(format!("systemd: unit path: {e}"));
     let u = timed(
@@ -201,7 +201,7 @@ pub(crate) async fn timed<T>(
 
 /// Reads the unit's facts from systemd on `conn` (the system bus).
 pub async fn unit_facts(conn: &zbus::Connection, unit: &str) -> Result<UnitFacts> {
-    let manager = timed("connecting", ManagerProxy::new(conn)).await?;
+    let manager = timed("connecting", SystemdManagerProxy::new(conn)).await?;
     let path = timed(&format!("LoadUnit({unit})"), manager.load_unit(unit)).await?;
     let bad_path = |e: zbus::Error| Error::UnitFailed(format!("systemd: unit path: {e}"));
     let u = timed(
@@ -256,7 +256,7 @@ pub async fn unit_facts(conn: &zbus::Connection, unit: &str) -> Result<UnitFacts
 
 /// Asks systemd to reload its unit files.
 pub async fn reload(conn: &zbus::Connection) -> Result<()> {
-    let m = timed("connecting", ManagerProxy::new(conn)).await?;
+    let m = timed("connecting", SystemdManagerProxy::new(conn)).await?;
     timed("Reload", m.reload()).await
 }
 
@@ -268,7 +268,7 @@ pub async fn restart(
     start_only: bool,
     timeout: Duration,
 ) -> Result<()> {
-    let m = timed("connecting", ManagerProxy::new(conn)).await?;
+    let m = timed("connecting", SystemdManagerProxy::new(conn)).await?;
     // Subscribing makes systemd send job signals; a second subscription is harmless.
     let _ = timed("Subscribe", m.subscribe()).await;
     let mut removed = timed("JobRemoved", m.receive_job_removed()).await?;

@@ -41,7 +41,7 @@ pub(super) async fn follow_with(
     let job_iface = zbus::names::InterfaceName::from_static_str_unchecked(
         cells_updater::contract::JOB_INTERFACE,
     );
-    let mut bar = Progress::new(json);
+    let mut bar = ProgressView::new(json);
     let initial = props
         .get_all(job_iface.clone())
         .await
@@ -106,13 +106,13 @@ pub(super) async fn follow_with(
 }
 
 /// A progress bar on a terminal (indicatif), plain lines otherwise, JSON lines with `--json`.
-struct Progress {
+struct ProgressView {
     json: bool,
     bar: Option<indicatif::ProgressBar>,
     last: String,
 }
 
-impl Progress {
+impl ProgressView {
     fn new(json: bool) -> Self {
         let bar = (!json && std::io::stderr().is_terminal()).then(|| {
             let bar = indicatif::ProgressBar::with_draw_target(
@@ -126,7 +126,7 @@ impl Progress {
             }
             bar
         });
-        Progress {
+        ProgressView {
             json,
             bar,
             last: String::new(),

@@ -101,7 +101,7 @@ pub struct Running {
     out: tokio::net::unix::pipe::Receiver,
     deadline: Instant,
     what: String,
-    stop: Option<Stop>,
+    stop: Option<Teardown>,
     feeder: Option<tokio::task::JoinHandle<()>>,
     /// Data buffers handed back, reused for the next data frames.
     spare: Vec<Vec<u8>>,
@@ -117,7 +117,8 @@ pub const MAX_META_FRAMES: usize = 8;
 /// Most buffers kept for reuse.
 const SPARE_BUFFERS: usize = 4;
 
-enum Stop {
+/// How a running helper is stopped: its transient unit, or the forked child.
+enum Teardown {
     Unit(zbus::Connection, String),
     Child(tokio::process::Child),
 }
@@ -189,7 +190,7 @@ impl Runner {
                     env: task.env.clone(),
                 };
                 unit::start_transient(conn, &name, &props).await?;
-                Stop::Unit(conn.clone(), name)
+                Teardown::Unit(conn.clone(), name)
             }
             Runner::Fork { exe, user } => {
                 let child = spawn_child(
@@ -201,7 +202,7 @@ impl Runner {
                         .try_clone()
                         .map_err(|e| Error::Internal(format!("cannot duplicate a pipe: {e}")))?,
                 )?;
-                Stop::Child(child)
+                Teardown::Child(child)
             }
         };
         // Only the helper keeps the write end: its exit is our end of file.
@@ -286,7 +287,7 @@ impl Drop for Running {
             f.abort();
         }
         match self.stop.take() {
-            Some(Stop::Unit(conn, name)) => {
+            Some(Teardown::Unit(conn, name)) => {
                 // A finished unit is already gone; stopping it again is harmless.
                 if let Ok(handle) = tokio::runtime::Handle::try_current() {
                     handle.spawn(async move {
@@ -294,7 +295,7 @@ impl Drop for Running {
                     });
                 }
             }
-            Some(Stop::Child(mut child)) => {
+            Some(Teardown::Child(mut child)) => {
                 if let Some(pid) = child.id() {
                     let _ = nix::sys::signal::killpg(
                         nix::unistd::Pid::from_raw(pid as i32),

@@ -2,7 +2,7 @@
 //! limits) and starting and stopping it through systemd's manager.
 
 use crate::error::{Error, Result};
-use crate::systemd::{job_end, timed, JobEnd, ManagerProxy, CALL_TIMEOUT};
+use crate::systemd::{job_end, timed, JobEnd, SystemdManagerProxy, CALL_TIMEOUT};
 use std::time::Duration;
 
 /// The fixed properties of a helper's transient unit (see [`crate::helper`]).
@@ -211,7 +211,7 @@ pub async fn start_transient(
             }
         }
     }
-    let m = timed("connecting", ManagerProxy::new(conn)).await?;
+    let m = timed("connecting", SystemdManagerProxy::new(conn)).await?;
     let _ = timed("Subscribe", m.subscribe()).await;
     let mut removed = timed("JobRemoved", m.receive_job_removed()).await?;
     let job = timed(
@@ -234,7 +234,7 @@ pub async fn start_transient(
 
 /// Stops a helper unit (a finished one is already gone: errors are ignored).
 pub async fn stop_transient(conn: &zbus::Connection, name: &str) {
-    if let Ok(m) = ManagerProxy::new(conn).await {
+    if let Ok(m) = SystemdManagerProxy::new(conn).await {
         let _ = tokio::time::timeout(CALL_TIMEOUT, m.stop_unit(name, "replace")).await;
     }
 }

@@ -99,7 +99,7 @@ pub struct Stager {
 }
 
 /// Why a download stopped early, and whether its partial file is worth keeping.
-enum Stop {
+enum Abort {
     /// Network interruption: keep the partial for a resumed attempt.
     Interrupted(Error),
     /// Anything else: drop the partial.
@@ -147,8 +147,8 @@ impl Stager {
             .await;
         let (digest, size) = match result {
             Ok(r) => r,
-            Err(Stop::Interrupted(e)) => return Err(e),
-            Err(Stop::Fatal(e)) => {
+            Err(Abort::Interrupted(e)) => return Err(e),
+            Err(Abort::Fatal(e)) => {
                 self.discard(&name);
                 return Err(e);
             }
@@ -330,17 +330,17 @@ impl Stager {
         resume_from: u64,
         progress: &mut (dyn FnMut(Progress) + Send),
         cancel: &Cancel,
-    ) -> std::result::Result<(Sha256Digest, u64), Stop> {
+    ) -> std::result::Result<(Sha256Digest, u64), Abort> {
         let version = &release.version;
         let fatal = |what: String| {
-            Stop::Fatal(Error::DownloadFailed(format!(
+            Abort::Fatal(Error::DownloadFailed(format!(
                 "downloading {version} from {}: {what}",
                 release.url
             )))
         };
         self.area
             .check_space(release.size - resume_from)
-            .map_err(Stop::Fatal)?;
+            .map_err(Abort::Fatal)?;
         let req = FetchRequest {
             url: release.url.to_string(),
             server_url: server.url.clone(),
@@ -358,7 +358,7 @@ impl Stager {
             .runner
             .start(Request::Fetch(req))
             .await
-            .map_err(Stop::Fatal)?;
+            .map_err(Abort::Fatal)?;
         let mut interrupted = false;
         // The first frame says where the bytes start (or the fetch failed at once).
         let offset = loop {
@@ -366,13 +366,13 @@ impl Stager {
             let next = tokio::select! {
                 biased;
                 () = cancel.cancelled() => {
-                    return Err(Stop::Fatal(Error::Cancelled(
+                    return Err(Abort::Fatal(Error::Cancelled(
                         "the job was cancelled before anything was changed".into(),
                     )))
                 }
                 f = fetch.next() => f,
             };
-            match next.map_err(|e| Stop::Interrupted(helper_broke(version, e)))? {
+            match next.map_err(|e| Abort::Interrupted(helper_broke(version, e)))? {
                 Frame::Meta(m) if m.get(INTERRUPTED).is_some() => interrupted = true,
                 Frame::Meta(m) => match serde_json::from_value::<FetchStart>(m) {
                     Ok(s) if s.start == 0 || s.start == resume_from => break s.start,
@@ -380,9 +380,9 @@ impl Stager {
                 },
                 Frame::Data(_) => return Err(fatal("bytes arrived before their offset".into())),
                 Frame::Result(Err(e)) if interrupted => {
-                    return Err(Stop::Interrupted(resumable(e)))
+                    return Err(Abort::Interrupted(resumable(e)))
                 }
-                Frame::Result(Err(e)) => return Err(Stop::Fatal(e)),
+                Frame::Result(Err(e)) => return Err(Abort::Fatal(e)),
                 Frame::Result(Ok(_)) => {
                     return Err(fatal("the download ended before it began".into()))
                 }
@@ -404,7 +404,7 @@ impl Stager {
             })
         };
         let mut done = offset;
-        let mut stop: Option<Stop> = None;
+        let mut stop: Option<Abort> = None;
         progress(Progress {
             phase: StagePhase::Downloading,
             done,
@@ -412,7 +412,7 @@ impl Stager {
         });
         loop {
             if let Err(e) = cancel.check() {
-                stop = Some(Stop::Fatal(e));
+                stop = Some(Abort::Fatal(e));
                 break;
             }
             while let Ok(buf) = used_rx.try_recv() {
@@ -424,7 +424,7 @@ impl Stager {
             let next = tokio::select! {
                 biased;
                 () = cancel.cancelled() => {
-                    stop = Some(Stop::Fatal(Error::Cancelled(
+                    stop = Some(Abort::Fatal(Error::Cancelled(
                         "the job was cancelled before anything was changed".into(),
                     )));
                     break;
@@ -455,14 +455,14 @@ impl Stager {
                 Ok(Frame::Result(Ok(_))) => break,
                 Ok(Frame::Result(Err(e))) => {
                     stop = Some(if interrupted {
-                        Stop::Interrupted(resumable(e))
+                        Abort::Interrupted(resumable(e))
                     } else {
-                        Stop::Fatal(e)
+                        Abort::Fatal(e)
                     });
                     break;
                 }
                 Err(e) => {
-                    stop = Some(Stop::Interrupted(resumable(helper_broke(version, e))));
+                    stop = Some(Abort::Interrupted(resumable(helper_broke(version, e))));
                     break;
                 }
             }
@@ -473,7 +473,7 @@ impl Stager {
             .await
             .map_err(|e| fatal(format!("writer task failed: {e}")))?;
         let (digest, size) = written.map_err(|e| {
-            Stop::Fatal(Error::from_io(
+            Abort::Fatal(Error::from_io(
                 &e,
                 &format!("writing {}", work.path().join(PART).display()),
                 Error::DownloadFailed,
@@ -483,7 +483,7 @@ impl Stager {
             return Err(stop);
         }
         if size < release.size {
-            return Err(Stop::Interrupted(Error::DownloadFailed(format!(
+            return Err(Abort::Interrupted(Error::DownloadFailed(format!(
                 "downloading {version}: the connection closed after {size} of {} bytes; staging \
                  it again resumes the download",
                 release.size
