@@ -195,10 +195,10 @@ pub fn dropin(data: &[u8]) {
     );
     let args: Vec<String> = fields.take(16).collect();
     let Ok(rendered) =
-        crate::systemd::render_dropin("cells.service", Path::new(&binary), &args, assert_exec)
+        crate::dropin::render_dropin("cells.service", Path::new(&binary), &args, assert_exec)
     else {
         // Only a path systemd would respell, or one no condition can hold, is refused.
-        assert!(assert_exec || !crate::systemd::is_plain_path(&binary));
+        assert!(assert_exec || !crate::dropin::is_plain_path(&binary));
         return;
     };
     let lines: Vec<&str> = rendered.lines().collect();

@@ -3,11 +3,12 @@
 //! Modules, one responsibility each (their layers: docs/architecture.md, `tests/layering.rs`):
 //! - [`cancel`]: a job's cancel token (cancellable until the swap begins).
 //! - [`cells_config`]: Cells' own update settings in `pydio.json` (read as the Cells user).
-//! - [`contract`]: the bus names, paths and interfaces of the contract, written once.
+//! - [`contract`]: the bus names, paths, interfaces and property names of the contract, written once.
 //! - [`config`]: `/etc/cells-updater/config.toml` + `config.d/*.toml`, defaults, root prefix.
 //! - [`daemon`]: the bus name, Manager and Job objects, authorization, jobs, sd-notify, idle exit.
 //! - [`doctor`]: `cells-updater doctor` and `config`: the host inspected as the daemon sees it.
 //! - [`dirfd`]: file work as root through directory descriptors, never following links (I9).
+//! - [`dropin`]: the text of the drop-in that points the Cells unit at its binary.
 //! - [`error`]: typed errors, one per D-Bus error name of the contract.
 //! - [`failpoint`]: named crash points for the recovery tests (cargo feature `failpoints`).
 //! - `fuzzing`: fuzz targets and the drop-in oracle (cargo feature `fuzzing`, tests only).
@@ -29,11 +30,14 @@
 //! - [`settings`]: the update-server settings in force, and where each comes from.
 //! - [`stage`]: download or copy into the staging area, verified while streaming.
 //! - [`state`]: the persisted lifecycle state machine and the apply journal.
-//! - [`systemd`]: unit facts, restart, drop-ins, timers, over D-Bus.
+//! - [`systemd`]: unit and timer facts, reload and restart, over systemd's D-Bus API.
 //! - [`text`]: outside text made inert before it reaches sd_notify, the journal or a terminal.
 //! - [`trust`]: trusted keys (RSA PKCS#1/SPKI, EC P-256), checksum and signature checks.
 //! - [`update_server`]: the Cells update-server protocol (wire types, check).
+//! - [`unit_syntax`]: unit-file syntax as systemd reads it (the drop-in oracle, discovery).
 //! - [`version`]: Cells version parsing, ordering and the no-downgrade floor.
+//! - [`wire`]: the one text form on disk of each typed value (versions, digests, capabilities,
+//!   packages).
 pub mod cancel;
 pub mod cells_config;
 pub mod config;
@@ -41,6 +45,7 @@ pub mod contract;
 pub mod daemon;
 pub mod dirfd;
 pub mod doctor;
+pub mod dropin;
 pub mod error;
 pub mod failpoint;
 pub mod fcaps;

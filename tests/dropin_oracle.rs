@@ -38,7 +38,7 @@ fn systemd_reads_every_rendered_dropin_as_the_oracle_does() {
             fields.next().unwrap_or_default().trim_start_matches('/')
         );
         let args: Vec<String> = fields.take(16).collect();
-        let Ok(rendered) = cells_updater::systemd::render_dropin(
+        let Ok(rendered) = cells_updater::dropin::render_dropin(
             &format!("oracle-{i}.service"),
             Path::new(&binary),
             &args,

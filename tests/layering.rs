@@ -20,6 +20,7 @@ const LAYERS: &[(&str, &[&str])] = &[
             "package",
             "cancel",
             "dirfd",
+            "dropin",
             "fcaps",
             "schedule",
             "unit_syntax",

@@ -21,7 +21,6 @@ use crate::install::{self, Backups, BinaryDir};
 use crate::log;
 use crate::package::BadRelease;
 use crate::state::{InstalledRecord, Journal, JournalKind, Lifecycle, Step};
-use crate::systemd;
 use crate::version::CellsVersion;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -131,7 +130,7 @@ impl Daemon {
                     // file itself (then no drop-in is needed).
                     return Ok(current);
                 }
-                systemd::render_dropin(
+                crate::dropin::render_dropin(
                     &self.cfg.unit,
                     &unit_target,
                     &f.exec_args,
