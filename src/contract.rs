@@ -24,6 +24,24 @@ pub const AGENT_INTERFACE: &str = "com.pydio.CellsUpdater1.Fleet";
 /// The fleet agent's packaged user; the name's D-Bus policy lets only it (and root) own it.
 pub const AGENT_USER: &str = "cells-updater-fleet";
 
+/// The polkit actions a caller may be granted (dist/com.pydio.cellsupdater.policy).
+pub mod polkit_action {
+    /// `Check`.
+    pub const CHECK: &str = "com.pydio.cellsupdater.check";
+    /// `Stage`, `StageFromFd`.
+    pub const STAGE: &str = "com.pydio.cellsupdater.stage";
+    /// `Apply`, `Update`, `UpgradeToEnterprise` (with the default options).
+    pub const APPLY: &str = "com.pydio.cellsupdater.apply";
+    /// `InstallLicense`.
+    pub const LICENSE: &str = "com.pydio.cellsupdater.license";
+    /// `Hold`, `Release`, `Force`, `ForgetBadVersion`, cancelling another caller's job.
+    pub const MANAGE_POLICY: &str = "com.pydio.cellsupdater.manage-policy";
+    /// `Rollback`, `Restart=false`, `OnFailure=keep`.
+    pub const OVERRIDE: &str = "com.pydio.cellsupdater.override";
+    /// Every action, in the policy file's order.
+    pub const ALL: [&str; 6] = [CHECK, STAGE, APPLY, LICENSE, MANAGE_POLICY, OVERRIDE];
+}
+
 /// Declares name constants and the list of `(name, D-Bus signature)` in contract order.
 macro_rules! names {
     ($(#[$doc:meta])* $module:ident, $list:ident { $($c:ident = $name:literal : $sig:literal,)* }) => {
@@ -114,6 +132,22 @@ pub(crate) fn assert_spelled_as(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The policy file the packages install declares exactly these actions.
+    #[test]
+    fn the_polkit_policy_declares_every_action() {
+        let policy = std::fs::read_to_string(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/dist/com.pydio.cellsupdater.policy"
+        ))
+        .unwrap();
+        let declared: Vec<&str> = policy
+            .split("<action id=\"")
+            .skip(1)
+            .filter_map(|rest| rest.split_once('"').map(|(id, _)| id))
+            .collect();
+        assert_eq!(declared, polkit_action::ALL);
+    }
 
     /// The served interfaces' attributes must spell these names (they cannot name them).
     #[test]

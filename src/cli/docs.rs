@@ -22,6 +22,8 @@ pub fn generate(out: &Path) -> std::io::Result<()> {
         .section("8")
         .render(&mut page)?;
     page.extend_from_slice(EXTRA_8.as_bytes());
+    page.extend_from_slice(dbus_section().as_bytes());
+    page.extend_from_slice(SEE_ALSO_8.as_bytes());
     std::fs::write(man.join("cells-updater.8"), page)?;
     std::fs::write(man.join("cells-updater.conf.5"), config_man(CONFIG))?;
     for shell in [
@@ -48,14 +50,27 @@ Trusted signing keys (RSA PKCS#1 or SPKI, EC P-256).
 .TP
 /var/lib/cells-updater
 State, staged releases and kept binaries for rollback.
-.SH "D-BUS"
-The daemon owns \fBcom.pydio.CellsUpdater1\fR on the system bus, object
-/com/pydio/CellsUpdater1, interface com.pydio.CellsUpdater1.Manager. Root and the
-Cells unit's User= may act; anyone else needs the polkit actions
-com.pydio.cellsupdater.check, .stage, .apply and .license.
-.SH "SEE ALSO"
+"#;
+
+/// The last section of cells-updater(8).
+const SEE_ALSO_8: &str = r#".SH "SEE ALSO"
 \fBcells-updater.conf\fR(5), \fBsystemctl\fR(1), \fBbusctl\fR(1), \fBpolkit\fR(8)
 "#;
+
+/// cells-updater(8)'s D-BUS section, from the contract's names.
+fn dbus_section() -> String {
+    use cells_updater::contract::{self, polkit_action};
+    format!(
+        ".SH \"D-BUS\"\nThe daemon owns \\fB{}\\fR on the system bus, object\n{}, interface {}. Root \
+         and the\nCells unit's User= may check, stage, apply with the default options and \
+         install the license;\nanyone else, and the Cells user beyond those, needs the polkit \
+         actions\n{}.\n",
+        contract::BUS_NAME,
+        contract::MANAGER_PATH,
+        contract::MANAGER_INTERFACE,
+        polkit_action::ALL.join(", ")
+    )
+}
 
 fn roff(text: &str) -> String {
     let t = text.replace('\\', "\\e");
@@ -134,6 +149,15 @@ mod tests {
             );
         }
         assert!(page.contains("EXIT STATUS"));
+        let see_also = page.find(".SH \"SEE ALSO\"").unwrap();
+        let dbus = page.find(".SH \"D-BUS\"").unwrap();
+        assert!(dbus < see_also, "SEE ALSO comes last");
+        for name in [cells_updater::contract::BUS_NAME]
+            .into_iter()
+            .chain(cells_updater::contract::polkit_action::ALL)
+        {
+            assert!(page[dbus..see_also].contains(name), "D-BUS lacks {name}");
+        }
         let conf = std::fs::read_to_string(dir.path().join("man/cells-updater.conf.5")).unwrap();
         for key in [
             "unit",

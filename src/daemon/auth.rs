@@ -32,13 +32,14 @@ pub enum Action {
 impl Action {
     /// The polkit action id.
     pub fn id(self) -> &'static str {
+        use crate::contract::polkit_action;
         match self {
-            Action::Check => "com.pydio.cellsupdater.check",
-            Action::Stage => "com.pydio.cellsupdater.stage",
-            Action::Apply => "com.pydio.cellsupdater.apply",
-            Action::License => "com.pydio.cellsupdater.license",
-            Action::ManagePolicy => "com.pydio.cellsupdater.manage-policy",
-            Action::Override => "com.pydio.cellsupdater.override",
+            Action::Check => polkit_action::CHECK,
+            Action::Stage => polkit_action::STAGE,
+            Action::Apply => polkit_action::APPLY,
+            Action::License => polkit_action::LICENSE,
+            Action::ManagePolicy => polkit_action::MANAGE_POLICY,
+            Action::Override => polkit_action::OVERRIDE,
         }
     }
 
