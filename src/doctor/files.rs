@@ -294,7 +294,7 @@ impl Host {
                 "",
             ),
             Ok(st) => {
-                let free = st.blocks_available() * st.fragment_size();
+                let free = crate::stage::free_bytes(&st);
                 let msg = format!(
                     "{:.0} MiB free in {} (an update needs {:.0} MiB)",
                     free as f64 / 1048576.0,

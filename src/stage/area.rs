@@ -127,7 +127,7 @@ impl StagingArea {
                 self.path().display()
             ))
         })?;
-        let free = st.blocks_available() as u64 * st.fragment_size() as u64;
+        let free = free_bytes(&st);
         if free < space_needed(needed) {
             return Err(Error::DiskFull(format!(
                 "staging needs {} MiB in {} but only {} MiB are free; free some space or move \

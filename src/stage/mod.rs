@@ -51,6 +51,12 @@ const SPACE_MARGIN: u64 = 1 << 20;
 pub fn space_needed(size: u64) -> u64 {
     size.saturating_add(SPACE_MARGIN)
 }
+
+/// The bytes an unprivileged writer may still use on the filesystem `st` describes (what
+/// [`space_needed`] is held against).
+pub fn free_bytes(st: &nix::sys::statvfs::Statvfs) -> u64 {
+    st.blocks_available().saturating_mul(st.fragment_size())
+}
 /// Read size for files and the depth of the download→writer queue (bounds memory).
 const CHUNK: usize = 256 * 1024;
 const QUEUE_DEPTH: usize = 16;
