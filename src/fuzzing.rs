@@ -10,7 +10,7 @@ use crate::policy;
 use crate::stage::Release;
 use crate::state::{Journal, Persistent};
 use crate::update_server;
-use crate::version::{CellsVersion, VersionFloor};
+use crate::version::{CellsVersion, VersionBounds};
 use std::cmp::Ordering;
 use std::path::Path;
 use std::time::Duration;
@@ -39,14 +39,14 @@ pub fn update_response(data: &[u8]) {
     let Ok(resp) = update_server::parse_response(data) else {
         return;
     };
-    let floor = VersionFloor {
+    let bounds = VersionBounds {
         installed: Some(v("4.4.2")),
         committed: Some(v("4.4.3")),
     };
     let bad = [BadRelease::new(Package::Home, v("4.4.5"))];
     let ctx = policy::Context {
         package: Package::Home,
-        floor: &floor,
+        bounds: &bounds,
         bad: &bad,
         max_binary_size: 1 << 30,
         server_url: "https://updatecells.pydio.com/",

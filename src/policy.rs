@@ -5,7 +5,7 @@ use crate::config::AutoPolicy;
 use crate::package::BadRelease;
 use crate::stage::Release;
 use crate::update_server::{goarch, Offer, PackageStatus, GOOS};
-use crate::version::{CellsVersion, VersionFloor};
+use crate::version::{CellsVersion, VersionBounds};
 
 /// What is known locally when judging an offer.
 #[derive(Debug, Clone)]
@@ -13,7 +13,7 @@ pub struct Context<'a> {
     /// The package in use.
     pub package: crate::package::Package,
     /// Versions a release must beat.
-    pub floor: &'a VersionFloor,
+    pub bounds: &'a VersionBounds,
     /// Releases marked bad after a failed start (see [`is_bad`]).
     pub bad: &'a [BadRelease],
     /// `[server] max_binary_size`.
@@ -192,7 +192,7 @@ pub fn assess(p: &Offer, ctx: &Context<'_>) -> Assessed {
         Some(Reason::Bad)
     } else if version
         .as_ref()
-        .is_some_and(|v| ctx.floor.admit(v).is_err())
+        .is_some_and(|v| ctx.bounds.admit(v).is_err())
     {
         Some(Reason::Downgrade)
     } else if !ctx.force
@@ -379,7 +379,7 @@ mod tests {
 
     #[test]
     fn every_offer_gets_a_reason() {
-        let floor = VersionFloor {
+        let bounds = VersionBounds {
             installed: Some(v("4.4.2")),
             committed: Some(v("4.4.2")),
         };
@@ -389,7 +389,7 @@ mod tests {
         let hosts = vec!["example.org".to_string()];
         let ctx = Context {
             package: crate::package::Package::Home,
-            floor: &floor,
+            bounds: &bounds,
             bad: &bad,
             max_binary_size: 1000,
             server_url: "https://updatecells.pydio.com/",

@@ -128,14 +128,15 @@ fn compare_pre(a: &str, b: &str) -> Ordering {
 /// release a Rollback left can be installed again). A release is committed when it passes its
 /// health check; one that fails does not raise the floor.
 #[derive(Debug, Clone, Default)]
-pub struct VersionFloor {
+pub struct VersionBounds {
     /// Version the managed binary reports now.
     pub installed: Option<CellsVersion>,
-    /// Highest version ever committed on this machine.
+    /// The floor: the highest version ever committed on this machine (state.json's
+    /// `committed`, `highest_installed` in an earlier daemon's file).
     pub committed: Option<CellsVersion>,
 }
 
-impl VersionFloor {
+impl VersionBounds {
     /// `Ok` when `candidate` is newer than the installed version and not older than the
     /// floor (I3), `Downgrade` otherwise.
     pub fn admit(&self, candidate: &CellsVersion) -> Result<()> {
@@ -159,7 +160,7 @@ impl VersionFloor {
     }
 }
 
-impl VersionFloor {
+impl VersionBounds {
     /// The rule for another package's build (Home → Enterprise): the installed version
     /// itself is allowed (the same version, the other edition); anything else must be newer
     /// than the installed version and not below the committed floor.
@@ -238,24 +239,24 @@ mod tests {
 
     #[test]
     fn floor_refuses_same_older_and_below_highest() {
-        let floor = VersionFloor {
+        let bounds = VersionBounds {
             installed: Some(v("4.4.2")),
             committed: Some(v("4.4.4")),
         };
-        assert_eq!(floor.admit(&v("4.4.2")).unwrap_err().name(), "Downgrade");
-        assert_eq!(floor.admit(&v("4.4.1")).unwrap_err().name(), "Downgrade");
-        let err = floor.admit(&v("4.4.3")).unwrap_err();
+        assert_eq!(bounds.admit(&v("4.4.2")).unwrap_err().name(), "Downgrade");
+        assert_eq!(bounds.admit(&v("4.4.1")).unwrap_err().name(), "Downgrade");
+        let err = bounds.admit(&v("4.4.3")).unwrap_err();
         assert!(err.message().contains("highest version ever committed"));
         // Equal to the floor is allowed (round 3): the release a Rollback left comes back.
-        assert!(floor.admit(&v("4.4.4")).is_ok());
+        assert!(bounds.admit(&v("4.4.4")).is_ok());
         assert!(
-            floor.admit(&v("4.4.4-rc1")).is_err(),
+            bounds.admit(&v("4.4.4-rc1")).is_err(),
             "a pre-release is older"
         );
-        assert!(floor.admit(&v("4.4.5")).is_ok());
-        assert!(VersionFloor::default().admit(&v("0.0.1")).is_ok());
+        assert!(bounds.admit(&v("4.4.5")).is_ok());
+        assert!(VersionBounds::default().admit(&v("0.0.1")).is_ok());
         // Another edition: the installed version itself, or the floor and above.
-        let rolled_back = VersionFloor {
+        let rolled_back = VersionBounds {
             installed: Some(v("4.4.5")),
             committed: Some(v("4.4.7")),
         };

@@ -49,7 +49,7 @@ async fn releases_signed_by_either_trusted_key_are_accepted() {
 
     env.publish("4.4.5", fake_cells("4.4.5", "ok"), &k.rsa);
     let a = env.stage("4.4.5").await.expect("signed by the first key");
-    env.floor.installed = Some(cells_updater::version::CellsVersion::parse("4.4.5").unwrap());
+    env.bounds.installed = Some(cells_updater::version::CellsVersion::parse("4.4.5").unwrap());
     env.publish("4.4.6", fake_cells("4.4.6", "ok"), &k.rsa2);
     let b = env.stage("4.4.6").await.expect("signed by the second key");
 

@@ -38,7 +38,7 @@ async fn offered_file_is_staged_from_the_descriptor() {
             unlinked_file(&bytes),
             &meta("4.4.5", &sum, &sig),
             Package::Home,
-            &env.floor,
+            &env.bounds,
             &mut |_| {},
             &Cancel::new(),
         )
@@ -125,7 +125,7 @@ async fn offered_files_that_fail_a_check_leave_nothing() {
                 file,
                 &md,
                 Package::Home,
-                &env.floor,
+                &env.bounds,
                 &mut |_| {},
                 &Cancel::new(),
             )
@@ -156,7 +156,7 @@ async fn a_cancelled_stage_leaves_nothing() {
             unlinked_file(&bytes),
             &meta("4.4.5", &sum, &sig),
             Package::Home,
-            &env.floor,
+            &env.bounds,
             &mut |_| {},
             &cancel,
         )

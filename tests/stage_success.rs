@@ -103,7 +103,7 @@ async fn a_version_below_the_committed_floor_is_refused() {
     let mut env = StageEnv::new(&[&k.rsa_pkcs1_pub]);
     // After a rollback the installed version is 4.4.2, but 4.4.6 once ran here: replaying the
     // genuinely signed 4.4.5 must not work.
-    env.floor.committed = Some(cells_updater::version::CellsVersion::parse("4.4.6").unwrap());
+    env.bounds.committed = Some(cells_updater::version::CellsVersion::parse("4.4.6").unwrap());
     env.publish("4.4.5", fake_cells("4.4.5", "ok"), &k.rsa);
     let err = env.stage("4.4.5").await.unwrap_err();
     assert_eq!(err.name(), "Downgrade");

@@ -9,7 +9,7 @@ use crate::install;
 use crate::log;
 use crate::probe;
 use crate::systemd::UnitFacts;
-use crate::version::{CellsVersion, VersionFloor};
+use crate::version::{CellsVersion, VersionBounds};
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -150,7 +150,7 @@ impl Daemon {
     }
 
     /// The versions a candidate must beat: the installed one (probed now) and the floor.
-    pub async fn floor(&self) -> Result<VersionFloor> {
+    pub async fn bounds(&self) -> Result<VersionBounds> {
         let installed = self.refresh_installed().await;
         if let Some(e) = installed.problem {
             return Err(e);
@@ -166,7 +166,7 @@ impl Daemon {
             )));
         }
         let committed = self.store.lock().await.get().committed.clone();
-        Ok(VersionFloor {
+        Ok(VersionBounds {
             installed: CellsVersion::parse(&installed.version).ok(),
             committed,
         })

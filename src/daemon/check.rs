@@ -32,8 +32,8 @@ impl Daemon {
             match &*last {
                 Some(a) if a.asked == asked && a.at >= arrived => a.result.clone(),
                 _ => {
-                    let result = match self.floor().await {
-                        Ok(floor) => self.check_now(&floor, package, channel, false).await,
+                    let result = match self.bounds().await {
+                        Ok(bounds) => self.check_now(&bounds, package, channel, false).await,
                         Err(e) => Err(e),
                     };
                     *last = Some(super::CheckAnswer {

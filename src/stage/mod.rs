@@ -20,7 +20,7 @@ use crate::net::{FetchRequest, FetchStart, INTERRUPTED};
 use crate::probe;
 use crate::trust::{self, Sha256Digest, TrustedKeys};
 use crate::update_server::{Offer, ServerSettings};
-use crate::version::{CellsVersion, VersionFloor};
+use crate::version::{CellsVersion, VersionBounds};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use std::fs::File;
@@ -119,11 +119,11 @@ impl Stager {
         &self,
         server: &ServerSettings,
         release: &Release,
-        floor: &VersionFloor,
+        bounds: &VersionBounds,
         progress: &mut (dyn FnMut(Progress) + Send),
         cancel: &Cancel,
     ) -> Result<Manifest> {
-        floor.admit(&release.version)?;
+        bounds.admit(&release.version)?;
         if release.size > self.max_binary_size {
             return Err(Error::DownloadFailed(format!(
                 "release {} advertises {} bytes, more than [server] max_binary_size ({} bytes); \
@@ -188,7 +188,7 @@ impl Stager {
         file: File,
         meta: &FdMetadata,
         default_package: crate::package::Package,
-        floor: &VersionFloor,
+        bounds: &VersionBounds,
         progress: &mut (dyn FnMut(Progress) + Send),
         cancel: &Cancel,
     ) -> Result<Manifest> {
@@ -196,7 +196,7 @@ impl Stager {
         let expected = trust::decode_checksum(&meta.checksum)?;
         let signature = trust::decode_b64("the signature", &meta.signature)?;
         let package = meta.package.unwrap_or(default_package);
-        floor.admit(&version)?;
+        bounds.admit(&version)?;
         self.require_keys()?;
         let stat = file
             .metadata()

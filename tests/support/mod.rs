@@ -245,7 +245,7 @@ use cells_updater::helper::Runner;
 use cells_updater::stage::{Cancel, Manifest, Release, Stager, StagingArea};
 use cells_updater::trust::TrustedKeys;
 use cells_updater::update_server::{self, ServerSettings, UpdateRequest};
-use cells_updater::version::{CellsVersion, VersionFloor};
+use cells_updater::version::{CellsVersion, VersionBounds};
 use std::time::Duration;
 
 /// Helpers run as forks of the built binary, as they do under the daemon without systemd.
@@ -265,7 +265,7 @@ pub struct StageEnv {
     pub settings: ServerSettings,
     pub stager: Stager,
     pub runner: Runner,
-    pub floor: VersionFloor,
+    pub bounds: VersionBounds,
 }
 
 impl Drop for StageEnv {
@@ -345,7 +345,7 @@ impl StageEnv {
             server,
             stager,
             runner,
-            floor: VersionFloor {
+            bounds: VersionBounds {
                 installed: Some(CellsVersion::parse("4.4.2").unwrap()),
                 committed: Some(CellsVersion::parse("4.4.2").unwrap()),
             },
@@ -411,7 +411,7 @@ impl StageEnv {
             .stage_release(
                 &self.settings,
                 &release,
-                &self.floor,
+                &self.bounds,
                 &mut |_| {},
                 &Cancel::new(),
             )

@@ -214,10 +214,10 @@ pub(in crate::daemon) async fn run(ctx: &Ctx, opts: &Options) -> Result<String> 
         ))
     })?;
     let expected = manifest.sha256;
-    let floor = d.floor().await?;
+    let bounds = d.bounds().await?;
     match &opts.cross_package {
-        None => floor.admit(&staged)?,
-        Some(_) => floor.admit_cross(&staged)?,
+        None => bounds.admit(&staged)?,
+        Some(_) => bounds.admit_cross(&staged)?,
     }
     let from_package = d.package().await;
     let to_package = opts.cross_package.unwrap_or(from_package);
@@ -238,7 +238,7 @@ pub(in crate::daemon) async fn run(ctx: &Ctx, opts: &Options) -> Result<String> 
             .await?;
     }
     // The kept copy is filed under the version the installed binary reports.
-    let from = floor.installed.clone().ok_or_else(|| {
+    let from = bounds.installed.clone().ok_or_else(|| {
         Error::SwapFailed(
             "the installed Cells binary reports no version cells-updater can read, so no copy \
              of it could be kept for Rollback; nothing was changed"

@@ -11,7 +11,7 @@ use crate::policy;
 use crate::stage::Release;
 use crate::state::Lifecycle;
 use crate::update_server::{self, UpdateRequest};
-use crate::version::{CellsVersion, VersionFloor};
+use crate::version::{CellsVersion, VersionBounds};
 
 /// The Enterprise edition.
 const ENTERPRISE: crate::package::Package = crate::package::Package::Enterprise;
@@ -30,13 +30,13 @@ pub(in crate::daemon) async fn run(
     mut opts: apply::Options,
 ) -> Result<String> {
     let d = &ctx.d;
-    let floor = d.floor().await?;
-    let installed = floor
+    let bounds = d.bounds().await?;
+    let installed = bounds
         .installed
         .clone()
         .ok_or_else(|| Error::UnitFailed("the installed version is unknown".into()))?;
     let want = version.unwrap_or_else(|| installed.clone());
-    floor.admit_cross(&want)?;
+    bounds.admit_cross(&want)?;
     refuse_bad(d, ENTERPRISE, &want).await?;
     ctx.job.update(|j| j.version = want.to_string()).await;
     ctx.set_state(Lifecycle::Downloading).await?;
@@ -49,10 +49,10 @@ pub(in crate::daemon) async fn run(
     let bad = d.store.lock().await.get().bad_versions.clone();
     // The lowered CurrentVersion makes the server list older releases too: judge against
     // the real installed version (same version allowed: it is another package).
-    let any = VersionFloor::default();
+    let any = VersionBounds::default();
     let pctx = policy::Context {
         package: ENTERPRISE,
-        floor: &any,
+        bounds: &any,
         bad: &bad,
         max_binary_size: d.cfg.max_binary_size,
         server_url: &server.url,

@@ -10,7 +10,7 @@ use crate::policy::{self, Assessed};
 use crate::stage::{FdMetadata, Manifest, Progress, Release, StagePhase};
 use crate::state::Lifecycle;
 use crate::update_server::{self, UpdateRequest};
-use crate::version::{CellsVersion, VersionFloor};
+use crate::version::{CellsVersion, VersionBounds};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -42,7 +42,7 @@ impl Daemon {
     /// probed the installed binary; it is not probed twice).
     pub(in crate::daemon) async fn check_now(
         &self,
-        floor: &VersionFloor,
+        bounds: &VersionBounds,
         package: Option<crate::package::Package>,
         channel: Option<crate::package::Channel>,
         force: bool,
@@ -53,7 +53,7 @@ impl Daemon {
         };
         let server = self.effective_server().await;
         let channel = channel.unwrap_or(server.channel);
-        let installed = floor
+        let installed = bounds
             .installed
             .as_ref()
             .map(|v| v.to_string())
@@ -69,7 +69,7 @@ impl Daemon {
         let bad = self.store.lock().await.get().bad_versions.clone();
         let ctx = policy::Context {
             package,
-            floor,
+            bounds,
             bad: &bad,
             max_binary_size: self.cfg.max_binary_size,
             server_url: &server.url,
@@ -333,11 +333,11 @@ pub(in crate::daemon) async fn run(ctx: &Ctx, source: StageFrom) -> Result<Manif
     let d = &ctx.d;
     ctx.set_state(Lifecycle::Downloading).await?;
     let mut reporter = Reporter::start(d.clone(), ctx.job.clone());
-    let floor = d.floor().await?;
+    let bounds = d.bounds().await?;
     let cancel = &ctx.job.cancel;
     let result = match source {
         StageFrom::Server(wanted, force) => {
-            let assessed = d.check_now(&floor, None, None, force).await?;
+            let assessed = d.check_now(&bounds, None, None, force).await?;
             let new = d.record_check(&assessed).await?;
             d.announce(&new).await;
             let server = d.effective_server().await;
@@ -355,7 +355,7 @@ pub(in crate::daemon) async fn run(ctx: &Ctx, source: StageFrom) -> Result<Manif
                 .stage_release(
                     &d.server_settings(&server),
                     &release,
-                    &floor,
+                    &bounds,
                     &mut |p| reporter.report(p),
                     cancel,
                 )
@@ -371,7 +371,7 @@ pub(in crate::daemon) async fn run(ctx: &Ctx, source: StageFrom) -> Result<Manif
                     file,
                     &meta,
                     package,
-                    &floor,
+                    &bounds,
                     &mut |p| reporter.report(p),
                     cancel,
                 )
