@@ -11,8 +11,7 @@
 use crate::error::{Error, Result};
 use crate::helper::protocol;
 pub use crate::helper::request::{
-    host_is_loopback, CheckRequest, FetchRequest, FetchStart, HttpGet, ProxySettings, INTERRUPTED,
-    PROXY_ENV,
+    host_is_loopback, CheckRequest, FetchMeta, FetchRequest, HttpGet, ProxySettings, PROXY_ENV,
 };
 use crate::helper::request::{FetchDone, HttpStatus};
 use std::io::Write;
@@ -326,7 +325,7 @@ pub async fn fetch(req: FetchRequest, out: &mut impl Write) -> Result<FetchDone>
     let interrupted = |out: &mut dyn Write, frames: &mut protocol::DataFrames, e: Error| {
         let _ = frames
             .flush(out)
-            .and_then(|()| protocol::send_meta(out, &serde_json::json!({ INTERRUPTED: true })));
+            .and_then(|()| protocol::send_meta(out, &FetchMeta::Interrupted));
         e
     };
     let fail = |what: String| Error::DownloadFailed(format!("downloading {url}: {what}"));
@@ -383,7 +382,7 @@ pub async fn fetch(req: FetchRequest, out: &mut impl Write) -> Result<FetchDone>
                 )));
             }
         }
-        protocol::send_meta(out, &serde_json::json!(FetchStart { start }))
+        protocol::send_meta(out, &FetchMeta::Start(start))
             .map_err(|e| fail(format!("cannot pass the bytes on: {e}")))?;
         let mut done = start;
         let mut rate = RateWindow::new(

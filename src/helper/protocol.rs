@@ -93,8 +93,20 @@ impl DataFrames {
 }
 
 /// Sends a metadata document.
-pub fn send_meta<W: Write + ?Sized>(w: &mut W, meta: &serde_json::Value) -> std::io::Result<()> {
-    write_frame(w, TAG_META, meta.to_string().as_bytes())
+pub fn send_meta<W: Write + ?Sized>(
+    w: &mut W,
+    meta: &impl serde::Serialize,
+) -> std::io::Result<()> {
+    let bytes = serde_json::to_vec(meta).map_err(std::io::Error::other)?;
+    write_frame(w, TAG_META, &bytes)
+}
+
+/// A result frame's document: `{"ok": reply}` or `{"error": name, "message": text}`.
+#[derive(serde::Serialize, serde::Deserialize)]
+#[serde(untagged, deny_unknown_fields)]
+enum Outcome {
+    Ok { ok: serde_json::Value },
+    Failed { error: String, message: String },
 }
 
 /// Sends the result, then flushes.
@@ -103,10 +115,14 @@ pub fn send_result<W: Write + ?Sized>(
     r: &Result<serde_json::Value>,
 ) -> std::io::Result<()> {
     let doc = match r {
-        Ok(v) => serde_json::json!({ "ok": v }),
-        Err(e) => serde_json::json!({ "error": e.name(), "message": e.message() }),
+        Ok(v) => Outcome::Ok { ok: v.clone() },
+        Err(e) => Outcome::Failed {
+            error: e.name().to_string(),
+            message: e.message(),
+        },
     };
-    write_frame(w, TAG_RESULT, doc.to_string().as_bytes())?;
+    let bytes = serde_json::to_vec(&doc).map_err(std::io::Error::other)?;
+    write_frame(w, TAG_RESULT, &bytes)?;
     w.flush()
 }
 
@@ -156,16 +172,14 @@ pub async fn read_frame(
     Ok(Some(match head[0] {
         TAG_DATA => Frame::Data(payload),
         TAG_META => Frame::Meta(json(&payload)?),
-        TAG_RESULT => {
-            let doc = json(&payload)?;
-            Frame::Result(match (doc.get("ok"), doc.get("error")) {
-                (Some(v), _) => Ok(v.clone()),
-                (None, Some(serde_json::Value::String(name))) => {
-                    Err(helper_error(name, doc["message"].as_str().unwrap_or("")))
-                }
-                _ => return Err(std::io::Error::other("malformed result frame")),
-            })
-        }
+        TAG_RESULT => Frame::Result(
+            match serde_json::from_slice::<Outcome>(&payload)
+                .map_err(|_| std::io::Error::other("malformed result frame"))?
+            {
+                Outcome::Ok { ok } => Ok(ok),
+                Outcome::Failed { error, message } => Err(helper_error(&error, &message)),
+            },
+        ),
         other => {
             return Err(std::io::Error::other(format!(
                 "unknown frame tag {other:#04x}"
@@ -272,6 +286,23 @@ mod tests {
             read_err(result("ChecksumMismatch", "bad\nsum")).await,
             Error::ChecksumMismatch("bad sum".into())
         );
+        // A result is exactly one of the two shapes; anything else is a broken helper.
+        for doc in [
+            r#"{"error":"DiskFull"}"#,
+            r#"{"error":7,"message":"m"}"#,
+            r#"{"okay":1}"#,
+            r#"[]"#,
+        ] {
+            let mut buf = Vec::new();
+            write_frame(&mut buf, TAG_RESULT, doc.as_bytes()).unwrap();
+            assert!(read_frame(&mut &buf[..], None).await.is_err(), "{doc}");
+        }
+        let mut buf = Vec::new();
+        send_result(&mut buf, &Ok(serde_json::json!({"n": 1}))).unwrap();
+        assert!(matches!(
+            read_frame(&mut &buf[..], None).await.unwrap(),
+            Some(Frame::Result(Ok(v))) if v["n"] == 1
+        ));
         let e = read_err(result("Cancelled", "x")).await;
         assert!(matches!(e, Error::Internal(_)), "{e:?}");
         let e = read_err(result("Evil\u{1b}[2J\0Name", "m")).await;

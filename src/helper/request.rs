@@ -108,15 +108,16 @@ impl FetchRequest {
     }
 }
 
-/// `fetch`'s first metadata frame: where the bytes it streams start.
-#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
-pub struct FetchStart {
+/// A metadata frame of `fetch`: `{"start": N}` first, and `"interrupted"` before the result
+/// when the transfer broke off (a resumable failure: what arrived is kept).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FetchMeta {
     /// The offset of the first data frame's first byte.
-    pub start: u64,
+    Start(u64),
+    /// The transfer broke off.
+    Interrupted,
 }
-
-/// `fetch`'s metadata key saying the transfer broke off (a resumable failure).
-pub const INTERRUPTED: &str = "interrupted";
 
 /// `fetch`'s result: how many bytes it streamed.
 #[derive(Debug, Clone, Copy, Serialize, Deserialize)]

@@ -16,7 +16,7 @@ use crate::dirfd::Dir;
 use crate::error::{Error, Result};
 use crate::helper::protocol::Frame;
 use crate::helper::{Request, Runner};
-use crate::net::{FetchRequest, FetchStart, INTERRUPTED};
+use crate::net::{FetchMeta, FetchRequest};
 use crate::probe;
 use crate::trust::{self, Sha256Digest, TrustedKeys};
 use crate::update_server::{Offer, ServerSettings};
@@ -379,10 +379,13 @@ impl Stager {
                 f = fetch.next() => f,
             };
             match next.map_err(|e| Abort::Interrupted(helper_broke(version, e)))? {
-                Frame::Meta(m) if m.get(INTERRUPTED).is_some() => interrupted = true,
-                Frame::Meta(m) => match serde_json::from_value::<FetchStart>(m) {
-                    Ok(s) if s.start == 0 || s.start == resume_from => break s.start,
-                    _ => return Err(fatal("the download started at an unexpected offset".into())),
+                Frame::Meta(m) => match serde_json::from_value::<FetchMeta>(m) {
+                    Ok(FetchMeta::Interrupted) => interrupted = true,
+                    Ok(FetchMeta::Start(s)) if s == 0 || s == resume_from => break s,
+                    Ok(FetchMeta::Start(_)) => {
+                        return Err(fatal("the download started at an unexpected offset".into()))
+                    }
+                    Err(_) => return Err(fatal("the helper sent metadata it should not".into())),
                 },
                 Frame::Data(_) => return Err(fatal("bytes arrived before their offset".into())),
                 Frame::Result(Err(e)) if interrupted => {
@@ -456,8 +459,11 @@ impl Stager {
                         total: release.size,
                     });
                 }
-                Ok(Frame::Meta(m)) if m.get(INTERRUPTED).is_some() => interrupted = true,
-                Ok(Frame::Meta(_)) => {}
+                Ok(Frame::Meta(m)) => {
+                    if matches!(serde_json::from_value(m), Ok(FetchMeta::Interrupted)) {
+                        interrupted = true;
+                    }
+                }
                 Ok(Frame::Result(Ok(_))) => break,
                 Ok(Frame::Result(Err(e))) => {
                     stop = Some(if interrupted {
