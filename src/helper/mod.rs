@@ -94,6 +94,8 @@ struct Task {
     pub timeout: Duration,
     /// Extra environment (`NAME=value`; proxies for network helpers).
     pub env: Vec<String>,
+    /// It streams bulk bytes back ([`Request::streams`]).
+    pub streams: bool,
 }
 
 /// A started helper.
@@ -153,7 +155,7 @@ impl Runner {
         // A download streams through this pipe: 1 MiB (the unprivileged limit, the default
         // `fs.pipe-max-size`) instead of 64 KiB lets each side do more per wake-up. Only a
         // hint: a smaller pipe works, slower. Other helpers say little; they keep 64 KiB.
-        if task.command == request::command::FETCH {
+        if task.streams {
             let _ = nix::fcntl::fcntl(&out_r, nix::fcntl::FcntlArg::F_SETPIPE_SZ(PIPE_SIZE));
         }
         let input = std::mem::replace(&mut task.input, Input::Json(Vec::new()));

@@ -336,6 +336,12 @@ impl Request {
         }
     }
 
+    /// True when its helper streams bulk bytes back (a download): its output pipe is made
+    /// large. Other helpers say little.
+    pub fn streams(&self) -> bool {
+        matches!(self, Request::Fetch(_))
+    }
+
     /// The rights its helper runs with: the least this kind of work needs.
     pub fn rights(&self) -> Rights {
         let cells_user = |who: &CellsAccount, rw: Option<&str>| Rights::CellsUser {
@@ -395,8 +401,13 @@ impl Request {
                 crate::error::Error::Internal(format!("cannot encode a helper request: {e}"))
             })
         };
-        let (command, rights, timeout, env) =
-            (self.command(), self.rights(), self.timeout(), self.env());
+        let (command, rights, timeout, env, streams) = (
+            self.command(),
+            self.rights(),
+            self.timeout(),
+            self.env(),
+            self.streams(),
+        );
         let (args, input) = match self {
             Request::Probe { binary, args } => (args, Input::File(binary)),
             Request::Fetch(r) => (Vec::new(), Input::Json(encode(serde_json::to_vec(&r))?)),
@@ -416,6 +427,7 @@ impl Request {
             input,
             timeout,
             env,
+            streams,
         })
     }
 }
@@ -563,6 +575,11 @@ mod tests {
             let task = req.into_task().unwrap();
             assert_eq!(task.rights, rights, "{command}");
             assert_eq!(task.command, command);
+            assert_eq!(
+                task.streams,
+                command == "fetch",
+                "{command}: only a download streams"
+            );
         }
     }
 
