@@ -18,8 +18,11 @@ use std::time::Duration;
 pub struct Installed {
     /// The binary the unit executes (under the root prefix).
     pub binary: Option<PathBuf>,
-    /// The version it reports, `""` when unknown.
+    /// The version it reports, as it reports it (the `InstalledVersion` property), `""`
+    /// when unknown.
     pub version: String,
+    /// The same, parsed: `None` exactly when `version` is `""`.
+    pub reported: Option<CellsVersion>,
     /// Why the version is unknown (an unsafe directory, a binary that does not answer).
     pub problem: Option<Error>,
 }
@@ -79,14 +82,19 @@ impl Daemon {
                 Err(e) => Err(e),
             };
             match reported {
-                Ok(v) if CellsVersion::parse(&v).is_ok() => info.version = v,
-                Ok(v) => {
-                    info.problem = Some(Error::UnitFailed(format!(
-                        "{} reports {:?}, not a version",
-                        b.display(),
-                        crate::text::one_line(&v, 80)
-                    )))
-                }
+                Ok(v) => match CellsVersion::parse(&v) {
+                    Ok(parsed) => {
+                        info.reported = Some(parsed);
+                        info.version = v;
+                    }
+                    Err(_) => {
+                        info.problem = Some(Error::UnitFailed(format!(
+                            "{} reports {:?}, not a version",
+                            b.display(),
+                            crate::text::one_line(&v, 80)
+                        )))
+                    }
+                },
                 Err(e) => info.problem = Some(e),
             }
             if let Some(e) = &info.problem {
@@ -155,7 +163,7 @@ impl Daemon {
         if let Some(e) = installed.problem {
             return Err(e);
         }
-        if installed.version.is_empty() {
+        let Some(reported) = installed.reported else {
             return Err(Error::UnitFailed(format!(
                 "cannot tell which Cells version is installed ({}); check [cells] binary and that \
                  the unit {} exists",
@@ -164,10 +172,10 @@ impl Daemon {
                     .map_or("no binary found".to_string(), |b| b.display().to_string()),
                 self.cfg.unit
             )));
-        }
+        };
         let committed = self.store.lock().await.get().committed.clone();
         Ok(VersionBounds {
-            installed: CellsVersion::parse(&installed.version).ok(),
+            installed: Some(reported),
             committed,
         })
     }

@@ -172,7 +172,7 @@ pub(in crate::daemon) async fn restart_and_prove(
     let now = d.refresh_installed().await;
     let shown = version.map_or("the previous release".into(), |v| v.to_string());
     if let Some(want) = version {
-        if CellsVersion::parse(&now.version).ok().as_ref() != Some(want) {
+        if now.reported.as_ref() != Some(want) {
             return Err(Error::UnitFailed(format!(
                 "after the restart the binary reports {:?}, not {want}",
                 crate::text::one_line(&now.version, 80)

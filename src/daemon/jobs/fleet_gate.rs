@@ -308,7 +308,7 @@ pub(super) async fn report_recovered(
     let runs = ctx
         .d
         .installed()
-        .is_some_and(|i| i.version == j.to_version.to_string());
+        .is_some_and(|i| i.reported.as_ref() == Some(&j.to_version));
     let apply = j.kind == crate::state::JournalKind::Apply;
     let r = match result {
         Ok(_) if runs => FleetReport {

@@ -8,7 +8,6 @@ use crate::error::{Error, Result};
 use crate::fcaps;
 use crate::install::{self, Backups};
 use crate::state::{InstalledRecord, Journal, JournalKind, Lifecycle, Step};
-use crate::version::CellsVersion;
 use std::os::fd::AsFd;
 use std::path::PathBuf;
 
@@ -86,9 +85,9 @@ pub(in crate::daemon) async fn run(ctx: &Ctx) -> Result<String> {
             step: Step::Swapping,
             // When the probe could not tell (a binary that does not start), the version the
             // daemon recorded for this very file.
-            from_version: match CellsVersion::parse(&installed.version) {
-                Ok(v) => Some(v),
-                Err(_) => doc
+            from_version: match installed.reported.clone() {
+                Some(v) => Some(v),
+                None => doc
                     .installed
                     .as_ref()
                     .filter(|r| r.sha256 == Some(now.sha256))
