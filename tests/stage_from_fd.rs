@@ -7,14 +7,13 @@ use cells_updater::package::Package;
 use cells_updater::stage::{Cancel, FdMetadata};
 use support::*;
 
+/// The metadata as a caller sends it (text), checked for form as the bus does.
+fn offered(version: &str, sum: &str, sig: &str) -> cells_updater::Result<FdMetadata> {
+    FdMetadata::parse(version, sum, sig, None, "uid 0".into())
+}
+
 fn meta(version: &str, sum: &str, sig: &str) -> FdMetadata {
-    FdMetadata {
-        version: version.into(),
-        checksum: sum.into(),
-        signature: sig.into(),
-        package: None,
-        offered_by: "uid 0".into(),
-    }
+    offered(version, sum, sig).unwrap()
 }
 
 fn unlinked_file(bytes: &[u8]) -> std::fs::File {
@@ -60,47 +59,53 @@ async fn offered_files_that_fail_a_check_leave_nothing() {
     let mut tampered = good.clone();
     tampered[2000] ^= 1;
     let dir_fd = || std::fs::File::open(env!("CARGO_TARGET_TMPDIR")).unwrap();
-    let rows: Vec<(&str, std::fs::File, FdMetadata, &str)> = vec![
+    let rows: Vec<(&str, std::fs::File, cells_updater::Result<FdMetadata>, &str)> = vec![
         (
             "tampered",
             unlinked_file(&tampered),
-            meta("4.4.5", &sum, &sig),
+            offered("4.4.5", &sum, &sig),
             "ChecksumMismatch",
         ),
         (
             "rogue signature",
             unlinked_file(&good),
-            meta("4.4.5", &sum, &sign(&good, &k.rogue).1),
+            offered("4.4.5", &sum, &sign(&good, &k.rogue).1),
             "SignatureInvalid",
         ),
         (
             "not a regular file",
             dir_fd(),
-            meta("4.4.5", &sum, &sig),
+            offered("4.4.5", &sum, &sig),
             "InvalidArgument",
         ),
         (
             "bad version",
             unlinked_file(&good),
-            meta("../x", &sum, &sig),
+            offered("../x", &sum, &sig),
             "InvalidArgument",
         ),
         (
             "checksum not base64",
             unlinked_file(&good),
-            meta("4.4.5", "%%%", &sig),
+            offered("4.4.5", "%%%", &sig),
+            "InvalidArgument",
+        ),
+        (
+            "signature not base64",
+            unlinked_file(&good),
+            offered("4.4.5", &sum, "!!"),
             "InvalidArgument",
         ),
         (
             "downgrade",
             unlinked_file(&good),
-            meta("4.4.1", &sum, &sig),
+            offered("4.4.1", &sum, &sig),
             "Downgrade",
         ),
         (
             "version lie",
             unlinked_file(&good),
-            meta("4.4.6", &sum, &sig),
+            offered("4.4.6", &sum, &sig),
             "VersionMismatch",
         ),
         // An unknown PackageName cannot be spelled here: the bus refuses it (see
@@ -108,10 +113,10 @@ async fn offered_files_that_fail_a_check_leave_nothing() {
         (
             "other edition",
             unlinked_file(&good),
-            FdMetadata {
+            Ok(FdMetadata {
                 package: Some(Package::Enterprise),
                 ..meta("4.4.5", &sum, &sig)
-            },
+            }),
             "VersionMismatch",
         ),
     ];
@@ -119,18 +124,22 @@ async fn offered_files_that_fail_a_check_leave_nothing() {
         let env = StageEnv::new(&[&k.ec_pub]);
         let before = snapshot(&env.staged_dir());
         let outside = env.outside();
-        let err = env
-            .stager
-            .stage_from_file(
-                file,
-                &md,
-                Package::Home,
-                &env.bounds,
-                &mut |_| {},
-                &Cancel::new(),
-            )
-            .await
-            .expect_err(name);
+        // Metadata of the wrong form is refused where it arrives, before any byte is read.
+        let err = match md {
+            Err(e) => e,
+            Ok(md) => env
+                .stager
+                .stage_from_file(
+                    file,
+                    &md,
+                    Package::Home,
+                    &env.bounds,
+                    &mut |_| {},
+                    &Cancel::new(),
+                )
+                .await
+                .expect_err(name),
+        };
         assert_eq!(err.name(), want, "{name}: {err}");
         assert_eq!(
             snapshot(&env.staged_dir()),

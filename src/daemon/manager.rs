@@ -191,22 +191,19 @@ impl ManagerIface {
             dict_str(&metadata, k)?
                 .ok_or_else(|| Error::InvalidArgument(format!("metadata {k} is required")))
         };
-        let meta = FdMetadata {
-            version: need("Version")?,
-            checksum: need("Checksum")?,
-            signature: need("Signature")?,
-            package: super::options::offered_package(&metadata)?,
-            offered_by: match hdr.sender() {
+        let meta = FdMetadata::parse(
+            &need("Version")?,
+            &need("Checksum")?,
+            &need("Signature")?,
+            super::options::offered_package(&metadata)?,
+            match hdr.sender() {
                 Some(sender) => format!("{sender}"),
                 None => String::new(),
             },
-        };
-        CellsVersion::parse(&meta.version)?;
-        crate::trust::decode_checksum(&meta.checksum)?;
-        crate::trust::decode_b64("Signature", &meta.signature)?;
+        )?;
         check_offered_fd(&binary, s.cfg.max_binary_size)?;
         let file = std::fs::File::from(binary);
-        let label = meta.version.clone();
+        let label = meta.version.to_string();
         Ok(s.launch(
             &label,
             (Action::Stage, Some(uid)),

@@ -192,9 +192,8 @@ impl Stager {
         progress: &mut (dyn FnMut(Progress) + Send),
         cancel: &Cancel,
     ) -> Result<Manifest> {
-        let version = CellsVersion::parse(&meta.version)?;
-        let expected = trust::decode_checksum(&meta.checksum)?;
-        let signature = trust::decode_b64("the signature", &meta.signature)?;
+        let (version, expected) = (meta.version.clone(), meta.checksum);
+        let signature = meta.signature.clone();
         let package = meta.package.unwrap_or(default_package);
         bounds.admit(&version)?;
         self.require_keys()?;

@@ -79,17 +79,38 @@ pub struct Manifest {
     pub staged_at: u64,
 }
 
-/// Metadata offered with a binary passed as a file descriptor (`StageFromFd`).
-#[derive(Debug, Clone, Default)]
+/// Metadata offered with a binary passed as a file descriptor (`StageFromFd`), checked for
+/// form once, when it arrives ([`FdMetadata::parse`]).
+#[derive(Debug, Clone)]
 pub struct FdMetadata {
     /// `Version`.
-    pub version: String,
-    /// `Checksum`, base64 of the raw SHA-256.
-    pub checksum: String,
-    /// `Signature`, base64.
-    pub signature: String,
+    pub version: CellsVersion,
+    /// `Checksum`: the raw SHA-256.
+    pub checksum: crate::trust::Sha256Digest,
+    /// `Signature`: its bytes.
+    pub signature: Vec<u8>,
     /// `PackageName`; `None` = the package in use.
     pub package: Option<crate::package::Package>,
     /// Who offered it, for the manifest (e.g. `uid 1000`).
     pub offered_by: String,
+}
+
+impl FdMetadata {
+    /// The metadata a caller sent as text: a version, a base64 SHA-256 and a base64
+    /// signature, or `InvalidArgument` quoting the bad value.
+    pub fn parse(
+        version: &str,
+        checksum: &str,
+        signature: &str,
+        package: Option<crate::package::Package>,
+        offered_by: String,
+    ) -> Result<FdMetadata> {
+        Ok(FdMetadata {
+            version: CellsVersion::parse(version)?,
+            checksum: crate::trust::decode_checksum(checksum)?,
+            signature: crate::trust::decode_b64("Signature", signature)?,
+            package,
+            offered_by,
+        })
+    }
 }

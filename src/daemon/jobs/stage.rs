@@ -363,9 +363,7 @@ pub(in crate::daemon) async fn run(ctx: &Ctx, source: StageFrom) -> Result<Manif
         }
         StageFrom::File(file, meta) => {
             let package = d.package().await;
-            if let Ok(v) = CellsVersion::parse(&meta.version) {
-                refuse_bad(d, meta.package.unwrap_or(package), &v).await?;
-            }
+            refuse_bad(d, meta.package.unwrap_or(package), &meta.version).await?;
             d.stager
                 .stage_from_file(
                     file,
