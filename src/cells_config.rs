@@ -36,7 +36,7 @@ fn text_at<'a>(v: &'a serde_json::Value, path: &[&str]) -> Option<&'a str> {
 /// Extracts the update settings from the text of `pydio.json`.
 pub fn parse(bytes: &[u8]) -> Result<CellsUpdateSettings> {
     let doc: serde_json::Value = serde_json::from_slice(bytes)
-        .map_err(|e| Error::Internal(format!("{CELLS_CONFIG} is not valid JSON ({e})")))?;
+        .map_err(|e| Error::InvalidArgument(format!("{CELLS_CONFIG} is not valid JSON ({e})")))?;
     let svc = ["services", "pydio.grpc.update"];
     let pick = |defaults: &[&str], fallback: &str| {
         text_at(&doc, defaults)
@@ -60,7 +60,7 @@ pub fn read_as_user(req: CellsDir) -> Result<CellsSettings<CellsUpdateSettings>>
         Ok(d) => d,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return none,
         Err(e) => {
-            return Err(Error::Internal(format!(
+            return Err(Error::InvalidArgument(format!(
                 "cannot open the Cells working directory {dir}: {e}"
             )))
         }
@@ -70,7 +70,7 @@ pub fn read_as_user(req: CellsDir) -> Result<CellsSettings<CellsUpdateSettings>>
         Ok(Some(bytes)) => Ok(CellsSettings {
             settings: Some(parse(&bytes)?),
         }),
-        Err(e) => Err(Error::Internal(format!(
+        Err(e) => Err(Error::InvalidArgument(format!(
             "cannot read {dir}/{CELLS_CONFIG}: {e}"
         ))),
     }

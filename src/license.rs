@@ -106,7 +106,7 @@ pub async fn write(runner: &Runner, at: &Location, key: &str) -> Result<PathBuf>
 
 fn open_own_dir(dir: &str) -> Result<crate::dirfd::Dir> {
     crate::dirfd::Dir::open_own(Path::new(dir)).map_err(|e| {
-        Error::Internal(format!(
+        Error::InvalidArgument(format!(
             "the Cells working directory {dir} cannot be opened as the Cells user ({e}); start \
              Cells once, or set CELLS_WORKING_DIR in its unit"
         ))

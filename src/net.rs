@@ -325,7 +325,7 @@ pub async fn fetch(req: FetchRequest, out: &mut impl Write) -> Result<FetchDone>
     let interrupted = |out: &mut dyn Write, frames: &mut protocol::DataFrames, e: Error| {
         let _ = frames
             .flush(out)
-            .and_then(|()| protocol::send_meta(out, &FetchMeta::Interrupted));
+            .and_then(|()| protocol::send_meta(out, &FetchMeta::Interrupted(true)));
         e
     };
     let fail = |what: String| Error::DownloadFailed(format!("downloading {url}: {what}"));
@@ -374,10 +374,10 @@ pub async fn fetch(req: FetchRequest, out: &mut impl Write) -> Result<FetchDone>
             s => return Err(fail(format!("the server answered HTTP {s}"))),
         };
         if let Some(len) = resp.content_length() {
-            if start + len > req.size {
+            if start.saturating_add(len) > req.size {
                 return Err(fail(format!(
                     "the server announces {} bytes but {} were advertised; refusing it",
-                    start + len,
+                    start.saturating_add(len),
                     req.size
                 )));
             }

@@ -108,15 +108,17 @@ impl FetchRequest {
     }
 }
 
-/// A metadata frame of `fetch`: `{"start": N}` first, and `"interrupted"` before the result
-/// when the transfer broke off (a resumable failure: what arrived is kept).
+/// A metadata frame of `fetch`: `{"start": N}` first, and `{"interrupted": true}` before the
+/// result when the transfer broke off (a resumable failure: what arrived is kept). These are
+/// the shapes earlier helpers wrote: a daemon and a helper of two builds (during a package
+/// upgrade) still understand each other.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum FetchMeta {
     /// The offset of the first data frame's first byte.
     Start(u64),
-    /// The transfer broke off.
-    Interrupted,
+    /// The transfer broke off (always `true`).
+    Interrupted(bool),
 }
 
 /// `fetch`'s result: how many bytes it streamed.
@@ -491,6 +493,20 @@ mod tests {
 
     /// Row by row: each kind runs with the least rights it needs, and only `license-write`
     /// may write anywhere (the working directory it names). A request cannot ask for more.
+    /// The fetch helper's metadata keeps the shapes earlier builds wrote and read.
+    #[test]
+    fn fetch_metadata_keeps_its_wire_shapes() {
+        for (meta, text) in [
+            (FetchMeta::Start(5), r#"{"start":5}"#),
+            (FetchMeta::Interrupted(true), r#"{"interrupted":true}"#),
+        ] {
+            assert_eq!(serde_json::to_string(&meta).unwrap(), text);
+            assert_eq!(serde_json::from_str::<FetchMeta>(text).unwrap(), meta);
+        }
+        assert!(serde_json::from_str::<FetchMeta>(r#""interrupted""#).is_err());
+        assert!(serde_json::from_str::<FetchMeta>(r#"{"status":200}"#).is_err());
+    }
+
     #[test]
     fn the_kind_decides_the_rights() {
         let binary = File::open("/dev/null").unwrap();

@@ -132,7 +132,9 @@ impl Stager {
             )));
         }
         self.require_keys()?;
-        if let Some(m) = self.already_staged(&release.version, &release.checksum)? {
+        if let Some(m) =
+            self.already_staged(&release.version, &release.checksum, release.package)?
+        {
             return Ok(m);
         }
         let name = release.version.to_string();
@@ -285,11 +287,13 @@ impl Stager {
         &self,
         v: &CellsVersion,
         checksum: &Sha256Digest,
+        package: crate::package::Package,
     ) -> Result<Option<Manifest>> {
         match self.area.manifest(v) {
-            Some(m) if m.sha256 == *checksum => Ok(Some(m)),
+            Some(m) if m.sha256 == *checksum && m.package == package => Ok(Some(m)),
             Some(_) => {
-                // Same version, other bytes: the old staging is stale; stage afresh.
+                // Same version, other bytes or another edition's record (a StageFromFd that
+                // named the other one): the old staging is stale; stage afresh.
                 self.area.remove(v)?;
                 Ok(None)
             }
@@ -379,7 +383,7 @@ impl Stager {
             };
             match next.map_err(|e| Abort::Interrupted(helper_broke(version, e)))? {
                 Frame::Meta(m) => match serde_json::from_value::<FetchMeta>(m) {
-                    Ok(FetchMeta::Interrupted) => interrupted = true,
+                    Ok(FetchMeta::Interrupted(_)) => interrupted = true,
                     Ok(FetchMeta::Start(s)) if s == 0 || s == resume_from => break s,
                     Ok(FetchMeta::Start(_)) => {
                         return Err(fatal("the download started at an unexpected offset".into()))
@@ -459,7 +463,7 @@ impl Stager {
                     });
                 }
                 Ok(Frame::Meta(m)) => {
-                    if matches!(serde_json::from_value(m), Ok(FetchMeta::Interrupted)) {
+                    if matches!(serde_json::from_value(m), Ok(FetchMeta::Interrupted(_))) {
                         interrupted = true;
                     }
                 }

@@ -64,12 +64,19 @@ pub(in crate::daemon) async fn run(
         pin: d.pin().await,
         force: opts.force,
     };
-    let offer = resp
+    // Of the entries for this version, an allowed one (another may be for another
+    // architecture); else the first, whose refusal says why.
+    let offered: Vec<_> = resp
         .available_binaries
         .iter()
         .map(|p| policy::assess(p, &pctx))
         .filter(|a| a.version.as_ref().is_some_and(|v| *v >= installed))
-        .find(|a| a.version.as_ref() == Some(&want))
+        .filter(|a| a.version.as_ref() == Some(&want))
+        .collect();
+    let offer = offered
+        .iter()
+        .find(|a| a.allowed())
+        .or(offered.first())
         .ok_or_else(|| {
             Error::NoSuchVersion(format!(
                 "the update server offers no Enterprise build of {want}"
