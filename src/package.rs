@@ -29,11 +29,6 @@ impl Package {
         Package::ALL.into_iter().find(|p| p.as_str() == s)
     }
 
-    /// True when `s` spells a package.
-    pub fn is_known(s: &str) -> bool {
-        Package::parse(s).is_some()
-    }
-
     /// The other edition.
     pub fn other(self) -> Package {
         match self {

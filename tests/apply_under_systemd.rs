@@ -134,6 +134,17 @@ fn a_release_that_exits_at_start_is_rolled_back_and_marked_bad() {
         !ok && err.contains("Error.InvalidArgument") && err.contains("not marked bad"),
         "{err}"
     );
+    // An entry spelled neither as a version nor as a BadVersions entry: refused, saying
+    // which, and the mark stays.
+    for bad in ["PydioPwned:4.4.6", "four", "PydioHome:"] {
+        let (ok, _, err) = sb.try_sh(&format!("cells-updater forget-bad '{bad}'"));
+        assert!(
+            !ok && err.contains("Error.InvalidArgument")
+                && err.contains("neither a version nor a BadVersions entry"),
+            "{bad}: {err}"
+        );
+        assert_eq!(prop(&sb, "BadVersions"), "as 1 \"PydioHome:4.4.6\"");
+    }
     sb.sh("cells-updater forget-bad 4.4.6");
     assert_eq!(prop(&sb, "BadVersions"), "as 0");
     let log = sb.sh("journalctl -u cells-updater --no-pager -o cat");

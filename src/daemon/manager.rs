@@ -400,20 +400,14 @@ impl ManagerIface {
         let s = &self.daemon;
         let uid = s.authorize(&hdr, Action::ManagePolicy).await?;
         let shown = crate::text::one_line(&entry, 120);
-        let (package, version) = match entry.split_once(':') {
-            Some((p, v)) if crate::package::Package::parse(p).is_some() => {
-                (crate::package::Package::parse(p), v)
-            }
-            Some(_) => {
-                return Err(Error::InvalidArgument(format!(
-                    "{shown:?} is neither a version nor a BadVersions entry (PydioHome:V or \
-                     PydioEnterprise:V)"
-                ))
-                .into())
-            }
-            None => (None, entry.as_str()),
-        };
-        let want = CellsVersion::parse(version)?;
+        // An entry is spelled as BadVersions spells one; a bare version names both editions.
+        let asked = crate::package::BadRelease::parse(&entry).map_err(|why| {
+            Error::InvalidArgument(format!(
+                "{shown:?} is neither a version nor a BadVersions entry (PydioHome:V or \
+                 PydioEnterprise:V): {why}"
+            ))
+        })?;
+        let (package, want) = (asked.package, asked.version);
         let mut store = s.store.lock().await;
         let before = store.get().bad_versions.clone();
         let mut after: Vec<crate::package::BadRelease> = Vec::new();

@@ -85,14 +85,12 @@ pub(in crate::daemon) async fn run(ctx: &Ctx) -> Result<String> {
             step: Step::Swapping,
             // When the probe could not tell (a binary that does not start), the version the
             // daemon recorded for this very file.
-            from_version: match installed.reported.clone() {
-                Some(v) => Some(v),
-                None => doc
-                    .installed
+            from_version: installed.reported.clone().or_else(|| {
+                doc.installed
                     .as_ref()
                     .filter(|r| r.sha256 == Some(now.sha256))
-                    .and_then(|r| r.version.clone()),
-            },
+                    .and_then(|r| r.version.clone())
+            }),
             from_package,
             to_version,
             to_package,
