@@ -95,18 +95,13 @@ pub async fn run(cfg: Config, cmd: FleetCommand, bus: Option<&str>) -> Result<()
                 None => f.canary_soak,
             };
             let package = match package {
-                Some(p) => match Package::parse(&p) {
-                    Some(p) => p,
-                    None => {
-                        return Err(Failure {
-                            code: super::EXIT_USAGE,
-                            message: format!(
-                                "--package {:?} must be PydioHome or PydioEnterprise",
-                                one_line(&p, 40)
-                            ),
-                        })
-                    }
-                },
+                Some(p) => Package::parse(&p).ok_or_else(|| Failure {
+                    code: super::EXIT_USAGE,
+                    message: format!(
+                        "--package {:?} must be PydioHome or PydioEnterprise",
+                        one_line(&p, 40)
+                    ),
+                })?,
                 None => local_package(bus).await?,
             };
             let t = TargetValue {
